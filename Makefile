@@ -1,0 +1,44 @@
+# Set-up is idempotent: the venv is created once, packages are installed once per pyproject.toml version
+# (a stamp file records it), and the Debian Fashion-MNIST package is installed once (as root).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+PYTEST_ARGS ?=
+
+.PHONY: setup data test demo survey report clean
+
+setup: $(STAMP) data
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet -e '.[test,launchers]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+data:
+	@if [ -f $(FMNIST) ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+	  echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist'," \
+	       "or point at local IDX files with dataset.data_dir=DIR, or use dataset.download=true with a network."; \
+	fi
+
+test: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/python -m runners.train
+
+survey: setup
+	$(BIN)/python -m runners.train -m +experiment=survey_mlp
+
+report: setup
+	$(BIN)/python -m analysis.report
+
+clean:
+	rm -rf outputs multirun results/runs results/report

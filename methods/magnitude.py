@@ -1,0 +1,33 @@
+"""Magnitude pruning — Han, Pool, Tran & Dally, "Learning both Weights and Connections", NeurIPS 2015.
+
+§3: train the dense network (L2 regularization), prune connections with small |w|, retrain the survivors from
+their trained values with LR × 0.1 (LeNets), optionally iterating prune/retrain. The paper's threshold is
+``quality × σ`` per layer (``scope=layerwise_std``); the per-layer keep fractions of Tables 2–3 are given with
+``layer_density`` (the ``han_lenet`` experiment). Default here: ``scope=global`` (one threshold over all layers, the
+ablation ShrinkBench and the LTH papers use), because a single sweep axis (``method.sparsity``) needs a scope that
+hits a target exactly. Biases are not pruned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from methods.base import Recovery
+from methods.unstructured import ScoreConfig, ScoreMethod
+
+
+@dataclass
+class MagnitudeConfig(ScoreConfig):
+    recovery: Recovery = field(default_factory=lambda: Recovery(lr_scale=0.1))
+
+
+class Magnitude(ScoreMethod):
+    name = "magnitude"
+    Config = MagnitudeConfig
+
+    def scores(self, exp, model, alive):
+        params = dict(model.named_parameters())
+        return {n: params[n].detach().abs() for n in alive}
+
+
+METHOD = Magnitude

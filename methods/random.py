@@ -1,0 +1,81 @@
+"""Random pruning baselines (methods.md §7).
+
+Variants: ``layerwise`` — every layer keeps the same fraction, chosen uniformly at random (§7a, ShrinkBench);
+``global`` — i.i.d. random scores under one global threshold (§7b, SynFlow's ``Rand``); ``shuffle`` — another
+experiment's mask shuffled within each layer, keeping its per-layer densities (§7c, open_lth ``randomly_prune
+--strategy layerwise``; Frankle et al. 2021). ``when=init`` prunes before training (the baseline of SNIP and the
+LTH's "randomly sampled sparse networks"); ``when=after_training`` prunes the trained model and fine-tunes (Mittal
+et al.; OBD's random deletion). All randomness comes from ``seeds.prune``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from methods.select import select
+from methods.unstructured import ScoreConfig, ScoreMethod
+from runners.config import check
+
+VARIANTS = ("layerwise", "global", "shuffle")
+
+
+@dataclass
+class RandomConfig(ScoreConfig):
+    variant: str = "layerwise"
+    when: str = "init"
+    source: dict = field(default_factory=dict)  # shuffle: the experiment whose mask is shuffled, e.g. {name: snip, sparsity: 0.9}
+    build_source: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.variant in VARIANTS, "method.variant", f"must be one of {VARIANTS} (got {self.variant!r})")
+        check(self.variant != "shuffle" or bool(self.source.get("name")), "method.source",
+              "variant=shuffle needs the experiment to shuffle, e.g. method.source={name: snip, sparsity: 0.9}")
+
+
+class RandomPruning(ScoreMethod):
+    name = "random"
+    Config = RandomConfig
+
+    def label(self) -> str:
+        if self.cfg.variant == "shuffle":
+            return f"random (shuffled {self.cfg.source.get('name')})"
+        return f"random ({self.cfg.variant})" if self.cfg.variant != "layerwise" else "random"
+
+    def validate(self, exp) -> None:
+        if self.cfg.variant == "shuffle":
+            self._source_masks(exp)
+
+    def _source_masks(self, exp) -> dict:
+        record = exp.source_experiment(dict(self.cfg.source), build=self.cfg.build_source)
+        stage = exp.stage_at(record["final_stage"])
+        return stage.tensors("masks.safetensors")
+
+    def mask_spec(self) -> dict:
+        spec = super().mask_spec()
+        spec["scope"] = "global" if self.cfg.variant == "global" else "layerwise"
+        return spec
+
+    def choose(self, scores, alive, overall, layers, weights):
+        if self.cfg.variant == "shuffle":
+            return {n: scores[n].bool() & alive[n] for n in scores}  # the shuffled source mask itself
+        scope = "global" if self.cfg.variant == "global" else "layerwise"
+        return select(scores, alive, scope=scope, layer_targets=layers, global_target=overall)
+
+    def scores(self, exp, model, alive):
+        gen = torch.Generator().manual_seed(exp.run.seed_for("prune"))
+        if self.cfg.variant == "shuffle":
+            source = self._source_masks(exp)
+            return {n: source[n].flatten()[torch.randperm(source[n].numel(), generator=gen)].view_as(source[n])
+                    for n in alive}
+        return {n: torch.rand(alive[n].shape, generator=gen) for n in alive}
+
+    def run(self, exp):
+        if self.cfg.variant == "shuffle":
+            self.cfg.rounds = 1
+        return super().run(exp)
+
+
+METHOD = RandomPruning

@@ -1,0 +1,224 @@
+"""The one training loop every stage uses (dense training, fine-tuning, rewind-and-retrain, scratch).
+
+Design choices that make results reproducible and resumable:
+- the data order of epoch ``e`` is a pure function of ``(data_seed, e)``, so a resumed run needs no sampler state;
+- the learning rate is a pure function of the iteration (no scheduler object to save);
+- a checkpoint (weights, optimizer, iteration, metrics, best weights, RNG) is written atomically after every epoch,
+  so a killed run continues from its last epoch and ends with bitwise-identical numbers.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from runners.config import TrainConfig
+
+GradientHook = Callable[[nn.Module], None]
+StepHook = Callable[[nn.Module, torch.optim.Optimizer], None]
+
+
+@dataclass
+class Hooks:
+    """Extension points: ``before_step`` edits gradients (e.g. slimming's λ·sign(γ)); ``after_step`` edits weights
+    and optimizer state (e.g. re-applying masks)."""
+
+    before_step: list[GradientHook] = field(default_factory=list)
+    after_step: list[StepHook] = field(default_factory=list)
+
+
+@dataclass
+class TrainOutcome:
+    metrics: list[dict]
+    selected: dict  # the metrics row of the checkpoint the record reports (train.selection)
+    final: dict
+    early_stop_iteration: int  # iteration of minimum validation loss (the lottery-ticket early-stopping point)
+    selected_state: dict
+    snapshots: dict[int, dict]
+    iterations: int
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def epoch_seed(data_seed: int, epoch: int) -> int:
+    return (data_seed * 1_000_003 + epoch) % (2**63 - 1)
+
+
+def total_iterations(cfg: TrainConfig, batches_per_epoch: int) -> int:
+    return cfg.iterations if cfg.iterations is not None else cfg.epochs * batches_per_epoch
+
+
+def lr_factor(cfg: TrainConfig, iteration: int, total: int) -> float:
+    warmup = min(1.0, (iteration + 1) / cfg.warmup_iterations) if cfg.warmup_iterations else 1.0
+    if cfg.schedule == "multistep":
+        return warmup * cfg.gamma ** sum(iteration >= m * total for m in cfg.milestones)
+    if cfg.schedule == "cosine":
+        return warmup * 0.5 * (1 + math.cos(math.pi * iteration / total))
+    if cfg.schedule == "inv":
+        return warmup * (1 + cfg.inv_gamma * iteration) ** (-cfg.inv_power)
+    return warmup
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+                           weight_decay=cfg.weight_decay)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, split, device: torch.device, batch_size: int = 1000) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over a split (eval mode, restored afterwards)."""
+    was_training = model.training
+    model.eval()
+    loss_sum, correct, n = 0.0, 0, 0
+    for x, y in split.batches(batch_size, device=device):
+        logits = model(x)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        n += len(y)
+    model.train(was_training)
+    return loss_sum / max(n, 1), correct / max(n, 1)
+
+
+def _state_copy(model: nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _save_checkpoint(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as fh:
+        torch.save(payload, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Optional[Path]) -> Optional[dict]:
+    if path is None or not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated checkpoint from a kill mid-write: start over rather than crash
+        print(f"warning: ignoring unreadable checkpoint {path} ({err}); training from the start")
+        return None
+
+
+def _select(metrics: list[dict], criterion: str) -> int:
+    if criterion == "last":
+        return len(metrics) - 1
+    if criterion == "val_loss":
+        return min(range(len(metrics)), key=lambda i: (metrics[i]["val_loss"], i))
+    return min(range(len(metrics)), key=lambda i: (-metrics[i]["val_acc"], i))
+
+
+def train(
+    model: nn.Module,
+    data,
+    cfg: TrainConfig,
+    *,
+    data_seed: int,
+    device: torch.device,
+    hooks: Optional[Hooks] = None,
+    start_iteration: int = 0,
+    snapshots: Iterable[int] = (),
+    checkpoint: Optional[Path] = None,
+    on_eval: Optional[Callable[[dict], None]] = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> TrainOutcome:
+    """Train ``model`` in place on ``data.train``; evaluate on ``data.val`` and ``data.test``.
+
+    ``start_iteration`` > 0 continues the data order and LR schedule from that iteration (lottery rewinding to
+    iteration k). ``snapshots`` lists iterations whose weights are kept (the rewind points).
+    """
+    hooks = hooks or Hooks()
+    model.to(device)
+    optimizer = make_optimizer(model, cfg)
+    per_epoch = data.train.num_batches(cfg.batch_size)
+    total = total_iterations(cfg, per_epoch)
+    eval_every = cfg.eval_every or per_epoch
+    wanted = set(snapshots)
+    metrics: list[dict] = []
+    kept: dict[int, dict] = {}
+    selected_state: Optional[dict] = None
+    iteration = start_iteration
+
+    state = _load_checkpoint(checkpoint)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        iteration, metrics = state["iteration"], state["metrics"]
+        kept, selected_state = state["snapshots"], state["selected_state"]
+        torch.set_rng_state(state["rng"])
+    if iteration in wanted:
+        kept[iteration] = _state_copy(model)
+
+    model.train()
+    bar = tqdm(total=total, initial=iteration, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    while iteration < total:
+        epoch, offset = divmod(iteration, per_epoch)
+        for index, (x, y) in enumerate(data.train.batches(cfg.batch_size, shuffle=True, seed=epoch_seed(data_seed, epoch),
+                                                          device=device)):
+            if index < offset:  # rewinding into the middle of an epoch: same data order as the original run
+                continue
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * lr_factor(cfg, iteration, total)
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            for hook in hooks.before_step:
+                hook(model)
+            optimizer.step()
+            for step_hook in hooks.after_step:
+                step_hook(model, optimizer)
+            iteration += 1
+            bar.update(1)
+            if iteration in wanted:
+                kept[iteration] = _state_copy(model)
+            if iteration % eval_every == 0 or iteration == total:
+                row = _eval_row(model, data, device, iteration, per_epoch, loss.item(), cfg.lr * lr_factor(cfg, iteration - 1, total))
+                metrics.append(row)
+                if _select(metrics, cfg.selection) == len(metrics) - 1:
+                    selected_state = _state_copy(model)
+                bar.set_postfix(val_acc=f"{row['val_acc']:.4f}")
+                if on_eval is not None:
+                    on_eval(row)
+                model.train()
+            if iteration == total:
+                break
+        if checkpoint is not None and iteration < total:
+            _save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                          "iteration": iteration, "metrics": metrics, "snapshots": kept,
+                                          "selected_state": selected_state, "rng": torch.get_rng_state()})
+    bar.close()
+    chosen = _select(metrics, cfg.selection)
+    early = min(range(len(metrics)), key=lambda i: (metrics[i]["val_loss"], i))
+    return TrainOutcome(metrics=metrics, selected=metrics[chosen], final=metrics[-1],
+                        early_stop_iteration=metrics[early]["iteration"], selected_state=selected_state or _state_copy(model),
+                        snapshots=kept, iterations=iteration)
+
+
+def _eval_row(model, data, device, iteration: int, per_epoch: int, train_loss: float, lr: float) -> dict:
+    val_loss, val_acc = evaluate(model, data.val, device)
+    test_loss, test_acc = evaluate(model, data.test, device)
+    return {"iteration": iteration, "epoch": iteration / per_epoch, "train_loss": train_loss, "lr": lr,
+            "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc}
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    return copy.deepcopy(model)
