@@ -1,61 +1,97 @@
-"""Model registry: ``build_model(cfg, input_shape, num_classes, generator) -> nn.Module`` (seeded init)."""
+"""Model registry: ``build_model(cfg, input_shape, num_classes, generator) -> nn.Module``, seeded initialization.
+
+Conv models adapt to the dataset: the first layer takes the input's channels and the classifier's width comes from a
+dummy forward; only input sizes too small for the pooling are refused (one-line ``UserError``).
+MLPs flatten any input shape.
+"""
 
 from __future__ import annotations
 
-import math
+from typing import Callable, Optional
 
 import torch
+from torch import nn
 
+from models.config import INITS, MODEL_NAMES, VGG_CFGS, ModelConfig
 from models.init import initialize
-from models.nets import MLP, VGG, ConvBN, LeNet5Caffe, ResNetCifar
+from models.lenet5 import LeNet5Caffe
+from models.mlp import MLP
+from models.resnet import ResNetCifar
+from models.vgg import VGG, ConvBN
 from runners.errors import UserError
 
+__all__ = ["ModelConfig", "build_model", "initialize", "REGISTRY", "INITS", "MODEL_NAMES", "min_input_size"]
 
-def _need_spatial(name: str, shape, minimum: int) -> None:
-    if shape[1] < minimum or shape[2] < minimum:
-        raise UserError(f"model {name} needs inputs of at least {minimum}x{minimum}; the dataset gives "
-                        f"{'x'.join(map(str, shape))} (use an MLP such as lenet300 or mlp_bn)")
+Shape = tuple[int, int, int]
 
 
-def _lenet5(cfg, shape, classes):
-    _need_spatial("lenet5", shape, 28)
-    return LeNet5Caffe(shape[0], shape[1], classes)
+def _mlp(cfg: ModelConfig, shape: Shape, classes: int) -> nn.Module:
+    return MLP(shape, cfg.resolved_widths(), classes, batchnorm=cfg.resolved_batchnorm())
 
 
-def _conv_bn(cfg, shape, classes):
-    widths = cfg.widths or [16, 32, 64]
-    _need_spatial("conv_bn", shape, 2 ** len(widths))
-    return ConvBN(shape[0], widths, classes)
+def _lenet5(cfg: ModelConfig, shape: Shape, classes: int) -> nn.Module:
+    return LeNet5Caffe(shape, cfg.resolved_widths(), classes)
 
 
-def _vgg(cfg, shape, classes):
-    depth = cfg.depth or 16
-    if depth not in (11, 16, 19):
-        raise UserError(f"model.depth: vgg supports 11, 16, 19 (got {depth})")
-    _need_spatial("vgg", shape, 32)
-    return VGG(shape[0], depth, classes)
+def _conv_bn(cfg: ModelConfig, shape: Shape, classes: int) -> nn.Module:
+    return ConvBN(shape, cfg.resolved_widths(), classes, batchnorm=cfg.resolved_batchnorm())
 
 
-def _resnet(cfg, shape, classes):
-    depth = cfg.depth or 20
-    if depth not in (20, 32, 56):
-        raise UserError(f"model.depth: resnet supports 20, 32, 56 (got {depth})")
-    _need_spatial("resnet", shape, 8)
-    return ResNetCifar(shape[0], depth, classes)
+def _vgg(cfg: ModelConfig, shape: Shape, classes: int) -> nn.Module:
+    return VGG(shape, VGG_CFGS[cfg.resolved_depth()], classes, batchnorm=cfg.resolved_batchnorm(), widths=cfg.widths)
 
 
-BUILDERS = {
-    "lenet300": lambda cfg, shape, classes: MLP(math.prod(shape), cfg.widths or [300, 100], classes, batchnorm=False),
-    "mlp_bn": lambda cfg, shape, classes: MLP(math.prod(shape), cfg.widths or [500, 300], classes, batchnorm=True),
-    "lenet5": _lenet5,
-    "conv_bn": _conv_bn,
-    "vgg": _vgg,
-    "resnet": _resnet,
+def _resnet(cfg: ModelConfig, shape: Shape, classes: int) -> nn.Module:
+    return ResNetCifar(shape, cfg.resolved_depth(), classes, widths=cfg.widths)
+
+
+REGISTRY: dict[str, Callable[[ModelConfig, Shape, int], nn.Module]] = {
+    "lenet300": _mlp, "mlp_bn": _mlp, "lenet5": _lenet5, "conv_bn": _conv_bn, "vgg": _vgg, "resnet": _resnet,
 }
 
 
-def build_model(cfg, input_shape, num_classes: int, generator: torch.Generator | None = None):
-    if cfg.name not in BUILDERS:
-        raise UserError(f"model.name: unknown model {cfg.name!r}; choose one of {', '.join(sorted(BUILDERS))}")
-    model = BUILDERS[cfg.name](cfg, tuple(input_shape), num_classes)
-    return initialize(model, cfg.init, generator or torch.Generator().manual_seed(0), cfg.bn_weight_init)
+def min_input_size(cfg: ModelConfig) -> int:
+    """Smallest height/width the model can process (valid convs and pooling must leave at least one pixel)."""
+    if cfg.name == "lenet5":
+        return 16  # 16 → conv 12 → pool 6 → conv 2 → pool 1
+    if cfg.name == "conv_bn":
+        return 2 ** len(cfg.resolved_widths())
+    if cfg.name == "vgg":
+        return 2 * 2 ** VGG_CFGS[cfg.resolved_depth()].count("M")  # the max-pools, then avgpool 2
+    return 1  # MLPs flatten; ResNet's strided 3×3 convs are padded and it pools globally
+
+
+def _as_config(cfg) -> ModelConfig:
+    if isinstance(cfg, ModelConfig):
+        return cfg
+    if isinstance(cfg, str):
+        return ModelConfig(name=cfg)
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    return ModelConfig(**dict(cfg))
+
+
+def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes: int,
+                generator: Optional[torch.Generator] = None) -> nn.Module:
+    """Build ``cfg.name`` for inputs of ``input_shape`` (C, H, W) and initialize it with ``cfg.init``.
+
+    ``generator`` seeds the initialization (same seed → identical weights); ``None`` uses the global torch RNG.
+    The model records ``bn_weight_init`` so that ``initialize(model, scheme, gen)`` of a compacted copy reuses it.
+    """
+    cfg = _as_config(cfg)
+    if cfg.name not in REGISTRY:
+        raise UserError(f"model.name: unknown model {cfg.name!r}; choose one of {', '.join(REGISTRY)}")
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise UserError(f"model {cfg.name}: input_shape must be (channels, height, width) (got {tuple(input_shape)})")
+    if num_classes < 1:
+        raise UserError(f"model {cfg.name}: num_classes must be >= 1 (got {num_classes})")
+    need = min_input_size(cfg)
+    if shape[1] < need or shape[2] < need:
+        raise UserError(f"model {cfg.tag} needs inputs of at least {need}x{need}; the dataset gives "
+                        f"{'x'.join(map(str, shape))} (use an MLP such as lenet300 or mlp_bn, or resnet)")
+    model = REGISTRY[cfg.name](cfg, shape, num_classes)
+    model.bn_weight_init = float(cfg.bn_weight_init)
+    return initialize(model, cfg.init, generator, cfg.bn_weight_init)

@@ -1,60 +1,141 @@
 """Compression metrics: parameters, multiply-adds (dense and effective), measured CPU latency.
 
-Multiply-adds come from ``torch.utils.flop_counter`` (which counts 2 FLOPs per multiply-add) attributed to each
-Conv2d/Linear; the effective count scales each layer by its weight density, so masks count only nonzero weights
-and a physically compacted model simply has fewer MACs. FLOPs are not speed: structured results also measure latency.
+Multiply-adds (MACs) come from ``torch.utils.flop_counter.FlopCounterMode``, which counts 2 FLOPs per multiply-add
+for convolutions and matrix products (bias additions, BN, pooling and activations are not counted), attributed to
+each Conv2d/Linear by module path. The record's ``flops_*`` fields hold these MAC counts for ONE example
+(LeNet-300-100: 266,200; slimming's "7.97e8 FLOPs" for VGG-19 is 2 × its 3.98e8 MACs).
+
+``flops_effective`` scales each layer's MACs by its weight density — from ``masks`` when given, else from the masks
+``torch.nn.utils.prune`` attached to the module, else from the nonzero weights — which is how the Rethinking code
+counts unstructured sparsity for Scratch-B (methods.md §8, ``count_flops.py``: only nonzero weights). For a Conv2d
+or Linear this is exact: MACs = output positions × weight entries. A physically compacted model simply has fewer
+MACs. FLOPs are not speed, so structured results also report measured latency.
 """
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-
-def count_params(model: nn.Module) -> dict:
-    params = list(model.parameters())
-    return {"params_total": sum(p.numel() for p in params),
-            "params_nonzero": sum(int((p.detach() != 0).sum()) for p in params)}
+Masks = dict[str, torch.Tensor]
+COUNTED_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
-def count_flops(model: nn.Module, input_shape) -> dict:
-    """Multiply-adds of one example: ``flops_dense`` (all weights) and ``flops_effective`` (nonzero weights)."""
-    model = model.eval()
+def _plain_name(name: str) -> str:
+    """``fc1.weight_orig`` (a ``torch.nn.utils.prune`` parameter) → ``fc1.weight``."""
+    return name[: -len("_orig")] if name.endswith("_orig") else name
+
+
+def attached_masks(model: nn.Module) -> Masks:
+    """Masks that ``torch.nn.utils.prune`` attached to the model, keyed by plain parameter name."""
+    out = {}
+    for module_name, module in model.named_modules():
+        for buffer_name, buffer in module.named_buffers(recurse=False):
+            if buffer_name.endswith("_mask"):
+                out[f"{module_name}.{buffer_name[:-5]}" if module_name else buffer_name[:-5]] = buffer.detach()
+    return out
+
+
+def _nonzero(name: str, value: torch.Tensor, masks: Masks) -> int:
+    if name in masks:
+        mask = masks[name]
+        if mask.shape != value.shape:
+            raise ValueError(f"mask {name!r} has shape {tuple(mask.shape)} but the parameter has {tuple(value.shape)}")
+        return int(mask.detach().bool().sum())
+    return int((value.detach() != 0).sum())
+
+
+def count_params(model: nn.Module, masks: Optional[Masks] = None) -> dict:
+    """``params_total`` (every parameter) and ``params_nonzero`` (mask True where a mask is given, else value ≠ 0).
+
+    Works on plain models and on models masked with ``torch.nn.utils.prune`` (``weight_orig`` counts as ``weight``).
+    """
+    masks = {**attached_masks(model), **(masks or {})}
+    total = nonzero = 0
+    for name, param in model.named_parameters():
+        name = _plain_name(name)
+        total += param.numel()
+        nonzero += _nonzero(name, param, masks)
+    return {"params_total": total, "params_nonzero": nonzero}
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode for the duration (BN must not update running statistics), restoring every module's own flag."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
+def _device(model: nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def count_flops(model: nn.Module, input_shape, masks: Optional[Masks] = None) -> dict:
+    """Multiply-adds of one example of shape ``input_shape`` (C, H, W).
+
+    Returns ``flops_dense`` (all weights), ``flops_effective`` (each Conv/Linear scaled by its weight density; any
+    matrix products outside such modules count fully) and ``per_layer`` {module name: {"macs", "density"}}.
+    """
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(torch.zeros(1, *input_shape, device=next(model.parameters()).device))
+    with torch.no_grad(), _eval_mode(model):
+        x = torch.zeros(1, *input_shape, device=_device(model))
+        with counter:
+            model(x)
     counts = counter.get_flop_counts()
-    root = next(iter(counts))  # "Global"; module keys are "<ClassName>.<module path>"
+    dense = sum(counts.get("Global", {}).values()) // 2
+    # FlopCounterMode keys modules as "<root class name>.<module path>".
     prefix = type(model).__name__ + "."
-    per_layer = {}
+    masks = {**attached_masks(model), **(masks or {})}
+    per_layer: dict[str, dict] = {}
     for name, module in model.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            flops = sum(counts.get(prefix + name, {}).values())
-            weight = module.weight.detach()
-            per_layer[name] = {"macs": flops // 2, "density": float((weight != 0).sum()) / weight.numel()}
-    dense = sum(counts[root].values()) // 2
-    layer_total = sum(v["macs"] for v in per_layer.values())
-    effective = dense - layer_total + sum(v["macs"] * v["density"] for v in per_layer.values())
+        if not isinstance(module, COUNTED_MODULES) or name == "":
+            continue
+        macs = sum(counts.get(prefix + name, {}).values()) // 2
+        weight = module.weight  # for a pruned module this is weight_orig * mask, refreshed by the forward above
+        density = _nonzero(f"{name}.weight", weight, masks) / max(weight.numel(), 1)
+        per_layer[name] = {"macs": int(macs), "density": float(density)}
+    attributed = sum(v["macs"] for v in per_layer.values())
+    effective = dense - attributed + sum(v["macs"] * v["density"] for v in per_layer.values())
     return {"flops_dense": int(dense), "flops_effective": int(round(effective)), "per_layer": per_layer}
 
 
-def measure_latency_ms(model: nn.Module, input_shape, batch_sizes=(1, 256), repeats: int = 20, warmup: int = 3) -> dict:
-    """Median CPU wall time of a forward pass per batch size (eval mode, inference mode)."""
-    model = model.cpu().eval()
-    out = {}
-    with torch.inference_mode():
+def measure_latency_ms(model: nn.Module, input_shape, batch_sizes=(1, 256), repeats: int = 20, warmup: int = 3,
+                       time_budget_s: Optional[float] = 60.0) -> dict[str, float]:
+    """Median CPU wall time (ms) of one forward pass per batch size, in eval mode under ``torch.inference_mode``.
+
+    Keys are the batch sizes as strings ("1", "256"). ``time_budget_s`` stops the timed repeats of one batch size
+    early once it is exceeded (at least 3 are kept), so a large model on a busy CPU cannot stall a sweep; ``None``
+    always runs all ``repeats``. The model is not modified (a CPU copy is timed if it lives elsewhere).
+    """
+    if _device(model).type != "cpu":
+        model = copy.deepcopy(model).cpu()
+    gen = torch.Generator().manual_seed(0)
+    out: dict[str, float] = {}
+    with torch.inference_mode(), _eval_mode(model):
         for batch in batch_sizes:
-            x = torch.randn(batch, *input_shape)
+            x = torch.randn(batch, *input_shape, generator=gen)
             for _ in range(warmup):
                 model(x)
-            times = []
-            for _ in range(repeats):
+            times: list[float] = []
+            started = time.perf_counter()
+            for _ in range(max(repeats, 1)):
                 start = time.perf_counter()
                 model(x)
-                times.append((time.perf_counter() - start) * 1000)
-            out[str(batch)] = statistics.median(times)
+                times.append((time.perf_counter() - start) * 1000.0)
+                if time_budget_s is not None and len(times) >= 3 and time.perf_counter() - started > time_budget_s:
+                    break
+            out[str(batch)] = float(statistics.median(times))
     return out

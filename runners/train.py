@@ -41,6 +41,23 @@ def check_group_choices(argv: list[str]) -> None:
                 raise UserError(f"{key}={choice}: no such option; choose one of {options}")
 
 
+def check_override_types(argv: list[str]) -> None:
+    """Type-check ``group.field=value`` overrides against the schemas before Hydra does it in a screenful."""
+    from methods import get_method
+    from runners.config import _schemas, typed
+
+    schemas = _schemas()
+    method = next((a.split("=", 1)[1] for a in argv if a.startswith("method=")), "dense")
+    if "," not in method:
+        schemas["method"] = get_method(method).Config
+    for arg in argv:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        group, _, rest = key.partition(".")
+        if not sep or not rest or group not in schemas or any(c in value for c in ",()[]{}$*"):
+            continue
+        typed(schemas[group], OmegaConf.from_dotlist([f"{rest}={value}"]), group)
+
+
 def configure_process(run: RunConfig) -> None:
     launcher = str(OmegaConf.select(HydraConfig.get(), "launcher._target_", default=""))
     if "joblib" in launcher.lower():
@@ -118,6 +135,7 @@ def cli() -> None:
     register_schemas()
     try:
         check_group_choices(sys.argv[1:])
+        check_override_types(sys.argv[1:])
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
