@@ -1,50 +1,102 @@
-"""CIFAR-10/100 from the python pickle batches (local files, or torchvision download), kept in memory as uint8."""
+"""CIFAR-10/100 from the python pickle batches (``cifar-10-batches-py/``, ``cifar-100-python/``), kept in memory as
+uint8 (N, 3, 32, 32). ``dataset.data_dir`` may be the folder that contains the batch folder (a torchvision root) or
+the batch folder itself."""
 
 from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
 
-from datasets.base import bundle
+from datasets.base import DataBundle, make_bundle
+from datasets.mnist_like import cache_dir
 from runners.errors import UserError
 
-CACHE = Path.home() / ".cache" / "prunelab"
 SPECS = {
-    "cifar10": {"folder": "cifar-10-batches-py", "train": [f"data_batch_{i}" for i in range(1, 6)],
-                "test": ["test_batch"], "labels": b"labels", "classes": 10, "tv": "CIFAR10",
+    "cifar10": {"title": "CIFAR-10", "folder": "cifar-10-batches-py", "train": [f"data_batch_{i}" for i in range(1, 6)],
+                "test": ["test_batch"], "labels": "labels", "classes": 10, "torchvision": "CIFAR10",
                 "mean": [0.4914, 0.4822, 0.4465], "std": [0.2470, 0.2435, 0.2616]},
-    "cifar100": {"folder": "cifar-100-python", "train": ["train"], "test": ["test"], "labels": b"fine_labels",
-                 "classes": 100, "tv": "CIFAR100", "mean": [0.5071, 0.4865, 0.4409], "std": [0.2673, 0.2564, 0.2762]},
+    "cifar100": {"title": "CIFAR-100", "folder": "cifar-100-python", "train": ["train"], "test": ["test"],
+                 "labels": "fine_labels", "classes": 100, "torchvision": "CIFAR100",
+                 "mean": [0.5071, 0.4865, 0.4409], "std": [0.2673, 0.2564, 0.2762]},
 }
 
 
-def _read(folder: Path, names: list[str], key: bytes):
+def _field(batch: dict, key: str):
+    # The official pickles were written by Python 2: loaded with encoding="bytes" their keys are bytes.
+    for k in (key.encode(), key):
+        if k in batch:
+            return batch[k]
+    raise KeyError(key)
+
+
+def read_batches(folder: Path, names: list[str], label_key: str) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = [], []
     for name in names:
+        path = folder / name
         try:
-            with open(folder / name, "rb") as fh:
+            with open(path, "rb") as fh:
                 batch = pickle.load(fh, encoding="bytes")
-        except (OSError, pickle.UnpicklingError, EOFError) as err:
-            raise UserError(f"{folder / name}: cannot read CIFAR batch ({err}); fix dataset.data_dir") from None
-        xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(batch[key], dtype=np.int64))
+            data = np.asarray(_field(batch, "data"))
+            labels = np.asarray(_field(batch, label_key), dtype=np.int64)
+        except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError, AttributeError) as err:
+            detail = f"missing key {err}" if isinstance(err, KeyError) else " ".join(str(err).split())
+            raise UserError(f"dataset.data_dir: {path} is not a readable CIFAR python batch ({detail}); "
+                            f"re-download it or fix dataset.data_dir") from None
+        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+            raise UserError(f"dataset.data_dir: {path}: expected uint8 data (N, 3072) and N labels, got "
+                            f"{data.dtype} {data.shape} and {len(labels)} labels; re-download it")
+        xs.append(data.reshape(-1, 3, 32, 32))  # rows are 1024 R, 1024 G, 1024 B values, each row-major 32x32
+        ys.append(labels)
     return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
 
 
-def load(cfg):
-    spec = SPECS[cfg.name]
-    root = Path(cfg.data_dir).expanduser() if cfg.data_dir else CACHE
-    folder = root / spec["folder"]
-    if not folder.exists() and cfg.download:
+def _candidates(spec: dict, data_dir: Optional[str]) -> list[Path]:
+    if data_dir:
+        root = Path(data_dir).expanduser()
+        return [root / spec["folder"], root]
+    return [cache_dir() / spec["folder"]]
+
+
+def locate(name: str, data_dir: Optional[str]) -> Path:
+    spec = SPECS[name]
+    folders = _candidates(spec, data_dir)
+    for folder in folders:
+        if all((folder / f).is_file() for f in spec["train"] + spec["test"]):
+            return folder
+    files = ", ".join(spec["train"] + spec["test"])
+    raise UserError(f"dataset.data_dir: {name} python batches ({files}) not found in "
+                    f"{' or '.join(str(f) for f in folders)}; set dataset.data_dir=DIR (the folder containing "
+                    f"{spec['folder']}/), or dataset.download=true to fetch them with torchvision")
+
+
+def download(name: str, data_dir: Optional[str]) -> None:
+    """torchvision download into ``data_dir`` (or the cache), where ``locate`` looks next."""
+    spec = SPECS[name]
+    root = Path(data_dir).expanduser() if data_dir else cache_dir()
+    try:
         import torchvision
 
-        getattr(torchvision.datasets, spec["tv"])(str(root), download=True)
-    if not folder.exists():
-        raise UserError(f"{cfg.name}: {folder} not found; put the python batches there with dataset.data_dir=DIR "
-                        f"(the folder containing {spec['folder']}/), or dataset.download=true with a network")
-    train_x, train_y = _read(folder, spec["train"], spec["labels"])
-    test_x, test_y = _read(folder, spec["test"], spec["labels"])
-    return bundle(cfg, cfg.name, train_x, train_y, test_x, test_y, spec["mean"], spec["std"], spec["classes"])
+        getattr(torchvision.datasets, spec["torchvision"])(str(root), train=True, download=True)
+    except Exception as err:  # no network, proxy, disk full: all end the same way for the user
+        message = " ".join(str(err).split()) or type(err).__name__
+        raise UserError(f"dataset.download: torchvision could not download {spec['title']} into {root} ({message}); "
+                        f"put the python batches in {root / spec['folder']} or set dataset.data_dir=DIR") from None
+
+
+def load(cfg) -> DataBundle:
+    spec = SPECS[cfg.name]
+    try:
+        folder = locate(cfg.name, cfg.data_dir)
+    except UserError:
+        if not cfg.download:
+            raise
+        download(cfg.name, cfg.data_dir)
+        folder = locate(cfg.name, cfg.data_dir)
+    train_x, train_y = read_batches(folder, spec["train"], spec["labels"])
+    test_x, test_y = read_batches(folder, spec["test"], spec["labels"])
+    return make_bundle(cfg, train_x, train_y, test_x, test_y, num_classes=spec["classes"], mean=spec["mean"],
+                       std=spec["std"])

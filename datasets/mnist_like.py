@@ -1,62 +1,109 @@
-"""Fashion-MNIST (the embedded default, from Debian's dataset-fashion-mnist) and MNIST, read from IDX files."""
+"""Fashion-MNIST (the default, from Debian's ``dataset-fashion-mnist``) and MNIST, read from the four IDX files.
+
+A folder is accepted if it holds the files directly or in torchvision's layout (``<dir>/FashionMNIST/raw/``,
+``<dir>/MNIST/raw/``), so an existing torchvision download can be reused with ``dataset.data_dir``.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Optional
 
-from datasets.base import bundle
+import torch
+
+from datasets.base import DataBundle, make_bundle
 from datasets.idx import read_idx
 from runners.errors import UserError
 
-CACHE = Path.home() / ".cache" / "prunelab"
 FILES = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
          "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte"}
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def cache_dir() -> Path:
+    """``~/.cache/prunelab`` (honours ``XDG_CACHE_HOME``); downloads land here."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "prunelab"
+
+
 SPECS = {
-    "fashion_mnist": {"search": [Path("/usr/share/datasets/fashion-mnist"), CACHE / "fashion-mnist"],
-                      "torchvision": "FashionMNIST", "mean": [0.2860], "std": [0.3530],
-                      "hint": "install the Debian package (apt-get install dataset-fashion-mnist)"},
-    "mnist": {"search": [CACHE / "mnist"], "torchvision": "MNIST", "mean": [0.1307], "std": [0.3081],
-              "hint": "place the four MNIST IDX files in a folder"},
+    "fashion_mnist": {"title": "Fashion-MNIST", "folder": "fashion-mnist", "torchvision": "FashionMNIST",
+                      "mean": [0.2860], "std": [0.3530],
+                      "hint": "install it with 'apt-get install dataset-fashion-mnist' (Debian/Ubuntu)"},
+    "mnist": {"title": "MNIST", "folder": "mnist", "torchvision": "MNIST", "mean": [0.1307], "std": [0.3081],
+              "hint": "put the four MNIST IDX files (train-images-idx3-ubyte.gz, ...) in a folder"},
 }
 
 
-def _find(folder: Path, stem: str) -> Path | None:
-    for candidate in (folder / f"{stem}.gz", folder / stem):
-        if candidate.exists():
+def search_folders(name: str, data_dir: Optional[str]) -> list[Path]:
+    """Where the IDX files are looked for, in order."""
+    spec = SPECS[name]
+    if data_dir:
+        root = Path(data_dir).expanduser()
+        return [root, root / spec["torchvision"] / "raw"]
+    cache = cache_dir()
+    # The bare cache root is never searched directly: MNIST and Fashion-MNIST use the same file names.
+    folders = [cache / spec["folder"], cache / spec["folder"] / spec["torchvision"] / "raw",
+               cache / spec["torchvision"] / "raw"]
+    return ([DEBIAN_DIR] if name == "fashion_mnist" else []) + folders
+
+
+def _find(folder: Path, stem: str) -> Optional[Path]:
+    for candidate in (folder / stem, folder / f"{stem}.gz"):  # uncompressed first: it loads faster
+        if candidate.is_file():
             return candidate
     return None
 
 
-def locate(name: str, data_dir: str | None) -> dict[str, Path]:
+def locate(name: str, data_dir: Optional[str]) -> dict[str, Path]:
+    """The four IDX files of the first folder that holds all of them; otherwise a one-line UserError."""
+    folders = search_folders(name, data_dir)
+    partial = None
+    for folder in folders:
+        found = {key: _find(folder, stem) for key, stem in FILES.items()}
+        if all(found.values()):
+            return found
+        if any(found.values()) and partial is None:
+            missing = ", ".join(FILES[key] + "[.gz]" for key, path in found.items() if path is None)
+            partial = f" ({folder} lacks {missing})"
     spec = SPECS[name]
-    roots = [Path(data_dir).expanduser()] if data_dir else spec["search"]
-    for root in roots:
-        for folder in (root, root / spec["torchvision"] / "raw"):  # also an existing torchvision download
-            found = {key: _find(folder, stem) for key, stem in FILES.items()}
-            if all(found.values()):
-                return found
-    where = data_dir or ", ".join(str(r) for r in roots)
-    raise UserError(f"{name}: IDX files not found in {where}; {spec['hint']}, or set dataset.data_dir=DIR, "
-                    f"or dataset.download=true with a network")
+    where = ", ".join(str(f) for f in folders)
+    raise UserError(f"dataset.data_dir: {name} IDX files not found in {where}{partial or ''}; {spec['hint']}, "
+                    f"or set dataset.data_dir=DIR (a folder with the four IDX files, or a torchvision root), "
+                    f"or dataset.download=true to fetch them with torchvision")
 
 
-def _download(name: str) -> str:
-    import torchvision
+def download(name: str, data_dir: Optional[str]) -> None:
+    """torchvision download into ``data_dir`` (or the cache): the files land in ``<root>/<Name>/raw/``, which
+    ``search_folders`` covers."""
+    spec = SPECS[name]
+    root = Path(data_dir).expanduser() if data_dir else cache_dir()
+    try:
+        import torchvision
 
-    root = CACHE / name.replace("_", "-")
-    getattr(torchvision.datasets, SPECS[name]["torchvision"])(str(root), download=True)
-    return str(root)
+        getattr(torchvision.datasets, spec["torchvision"])(str(root), train=True, download=True)  # fetches all four
+    except Exception as err:  # no network, proxy, disk full: all end the same way for the user
+        message = " ".join(str(err).split()) or type(err).__name__
+        raise UserError(f"dataset.download: torchvision could not download {spec['title']} into {root} ({message}); "
+                        f"{spec['hint']}, or set dataset.data_dir=DIR") from None
 
 
-def load(cfg):
+def load(cfg) -> DataBundle:
     data_dir = cfg.data_dir
-    if cfg.download:
-        try:
-            locate(cfg.name, data_dir)
-        except UserError:
-            data_dir = _download(cfg.name)
-    files = locate(cfg.name, data_dir)
-    tensors = {key: read_idx(path) for key, path in files.items()}
+    try:
+        files = locate(cfg.name, data_dir)
+    except UserError:
+        if not cfg.download:
+            raise
+        download(cfg.name, data_dir)
+        files = locate(cfg.name, data_dir)
+    x = {key: read_idx(files[key]) for key in FILES}
+    for split in ("train", "test"):
+        images, labels = x[f"{split}_x"], x[f"{split}_y"]
+        if images.dtype != torch.uint8 or images.dim() != 3 or labels.dim() != 1 or len(images) != len(labels):
+            raise UserError(f"dataset.data_dir: {files[f'{split}_x']} ({tuple(images.shape)}) and "
+                            f"{files[f'{split}_y']} ({tuple(labels.shape)}) are not a uint8 image file and its "
+                            f"label file")
     spec = SPECS[cfg.name]
-    return bundle(cfg, cfg.name, tensors["train_x"].unsqueeze(1), tensors["train_y"], tensors["test_x"].unsqueeze(1),
-                  tensors["test_y"], spec["mean"], spec["std"], 10)
+    return make_bundle(cfg, x["train_x"].unsqueeze(1), x["train_y"].long(), x["test_x"].unsqueeze(1),
+                       x["test_y"].long(), num_classes=10, mean=spec["mean"], std=spec["std"])

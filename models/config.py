@@ -40,7 +40,7 @@ SPECS: dict[str, ModelSpec] = {
     "mlp_bn": ModelSpec(None, None, [500, 300], None, True, True, "hidden layer widths"),
     "lenet5": ModelSpec(None, None, [20, 50, 500], 3, False, False, "[conv1 channels, conv2 channels, fc1 width]"),
     "conv_bn": ModelSpec(None, None, [16, 32, 64], None, True, True, "channels of each conv stage"),
-    "vgg": ModelSpec(tuple(VGG_CFGS), 16, lambda d: [v for v in VGG_CFGS[d] if v != "M"],
+    "vgg": ModelSpec(tuple(VGG_CFGS), 19, lambda d: [v for v in VGG_CFGS[d] if v != "M"],
                      lambda d: sum(v != "M" for v in VGG_CFGS[d]), True, True, "channels of each conv layer"),
     "resnet": ModelSpec(RESNET_DEPTHS, 20, [16, 32, 64], 3, True, False, "channels of the three stages"),
 }
@@ -53,7 +53,8 @@ class ModelConfig:
 
     - ``name``: lenet300 | lenet5 | mlp_bn | conv_bn | vgg | resnet.
     - ``init``: kaiming_normal | glorot_normal | variance_scaling | lecun_normal | pytorch (see ``models.init``).
-    - ``depth``: vgg 11/16/19 (default 16; slimming's VGGNet is 19), resnet 6n+2 in 20/32/44/56/110 (default 20).
+    - ``depth``: vgg 11/16/19 (default 19: slimming's VGGNet and LTH's VGG-19; LMC uses 16), resnet 6n+2 in
+      20/32/44/56/110 (default 20).
     - ``widths``: overrides the layer widths (MLP hidden widths, conv_bn stage channels, vgg per-conv channels,
       resnet stage channels, lenet5 [conv1, conv2, fc1]).
     - ``batchnorm``: None = the model's default; switchable for the MLPs, conv_bn and vgg.

@@ -9,7 +9,9 @@ from torch import nn
 
 class PlainConvNet(nn.Module):
     """``conv{i} → [bn{i}] → ReLU`` (3×3, padding 1; no conv bias when BN follows), max-pool 2 after the convs listed
-    in ``pool_after``, then an optional ``avg_pool`` (kernel size), flatten, and one Linear ``fc``.
+    in ``pool_after``, then an optional ``avg_pool`` (kernel size), flatten, and one Linear ``fc``. The max-pool is
+    applied just before the ReLU rather than after it: max-pool and ReLU commute exactly (values and gradients), and
+    the ReLU then touches a quarter of the activations.
 
     The classifier's input width comes from a dummy forward, so any input at least as large as the pooling needs works.
     """

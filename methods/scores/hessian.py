@@ -73,6 +73,8 @@ ESTIMATORS = ("ggn_exact", "lecun", "mc_fisher", "empirical_fisher", "hutchinson
 
 # Elements (examples × vectors × scored parameters) one vmapped per-example gradient block may hold.
 _GENERIC_BUDGET = 1 << 25
+# Rademacher probes pushed through one vmapped Hessian-vector product.
+_HUTCHINSON_GROUP = 32
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -504,14 +506,24 @@ class _Hutchinson:
             self._probe(gradient)
 
     def _probe(self, gradient) -> None:
-        for _ in range(self.probes):
+        def hvp(probe):
+            return jvp(gradient, (self.values,), (probe,))[1]
+
+        numel = sum(v.numel() for v in self.values.values())
+        group = max(1, min(_HUTCHINSON_GROUP, _GENERIC_BUDGET // max(1, numel)))
+        for start in range(0, self.probes, group):
+            k = min(group, self.probes - start)
+            # Drawn probe by probe, so the result does not depend on the grouping.
+            draws = [
+                {n: torch.randint(0, 2, v.shape, generator=self.gen) for n, v in self.values.items()} for _ in range(k)
+            ]
             probe = {
-                n: (torch.randint(0, 2, v.shape, generator=self.gen) * 2 - 1).to(device=v.device, dtype=v.dtype)
+                n: (torch.stack([d[n] for d in draws]) * 2 - 1).to(device=v.device, dtype=v.dtype)
                 for n, v in self.values.items()
             }
-            _, hz = jvp(gradient, (self.values,), (probe,))
+            hz = vmap(hvp)(probe) if k > 1 else {n: t.unsqueeze(0) for n, t in hvp({n: t[0] for n, t in probe.items()}).items()}
             for n in self.acc:
-                self.acc[n] += (probe[n] * hz[n]).to(torch.float64) / self.probes
+                self.acc[n] += (probe[n] * hz[n]).sum(0).to(torch.float64) / self.probes
 
 
 # --------------------------------------------------------------------------------------------------------------
