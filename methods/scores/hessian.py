@@ -170,18 +170,25 @@ def _split_name(name: str) -> tuple[str, str]:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _fast_linear_modules(model: nn.Module, names: list[str], full: dict, x1: Tensor) -> dict[str, nn.Linear]:
-    """Linear modules whose scored weight/bias can use the factorized path: called once, on (batch, features) input.
+def _fast_modules(model: nn.Module, names: list[str], full: dict, x1: Tensor) -> dict[str, nn.Module]:
+    """Linear/Conv2d modules whose scored weight/bias can skip the per-example torch.func path.
 
-    For such a layer the per-example gradient of v·z w.r.t. W is δ ⊗ x (δ = ∂(v·z)/∂a), so
-    Σ_k (δ_k ⊗ x)² = (Σ_k δ_k²) ⊗ x²: only δ needs to be per-example. Weight sharing (a Linear applied to
-    (batch, tokens, features), or a module called twice) breaks the factorization, so those go the generic way.
+    Only the backpropagated vectors δ_k = ∂(v_k·z)/∂a at the layer's output must be per-example, and batched
+    backward passes give them for a whole chunk at once (examples do not interact in eval mode):
+    - Linear on (batch, features): the per-example gradient is δ ⊗ x, so Σ_k (δ_k ⊗ x)² = (Σ_k δ_k²) ⊗ x².
+    - Conv2d (groups = 1, zero padding): weight sharing forbids that factorization, so the per-example gradient
+      δ_k · unfold(x)ᵀ is formed with one batched matmul and squared after the sum over positions.
+    A module called more than once, or a Linear on (batch, tokens, features), goes the generic way.
     """
     candidates = {}
     for name in names:
         module_name, attr = _split_name(name)
         module = model.get_submodule(module_name)
-        if type(module) is nn.Linear and attr in ("weight", "bias"):
+        if attr not in ("weight", "bias"):
+            continue
+        if type(module) is nn.Linear or (
+            type(module) is nn.Conv2d and module.groups == 1 and module.padding_mode == "zeros" and module.padding != "same"
+        ):
             candidates[module_name] = module
     if not candidates:
         return {}
@@ -196,7 +203,8 @@ def _fast_linear_modules(model: nn.Module, names: list[str], full: dict, x1: Ten
     finally:
         for handle in handles:
             handle.remove()
-    return {m: candidates[m] for m in candidates if calls[m] == [2]}
+    wanted = {nn.Linear: [2], nn.Conv2d: [5]}
+    return {m: module for m, module in candidates.items() if calls[m] == wanted[type(module)]}
 
 
 class _SquaredVJP:
@@ -206,14 +214,14 @@ class _SquaredVJP:
         self.model = model
         self.full = full
         names = list(values)
-        self.fast = _fast_linear_modules(model, names, full, x1) if fast else {}
+        self.fast = _fast_modules(model, names, full, x1) if fast else {}
         self.fast_names = {n for n in names if _split_name(n)[0] in self.fast}
         self.generic_names = [n for n in names if n not in self.fast_names]
         self.acc = {n: torch.zeros(values[n].shape, dtype=torch.float64, device=values[n].device) for n in names}
         self.generic_numel = sum(values[n].numel() for n in self.generic_names)
 
     def logits(self, x: Tensor) -> tuple[Tensor, dict]:
-        """Logits of a chunk; with Linear fast-path layers, also {module: (zero offset on its output, input)}."""
+        """Logits of a chunk; with fast-path layers, also {module: (zero offset on its output, its input)}."""
         taps: dict[str, tuple[Tensor, Tensor]] = {}
         if not self.fast:
             with torch.no_grad():
@@ -238,21 +246,43 @@ class _SquaredVJP:
 
     def add(self, x: Tensor, z: Tensor, taps: dict, vectors: Tensor) -> None:
         """vectors: (K, B, C) cotangents for the logits z (B, C) of chunk x."""
+        vectors = vectors.to(z.dtype)
         if self.fast:
             modules = list(taps)
-            deltas = torch.autograd.grad(
-                z, [taps[m][0] for m in modules], vectors.to(z.dtype), is_grads_batched=True, retain_graph=False
-            )
-            for m, delta in zip(modules, deltas):
-                d2 = delta.square().sum(0)  # (B, out): Σ_k δ_k², per example
-                x_in = taps[m][1]
-                w, b = f"{m}.weight", f"{m}.bias"
-                if w in self.acc:
-                    self.acc[w] += (d2.T @ x_in.square()).to(torch.float64)
-                if b in self.acc:
-                    self.acc[b] += d2.sum(0).to(torch.float64)
+            deltas = torch.autograd.grad(z, [taps[m][0] for m in modules], vectors, is_grads_batched=True)
+            for m, delta in zip(modules, deltas):  # delta: (K, B, *output shape), per example and vector
+                if type(self.fast[m]) is nn.Linear:
+                    self._add_linear(m, delta, taps[m][1])
+                else:
+                    self._add_conv(m, self.fast[m], delta, taps[m][1])
         if self.generic_names:
-            self._add_generic(x, vectors.to(z.dtype))
+            self._add_generic(x, vectors)
+
+    def _add_linear(self, m: str, delta: Tensor, x_in: Tensor) -> None:
+        d2 = delta.square().sum(0)  # (B, out): Σ_k δ_k², per example
+        w, b = f"{m}.weight", f"{m}.bias"
+        if w in self.acc:
+            self.acc[w] += (d2.T @ x_in.square()).to(torch.float64)
+        if b in self.acc:
+            self.acc[b] += d2.sum(0).to(torch.float64)
+
+    def _add_conv(self, m: str, module: nn.Conv2d, delta: Tensor, x_in: Tensor) -> None:
+        w, b = f"{m}.weight", f"{m}.bias"
+        if b in self.acc:  # per-example bias gradient: δ summed over positions, then squared
+            self.acc[b] += delta.sum((3, 4)).square().sum((0, 1)).to(torch.float64)
+        if w not in self.acc:
+            return
+        k, batch, out = delta.shape[:3]
+        padding = _conv_padding(module)
+        cols = F.unfold(x_in, module.kernel_size, module.dilation, padding, module.stride)  # (B, in·kh·kw, L)
+        delta = delta.flatten(3)  # (K, B, out, L)
+        step = max(1, _GENERIC_BUDGET // max(1, k * out * cols.shape[1]))
+        total = torch.zeros(out, cols.shape[1], dtype=delta.dtype, device=delta.device)
+        for start in range(0, batch, step):
+            # per-example, per-vector weight gradients (K, b, out, in·kh·kw), squared after the sum over positions
+            g = torch.einsum("kbol,bpl->kbop", delta[:, start : start + step], cols[start : start + step])
+            total += g.square().sum((0, 1))
+        self.acc[w] += total.view(module.weight.shape).to(torch.float64)
 
     def _add_generic(self, x: Tensor, vectors: Tensor) -> None:
         model, full, names = self.model, self.full, self.generic_names
@@ -543,7 +573,7 @@ def hessian_diagonal(
     *,
     mc_samples: int = 1,
     chunk_size: int = 512,
-    linear_fast_path: bool = True,
+    fast_path: bool = True,
 ) -> dict[str, Tensor]:
     """Diagonal of ∂²E/∂θ² for E = mean cross-entropy over the examples of ``batches`` (see the module docstring).
 
@@ -559,8 +589,9 @@ def hessian_diagonal(
         progress: tqdm bar over chunks.
         mc_samples: sampled labels per example (``mc_fisher``).
         chunk_size: examples per vectorized chunk (memory bound); results do not depend on it beyond rounding.
-        linear_fast_path: use the factorized (Σ_k δ_k²) ⊗ x² formula for nn.Linear layers; False forces the generic
-            torch.func per-example path everywhere (slower; for tests).
+        fast_path: batched paths for nn.Linear (factorized (Σ_k δ_k²) ⊗ x²) and nn.Conv2d (unfold + one matmul per
+            chunk) in ``ggn_exact``/``mc_fisher``/``empirical_fisher``; False forces the generic torch.func
+            per-example path everywhere (slower; the tests check that both agree with autograd).
 
     Returns:
         {name: tensor of the same shape}, detached, on the CPU, in the parameter's dtype.
@@ -594,7 +625,7 @@ def hessian_diagonal(
                 engine = engine or _Hutchinson(model, values, full, probes, gen)
                 engine.add(x, y)
             else:
-                engine = engine or _SquaredVJP(model, values, full, x[:1], linear_fast_path)
+                engine = engine or _SquaredVJP(model, values, full, x[:1], fast_path)
                 make: Callable = {
                     "ggn_exact": _ggn_vectors,
                     "mc_fisher": _mc_vectors(mc_samples),

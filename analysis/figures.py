@@ -1,0 +1,196 @@
+"""Paper-column figures (≈3.4 × 2.6 in, 7–8 pt): accuracy against compression, remaining parameters, theoretical
+speedup and (structured methods) measured CPU latency. One fixed colour + marker per method label, so a method
+looks the same in every figure. Uses matplotlib's object API (no pyplot), so no global backend is touched."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+from analysis.tables import DENSE_LATENCY_COLUMN, LATENCY_COLUMN, Stat, dense_baseline, numeric, safe_name
+
+WIDTH_IN, HEIGHT_IN = 3.4, 2.6
+DPI = 200
+RC = {
+    "font.size": 7.5, "axes.titlesize": 8, "axes.labelsize": 7.5, "xtick.labelsize": 7, "ytick.labelsize": 7,
+    "legend.fontsize": 7, "axes.linewidth": 0.6, "xtick.major.width": 0.6, "ytick.major.width": 0.6,
+    "xtick.minor.width": 0.4, "ytick.minor.width": 0.4, "grid.linewidth": 0.4, "grid.alpha": 0.35,
+    "lines.linewidth": 1.0, "lines.markersize": 3.8, "pdf.fonttype": 42, "ps.fonttype": 42,
+    "legend.frameon": False, "legend.handlelength": 1.8, "legend.columnspacing": 1.0, "legend.borderaxespad": 0.3,
+    "axes.spines.top": False, "axes.spines.right": False, "savefig.dpi": DPI,
+}
+DENSE_COLOR = "0.35"
+
+# Colour-blind-aware first picks (Okabe–Ito, then Tol's muted set); grey is reserved for the dense reference.
+PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#882255",
+           "#999933", "#44AA99", "#332288", "#661100", "#AA4499", "#6699CC"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "d", "8", "*"]
+
+
+@dataclass(frozen=True)
+class Style:
+    color: str
+    marker: str
+    linestyle: str = "-"
+
+
+# The methods of methods.md always get the same style, in every figure and every report; the last palette
+# entries are left for labels not listed here.
+KNOWN_STYLES = {
+    "magnitude": Style(PALETTE[0], "o"),
+    "obd": Style(PALETTE[1], "s"),
+    "snip": Style(PALETTE[2], "^"),
+    "lth": Style(PALETTE[3], "D"),
+    "random": Style(PALETTE[4], "v"),
+    "slimming": Style(PALETTE[5], "P"),
+    "thinet": Style(PALETTE[6], "X"),
+    "l1_norm": Style(PALETTE[7], "<"),
+    "scratch-E (slimming)": Style(PALETTE[8], ">"),
+    "scratch-B (slimming)": Style(PALETTE[9], "p"),
+    "scratch-E (thinet)": Style(PALETTE[8], "h", "--"),
+    "scratch-B (thinet)": Style(PALETTE[9], "d", "--"),
+}
+KNOWN_STYLES["l1-norm"] = KNOWN_STYLES["l1_norm"]
+KIND_ORDER = {"unstructured": 0, "structured": 1}
+
+
+def style_map(labels) -> dict[str, Style]:
+    """Known labels keep their fixed style; the others take the unused (colour, marker) pairs in sorted order,
+    so one report uses one style per label in all its figures."""
+    styles = {label: KNOWN_STYLES[label] for label in labels if label in KNOWN_STYLES}
+    used = set(styles.values())
+    pool = [Style(PALETTE[i], MARKERS[(i + j) % len(MARKERS)], ("-", "--", "-.", ":")[j % 4])
+            for j in range(4) for i in range(len(PALETTE))]
+    used_colors = {s.color for s in used}
+    used_markers = {s.marker for s in used}
+    known_colors = {s.color for s in KNOWN_STYLES.values()}
+    # Prefer solid lines, a colour no label of this report has, a colour no known method owns, a free marker.
+    pool.sort(key=lambda s: (s.linestyle != "-", s.color in used_colors, s.color in known_colors,
+                             s.marker in used_markers))
+    free = [s for s in pool if s not in set(KNOWN_STYLES.values())]
+    for i, label in enumerate(sorted(set(labels) - set(styles), key=lambda s: (s.casefold(), s))):
+        styles[label] = free[i % len(free)]
+    return styles
+
+
+def curve(group: pd.DataFrame, x: pd.Series) -> pd.DataFrame:
+    """Per (label, sparsity): mean x and test accuracy (%) mean/std over seeds, sorted by x."""
+    data = pd.DataFrame({"label": group["label"], "kind": group["kind"], "sparsity": group["sparsity"], "x": x,
+                         "acc": 100 * group["acc"]}).dropna(subset=["x", "acc"])
+    data = data[np.isfinite(data["x"]) & (data["x"] > 0)]
+    if data.empty:
+        return pd.DataFrame(columns=["label", "kind", "x", "mean", "std", "n"])
+    out = (data.groupby(["label", "kind", "sparsity"], sort=True)
+           .agg(x=("x", "mean"), mean=("acc", "mean"), std=("acc", "std"), n=("acc", "count")).reset_index())
+    out["std"] = out["std"].fillna(0.0)
+    return out.sort_values(["label", "x"], kind="stable").reset_index(drop=True)
+
+
+def _log_axis(ax, values: np.ndarray) -> None:
+    ax.set_xscale("log")
+    lo, hi = float(np.min(values)), float(np.max(values))
+    subs = (1.0, 2.0, 5.0) if hi / max(lo, 1e-12) > 4 else tuple(float(s) for s in range(1, 10))
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    ax.xaxis.set_minor_locator(LogLocator(base=10, subs=tuple(float(s) for s in range(1, 10))))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def accuracy_figure(points: pd.DataFrame, styles: dict[str, Style], *, title: str, xlabel: str, stem: Path,
+                    dense: Optional[Stat], dense_x: Optional[float] = None, log_x: bool = True,
+                    invert_x: bool = False) -> list[Path]:
+    """Mean line + ±1 std band per method, dense accuracy as a dashed line (and a star at ``dense_x``)."""
+    kinds = dict(zip(points["label"], points["kind"])) if "kind" in points.columns else {}
+    labels = sorted(dict.fromkeys(points["label"]),
+                    key=lambda s: (KIND_ORDER.get(kinds.get(s), 2), s.casefold(), s))
+    n_entries = len(labels) + (dense is not None) + (dense is not None and dense_x is not None)
+    outside = n_entries > 4
+    longest = max([len(label) for label in labels] + [5])
+    ncols = 3 if longest <= 12 else 2
+    legend_rows = math.ceil(n_entries / ncols) if outside else 0
+    with matplotlib.rc_context(RC):
+        fig = Figure(figsize=(WIDTH_IN, HEIGHT_IN + 0.16 * legend_rows), layout="constrained")
+        ax = fig.add_subplot()
+        handles = []
+        for label in labels:
+            style = styles[label]
+            pts = points[points["label"] == label]
+            x, mean, std = pts["x"].to_numpy(float), pts["mean"].to_numpy(float), pts["std"].to_numpy(float)
+            ax.fill_between(x, mean - std, mean + std, color=style.color, alpha=0.15, linewidth=0, zorder=1)
+            (line,) = ax.plot(x, mean, color=style.color, marker=style.marker, linestyle=style.linestyle,
+                              markeredgecolor="white", markeredgewidth=0.4, label=label, zorder=3)
+            if len(x) == 1 and std[0] > 0:  # a band needs two points: show the spread as an error bar
+                ax.errorbar(x, mean, yerr=std, fmt="none", ecolor=style.color, elinewidth=0.7, capsize=1.5,
+                            zorder=2)
+            handles.append(line)
+        if dense is not None:
+            d_mean = 100 * dense.mean
+            d_std = 100 * dense.std if math.isfinite(dense.std) else 0.0
+            if d_std > 0:
+                ax.axhspan(d_mean - d_std, d_mean + d_std, color=DENSE_COLOR, alpha=0.12, linewidth=0, zorder=0)
+            handles.append(ax.axhline(d_mean, color=DENSE_COLOR, linestyle="--", linewidth=0.9, zorder=2,
+                                      label="dense"))
+            if dense_x is not None:
+                (star,) = ax.plot([dense_x], [d_mean], linestyle="none", marker="*", markersize=8, color="black",
+                                  markeredgecolor="white", markeredgewidth=0.4, zorder=4, label="dense (latency)")
+                handles.append(star)
+        xs = np.concatenate([points["x"].to_numpy(float), [dense_x] if dense_x is not None else []])
+        if log_x and len(xs):
+            _log_axis(ax, xs)
+        if invert_x:
+            ax.invert_xaxis()
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("Test accuracy (%)")
+        ax.set_title(title)
+        ax.grid(True, which="major")
+        if outside:
+            fig.legend(handles=handles, loc="outside lower center", ncols=ncols)
+        else:
+            ax.legend(handles=handles, loc="best")
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+        fig.savefig(paths[0], dpi=DPI)
+        fig.savefig(paths[1])
+    return paths
+
+
+def build_figures(df: pd.DataFrame, fig_dir: Path, styles: Optional[dict[str, Style]] = None) -> list[Path]:
+    """All figures for a prepared frame (:func:`analysis.tables.prepare`) of usable records."""
+    if styles is None:
+        styles = style_map(df.loc[df["kind"] != "dense", "label"].unique())
+    paths: list[Path] = []
+    for (dataset, model), group in df.groupby(["dataset", "model"], sort=True):
+        pruned = group[group["kind"] != "dense"]
+        if pruned.empty:
+            continue
+        dense = dense_baseline(group)
+        title = f"{dataset} / {model}"
+        base = fig_dir / safe_name(dataset, model)
+        compression = numeric(pruned, "compression")
+        views = [
+            ("acc_vs_compression", compression, "Compression ratio (total / nonzero params, ×)", False),
+            ("acc_vs_density", 100 / compression, "Remaining parameters (% of total)", True),
+            ("acc_vs_speedup", numeric(pruned, "speedup_theoretical"),
+             "Theoretical speedup (dense / effective FLOPs, ×)", False),
+        ]
+        for name, x, xlabel, invert in views:
+            points = curve(pruned, x)
+            if not points.empty:
+                paths += accuracy_figure(points, styles, title=title, xlabel=xlabel, dense=dense,
+                                         stem=base.parent / f"{base.name}_{name}", invert_x=invert)
+        structured = pruned[pruned["kind"] == "structured"]
+        points = curve(structured, numeric(structured, LATENCY_COLUMN))
+        if not points.empty:
+            d_lat = numeric(structured, DENSE_LATENCY_COLUMN).dropna()
+            paths += accuracy_figure(points, styles, title=title, xlabel="Measured CPU latency, batch of 256 (ms)",
+                                     dense=dense, dense_x=float(d_lat.mean()) if len(d_lat) else None,
+                                     stem=base.parent / f"{base.name}_acc_vs_latency", log_x=False)
+    return paths

@@ -1,0 +1,194 @@
+"""Experiment records → one flat DataFrame, from the local store or from W&B run summaries.
+
+Both loaders go through :func:`records_to_frame`, so a record gives the same row (same columns, same values, same
+row order) whichever way it was fetched; only the ``source`` column (file path or W&B run path) differs.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+# The record schema of DEVELOPERS.md, in its documented order: these columns always exist (null when absent) so the
+# report code never has to ask whether a column is there.
+SCHEMA = ["status", "error", "experiment", "method", "label", "kind", "model", "dataset", "seed", "target_sparsity",
+          "density", "sparsity_all_params", "compression", "params_total", "params_nonzero", "flops_dense",
+          "flops_effective", "speedup_theoretical", "val_acc", "test_acc", "test_acc_before_recovery",
+          "dense_test_acc"]
+SOURCE = "source"
+# df.attrs keys
+ATTR_SOURCE = "source"
+ATTR_UNREADABLE = "unreadable"  # list of [path, reason] for records that could not be read
+
+
+def flatten(record: Mapping, prefix: str = "") -> dict[str, Any]:
+    """``{"latency_ms": {"dense": {"1": 0.1}}}`` → ``{"latency_ms.dense.1": 0.1}``. Lists stay as cell values."""
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            if value:
+                out.update(flatten(value, name + "."))
+            else:
+                out[name] = None
+        else:
+            out[name] = value
+    return out
+
+
+def _sort_key(record: Mapping) -> tuple:
+    """Row order independent of where the record came from; ties broken by the record's own content."""
+    def text(v):
+        return "" if v is None else str(v)
+
+    def num(v):
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            return math.inf
+        return math.inf if math.isnan(f) else f
+
+    return (text(record.get("experiment")), text(record.get("dataset")), text(record.get("model")),
+            text(record.get("kind")), text(record.get("label")), num(record.get("target_sparsity")),
+            num(record.get("seed")), json.dumps(record, sort_keys=True, default=str))
+
+
+def records_to_frame(items: Iterable[tuple[Mapping, str]]) -> pd.DataFrame:
+    """``(record, source)`` pairs → the report's DataFrame: one row per record, nested dicts flattened."""
+    items = sorted(items, key=lambda item: _sort_key(item[0]))
+    rows = [{**flatten(record), SOURCE: source} for record, source in items]
+    df = pd.DataFrame(rows) if rows else pd.DataFrame(columns=[*SCHEMA, SOURCE])
+    for column in SCHEMA:
+        if column not in df.columns:
+            df[column] = pd.Series([None] * len(df), dtype=object, index=df.index)
+    # `latency_ms: null` in one record and a dict in another: the bare column says nothing the leaves don't.
+    nested = {c.split(".", 1)[0] for c in df.columns if "." in c}
+    df = df.drop(columns=[c for c in df.columns if c in nested and c not in SCHEMA and df[c].isna().all()])
+    rest = sorted(c for c in df.columns if c not in SCHEMA and c != SOURCE)
+    return df[[*SCHEMA, *rest, SOURCE]].reset_index(drop=True)
+
+
+def load_local(root: str | Path) -> pd.DataFrame:
+    """Every ``<root>/runs/experiment/*/result.json`` as one row. Unreadable files are logged, listed in
+    ``df.attrs["unreadable"]`` and skipped."""
+    root = Path(root)
+    files = sorted((root / "runs" / "experiment").glob("*/result.json"))
+    items, unreadable = [], []
+    for path in tqdm(files, desc="reading records", unit="file", disable=None, leave=False):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(record, dict):
+                raise ValueError(f"expected a JSON object, found {type(record).__name__}")
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            reason = f"{type(err).__name__}: {err}"
+            log.warning("skipping unreadable record %s (%s)", path, reason)
+            unreadable.append([str(path), reason])
+            continue
+        items.append((record, str(path)))
+    df = records_to_frame(items)
+    df.attrs[ATTR_SOURCE] = f"local store {root}"
+    df.attrs[ATTR_UNREADABLE] = unreadable
+    return df
+
+
+def _plain(value: Any) -> Any:
+    """W&B summary objects (SummarySubDict and friends) → plain dicts/lists, recursively."""
+    raw = getattr(value, "_json_dict", None)
+    if isinstance(raw, dict):
+        value = raw
+    if isinstance(value, Mapping) or (hasattr(value, "items") and hasattr(value, "keys")):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _is_media(value: Any) -> bool:
+    # W&B stores logged tables/images in the summary as {"_type": "table-file", ...}
+    return isinstance(value, dict) and "_type" in value
+
+
+def record_from_wandb(summary: Any, config: Any) -> dict:
+    """The experiment record a run logged as its summary, without W&B's own keys (``_step``, ``_wandb``...),
+    logged metric series (``stage/metric``) and media; fields missing from the summary are taken from the config."""
+    summary = _plain(summary) or {}
+    config = _plain(config) or {}
+    record = {k: v for k, v in summary.items()
+              if not k.startswith("_") and "/" not in k and not _is_media(v)}
+    for field in ("experiment", "seed"):
+        if field not in record and not isinstance(config.get(field), (dict, list, type(None))):
+            record[field] = config[field]
+    for field in ("model", "dataset", "method"):
+        value = config.get(field)
+        if field not in record and isinstance(value, dict) and isinstance(value.get("name"), str):
+            record[field] = value["name"]
+    return record
+
+
+def load_wandb(entity: Optional[str], project: str, api: Any = None) -> pd.DataFrame:
+    """Runs of ``entity/project`` whose summary holds an experiment record, as the same DataFrame as
+    :func:`load_local`. Report runs and runs that never logged a record are skipped (crashed ones are kept as
+    failed rows so they are counted)."""
+    if api is None:
+        import wandb
+
+        api = wandb.Api()
+    path = f"{entity}/{project}" if entity else project
+    items, skipped = [], []
+    for run in tqdm(api.runs(path), desc="reading W&B runs", unit="run", disable=None, leave=False):
+        run_path = "/".join(str(p) for p in getattr(run, "path", None) or [path, getattr(run, "id", "?")])
+        if getattr(run, "job_type", None) == "report":
+            continue
+        record = record_from_wandb(getattr(run, "summary", None), getattr(run, "config", None))
+        if "status" not in record:
+            state = getattr(run, "state", None)
+            if state in ("failed", "crashed", "killed"):
+                record.setdefault("label", record.get("method"))
+                record.update(status="failed", error=f"W&B run {state} before logging its record")
+            else:
+                skipped.append(run_path)
+                continue
+        items.append((record, f"wandb:{run_path}"))
+    if skipped:
+        log.info("skipped %d W&B runs without an experiment record: %s", len(skipped), ", ".join(skipped[:10]))
+    df = records_to_frame(items)
+    df.attrs[ATTR_SOURCE] = f"W&B project {path}"
+    df.attrs[ATTR_UNREADABLE] = []
+    return df
+
+
+def filter_experiments(df: pd.DataFrame, patterns: Optional[list[str]]) -> pd.DataFrame:
+    """Rows whose ``experiment`` matches any of the glob ``patterns`` (all rows when there are none)."""
+    if not patterns:
+        return df
+    keep = df["experiment"].map(lambda e: isinstance(e, str) and any(fnmatch.fnmatchcase(e, p) for p in patterns))
+    out = df[keep.astype(bool)].reset_index(drop=True)
+    out.attrs = dict(df.attrs)
+    return out
+
+
+def split_usable(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(usable rows, excluded rows with a ``reason`` column). Usable: ``status == "ok"`` and a test accuracy."""
+    ok_status = df["status"].map(lambda s: s == "ok").astype(bool)
+    has_acc = pd.to_numeric(df["test_acc"], errors="coerce").notna()
+    usable = df[ok_status & has_acc].copy()
+    excluded = df[~(ok_status & has_acc)].copy()
+    reasons = []
+    for _, row in excluded.iterrows():
+        if row["status"] == "ok":
+            reasons.append("status ok but test_acc is missing")
+        else:
+            error = row["error"] if isinstance(row["error"], str) and row["error"] else None
+            reasons.append(error or f"status={row['status']!r}, no error message")
+    excluded["reason"] = pd.Series(reasons, index=excluded.index, dtype=object)
+    return usable.reset_index(drop=True), excluded.reset_index(drop=True)

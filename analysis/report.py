@@ -1,0 +1,334 @@
+"""Tables and figures from the experiment records: ``python -m analysis.report``.
+
+Reads every ``<results>/runs/experiment/*/result.json`` (or the W&B run summaries, ``--source wandb``) and writes
+into ``--out`` (default ``<results>/report``)::
+
+    summary.md                      what was made, failed runs and unreadable records, all tables inline
+    runs.csv                        every record, one row each (nested fields flattened: latency_ms.pruned.256)
+    tables/<dataset>_<model>_<kind>.{md,tex,csv}    method × target sparsity, per pruning kind
+    tables/<dataset>_<model>_compression.{md,tex,csv}  every kind, sorted by achieved compression
+    figures/<dataset>_<model>_acc_vs_{compression,density,speedup,latency}.{png,pdf}
+
+Failed records (``status != "ok"``) stay in ``runs.csv`` but are left out of tables and figures and listed.
+Reused by the Hydra multirun callback through :func:`generate_report`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import netrc
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+from tabulate import tabulate
+
+from analysis.figures import build_figures, style_map
+from analysis.records import (ATTR_SOURCE, ATTR_UNREADABLE, filter_experiments, load_local, load_wandb,
+                              split_usable)
+from analysis.tables import (Table, build_tables, dense_baseline, fmt_pct, fmt_sparsity, prepare, to_latex,
+                             to_markdown)
+from runners.errors import UserError
+
+__all__ = ["load_local", "load_wandb", "generate_report", "main", "filter_experiments", "log_to_wandb"]
+
+log = logging.getLogger("analysis.report")
+MANIFEST = ".report-manifest.json"
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _fmt_seed(seed: Any) -> str:
+    try:
+        f = float(seed)
+    except (TypeError, ValueError):
+        return "?" if seed is None else str(seed)
+    return "?" if math.isnan(f) else str(int(f)) if f.is_integer() else str(seed)
+
+
+def _fmt_opt_sparsity(s: Any) -> str:
+    try:
+        f = float(s)
+    except (TypeError, ValueError):
+        return "?"
+    return "?" if math.isnan(f) else fmt_sparsity(f)
+
+
+def failed_lines(excluded: pd.DataFrame) -> list[str]:
+    def text(value: Any) -> str:
+        return value if isinstance(value, str) and value else "?"
+
+    lines = []
+    for _, row in excluded.iterrows():
+        label = row["label"] if isinstance(row["label"], str) and row["label"] else text(row["method"])
+        lines.append(f"{label} @ {_fmt_opt_sparsity(row['target_sparsity'])}, seed {_fmt_seed(row['seed'])}"
+                     f" ({text(row['dataset'])} / {text(row['model'])}, experiment {text(row['experiment'])}): "
+                     f"{row['reason']}")
+    return lines
+
+
+def duplicate_lines(prepared: pd.DataFrame) -> list[str]:
+    """Records sharing (dataset, model, label, sparsity, seed) are averaged as separate samples; say so."""
+    if prepared.empty:
+        return []
+    keys = ["dataset", "model", "kind", "label", "sparsity", "seed"]
+    key = pd.Series(["|".join(map(str, row)) for row in prepared[keys].itertuples(index=False)],
+                    index=prepared.index, dtype=object)
+    dup = prepared[key.duplicated(keep=False)]
+    lines = []
+    for _, group in dup.groupby(key[key.duplicated(keep=False)], sort=True):
+        row = group.iloc[0]
+        experiments = ", ".join(sorted({str(e) for e in group["experiment"]}))
+        lines.append(f"{row['label']} @ {fmt_sparsity(row['sparsity'])}, seed {_fmt_seed(row['seed'])} "
+                     f"({row['dataset']} / {row['model']}): {len(group)} records (experiments: {experiments})")
+    return lines
+
+
+def compact_summary(prepared: pd.DataFrame) -> str:
+    """One line per (dataset/model, kind, method): runs, sparsity range, accuracy at its highest sparsity."""
+    rows = []
+    for (dataset, model), group in prepared.groupby(["dataset", "model"], sort=True):
+        dense = dense_baseline(group)
+        if dense is not None:
+            rows.append([f"{dataset} / {model}", "dense", "dense", dense.n, "0%", _stat_str(dense.mean, dense.std)])
+        pruned = group[group["kind"] != "dense"]
+        for (kind, label), cell in pruned.groupby(["kind", "label"], sort=True):
+            top = cell["sparsity"].max()
+            at_top = cell.loc[cell["sparsity"] == top, "acc"]
+            levels = sorted(cell["sparsity"].dropna().unique())
+            span = (fmt_sparsity(levels[0]) if len(levels) == 1 else
+                    f"{fmt_sparsity(levels[0])}–{fmt_sparsity(levels[-1])} ({len(levels)})") if levels else "?"
+            rows.append([f"{dataset} / {model}", kind, label, len(cell), span,
+                         _stat_str(at_top.mean(), at_top.std()) + f" @ {fmt_sparsity(top)}"])
+    if not rows:
+        return "(no usable records)"
+    return tabulate(rows, headers=["dataset / model", "kind", "method", "runs", "sparsities",
+                                   "test acc % (at highest sparsity)"], tablefmt="simple", disable_numparse=True)
+
+
+def _stat_str(mean: float, std: float) -> str:
+    return fmt_pct(mean) if not math.isfinite(std) else f"{fmt_pct(mean)} ± {fmt_pct(std)}"
+
+
+def _remove_stale(out_dir: Path, written: list[Path]) -> None:
+    """Delete files an earlier report wrote that this one did not (e.g. a method filtered out), and only those."""
+    manifest = out_dir / MANIFEST
+    try:
+        previous = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        previous = []
+    keep = {p.resolve() for p in written}
+    for name in previous if isinstance(previous, list) else []:
+        path = (out_dir / str(name)).resolve()
+        if path not in keep and out_dir.resolve() in path.parents and path.is_file():
+            path.unlink()
+    _write(manifest, json.dumps(sorted(str(p.relative_to(out_dir)) for p in written), indent=1))
+
+
+def generate_report(df: pd.DataFrame, out_dir: str | Path) -> dict[str, list[Path]]:
+    """Write tables, figures, ``runs.csv`` and ``summary.md`` for the records in ``df`` (from :func:`load_local`
+    or :func:`load_wandb`) into ``out_dir``; returns the written files by group."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    usable, excluded = split_usable(df)
+    prepared = prepare(usable)
+    tables = build_tables(usable)
+    outputs: dict[str, list[Path]] = {"tables": [], "figures": [], "data": [], "summary": []}
+
+    for table in tables:
+        stem = out_dir / "tables" / table.name
+        outputs["tables"] += [_write(stem.with_suffix(".md"), to_markdown(table, heading="##")),
+                              _write(stem.with_suffix(".tex"), to_latex(table))]
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        table.long.to_csv(stem.with_suffix(".csv"), index=False)
+        outputs["tables"].append(stem.with_suffix(".csv"))
+
+    styles = style_map(prepared.loc[prepared["kind"] != "dense", "label"].unique())
+    outputs["figures"] = build_figures(prepared, out_dir / "figures", styles)
+
+    runs_csv = out_dir / "runs.csv"
+    df.to_csv(runs_csv, index=False)
+    outputs["data"].append(runs_csv)
+
+    summary = render_summary(df, tables, outputs, excluded, prepared, out_dir)
+    outputs["summary"].append(_write(out_dir / "summary.md", summary))
+    _remove_stale(out_dir, [p for group in outputs.values() for p in group])
+    return outputs
+
+
+def render_summary(df: pd.DataFrame, tables: list[Table], outputs: dict[str, list[Path]], excluded: pd.DataFrame,
+                   prepared: pd.DataFrame, out_dir: Path) -> str:
+    unreadable = df.attrs.get(ATTR_UNREADABLE) or []
+    experiments = sorted({str(e) for e in df["experiment"].dropna()})
+    lines = ["# prunelab report", "",
+             f"Source: {df.attrs.get(ATTR_SOURCE, 'records')}; experiments: {', '.join(experiments) or '—'}.", "",
+             f"Records: {len(df)} ({len(prepared)} used, {len(excluded)} excluded"
+             f"{f', {len(unreadable)} unreadable record file(s) skipped' if unreadable else ''}). "
+             "Accuracy is test accuracy in %, mean ± sample standard deviation (ddof=1) over seeds; "
+             "(n=k) marks cells with fewer seeds than the table's maximum.", ""]
+
+    def rel(p: Path) -> str:
+        return p.relative_to(out_dir).as_posix()
+
+    lines += ["## Files", ""]
+    for table in tables:
+        lines.append(f"- [{table.title}](tables/{table.name}.md) (also `tables/{table.name}.tex`, "
+                     f"`tables/{table.name}.csv`)")
+    pngs = [p for p in outputs["figures"] if p.suffix == ".png"]
+    for png in pngs:
+        lines.append(f"- [{png.stem}]({rel(png)}) (also `{rel(png.with_suffix('.pdf'))}`)")
+    lines += ["- `runs.csv`: every record, one row each", ""]
+
+    if len(excluded):
+        lines += [f"## {len(excluded)} failed run{'s' if len(excluded) != 1 else ''} excluded", ""]
+        lines += [f"- {line}" for line in failed_lines(excluded)] + [""]
+    if unreadable:
+        lines += [f"## {len(unreadable)} unreadable record file{'s' if len(unreadable) != 1 else ''} skipped", ""]
+        lines += [f"- `{path}`: {reason}" for path, reason in unreadable] + [""]
+    duplicates = duplicate_lines(prepared)
+    if duplicates:
+        lines += ["## Repeated (method, sparsity, seed) records, averaged as separate samples", ""]
+        lines += [f"- {line}" for line in duplicates] + [""]
+
+    for table in tables:
+        lines.append(to_markdown(table, heading="##"))
+    for png in pngs:
+        lines += [f"![{png.stem}]({rel(png)})", ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- W&B
+
+
+def _has_api_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def log_to_wandb(outputs: dict[str, list[Path]], out_dir: Path, *, entity: Optional[str] = None,
+                 project: str = "prunelab") -> bool:
+    """Log the CSV tables and PNG figures to a W&B run of job type "report". Mode: ``WANDB_MODE`` (default
+    offline). Any failure is a warning: the report on disk is what counts."""
+    mode = os.environ.get("WANDB_MODE", "offline")
+    if mode == "online" and not _has_api_key():
+        log.warning("W&B: online mode but no API key (WANDB_API_KEY or ~/.netrc); logging offline instead")
+        mode = "offline"
+    run = None
+    try:
+        import wandb
+
+        run = wandb.init(project=project, entity=entity, mode=mode, dir=str(out_dir), job_type="report",
+                         name="report", reinit="finish_previous", settings=wandb.Settings(silent=True, console="off"))
+        for path in outputs.get("tables", []):
+            if path.suffix == ".csv":
+                run.log({f"tables/{path.stem}": wandb.Table(dataframe=pd.read_csv(path))})
+        for path in outputs.get("figures", []):
+            if path.suffix == ".png":
+                run.log({f"figures/{path.stem}": wandb.Image(str(path))})
+        for path in outputs.get("summary", []):
+            run.summary["report_summary"] = path.read_text(encoding="utf-8")
+        run.finish()
+        return True
+    except Exception as err:  # noqa: BLE001 - W&B must never fail the report
+        log.warning("W&B logging failed (%s: %s); the report is in %s", type(err).__name__, err, out_dir)
+        if run is not None:
+            try:
+                run.finish(exit_code=1)
+            except Exception:  # noqa: BLE001
+                pass
+        return False
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.replace("``", ""),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", default="results",
+                        help="results root holding runs/experiment/ (default: %(default)s)")
+    parser.add_argument("--experiment", action="append", metavar="GLOB",
+                        help="only records whose `experiment` matches this glob; repeatable (default: all)")
+    parser.add_argument("--out", default=None, help="output folder (default: <results>/report)")
+    parser.add_argument("--source", choices=["local", "wandb"], default="local",
+                        help="read the local store or the W&B project's run summaries (default: %(default)s)")
+    parser.add_argument("--entity", default=None, help="W&B entity (default: your default entity)")
+    parser.add_argument("--project", default="prunelab", help="W&B project (default: %(default)s)")
+    parser.add_argument("--wandb", action="store_true",
+                        help="also log tables and figures to a W&B 'report' run (mode: $WANDB_MODE, default offline)")
+    return parser
+
+
+def load(args: argparse.Namespace) -> pd.DataFrame:
+    if args.source == "wandb":
+        try:
+            df = load_wandb(args.entity, args.project)
+        except Exception as err:  # noqa: BLE001 - the network, credentials, a missing project...
+            raise UserError(f"--source wandb: could not read runs of {args.entity or '<default entity>'}/"
+                            f"{args.project} ({type(err).__name__}: {err}); use --source local") from err
+    else:
+        df = load_local(args.results)
+        if df.empty and not df.attrs.get(ATTR_UNREADABLE):
+            raise UserError(f"--results: no experiment records under {Path(args.results) / 'runs' / 'experiment'}; "
+                            "run experiments first (make survey) or point --results at a results folder")
+    if args.experiment:
+        available = sorted({str(e) for e in df["experiment"].dropna()})
+        df = filter_experiments(df, args.experiment)
+        if df.empty:
+            raise UserError(f"--experiment: {', '.join(args.experiment)} matches no record; experiments present: "
+                            f"{', '.join(available) or 'none'}")
+    return df
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        # INFO for our own messages only: matplotlib's font subsetting (fontTools) is chatty at INFO.
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+        logging.getLogger("analysis").setLevel(logging.INFO)
+    try:
+        df = load(args)
+        out_dir = Path(args.out) if args.out else Path(args.results) / "report"
+        outputs = generate_report(df, out_dir)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    usable, excluded = split_usable(df)
+    print(compact_summary(prepare(usable)))
+    print()
+    if len(excluded):
+        print(f"{len(excluded)} failed run{'s' if len(excluded) != 1 else ''} excluded:")
+        for line in failed_lines(excluded):
+            print(f"  {line}")
+    unreadable = df.attrs.get(ATTR_UNREADABLE) or []
+    if unreadable:
+        print(f"{len(unreadable)} unreadable record file{'s' if len(unreadable) != 1 else ''} skipped "
+              f"(listed in summary.md)")
+    for group, paths in outputs.items():
+        if paths:
+            folders = sorted({str(p.parent) for p in paths})
+            kinds = "/".join(sorted({p.suffix.lstrip(".") for p in paths}))
+            print(f"{group:8s} {len(paths):3d} file{'s' if len(paths) != 1 else ' '} ({kinds}) in {', '.join(folders)}")
+    if args.wandb:
+        if log_to_wandb(outputs, out_dir, entity=args.entity, project=args.project):
+            print(f"W&B: logged to a 'report' run of {args.project} (mode {os.environ.get('WANDB_MODE', 'offline')})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

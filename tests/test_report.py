@@ -1,0 +1,357 @@
+"""analysis.report on a hand-written store with known numbers: exact table cells, CSV numbers, failed and corrupt
+records, figures, the W&B loader (mocked API) and the CLI.
+
+Cells are mean ± *sample* std (ddof=1, the pandas default) of test accuracy in percent over seeds.
+"""
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import report
+from analysis.figures import KNOWN_STYLES, style_map
+from analysis.records import load_local, load_wandb
+
+DENSE = {0: 0.980, 1: 0.981, 2: 0.982}  # dense model per seed → dense row 98.10 ± 0.10 (n=3)
+# (label, kind, target sparsity) → {seed: test_acc}
+ACCS = {
+    ("magnitude", "unstructured", 0.5): {0: 0.971, 1: 0.972, 2: 0.973},  # 97.20 ± 0.10, best at 50%
+    ("magnitude", "unstructured", 0.9): {0: 0.950, 1: 0.960, 2: 0.970},  # 96.00 ± 1.00, best at 90%
+    ("random", "unstructured", 0.5): {0: 0.961, 1: 0.963, 2: 0.965},     # 96.30 ± 0.20
+    ("random", "unstructured", 0.9): {0: 0.900, 1: 0.910},               # 90.50 ± 0.71 (n=2); seed 2 failed
+    ("slimming", "structured", 0.5): {0: 0.955, 1: 0.957, 2: 0.959},     # 95.70 ± 0.20, best at 50%
+    ("scratch-B (slimming)", "structured", 0.5): {0: 0.950},             # 95.00 (n=1)
+}
+
+
+def record(label, kind, sparsity, seed, acc, experiment="survey"):
+    compression = 1 / (1 - sparsity) * (0.95 if kind == "unstructured" else 1.2)
+    latency = ({"dense": {"1": 0.12, "256": 3.4}, "pruned": {"1": 0.08, "256": 3.4 * (1 - sparsity)}}
+               if kind == "structured" else None)
+    return {"status": "ok", "error": None, "experiment": experiment, "method": label.split(" ")[0], "label": label,
+            "kind": kind, "model": "mlp_bn", "dataset": "fashion_mnist", "seed": seed, "target_sparsity": sparsity,
+            "density": 1 - sparsity, "sparsity_all_params": 1 - 1 / compression, "compression": compression,
+            "params_total": 545810, "params_nonzero": int(545810 / compression), "flops_dense": 545000,
+            "flops_effective": int(545000 / compression), "speedup_theoretical": compression, "val_acc": acc - 0.001,
+            "test_acc": acc, "test_acc_before_recovery": None, "dense_test_acc": DENSE[seed],
+            "stage_hashes": {"dense": f"dense{seed}", "prune": f"{label}{sparsity}{seed}"},
+            "wall_time_s": {"dense": 30.0, "prune": 0.2, "recover": 12.0}, "latency_ms": latency,
+            "prunable": {"include": ["weight"], "classifier": True}, "per_layer_density": {"fc1.weight": 1 - sparsity}}
+
+
+FAILED = {"status": "failed", "error": "RuntimeError: loss diverged", "experiment": "survey", "method": "random",
+          "label": "random", "model": "mlp_bn", "dataset": "fashion_mnist", "seed": 2, "target_sparsity": 0.9}
+# Another sweep: would spoil magnitude's 50% cell if the --experiment filter let it through.
+OTHER = record("magnitude", "unstructured", 0.5, 0, 0.10, experiment="other")
+
+
+def all_records():
+    records = [record(label, kind, s, seed, acc) for (label, kind, s), accs in ACCS.items()
+               for seed, acc in accs.items()]
+    return records + [FAILED, OTHER]
+
+
+def write_store(root: Path, records) -> Path:
+    for i, rec in enumerate(records):
+        folder = root / "runs" / "experiment" / f"{i:016x}"
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text(json.dumps(rec, indent=1))
+    corrupt = root / "runs" / "experiment" / "badc0ffee0000000"
+    corrupt.mkdir(parents=True)
+    (corrupt / "result.json").write_text('{"status": "ok", "test_acc": 0.9')  # truncated write
+    return root
+
+
+def md_rows(path: Path) -> dict[str, list[str]]:
+    """Markdown table → {first cell: other cells}, separator and header rows left out."""
+    rows = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("|") and not line.startswith("| :"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The CLI run once on the full store (tables/figure assertions share it)."""
+    root = write_store(tmp_path_factory.mktemp("store") / "results", all_records())
+    assert report.main(["--results", str(root), "--experiment", "surv*"]) == 0
+    return root, root / "report"
+
+
+def test_load_local_flattens_keeps_failed_and_skips_corrupt(tmp_path, caplog):
+    root = write_store(tmp_path / "results", all_records())
+    with caplog.at_level(logging.WARNING):
+        df = load_local(root)
+    assert len(df) == len(all_records())  # corrupt file skipped, failed record kept
+    assert (df["status"] == "failed").sum() == 1
+    assert {"latency_ms.pruned.256", "latency_ms.dense.1", "stage_hashes.dense", "wall_time_s.recover",
+            "prunable.classifier", "per_layer_density.fc1.weight"} <= set(df.columns)
+    assert "latency_ms" not in df.columns  # null for unstructured records, leaves for structured ones
+    slim = df[df["label"] == "slimming"].iloc[0]
+    assert slim["latency_ms.pruned.1"] == 0.08 and slim["latency_ms.dense.256"] == 3.4
+    assert df.attrs["unreadable"] == [[str(root / "runs/experiment/badc0ffee0000000/result.json"),
+                                       df.attrs["unreadable"][0][1]]]
+    assert sum("badc0ffee0000000" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_unstructured_table_cells(built):
+    _, out = built
+    rows = md_rows(out / "tables" / "fashion_mnist_mlp_bn_unstructured.md")
+    assert rows["Method"] == ["50%", "90%"]
+    assert rows["magnitude"] == ["**97.20 ± 0.10**", "**96.00 ± 1.00**"]  # the "other" sweep is filtered out
+    assert rows["random"] == ["96.30 ± 0.20", "90.50 ± 0.71 (n=2)"]      # failed seed 2 not counted
+    assert rows["dense"] == ["98.10 ± 0.10", "98.10 ± 0.10"]
+    assert set(rows) == {"Method", "magnitude", "random", "dense"}
+
+
+def test_structured_table_is_separate_and_shows_n1(built):
+    _, out = built
+    rows = md_rows(out / "tables" / "fashion_mnist_mlp_bn_structured.md")
+    assert rows["Method"] == ["50%"]
+    assert rows["slimming"] == ["**95.70 ± 0.20**"]
+    assert rows["scratch-B (slimming)"] == ["95.00 (n=1)"]
+    assert rows["dense"] == ["98.10 ± 0.10"]
+    compression = md_rows(out / "tables" / "fashion_mnist_mlp_bn_compression.md")
+    assert {"magnitude", "random", "slimming", "scratch-B (slimming)", "dense"} <= set(compression)
+
+
+def test_latex_is_booktabs_with_bold_best(built):
+    _, out = built
+    tex = (out / "tables" / "fashion_mnist_mlp_bn_unstructured.tex").read_text()
+    for part in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{lrr}", r"50\% & 90\%",
+                 r"magnitude & \textbf{97.20 $\pm$ 0.10} & \textbf{96.00 $\pm$ 1.00} \\",
+                 r"random & 96.30 $\pm$ 0.20 & 90.50 $\pm$ 0.71\,{\scriptsize (n=2)} \\",
+                 r"dense & \multicolumn{2}{c}{98.10 $\pm$ 0.10} \\", r"\caption{fashion\_mnist / mlp\_bn"):
+        assert part in tex, part
+
+
+def test_csv_keeps_exact_numbers_in_long_form(built):
+    _, out = built
+    csv = pd.read_csv(out / "tables" / "fashion_mnist_mlp_bn_unstructured.csv")  # pandas 3 parses floats exactly
+    assert list(csv["label"]) == ["magnitude", "magnitude", "random", "random", "dense"]
+    for (label, _, sparsity), accs in ACCS.items():
+        if label not in ("magnitude", "random"):
+            continue
+        row = csv[(csv["label"] == label) & (csv["target_sparsity"] == sparsity)].iloc[0]
+        values = np.array(list(accs.values()))
+        assert row["test_acc_mean"] == values.mean()
+        assert row["test_acc_std"] == values.std(ddof=1)
+        assert row["n"] == len(values)
+        assert bool(row["best"]) == (label == "magnitude")
+    dense = csv[csv["label"] == "dense"].iloc[0]
+    assert dense["test_acc_mean"] == np.mean(list(DENSE.values())) and dense["n"] == 3
+    assert dense["test_acc_std"] == np.std(list(DENSE.values()), ddof=1)
+
+
+def test_failed_and_unreadable_are_reported(built):
+    root, out = built
+    summary = (out / "summary.md").read_text()
+    assert "## 1 failed run excluded" in summary
+    assert "random @ 90%, seed 2 (fashion_mnist / mlp_bn, experiment survey): RuntimeError: loss diverged" in summary
+    assert "1 unreadable record file skipped" in summary and "badc0ffee0000000" in summary
+    assert "tables/fashion_mnist_mlp_bn_unstructured.md" in summary
+    assert "figures/fashion_mnist_mlp_bn_acc_vs_compression.png" in summary
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == len(all_records()) - 1 and (runs["status"] == "failed").sum() == 1  # "other" filtered out
+
+
+def test_figures_exist_in_png_and_pdf(built):
+    _, out = built
+    for name in ("compression", "density", "speedup", "latency"):
+        for suffix in (".png", ".pdf"):
+            path = out / "figures" / f"fashion_mnist_mlp_bn_acc_vs_{name}{suffix}"
+            assert path.is_file() and path.stat().st_size > 1000, path
+    png = (out / "figures" / "fashion_mnist_mlp_bn_acc_vs_compression.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert width == 680 and 450 <= height <= 800  # 3.4 in at 200 dpi; legend may add height
+
+
+def test_cli_prints_where_files_went(tmp_path, capsys):
+    root = write_store(tmp_path / "results", [record("magnitude", "unstructured", 0.9, 0, 0.95)])
+    out = tmp_path / "elsewhere"
+    assert report.main(["--results", str(root), "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "magnitude" in stdout and "95.00 @ 90%" in stdout  # the compact summary table
+    assert f"tables     6 files (csv/md/tex) in {out / 'tables'}" in stdout
+    assert f"figures    6 files (pdf/png) in {out / 'figures'}" in stdout
+    assert (out / "summary.md").is_file() and not (root / "report").exists()
+
+
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
+    assert report.main(["--results", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --results")
+    root = write_store(tmp_path / "results", [record("magnitude", "unstructured", 0.9, 0, 0.95)])
+    assert report.main(["--results", str(root), "--experiment", "nosuch*"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: --experiment: nosuch* matches no record; experiments present: survey")
+
+
+def test_stale_files_of_an_earlier_report_are_removed(tmp_path, monkeypatch):
+    def fake_figures(df, fig_dir, styles=None):  # one empty file per (kind, view): rendering is tested elsewhere
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        views = ["compression", "density", "speedup"] + (["latency"] if (df["kind"] == "structured").any() else [])
+        paths = [fig_dir / f"fashion_mnist_mlp_bn_acc_vs_{v}{suffix}" for v in views for suffix in (".png", ".pdf")]
+        for path in paths:
+            path.write_bytes(b"")
+        return paths
+
+    monkeypatch.setattr(report, "build_figures", fake_figures)
+    root = write_store(tmp_path / "results", [record("slimming", "structured", 0.5, 0, 0.95)])
+    out = tmp_path / "report"
+    first = report.generate_report(load_local(root), out)
+    assert (out / "tables" / "fashion_mnist_mlp_bn_structured.md").is_file()
+    mine = out / "tables" / "notes.md"
+    mine.write_text("mine")
+    df = load_local(root)
+    df = df.assign(kind="unstructured")
+    second = report.generate_report(df, out)
+    assert not (out / "tables" / "fashion_mnist_mlp_bn_structured.md").exists()
+    assert not (out / "figures" / "fashion_mnist_mlp_bn_acc_vs_latency.png").exists()
+    assert mine.read_text() == "mine"  # never written by the report: left alone
+    assert all(p.is_file() for group in second.values() for p in group)
+    assert len(first["figures"]) == 8 and len(second["figures"]) == 6
+
+
+class SummaryLike:
+    """Mimics wandb's SummarySubDict: dict-like but not a dict, nested values wrapped too."""
+
+    def __init__(self, data):
+        self._data = data
+
+    def keys(self):
+        return self._data.keys()
+
+    def items(self):
+        return [(k, SummaryLike(v) if isinstance(v, dict) else v) for k, v in self._data.items()]
+
+    def __getitem__(self, key):
+        value = self._data[key]
+        return SummaryLike(value) if isinstance(value, dict) else value
+
+
+class FakeRun:
+    def __init__(self, run_id, summary, config=None, job_type="magnitude", state="finished"):
+        self.id, self.path, self.job_type, self.state = run_id, ["ent", "proj", run_id], job_type, state
+        self.summary, self.config = SummaryLike(summary), config or {}
+
+
+class FakeApi:
+    def __init__(self, runs):
+        self._runs, self.paths = runs, []
+
+    def runs(self, path):
+        self.paths.append(path)
+        return list(self._runs)
+
+
+def test_load_wandb_matches_load_local(tmp_path):
+    records = all_records()
+    root = write_store(tmp_path / "results", records)
+    runs = []
+    for i, rec in enumerate(reversed(records)):  # a different order than the store's
+        summary = {**rec, "_step": 40, "_runtime": 3.2, "_wandb": {"runtime": 3}, "recover1/val_acc": 0.5}
+        config = {"experiment": rec["experiment"], "seed": rec["seed"], "model": {"name": rec["model"]}}
+        runs.append(FakeRun(f"run{i}", summary, config))
+    runs.append(FakeRun("rep", {"report_summary": "..."}, job_type="report"))   # our own report run
+    runs.append(FakeRun("live", {"_step": 3, "dense/val_acc": 0.4}, state="running"))  # no record yet
+    api = FakeApi(runs)
+    remote = load_wandb("ent", "proj", api=api)
+    local = load_local(root)
+    assert api.paths == ["ent/proj"]
+    assert remote["source"].str.startswith("wandb:ent/proj/run").all()
+    pd.testing.assert_frame_equal(remote.drop(columns="source"), local.drop(columns="source"))
+
+
+def test_load_wandb_fills_missing_fields_from_config_and_keeps_crashed_runs():
+    rec = record("magnitude", "unstructured", 0.9, 1, 0.95)
+    del rec["experiment"], rec["model"]
+    config = {"experiment": "survey", "model": {"name": "mlp_bn", "width": 3}, "method": {"name": "magnitude"}}
+    crashed = FakeRun("c", {"_step": 1}, {"experiment": "survey", "method": {"name": "snip"}, "seed": 4},
+                      state="crashed")
+    df = load_wandb("ent", "proj", api=FakeApi([FakeRun("r", rec, config), crashed]))
+    ok = df[df["status"] == "ok"].iloc[0]
+    assert ok["experiment"] == "survey" and ok["model"] == "mlp_bn" and ok["method"] == "magnitude"
+    failed = df[df["status"] == "failed"].iloc[0]
+    assert failed["label"] == "snip" and failed["seed"] == 4 and "crashed" in failed["error"]
+
+
+def test_broken_wandb_still_writes_the_report(tmp_path, monkeypatch, caplog):
+    import wandb
+
+    def broken_init(*args, **kwargs):
+        raise RuntimeError("wandb service unreachable")
+
+    monkeypatch.setattr(wandb, "init", broken_init)
+    root = write_store(tmp_path / "results", [record("magnitude", "unstructured", 0.9, 0, 0.95)])
+    with caplog.at_level(logging.WARNING):
+        assert report.main(["--results", str(root), "--wandb"]) == 0
+    assert (root / "report" / "summary.md").is_file()
+    assert (root / "report" / "figures" / "fashion_mnist_mlp_bn_acc_vs_compression.png").is_file()
+    assert any("W&B logging failed" in r.getMessage() and "unreachable" in r.getMessage() for r in caplog.records)
+
+
+def test_style_map_is_fixed_and_distinct():
+    labels = [*KNOWN_STYLES, "random (global)", "lth (rewind 500)", "snip (iterative)"]
+    styles = style_map(labels)
+    pairs = [(s.color, s.marker, s.linestyle) for label, s in styles.items() if label != "l1-norm"]
+    assert len(set(pairs)) == len(pairs)  # every method looks different
+    assert len({s.color for s in styles.values()}) >= 10 and len({s.marker for s in styles.values()}) >= 10
+    few = style_map(["magnitude", "slimming", "random (global)"])
+    assert few["magnitude"] == styles["magnitude"] and few["slimming"] == styles["slimming"]
+    assert few["random (global)"] not in set(KNOWN_STYLES.values())
+
+
+def test_wandb_logging_in_disabled_mode_goes_through_the_real_api(built, monkeypatch):
+    _, out = built
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    outputs = {"tables": sorted((out / "tables").glob("*.csv")), "figures": sorted((out / "figures").glob("*.png")),
+               "summary": [out / "summary.md"]}
+    assert report.log_to_wandb(outputs, out, project="prunelab-test") is True
+
+
+def test_only_failed_runs_still_gives_a_report(tmp_path, capsys):
+    root = write_store(tmp_path / "results", [FAILED])
+    assert report.main(["--results", str(root)]) == 0
+    assert "1 failed run excluded:" in capsys.readouterr().out
+    summary = (root / "report" / "summary.md").read_text()
+    assert "RuntimeError: loss diverged" in summary and "Records: 1 (0 used, 1 excluded" in summary
+
+
+def test_repeated_records_are_flagged(tmp_path):
+    twice = [record("magnitude", "unstructured", 0.9, 0, 0.95), record("magnitude", "unstructured", 0.9, 0, 0.96,
+                                                                        experiment="again")]
+    root = write_store(tmp_path / "results", twice)
+    report.generate_report(load_local(root), tmp_path / "out")
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "magnitude @ 90%, seed 0 (fashion_mnist / mlp_bn): 2 records (experiments: again, survey)" in summary
+
+
+def test_cli_source_wandb(tmp_path, monkeypatch, capsys):
+    import wandb
+
+    monkeypatch.setattr(report, "build_figures", lambda df, fig_dir, styles=None: [])  # figures: tested above
+    runs = [FakeRun(f"r{i}", rec) for i, rec in enumerate(all_records())]
+    monkeypatch.setattr(wandb, "Api", lambda: FakeApi(runs))
+    out = tmp_path / "report"
+    assert report.main(["--source", "wandb", "--entity", "ent", "--project", "proj", "--experiment", "survey",
+                        "--out", str(out)]) == 0
+    rows = md_rows(out / "tables" / "fashion_mnist_mlp_bn_unstructured.md")
+    assert rows["random"] == ["96.30 ± 0.20", "90.50 ± 0.71 (n=2)"]
+    assert "Source: W&B project ent/proj" in (out / "summary.md").read_text()
+
+    def unreachable():
+        raise ConnectionError("api.wandb.ai unreachable")
+
+    monkeypatch.setattr(wandb, "Api", unreachable)
+    capsys.readouterr()
+    assert report.main(["--source", "wandb", "--project", "proj", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --source wandb: could not read runs")
