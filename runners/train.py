@@ -115,9 +115,8 @@ def run_job(cfg: DictConfig) -> dict | None:
             if not sweeping:
                 raise
             return record
-        tracker.summary({k: v for k, v in record.items() if not isinstance(v, (dict, list))})
-        tracker.summary({"stage_hashes": record.get("stage_hashes"), "wall_time_s": record.get("wall_time_s")})
-        tracker.table("per_layer_density", ["tensor", "density"],
+        tracker.summary(record)  # the whole record: `analysis.report --source wandb` rebuilds the table from it
+        tracker.table("per_layer_density_table", ["tensor", "density"],
                       [[k, v] for k, v in (record.get("per_layer_density") or {}).items()])
     atomic_write_json(output_dir / "result.json", record)
     print(f"\n{record['label']} on {record['model']}/{record['dataset']}: test_acc={record['test_acc']:.4f}\n"

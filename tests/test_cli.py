@@ -26,6 +26,8 @@ def cli(tmp_path, *args, timeout=300):
     (["model=nosuch"], "model=nosuch"),
     (["method=magnitude", "method.sparsity=1.5"], "method.sparsity"),
     (["method=magnitude", "method.rounds=0"], "method.rounds"),
+    (["method=snip", "method.batch_size=0"], "method.batch_size"),
+    (["method=obd", "method.estimator=exact"], "method.estimator"),
     (["dataset=fashion_mnist", "dataset.data_dir=/nonexistent"], "fashion_mnist"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, field):

@@ -1,0 +1,81 @@
+"""Optimal Brain Damage — LeCun, Denker & Solla, NIPS 1989 (1990).
+
+Saliency s_k = ½ h_kk u_k² (§2, with the diagonal, extremal and quadratic approximations), h_kk the diagonal of the
+Hessian of the training loss at the trained weights, averaged over ``samples`` training examples. The Recipe
+(§3): train, compute h_kk and s_k, delete the lowest-saliency weights (set to 0 and frozen), retrain, iterate
+(``rounds``). Default estimator ``ggn_exact``: the exact Gauss–Newton diagonal, equal to the Hessian diagonal for
+ReLU/max-pool nets without BN (methods.md §1); ``lecun`` is the paper's backpropagated Levenberg–Marquardt
+recursion; ``mc_fisher``, ``hutchinson``; ``empirical_fisher`` is an ablation (Fisher pruning, not OBD).
+Each round records the predicted loss increase Σ s_k of the deleted weights and the measured increase before
+retraining, on the same samples (the paper's Fig. 1b).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from methods.base import Recovery
+from methods.scores import hessian_diagonal, obd_saliency, predicted_loss_increase
+from methods.scores.hessian import ESTIMATORS
+from methods.unstructured import ScoreConfig, ScoreMethod
+from runners.config import check
+
+
+@dataclass
+class ObdConfig(ScoreConfig):
+    estimator: str = "ggn_exact"
+    samples: int = 10_000
+    probes: int = 100
+    recovery: Recovery = field(default_factory=lambda: Recovery(lr_scale=0.1))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.estimator in ESTIMATORS, "method.estimator", f"must be one of {ESTIMATORS} (got {self.estimator!r})")
+        check(self.samples >= 1, "method.samples", f"must be >= 1 (got {self.samples})")
+
+
+class OptimalBrainDamage(ScoreMethod):
+    name = "obd"
+    Config = ObdConfig
+
+    def label(self) -> str:
+        return "obd" if self.cfg.estimator == "ggn_exact" else f"obd ({self.cfg.estimator})"
+
+    def _samples(self, exp):
+        return exp.data.train.subset(self.cfg.samples, exp.run.seed_for("prune"))
+
+    def scores(self, exp, model, alive):
+        model = model.to(exp.device)
+        params = {n: p for n, p in model.named_parameters() if n in alive}
+        hdiag = hessian_diagonal(model, params, self._samples(exp).batches(512, device=exp.device), self.cfg.estimator,
+                                 n_samples=self.cfg.samples, probes=self.cfg.probes,
+                                 generator=torch.Generator().manual_seed(exp.run.seed_for("prune")), progress=exp.run.progress)
+        return obd_saliency({n: p.detach().cpu() for n, p in params.items()}, hdiag)
+
+    def round_info(self, exp, model, alive, masks, scores) -> dict:
+        removed = {n: alive[n] & ~masks[n] for n in masks}
+        before = self._loss(exp, model)
+        with torch.no_grad():
+            params = dict(model.named_parameters())
+            saved = {n: params[n].detach().clone() for n in masks}
+            for n, m in masks.items():
+                params[n].mul_(m.to(params[n].device))
+            after = self._loss(exp, model)
+            for n, value in saved.items():
+                params[n].copy_(value)
+        return {"predicted_loss_increase": predicted_loss_increase(scores, removed), "measured_loss_increase": after - before}
+
+    @torch.no_grad()
+    def _loss(self, exp, model) -> float:
+        model.eval()
+        total, count = 0.0, 0
+        for x, y in self._samples(exp).batches(1000, device=exp.device):
+            total += F.cross_entropy(model(x), y, reduction="sum").item()
+            count += len(y)
+        return total / count
+
+
+METHOD = OptimalBrainDamage

@@ -1,0 +1,52 @@
+"""SNIP — Lee, Ajanthan & Torr, "Single-shot Network Pruning based on Connection Sensitivity", ICLR 2019.
+
+At initialization, on one mini-batch (|D_b| = 100 for MNIST-likes), score every weight by the connection
+sensitivity s_j = |∂L(c ⊙ w)/∂c_j| at c = 1 = |g_j w_j| (eq. 6), normalized by Σ_k |g_k|, keep the global top-κ
+(eq. 7), then train the sparse network normally. BN runs in eval mode while scoring. Options: several batches
+(``batches``), a variance-scaling init (``model.init=variance_scaling``, the official code's), and
+``fresh_init=true`` to train a separately drawn initialization with the mask, as the official code does
+(``weights_ap`` vs ``weights_bp``; mil-ad/snip#3). Default ``fresh_init=false``: the paper's wording, training the
+scored network. The official code also masks biases (all pruned, since they start at 0): ``method.prunable.biases=true``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from methods.scores import snip_scores
+from methods.unstructured import ScoreConfig, ScoreMethod
+from runners.config import check
+
+
+@dataclass
+class SnipConfig(ScoreConfig):
+    when: str = "init"
+    batch_size: int = 100
+    batches: int = 1
+    fresh_init: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.batch_size >= 1, "method.batch_size", f"SNIP needs a mini-batch of at least 1 example (got {self.batch_size})")
+        check(self.batches >= 1, "method.batches", f"must be >= 1 (got {self.batches})")
+        check(self.when == "init", "method.when", "SNIP prunes at initialization (when=init)")
+
+
+class Snip(ScoreMethod):
+    name = "snip"
+    Config = SnipConfig
+
+    def scores(self, exp, model, alive):
+        params = {n: p for n, p in model.named_parameters() if n in alive}
+        stream = exp.data.train.batches(self.cfg.batch_size, shuffle=True, seed=exp.run.seed_for("prune"))
+        batches = [batch for batch, _ in zip(stream, range(self.cfg.batches))]
+        return snip_scores(model.to(exp.device), params, batches)
+
+    def recovery_stage(self, exp, round_index, pruned, source):
+        if not self.cfg.fresh_init:
+            return super().recovery_stage(exp, round_index, pruned, source)
+        fresh = exp.init_stage("fresh_init", seed=exp.run.seed_for("init") + 1_000_003)
+        return exp.train_stage(f"train{round_index}", fresh, exp.run.train, masks=pruned)
+
+
+METHOD = Snip
