@@ -1,0 +1,120 @@
+"""Lottery ticket: iterative magnitude pruning with rewinding.
+
+Frankle & Carbin, ICLR 2019 (§2, Algorithm): train θ₀ → θ_j, prune p% of the *remaining* weights by |θ_j| (output
+layer at half rate for LeNet: ``output_rate``), reset survivors to θ₀, repeat. Frankle et al. 2019/2020 (Stabilizing
+the LTH; Linear Mode Connectivity): reset to θ_k, the weights at iteration k (``rewind_iteration``), and resume the
+data order and LR schedule from k. Each level retrains the full schedule; the record lists every level's
+early-stopping iteration (minimum validation loss). Each level is its own store stage, so sweeping target sparsities
+shares the common levels; the last level's rate is adjusted so the target is hit exactly.
+
+Controls (Frankle & Carbin §2.2/Fig. 4): ``control=reinit`` trains the ticket's mask from a fresh random init;
+``control=shuffle`` trains a random mask with the ticket's per-layer densities from the same init.
+Default ``scope=global`` with 20%/round (open_lth's ``sparse_global``); the paper's LeNet configuration is
+``scope=layerwise output_rate=0.1`` (the ``lth_lenet300`` experiment).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from methods.base import Method, MethodConfig
+from methods.masks import classifier_name
+from methods.select import select
+from runners.config import check
+from runners.errors import UserError
+from runners.loop import total_iterations
+
+
+@dataclass
+class LotteryConfig(MethodConfig):
+    rate: float = 0.2
+    output_rate: Optional[float] = None  # None: the classifier is pruned at `rate` like every layer
+    scope: str = "global"  # global | layerwise
+    rewind_iteration: int = 0
+    control: str = "none"  # none | reinit | shuffle
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(0 < self.rate < 1, "method.rate", f"must be in (0, 1) (got {self.rate})")
+        check(self.output_rate is None or 0 <= self.output_rate < 1, "method.output_rate", "must be in [0, 1)")
+        check(self.scope in ("global", "layerwise"), "method.scope", f"must be global or layerwise (got {self.scope!r})")
+        check(self.output_rate is None or self.scope == "layerwise", "method.output_rate",
+              "a separate output-layer rate needs scope=layerwise (as in Frankle & Carbin's LeNet)")
+        check(self.rewind_iteration >= 0, "method.rewind_iteration", f"must be >= 0 (got {self.rewind_iteration})")
+        check(self.control in ("none", "reinit", "shuffle"), "method.control", "must be none, reinit or shuffle")
+
+
+def _density(rates: dict[str, float], sizes: dict[str, int], level: float) -> float:
+    return sum(sizes[n] * (1 - rates[n]) ** level for n in sizes) / sum(sizes.values())
+
+
+class Lottery(Method):
+    name = "lottery"
+    Config = LotteryConfig
+
+    def label(self) -> str:
+        return "lottery" if self.cfg.control == "none" else f"lottery ({self.cfg.control})"
+
+    def validate(self, exp) -> None:
+        total = total_iterations(exp.run.train, exp.data.train.num_batches(exp.run.train.batch_size))
+        if self.cfg.rewind_iteration >= total:
+            raise UserError(f"method.rewind_iteration: {self.cfg.rewind_iteration} is beyond the training length "
+                            f"({total} iterations)")
+
+    def levels(self, sizes: dict[str, int], head: str) -> list[dict[str, float]]:
+        """Per-layer keep fractions of each level; the last level's exponent is solved to hit the target exactly."""
+        rates = {n: (self.cfg.output_rate if self.cfg.output_rate is not None and n.startswith(head + ".") else self.cfg.rate)
+                 for n in sizes}
+        target = 1 - self.cfg.sparsity
+        count = 0
+        while _density(rates, sizes, count) > target + 1e-12:
+            count += 1
+        lo, hi = max(count - 1, 0), float(count)
+        for _ in range(100):  # bisection for the fractional last level
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if _density(rates, sizes, mid) > target else (lo, mid)
+        return [{n: (1 - rates[n]) ** (level if level < count else hi) for n in sizes} for level in range(1, count + 1)]
+
+    def run(self, exp):
+        base = exp.base_model()
+        names = exp.prunable(base)
+        params = dict(base.named_parameters())
+        sizes = {n: params[n].numel() for n in names}
+        k = self.cfg.rewind_iteration
+        init = exp.init_stage()
+        dense = exp.train_stage("level0", init, exp.run.train, snapshots=(k,) if k else ())
+        rewind, file = (init, "model.safetensors") if k == 0 else (dense, f"snapshot_{k}.safetensors")
+        state, pruned, history = dense, None, []
+        for level, layers in enumerate(self.levels(sizes, classifier_name(base)), start=1):
+            overall = sum(sizes[n] * layers[n] for n in names) / sum(sizes.values())
+
+            def magnitude(model, alive, layers=layers, overall=overall):
+                weights = dict(model.named_parameters())
+                scores = {n: weights[n].detach().abs().cpu() for n in alive}
+                return select(scores, alive, scope=self.cfg.scope, layer_targets=layers, global_target=overall), {}
+
+            spec = {"rate": self.cfg.rate, "output_rate": self.cfg.output_rate, "scope": self.cfg.scope,
+                    "level": level, "keep": round(overall, 12), "rewind_iteration": k}
+            pruned = exp.mask_stage(f"prune{level}", state, spec, magnitude, file="last.safetensors")
+            state = exp.train_stage(f"level{level}", rewind, exp.run.train, file=file, masks=pruned, start_iteration=k)
+            history.append({"level": level, "density": overall, "early_stop_iteration": state.result["early_stop_iteration"],
+                            "test_acc": state.result["selected"]["test_acc"]})
+        if self.cfg.control == "reinit":
+            fresh = exp.init_stage("reinit", seed=exp.run.seed_for("init") + 1_000_003)
+            state = exp.train_stage("control", fresh, exp.run.train, masks=pruned)
+        elif self.cfg.control == "shuffle":
+            seed = exp.run.seed_for("prune")
+
+            def shuffle(model, alive):
+                gen = torch.Generator().manual_seed(seed)
+                return {n: m.flatten()[torch.randperm(m.numel(), generator=gen)].view_as(m) for n, m in alive.items()}, {}
+
+            shuffled = exp.mask_stage("shuffle", pruned, {"shuffle_seed": seed}, shuffle)
+            state = exp.train_stage("control", rewind, exp.run.train, file=file, masks=shuffled, start_iteration=k)
+        return exp.finish(state, pruned=pruned, dense=dense, levels=history)
+
+
+METHOD = Lottery
