@@ -8,7 +8,7 @@ from functools import cache
 
 from runners.errors import UserError
 
-_MACHINERY = {"base", "masks", "select", "recover"}
+_MACHINERY = {"base", "masks", "select", "unstructured", "structured"}
 
 
 @cache

@@ -1,0 +1,59 @@
+"""The pipeline channel-pruning methods share: train dense → score channels → select (plan) → compact → fine-tune.
+
+A method only says how to score the output channels of each prunable group (``channel_scores``); selection
+(global or layerwise, with a per-layer floor so no layer is emptied), physical compaction (torch-pruning's
+DependencyGraph) and recovery are shared. ``method.sparsity`` is the fraction of channels removed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from methods.base import Method, MethodConfig, Recovery
+from methods.channels import channel_sparsity, compact, prunable_channel_groups, select_channels
+from methods.masks import folded
+from runners.config import check, nondefault
+
+
+@dataclass
+class ChannelConfig(MethodConfig):
+    scope: str = "layerwise"  # layerwise (Li et al., Mittal et al.: the same fraction per layer) | global
+    min_keep_fraction: float = 0.0  # per-layer floor; at least one channel is always kept
+    recovery: Recovery = field(default_factory=lambda: Recovery(lr_scale=0.1))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.scope in ("global", "layerwise"), "method.scope", f"must be global or layerwise (got {self.scope!r})")
+        check(0 <= self.min_keep_fraction < 1, "method.min_keep_fraction", "must be in [0, 1)")
+
+
+class ChannelMethod(Method):
+    kind = "structured"
+    Config = ChannelConfig
+
+    def channel_scores(self, exp, model: torch.nn.Module, groups) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def plan_spec(self) -> dict:
+        return {k: v for k, v in nondefault(self.cfg).items() if k not in ("name", "recovery")}
+
+    def source(self, exp):
+        dense = exp.dense_stage()
+        return dense, dense
+
+    def run(self, exp):
+        start, dense = self.source(exp)
+
+        def build(model):
+            model = folded(model).cpu().eval()
+            groups = prunable_channel_groups(model, exp.example_input)
+            scores = self.channel_scores(exp, model, groups)
+            plan = select_channels(scores, groups, self.cfg.sparsity, scope=self.cfg.scope,
+                                   min_keep_fraction=self.cfg.min_keep_fraction)
+            return plan, compact(model, plan, exp.example_input), {"channel_sparsity": channel_sparsity(plan, model)}
+
+        pruned = exp.plan_stage("prune", start, {**self.plan_spec(), "prune_seed": exp.run.seed_for("prune")}, build)
+        final = exp.train_stage("recover", pruned, exp.recovery_config(self.cfg.recovery))
+        return exp.finish(final, pruned=pruned, dense=dense, channel_sparsity=pruned.result["channel_sparsity"])
