@@ -230,9 +230,10 @@ def lecun_reference_mlp(model, x):
                 for j in range(w[k].shape[1]):
                     hw[k][i, j] += d[i] * acts[k][j] ** 2  # ∂²E/∂w_ij² = ∂²E/∂a_i² · x_j²
             if k > 0:  # ∂²E/∂a_j² = f'(a_j)² Σ_i w_ij² ∂²E/∂a_i²
+                rows, cols = w[k].shape
                 d = [
-                    (1.0 if pre[k - 1][j] > 0 else 0.0) * sum(float(w[k][i, j]) ** 2 * d[i] for i in range(w[k].shape[0]))
-                    for j in range(w[k].shape[1])
+                    (1.0 if pre[k - 1][j] > 0 else 0.0) * sum(float(w[k][i, j]) ** 2 * d[i] for i in range(rows))
+                    for j in range(cols)
                 ]
     n = len(x)
     names = ["1", "3", "5"]
@@ -318,6 +319,10 @@ def lecun_reference_conv(model, x):
     return {k: v / len(x) for k, v in out.items()}
 
 
+def bn_relu_mlp():
+    return randomize_bn(nn.Sequential(nn.Linear(6, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 3)).to(DT))
+
+
 def lecun_reference_bn(model, x):
     """Linear(6→5) - BatchNorm1d (eval: per-unit affine) - ReLU - Linear(5→3)."""
     w1, b1, bn, w2, b2 = model[0].weight, model[0].bias, model[1], model[3].weight, model[3].bias
@@ -352,7 +357,7 @@ def lecun_reference_bn(model, x):
     [
         (mlp, (6,), lecun_reference_mlp),
         (two_conv_net, (1, 7, 7), lecun_reference_conv),
-        (lambda: randomize_bn(nn.Sequential(nn.Linear(6, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 3)).to(DT)), (6,), lecun_reference_bn),
+        (bn_relu_mlp, (6,), lecun_reference_bn),
     ],
     ids=["mlp", "conv-maxpool", "batchnorm"],
 )
@@ -395,7 +400,10 @@ def test_lecun_follows_functional_relu_and_reshapes():
 
     reference = convnet()
     model = Functional().to(DT)
-    model.load_state_dict({"conv.weight": reference[0].weight, "conv.bias": reference[0].bias, "fc.weight": reference[4].weight, "fc.bias": reference[4].bias})
+    model.load_state_dict(
+        {"conv.weight": reference[0].weight, "conv.bias": reference[0].bias,
+         "fc.weight": reference[4].weight, "fc.bias": reference[4].bias}
+    )
     x, y = data(7, (1, 6, 6))
     got = hessian_diagonal(model, scored(model), [(x, y)], "lecun")
     want = hessian_diagonal(reference, scored(reference), [(x, y)], "lecun")
@@ -460,13 +468,17 @@ def test_hutchinson_within_stated_tolerance_of_true_hessian_diagonal(net, shape)
     names = list(scored(model))
     want, hess = autograd_hessian(model, x, y, names)
     probes = 4000
-    got = hessian_diagonal(model, scored(model), [(x, y)], "hutchinson", probes=probes, generator=torch.Generator().manual_seed(5))
+    gen = torch.Generator().manual_seed(5)
+    got = hessian_diagonal(model, scored(model), [(x, y)], "hutchinson", probes=probes, generator=gen)
     # Stated tolerance (one chunk): std of entry k = sqrt(Σ_{j≠k} H_kj² / probes).
     off = hess - torch.diag(hess.diagonal())
     std = Flat(model, names).unflatten((off.square().sum(1) / probes).sqrt())
     for n in names:
         assert bool(((got[n] - want[n]).abs() <= 5 * std[n] + 1e-12).all()), n
-    expected = math.sqrt(sum(float(s.square().sum()) for s in std.values()) / sum(float(w.square().sum()) for w in want.values()))
+    expected = math.sqrt(  # the relative error the stated tolerance implies
+        sum(float(s.square().sum()) for s in std.values())
+        / sum(float(w.square().sum()) for w in want.values())
+    )
     assert rel_err(got, want) < 2 * expected
     assert rel_err(got, want) < 0.15
 
@@ -503,7 +515,8 @@ def test_same_seed_same_result(estimator):
 
     def run(seed):
         gen = None if seed is None else torch.Generator().manual_seed(seed)
-        return hessian_diagonal(model, scored(model), batched(x, y, 3), estimator, probes=5, generator=gen, chunk_size=4)
+        batches = batched(x, y, 3)
+        return hessian_diagonal(model, scored(model), batches, estimator, probes=5, generator=gen, chunk_size=4)
 
     a, b, c = run(7), run(7), run(8)
     assert all(torch.equal(a[n], b[n]) for n in a)
@@ -536,8 +549,17 @@ def test_n_samples_caps_examples_and_chunking_does_not_matter():
     model = mlp()
     x, y = data(30, (6,))
     first = hessian_diagonal(model, scored(model), [(x[:13], y[:13])], chunk_size=1000)
-    capped = hessian_diagonal(model, scored(model), batched(x, y, 8), n_samples=13, chunk_size=3)
+    capped = hessian_diagonal(model, scored(model), batched(x, y, 8), n_samples=13, chunk_size=3, progress=True)
     assert_dicts_close(capped, first, rtol=1e-12)
+    consumed = []
+
+    def lazy():  # stops pulling batches once n_samples examples are in
+        for b in batched(x, y, 8):
+            consumed.append(len(b[0]))
+            yield b
+
+    hessian_diagonal(model, scored(model), lazy(), n_samples=16)
+    assert consumed == [8, 8]
 
 
 def test_float32_model_gives_float32_scores_close_to_float64():

@@ -13,7 +13,12 @@ Estimators (``hessian_diagonal(..., estimator=...)``):
     *after* summing over weight sharing. For ReLU / max-pool networks (also with BatchNorm in eval mode, which is
     affine) the logits are piecewise linear in every single weight, so ∂²z/∂w_k² = 0 almost everywhere and this is
     exactly the Hessian diagonal. With smooth nonlinearities (tanh, sigmoid) it is the GGN, not the Hessian.
-    Labels are not used (the GGN of CE does not depend on them).
+    Labels are not used (the GGN of CE does not depend on them). The C vectors are backpropagated for a whole chunk
+    at once (batched backward; examples do not interact in eval mode); then nn.Linear tensors use
+    (Σ_c δ_c²) ⊗ x², nn.Conv2d tensors form the per-example gradients δ_c · unfold(x)ᵀ with one batched matmul and
+    square them, and any other tensor goes through the generic ``torch.func`` path (vmap over examples of vmap
+    over C VJPs). Cost: LeNet-300-100 on 10k examples ≈ 0.3 s, a fraction of a training epoch; LeNet-5-Caffe on
+    10k examples ≈ two epochs (the conv per-example gradients are the bulk; there is no factorization for them).
 
 ``lecun``
     LeCun et al. 1990's backpropagated second derivatives with the Levenberg–Marquardt approximation:
@@ -72,7 +77,7 @@ from runners.errors import UserError
 ESTIMATORS = ("ggn_exact", "lecun", "mc_fisher", "empirical_fisher", "hutchinson")
 
 # Elements (examples × vectors × scored parameters) one vmapped per-example gradient block may hold.
-_GENERIC_BUDGET = 1 << 25
+_GENERIC_BUDGET = 1 << 24
 # Rademacher probes pushed through one vmapped Hessian-vector product.
 _HUTCHINSON_GROUP = 32
 
@@ -111,9 +116,13 @@ def resolve_params(model: nn.Module, params: dict) -> tuple[dict[str, Tensor], d
     values = {}
     for name, tensor in params.items():
         if name not in named:
-            raise UserError(f"params: {name!r} is not a parameter of the model; use names from model.named_parameters()")
+            raise UserError(
+                f"params: {name!r} is not a parameter of the model; use names from model.named_parameters()"
+            )
         if tuple(tensor.shape) != tuple(named[name].shape):
-            raise UserError(f"params: {name!r} has shape {tuple(tensor.shape)}, the model's is {tuple(named[name].shape)}")
+            raise UserError(
+                f"params: {name!r} has shape {tuple(tensor.shape)}, the model's is {tuple(named[name].shape)}"
+            )
         values[name] = tensor.detach().to(named[name].device)
     full = {name: p.detach() for name, p in named.items()}
     full.update({name: b.detach() for name, b in model.named_buffers()})
@@ -128,7 +137,9 @@ def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.get_default_dtype()
 
 
-def iter_chunks(batches: Iterable, chunk_size: int, n_samples: Optional[int], device, dtype) -> Iterator[tuple[Tensor, Tensor]]:
+def iter_chunks(
+    batches: Iterable, chunk_size: int, n_samples: Optional[int], device, dtype
+) -> Iterator[tuple[Tensor, Tensor]]:
     """Re-cut (x, y) batches into chunks of ``chunk_size`` examples, stopping after ``n_samples`` examples."""
     xs, ys, have, seen = [], [], 0, 0
     for x, y in batches:
@@ -186,9 +197,10 @@ def _fast_modules(model: nn.Module, names: list[str], full: dict, x1: Tensor) ->
         module = model.get_submodule(module_name)
         if attr not in ("weight", "bias"):
             continue
-        if type(module) is nn.Linear or (
+        plain_conv = (
             type(module) is nn.Conv2d and module.groups == 1 and module.padding_mode == "zeros" and module.padding != "same"
-        ):
+        )
+        if type(module) is nn.Linear or plain_conv:
             candidates[module_name] = module
     if not candidates:
         return {}
@@ -203,7 +215,7 @@ def _fast_modules(model: nn.Module, names: list[str], full: dict, x1: Tensor) ->
     finally:
         for handle in handles:
             handle.remove()
-    wanted = {nn.Linear: [2], nn.Conv2d: [5]}
+    wanted = {nn.Linear: [2], nn.Conv2d: [4]}
     return {m: module for m, module in candidates.items() if calls[m] == wanted[type(module)]}
 
 
@@ -335,8 +347,7 @@ class _Call:
     name: str
     inp: Tensor  # values on entry (copied: in-place ops later must not change them)
     out: Tensor  # values on exit
-    weight: Optional[Tensor]
-    bias: Optional[Tensor]
+    weight: Optional[Tensor]  # the tensor the module used (functional_call swaps parameters in)
 
 
 _RESHAPES = (nn.Flatten, nn.Unflatten, nn.Identity, nn.modules.dropout._DropoutNd, nn.Sequential)
@@ -345,7 +356,10 @@ _CONV_GRADS = {
     nn.Conv2d: (torch.nn.grad.conv2d_weight, torch.nn.grad.conv2d_input),
     nn.Conv3d: (torch.nn.grad.conv3d_weight, torch.nn.grad.conv3d_input),
 }
-_SUPPORTED = "Linear, Conv1d/2d/3d, ReLU, LeakyReLU, ReLU6, Tanh, Sigmoid, MaxPool1d/2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Unflatten, Identity, Dropout, BatchNorm1d/2d"
+_SUPPORTED = (
+    "Linear, Conv1d/2d/3d, ReLU, LeakyReLU, ReLU6, Tanh, Sigmoid, MaxPool1d/2d, AvgPool2d, AdaptiveAvgPool2d, "
+    "Flatten, Unflatten, Identity, Dropout, BatchNorm1d/2d"
+)
 
 
 def _record_chain(model: nn.Module, full: dict, x: Tensor) -> tuple[list[_Call], Tensor]:
@@ -361,7 +375,7 @@ def _record_chain(model: nn.Module, full: dict, x: Tensor) -> tuple[list[_Call],
 
         def post(mod, args, out, name=name):
             calls.append(
-                _Call(mod, name, pending[id(mod)].pop(), out.detach().clone(), getattr(mod, "weight", None), getattr(mod, "bias", None))
+                _Call(mod, name, pending[id(mod)].pop(), out.detach().clone(), getattr(mod, "weight", None))
             )
 
         handles.append(module.register_forward_pre_hook(pre))
@@ -491,14 +505,15 @@ class _LeCun:
     def __init__(self, model, values, full):
         self.model, self.full = model, full
         self.acc = {n: torch.zeros(values[n].shape, dtype=torch.float64, device=values[n].device) for n in values}
-        self.names = {name: module for name, module in model.named_modules()}
 
     def add(self, x: Tensor) -> None:
         calls, z = _record_chain(self.model, self.full, x)
         if not calls:
             raise UserError("method.estimator: lecun found no modules in the forward pass; use estimator=ggn_exact")
         if not torch.equal(calls[-1].out.reshape(len(z), -1), z.reshape(len(z), -1)):
-            raise UserError(f"method.estimator: lecun needs the model's output to be the output of its last module ({calls[-1].name!r})")
+            raise UserError(
+                f"method.estimator: lecun needs the model's output to be the output of its last module ({calls[-1].name!r})"
+            )
         p = torch.softmax(z, dim=1)
         d = (p * (1 - p)).reshape(calls[-1].out.shape)  # diagonal of H_ℓ = diag(p) − ppᵀ
         for i in range(len(calls) - 1, -1, -1):
@@ -551,7 +566,10 @@ class _Hutchinson:
                 n: (torch.stack([d[n] for d in draws]) * 2 - 1).to(device=v.device, dtype=v.dtype)
                 for n, v in self.values.items()
             }
-            hz = vmap(hvp)(probe) if k > 1 else {n: t.unsqueeze(0) for n, t in hvp({n: t[0] for n, t in probe.items()}).items()}
+            if k > 1:
+                hz = vmap(hvp)(probe)
+            else:
+                hz = {n: t.unsqueeze(0) for n, t in hvp({n: t[0] for n, t in probe.items()}).items()}
             for n in self.acc:
                 self.acc[n] += (probe[n] * hz[n]).sum(0).to(torch.float64) / self.probes
 
@@ -572,7 +590,7 @@ def hessian_diagonal(
     progress: bool = False,
     *,
     mc_samples: int = 1,
-    chunk_size: int = 512,
+    chunk_size: int = 256,
     fast_path: bool = True,
 ) -> dict[str, Tensor]:
     """Diagonal of ∂²E/∂θ² for E = mean cross-entropy over the examples of ``batches`` (see the module docstring).
