@@ -1,13 +1,15 @@
 """A real single-node Slurm cluster (runners/slurm/cluster.sh) and Hydra's submitit_slurm launcher on it.
 
 The module-scoped fixture ``slurm_cluster`` starts the cluster (as root it installs the Debian packages on first
-use), and stops at the end only what it started: a cluster that was already up is left running. Without root and
-without Slurm the module is skipped; so is it without root when the cluster is not running.
+use), and stops at the end only what it started: a cluster that was already up is left running. Tests take the
+function-scoped ``slurm`` fixture (the partition name), which also fails a test at once when the node does not take
+jobs or an earlier test timed out on the cluster. Without root and without Slurm the module is skipped; so is it
+without root when the cluster is not running.
 
-To add a test that sweeps on the cluster, put it in this module, take the fixture and run the command through
+To add a test that sweeps on the cluster, put it in this module, take ``slurm`` and run the command through
 ``run_on_cluster``, which never hangs: at its deadline it cancels the jobs of the run and fails with the output::
 
-    def test_train_sweep(slurm_cluster, tmp_path):
+    def test_train_sweep(slurm, tmp_path):
         name = unique_job_name()
         proc = run_on_cluster([sys.executable, "-m", "runners.train", "-m", "seed=0,1", *SLURM_LOCAL,
                                f"hydra.job.name={name}", f"hydra.sweep.dir={tmp_path}/multirun"],
@@ -38,8 +40,9 @@ SLURM_LOCAL = ["hydra/launcher=slurm_local"]
 
 START_TIMEOUT_S = 150  # `cluster.sh start` with the packages present: its own wait for an idle node is 60 s
 INSTALL_TIMEOUT_S = 900  # the first start installs slurmctld, slurmd and munge with apt-get
+NODE_WAIT_S = 30  # for the node to take jobs at the start of a test
 JOB_TIMEOUT_S = 60  # a one-line batch job
-SWEEP_TIMEOUT_S = 150  # a 2-job Hydra multirun through submitit, start to end
+SWEEP_TIMEOUT_S = 120  # a 2-job Hydra multirun through submitit, start to end
 
 
 def slurm_installed() -> bool:
@@ -102,6 +105,30 @@ def slurm_cluster():
             stop_cluster()
 
 
+_broken: list[str] = []  # why the cluster stopped working during this session, once a wait timed out
+
+
+def node_state() -> str:
+    proc = subprocess.run(["sinfo", "-h", "-p", PARTITION, "-o", "%t"], capture_output=True, text=True, timeout=30)
+    return proc.stdout.strip() or proc.stderr.strip()
+
+
+@pytest.fixture
+def slurm(slurm_cluster):
+    """Per test: the partition name, once the node takes jobs and no earlier test timed out on the cluster
+    (a broken cluster then fails each later test at once instead of at its own deadline)."""
+    if _broken:
+        pytest.fail(f"the Slurm cluster stopped working in an earlier test: {_broken[0]}")
+    deadline = time.monotonic() + NODE_WAIT_S  # a node may be completing a cancelled job for a moment
+    while (state := node_state()) not in ("idle", "mix", "alloc") and time.monotonic() < deadline:
+        time.sleep(1)
+    if state not in ("idle", "mix", "alloc"):
+        _broken.append(f"node state {state!r}")
+        pytest.fail(f"the Slurm node does not take jobs (state {state!r}); see `runners/slurm/cluster.sh status` "
+                    f"and the logs in /var/tmp/prunelab-slurm/log")
+    return slurm_cluster
+
+
 def unique_job_name(prefix: str = "prunelab-test") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
@@ -121,6 +148,7 @@ def run_on_cluster(cmd: list[str], *, job_name: str, cwd: Path | str, timeout: f
     except subprocess.TimeoutExpired as e:
         queue = subprocess.run(["squeue"], capture_output=True, text=True, timeout=30).stdout
         cancel_jobs(job_name)
+        _broken.append(f"{cmd[:3]} timed out after {timeout}s")
         pytest.fail(f"{' '.join(cmd)} did not finish within {timeout}s\nsqueue:\n{queue}\n"
                     f"stdout:\n{_text(e.stdout)[-4000:]}\nstderr:\n{_text(e.stderr)[-4000:]}")
 
@@ -133,9 +161,9 @@ def job_state(job_id: str) -> str:
     return "UNKNOWN"
 
 
-def test_sbatch_job_runs_to_completion(slurm_cluster, tmp_path):
+def test_sbatch_job_runs_to_completion(slurm, tmp_path):
     out = tmp_path / "job.out"
-    proc = subprocess.run(["sbatch", "--parsable", f"--partition={slurm_cluster}", "--job-name=prunelab-sbatch",
+    proc = subprocess.run(["sbatch", "--parsable", f"--partition={slurm}", "--job-name=prunelab-sbatch",
                            f"--output={out}", "--time=2", "--mem=100M", "--wrap", "hostname; echo done"],
                           capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -147,14 +175,15 @@ def test_sbatch_job_runs_to_completion(slurm_cluster, tmp_path):
         state = job_state(job_id)
     if state != "COMPLETED":
         subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
+        _broken.append(f"batch job {job_id} still {state} after {JOB_TIMEOUT_S}s")
     assert state == "COMPLETED", f"job {job_id} is {state}; output: {out.read_text() if out.exists() else None}"
     lines = out.read_text().split()
     assert lines[-1] == "done" and lines[0] == subprocess.run(["hostname", "-s"], capture_output=True,
                                                               text=True).stdout.strip()
 
 
-def test_srun_runs_a_step(slurm_cluster):
-    proc = subprocess.run(["srun", f"--partition={slurm_cluster}", "--time=1", "--mem=100M", "echo", "step-ok"],
+def test_srun_runs_a_step(slurm):
+    proc = subprocess.run(["srun", f"--partition={slurm}", "--time=1", "--mem=100M", "echo", "step-ok"],
                           capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "step-ok"
@@ -180,14 +209,14 @@ if __name__ == "__main__":
 
 
 @pytest.mark.parametrize("launcher", ["submitit_slurm", "slurm_local"])
-def test_hydra_multirun_through_submitit_slurm(slurm_cluster, tmp_path, launcher):
+def test_hydra_multirun_through_submitit_slurm(slurm, tmp_path, launcher):
     """A standalone Hydra app sweeps x=3,4 as two Slurm jobs; each writes its file from inside Slurm."""
     (tmp_path / "app.py").write_text(textwrap.dedent(APP))
     (tmp_path / "app.yaml").write_text(f"x: 0\nout_dir: {tmp_path / 'out'}\n")
     (tmp_path / "out").mkdir()
     name = unique_job_name()
     if launcher == "submitit_slurm":  # the plugin's own config, told the partition
-        overrides = ["hydra/launcher=submitit_slurm", f"hydra.launcher.partition={slurm_cluster}",
+        overrides = ["hydra/launcher=submitit_slurm", f"hydra.launcher.partition={slurm}",
                      "hydra.launcher.timeout_min=5", "hydra.launcher.mem_gb=1"]
     else:  # the repo's config for this cluster, found through a search path as any app of the repo would
         overrides = [*SLURM_LOCAL, f"hydra.searchpath=[file://{REPO / 'conf'}]"]

@@ -57,6 +57,11 @@ installed() {
 # True when the node answers and takes jobs (idle, mixed or allocated).
 node_up() {
     local state
+    # With our slurm.conf (controller on this machine), no slurmctld process means down: skip sinfo's ~10 s of
+    # connection retries.
+    if [ -f "$CONF" ] && grep -q "$MARKER" "$CONF" && ! pgrep -x slurmctld >/dev/null; then
+        return 1
+    fi
     state="$(timeout 10 sinfo -h -n "$NODE" -o %t 2>/dev/null | head -1)" || return 1
     case "$state" in idle | mix | alloc | comp) return 0 ;; *) return 1 ;; esac
 }
@@ -64,15 +69,23 @@ node_up() {
 munge_ok() { timeout 5 munge -n 2>/dev/null | timeout 5 unmunge >/dev/null 2>&1; }
 ctld_ok() { timeout 10 scontrol ping 2>/dev/null | grep -q "is UP"; }
 
-# pid_alive PID NAME: the process exists and still is NAME (guards against a reused PID).
+# pid_alive PID NAME: the process exists, is not a zombie, and still is NAME (guards against a reused PID).
 pid_alive() {
     [ -n "$1" ] && [ -r "/proc/$1/comm" ] || return 1
-    local comm
+    local comm stat
     comm="$(cat "/proc/$1/comm" 2>/dev/null)" || return 1
+    stat="$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null)" || return 1
+    [ "${stat%% *}" != Z ] || return 1
     case "$comm" in "$2"*) return 0 ;; *) return 1 ;; esac
 }
 
-recorded_pid() { [ -f "$PIDS" ] && awk -v n="$1" '$1 == n {print $2}' "$PIDS" | tail -1 || true; }
+owned() {  # owned NAME: a note when the running NAME is one that this script started earlier
+    local pid
+    pid="$(recorded_pid "$1")"
+    if [ -n "$pid" ] && pid_alive "$pid" "$1"; then echo " (pid $pid, started earlier by this script)"; fi
+}
+
+recorded_pid() { if [ -f "$PIDS" ]; then awk -v n="$1" '$1 == n {print $2}' "$PIDS" | tail -1; fi; }
 
 show_logs() {
     local f
@@ -147,7 +160,9 @@ write_conf() {
 launch() {
     local name="$1"
     shift
-    setsid "$@" </dev/null >>"$STATE_DIR/log/$name.out" 2>&1 &
+    local out="$STATE_DIR/log/$name.out"
+    if [ -f "$out" ]; then mv -f "$out" "$out.prev"; fi
+    setsid "$@" </dev/null >"$out" 2>&1 &
     local pid=$!
     echo "$name $pid" >>"$PIDS"
     say "started $name (pid $pid)"
@@ -189,11 +204,16 @@ EOF
         exit 2
     fi
     install -d -m 755 "$STATE_DIR" "$STATE_DIR/log" "$STATE_DIR/run"
+    if [ -f "$PIDS" ]; then  # forget daemons of an earlier start that have died since
+        local name pid
+        while read -r name pid; do pid_alive "$pid" "$name" && echo "$name $pid"; done <"$PIDS" >"$PIDS.new" || true
+        mv "$PIDS.new" "$PIDS"
+    fi
     ensure_munge_key
     write_conf
 
     if munge_ok; then
-        say "munged is already running; using it"
+        say "munged is already running; using it$(owned munged)"
     else
         install -d -o munge -g munge -m 755 /run/munge
         install -d -o munge -g munge -m 700 /var/lib/munge /var/log/munge
@@ -204,14 +224,14 @@ EOF
         wait_for 20 "munged answering" munge_ok || { stop_recorded; exit 1; }
     fi
     if ctld_ok; then
-        say "a slurmctld is already running; using it"
+        say "a slurmctld is already running; using it$(owned slurmctld)"
     else
         # -c: a clean slate, so jobs of an earlier session are not requeued; -i: ignore unreadable old state.
         launch slurmctld slurmctld -D -c -i -f "$CONF"
         wait_for 30 "slurmctld answering 'scontrol ping'" ctld_ok || { stop_recorded; exit 1; }
     fi
     if pgrep -x slurmd >/dev/null; then
-        say "a slurmd is already running; using it"
+        say "a slurmd is already running; using it$(owned slurmd)"
     else
         launch slurmd slurmd -D -f "$CONF"
     fi
@@ -223,20 +243,27 @@ EOF
     sinfo
 }
 
-# Signal the recorded daemons, newest first, and forget them.
+# Signal the recorded daemons (newest first), wait up to 10 s for them, then kill what is left; forget them.
 stop_recorded() {
     [ -f "$PIDS" ] || return 0
-    local name pid
-    tac "$PIDS" | while read -r name pid; do
+    local name pid left
+    while read -r name pid; do
+        if pid_alive "$pid" "$name"; then kill -TERM "$pid" 2>/dev/null || true; fi
+    done < <(tac "$PIDS")
+    for _ in $(seq 1 50); do
+        left=0
+        while read -r name pid; do pid_alive "$pid" "$name" && left=1; done <"$PIDS"
+        [ "$left" = 0 ] && break
+        sleep 0.2
+    done
+    while read -r name pid; do
         if pid_alive "$pid" "$name"; then
-            kill -TERM "$pid" 2>/dev/null || true
-            for _ in $(seq 1 20); do pid_alive "$pid" "$name" || break; sleep 0.5; done
-            if pid_alive "$pid" "$name"; then
-                kill -KILL "$pid" 2>/dev/null || true
-            fi
+            kill -KILL "$pid" 2>/dev/null || true
+            say "killed $name (pid $pid): it did not stop on SIGTERM"
+        else
             say "stopped $name (pid $pid)"
         fi
-    done
+    done < <(tac "$PIDS")
     rm -f "$PIDS"
 }
 
