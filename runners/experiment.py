@@ -235,7 +235,9 @@ class Experiment:
         path = Path(__file__).resolve().parent.parent / "conf" / "method" / f"{name}.yaml"
         if not path.exists():
             raise UserError(f"method.source.name: no method config {name!r} (conf/method/{name}.yaml)")
-        node = OmegaConf.merge(OmegaConf.load(path), overrides)
+        defaults = OmegaConf.load(path)
+        defaults.pop("defaults", None)  # the schema link; ``typed`` below applies the schema
+        node = OmegaConf.merge(defaults, overrides)
         source_run = replace(self.run, method=typed(get_method(name).Config, node, "method.source"))
         found = self.store.find("experiment", experiment_spec(source_run))
         if found is not None and found.result.get("status") == "ok":

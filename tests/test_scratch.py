@@ -1,0 +1,84 @@
+"""Scratch-E / Scratch-B (Liu et al. 2019) against hand-counted budgets and the source experiments' own stages."""
+
+import pytest
+import torch
+
+from methods.scratch import scratch_b_length
+from runners.experiment import Experiment, run_experiment
+from runners.store import Store
+from tests.conftest import make_run
+from tests.test_cli import cli
+
+MLP_BN = ["dataset=synthetic", "model=mlp_bn", "model.widths=[40,20]", "train.epochs=2", "train.batch_size=64"]
+L1_SOURCE = ["method=scratch", "method.source=l1_filter", "method.sparsity=0.5",
+             "+method.source_overrides.recovery.epochs=1"]
+
+
+def experiment(tmp_path, *overrides):
+    run = make_run(tmp_path, *overrides)
+    store = Store(run.paths.results)
+    return run_experiment(run, store), Experiment(run, store)
+
+
+def test_scratch_b_length_formula():
+    assert scratch_b_length(160, 4.0e8, 1.0e8) == 640
+    assert scratch_b_length(2, 3440, 1520) == 5  # 4.53 rounds up
+    assert scratch_b_length(2, 3440, 1520, rounding="floor") == 4  # main_B.py's int()
+    assert scratch_b_length(90, 10, 1, cap=2) == 180  # ImageNet: at most 2x
+
+
+def test_scratch_b_trains_the_plan_for_the_flop_ratio_from_a_fresh_init(tmp_path):
+    record, exp = experiment(tmp_path, *MLP_BN, *L1_SOURCE, "method.budget=B")
+    # synthetic inputs are 1x8x8 = 64 features, 4 classes; l1_filter at 0.5 keeps 20 and 10 of the 40 and 20 units
+    flops_dense, flops_pruned = 64 * 40 + 40 * 20 + 20 * 4, 64 * 20 + 20 * 10 + 10 * 4
+    assert (record["flops_dense"], record["flops_effective"]) == (flops_dense, flops_pruned)
+    assert record["scratch_epochs"] == round(2 * flops_dense / flops_pruned) == 5
+    assert record["kind"] == "structured" and record["label"] == "scratch-B (l1_filter)"
+
+    source = exp.model_from(exp.stage_at(record["source_stage"]))
+    init = exp.model_from(exp.stage_at("init/" + record["stage_hashes"]["scratch_init"]))
+    final = exp.model_from(exp.stage_at(record["final_stage"]))
+    shapes = {k: v.shape for k, v in source.state_dict().items()}
+    assert {k: v.shape for k, v in init.state_dict().items()} == shapes == {k: v.shape for k, v in final.state_dict().items()}
+    assert final.fc1.out_features == 20 and final.fc2.out_features == 10
+    # a fresh draw: neither the source's trained weights nor the compacted original initialization
+    original = exp.model_from(exp.stage_at("init/" + record["stage_hashes"]["init"]))
+    assert not torch.allclose(init.fc1.weight, source.fc1.weight)
+    assert not torch.allclose(init.fc1.weight[:, :5], original.fc1.weight[:20, :5])
+
+
+def test_scratch_e_reuses_the_source_and_keeps_the_dense_epochs(tmp_path):
+    first, _ = experiment(tmp_path, *MLP_BN, *L1_SOURCE, "method.budget=B")
+    second, _ = experiment(tmp_path, *MLP_BN, *L1_SOURCE, "method.budget=E")
+    assert second["scratch_epochs"] == 2
+    assert second["stages_reused"]["scratch_init"] and second["source_stage"] == first["source_stage"]
+    assert second["stage_hashes"]["scratch"] != first["stage_hashes"]["scratch"]
+
+
+def test_scratch_of_a_mask_keeps_the_mask_fixed_and_counts_nonzero_flops(tmp_path):
+    record, exp = experiment(tmp_path, "dataset=synthetic", "model=lenet300", "train.epochs=2", "method=scratch",
+                             "method.source=magnitude", "method.sparsity=0.8", "method.budget=B",
+                             "+method.source_overrides.recovery.epochs=1")
+    source = exp.stage_at(record["source_stage"])
+    final = exp.stage_at(record["final_stage"])
+    source_masks, final_masks = source.tensors("masks.safetensors"), final.tensors("masks.safetensors")
+    assert source_masks.keys() == final_masks.keys()
+    assert all(torch.equal(source_masks[k], final_masks[k]) for k in source_masks)
+    weights = final.tensors("model.safetensors")
+    assert all(int((weights[k][~final_masks[k]] != 0).sum()) == 0 for k in final_masks)
+    assert abs(record["density"] - 0.2) < 1e-3
+    dense, pruned = record["flops_dense"], record["flops_effective"]
+    assert pruned < 0.5 * dense and record["scratch_epochs"] == round(2 * dense / pruned)
+    assert record["kind"] == "unstructured"
+
+
+@pytest.mark.parametrize("args,field", [
+    (["method.source=nosuch"], "nosuch"),
+    (["method.source=magnitude", "method.build_source=false"], "method.source"),
+    (["method.budget=C"], "method.budget"),
+])
+def test_bad_source_is_one_line_and_writes_nothing(tmp_path, args, field):
+    result = cli(tmp_path, "dataset=synthetic", "method=scratch", *args)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and field in lines[0], result.stderr
+    assert not (tmp_path / "results" / "runs").exists()
