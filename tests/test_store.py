@@ -121,3 +121,38 @@ def test_two_concurrent_jobs_train_the_shared_stage_once(tmp_path):
     trained = [entry for entries in computed for entry in entries if entry.startswith("train/")]
     assert len(trained) == 1, computed
     assert json.loads(next((tmp_path / "results" / "runs" / "train").glob("*/result.json")).read_text())["selected"]
+
+
+def test_kill_9_mid_training_then_rerun_matches_an_uninterrupted_run(tmp_path):
+    """A literal SIGKILL of the CLI once the first per-epoch checkpoint exists; the re-run resumes from it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    args = ["dataset=synthetic", "dataset.num_train=20000", "model=lenet300", "train.epochs=12", "train.batch_size=32",
+            "logger=none", "progress=false", "threads=1"]
+
+    def command(store):
+        return [sys.executable, "-m", "runners.train", *args, f"paths.results={store}", f"hydra.run.dir={store}/out"]
+
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(command(killed), cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list((killed / "runs" / "train").glob("*/checkpoint.pt")) and time.monotonic() < deadline:
+        assert proc.poll() is None, "training ended before its first checkpoint"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stage = next((killed / "runs" / "train").glob("*/checkpoint.pt")).parent
+    assert not (stage / "result.json").exists(), "the run finished before the kill; lengthen it"
+
+    for store in (killed, tmp_path / "straight"):
+        subprocess.run(command(store), cwd=root, env=env, check=True, capture_output=True, timeout=600)
+    straight_stage = tmp_path / "straight" / "runs" / "train" / stage.name
+    assert (stage / "metrics.jsonl").read_text() == (straight_stage / "metrics.jsonl").read_text()
+    assert (stage / "model.safetensors").read_bytes() == (straight_stage / "model.safetensors").read_bytes()
