@@ -1,0 +1,233 @@
+"""Network slimming — Liu, Li, Shen, Huang, Yan & Zhang, "Learning Efficient Convolutional Networks through
+Network Slimming", ICCV 2017 (methods.md §4).
+
+Objective (§3, Eq. 1): ``L = Σ_(x,y) l(f(x, W), y) + λ Σ_(γ∈Γ) g(γ)`` with ``g(s) = |s|``, where Γ are the BatchNorm
+scale factors, one per channel. It is optimized by subgradient descent: λ·sign(γ) is added to the gradient of every
+BN scale after ``backward()`` and before the optimizer step (``sparsity_hook``). λ is relative to the *mean*
+mini-batch loss (the loop's cross-entropy is a mean); β is not penalized; weight decay still applies to γ as in the
+official code.
+
+Pipeline (``passes = 1``)::
+
+    init (γ = bn_weight_init = 0.5) → sparsity training (dense schedule + λ·sign(γ))
+        → prune: one global threshold over all |γ| (select_channels(scope="global")) → compact → fine-tune
+
+Reference code and its quirks (our implementation is written from the paper and methods.md, not copied):
+
+- Torch original github.com/liuzhuang13/slimming: ``gradientBN`` adds ``S*torch.sign(weight)`` to the BN weight
+  gradient; ``BNInit`` fills γ with 0.5 (``models/vgg.lua``); ``prune/prune.lua`` sorts all |γ| and keeps γ > thre.
+- PyTorch re-implementation Eric-mingjie/network-slimming (``main.py``, ``updateBN``):
+  ``m.weight.grad.data.add_(s*torch.sign(m.weight.data))`` on ``nn.BatchNorm2d`` only; ``vggprune.py`` takes
+  ``thre = y[int(total*percent)]`` of the sorted concatenated |γ| and keeps γ > thre strictly, so it can empty a
+  layer (rethinking-network-pruning#50, network-slimming#56/#80) and ties at the threshold are all kept. It uses
+  plain momentum SGD, no Nesterov.
+
+Our choices where they differ:
+
+- The penalty goes on every ``_BatchNorm`` with affine parameters (BatchNorm1d too: the paper's MNIST MLP treats
+  each neuron as a 1×1 channel with BatchNorm1d after its Linear).
+- γ init: the sparsity-training model is the plain dense init (same seed, same conv/linear weights) with every
+  γ set to ``bn_weight_init`` (0.5, §4.3 "all γ initialized to 0.5"). ``bn_weight_init: null`` keeps the model's
+  ``model.bn_weight_init``. The init is its own stage (``extra`` names the γ value), and the sparsity training is
+  its own train stage (``extra`` names λ), so neither collides with the plain dense stages other methods share.
+- Pruning removes exactly ``round(sparsity · total)`` channels, lowest |γ| first (ties broken by layer order, then
+  index), with a per-layer floor (``min_keep_fraction``, and always ≥ 1 channel) that moves the deficit of a
+  floored layer onto the others instead of crashing (§10).
+- A residual group (coupled layers, one BN each) is scored by the **max** of its members' |γ|: the coupled channel
+  is removable only if it is unimportant after every member, and unlike a sum the max does not inflate the scores
+  of groups with many members against single-layer groups under the global threshold. A group with no BN at all
+  cannot be scored, so ``validate`` refuses such a model before any stage is written.
+- The pruned model is the sparsity stage's validation-selected weights (``train.selection``), as every other
+  after-training method in this repo (the official PyTorch scripts also keep a best-accuracy ``model_best.pth.tar``,
+  selected on the *test* set; ours selects on validation).
+
+Fine-tuning (``fine_tune``):
+
+- ``paper`` (default): "same optimization setting as in training" (§4.3; ``train_fine_tune.lua``; the
+  Eric-mingjie README ``--refine … --epochs 160``): the full dense ``train`` config, LR × 1. It is the default
+  because it is the protocol behind the paper's numbers.
+- ``rethinking``: the Rethinking repo's ``cifar/network-slimming/main_finetune.py`` default, 40 epochs at a
+  constant LR 1e-3 (its weight decay 1e-4 is not imposed: ``train.weight_decay`` is kept) — a different protocol
+  (methods.md §10 "Fine-tuning protocol mismatch"); label results with ``fine_tune`` (it is in the record).
+
+``recovery`` fields set explicitly (different from the ``Recovery()`` defaults) override the preset, e.g.
+``fine_tune=rethinking method.recovery.epochs=5``.
+
+Multi-pass (``passes > 1``, §5 / Table 4a): pass 1 is the pipeline above up to the prune; every later pass
+sparsity-trains the previously pruned (compacted) model with the fine-tune schedule plus λ·sign(γ) (fine-tuning
+and the next sparsity training in one run), then prunes it again; after the last pass the model is fine-tuned
+without the penalty. ``sparsity`` is the fraction of the *remaining* channels removed in each pass (the paper's
+per-iteration percentile, 50% for VGG, combined with "at most 50% per layer" = ``min_keep_fraction=0.5``), so the
+overall channel sparsity is ``1 − (1 − sparsity)^passes`` (recorded as ``channel_sparsity``). A later pass's plan
+indexes the compacted model's channels; it is composed with the earlier ones (kept index i of pass k maps to
+``keep_{k−1}[i]``) into one plan over the base architecture, which is what ``Experiment.model_from`` rebuilds.
+
+Record: ``dense_test_acc`` is the plain dense model's (``exp.dense_stage()``, shared across a sweep, so all methods
+compare against the same "before"); ``sparsity_trained_test_acc`` is the sparsity-trained model's (the paper's
+"after sparsity training" row; the reference point for ``test_acc_before_recovery``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from torch import nn
+
+from methods.base import Recovery
+from methods.channels import ChannelPlan, channel_sparsity, compact, prunable_channel_groups, select_channels
+from methods.channels.plan import validate_plan
+from methods.masks import folded
+from methods.structured import ChannelConfig, ChannelMethod
+from runners.config import check, nondefault
+from runners.errors import UserError
+from runners.loop import Hooks
+
+_BN = nn.modules.batchnorm._BatchNorm
+FINE_TUNE = ("paper", "rethinking")
+BN_MODELS = "mlp_bn, conv_bn, vgg, resnet"
+PLAN = "plan.json"
+
+
+@dataclass
+class SlimmingConfig(ChannelConfig):
+    name: str = "slimming"
+    sparsity: float = 0.5  # fraction of the remaining channels removed in each pass
+    scope: str = "global"  # §4: one percentile over all |γ|
+    lam: float = 1e-4  # λ of Eq. 1 (§4.3: 1e-4 for VGGNet, 1e-5 for ResNet/DenseNet)
+    bn_weight_init: Optional[float] = 0.5  # γ at the start of sparsity training; None = model.bn_weight_init
+    fine_tune: str = "paper"  # paper (full dense schedule, LR × 1) | rethinking (40 epochs, constant LR 1e-3)
+    passes: int = 1
+    recovery: Recovery = field(default_factory=Recovery)  # explicit fields override the fine_tune preset
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(math.isfinite(self.lam) and self.lam >= 0, "method.lam", f"must be a finite number >= 0 (got {self.lam})")
+        check(self.bn_weight_init is None or math.isfinite(self.bn_weight_init), "method.bn_weight_init",
+              f"must be a finite number or null (got {self.bn_weight_init})")
+        check(self.fine_tune in FINE_TUNE, "method.fine_tune",
+              f"must be one of {', '.join(FINE_TUNE)} (got {self.fine_tune!r})")
+        check(self.passes >= 1, "method.passes", f"must be >= 1 (got {self.passes})")
+
+
+def sparsity_hook(lam: float):
+    """The subgradient of λ Σ|γ| (Eq. 1): adds λ·sign(γ) to the gradient of every affine BN scale."""
+
+    @torch.no_grad()
+    def hook(model: nn.Module) -> None:
+        for module in model.modules():
+            if isinstance(module, _BN) and module.weight is not None and module.weight.grad is not None:
+                module.weight.grad.add_(torch.sign(module.weight), alpha=lam)
+
+    return hook
+
+
+def set_bn_weight(value: float):
+    @torch.no_grad()
+    def prepare(model: nn.Module) -> None:
+        for module in model.modules():
+            if isinstance(module, _BN) and module.weight is not None:
+                module.weight.fill_(value)
+
+    return prepare
+
+
+def bn_scores(model: nn.Module, groups) -> dict[str, torch.Tensor]:
+    """|γ| of the BN after each group; the max over the members' BNs for a residual group (module docstring)."""
+    modules = dict(model.named_modules())
+    scores = {}
+    for g in groups:
+        if not g.bns:
+            raise UserError(f"method=slimming: channel group {g.name} is not followed by a BatchNorm, so it has no γ "
+                            f"to score; use a model with BN ({BN_MODELS})")
+        scores[g.name] = torch.stack([modules[bn].weight.detach().abs().cpu() for bn in g.bns]).amax(0)
+    return scores
+
+
+def compose(previous: Optional[ChannelPlan], plan: ChannelPlan) -> ChannelPlan:
+    """``plan`` indexes the channels kept by ``previous``; return the same selection over the base architecture."""
+    if previous is None:
+        return plan
+    keep = {}
+    for key, kept in previous.keep.items():
+        keep[key] = [kept[i] for i in plan.keep[key]] if key in plan.keep else list(kept)
+    return ChannelPlan(keep=keep, members={**previous.members, **plan.members})
+
+
+class Slimming(ChannelMethod):
+    name = "slimming"
+    Config = SlimmingConfig
+
+    def label(self) -> str:
+        return self.name if self.cfg.passes == 1 else f"{self.name} ({self.cfg.passes} passes)"
+
+    def validate(self, exp) -> None:
+        model = exp.base_model()
+        if not any(isinstance(m, _BN) and m.weight is not None for m in model.modules()):
+            raise UserError(f"method=slimming: model {exp.run.model.name} has no BatchNorm scales γ to regularize and "
+                            f"prune; use a model with BN ({BN_MODELS}; not model.batchnorm=false)")
+        bn_scores(model, prunable_channel_groups(model, exp.example_input))  # every group needs a BN
+
+    def channel_scores(self, exp, model, groups):
+        return bn_scores(model, groups)
+
+    def select(self, model: nn.Module, example_input: torch.Tensor) -> ChannelPlan:
+        """The global-threshold plan over ``model``'s own channels (scores = |γ|)."""
+        groups = prunable_channel_groups(model, example_input)
+        return select_channels(bn_scores(model, groups), groups, self.cfg.sparsity, scope=self.cfg.scope,
+                               min_keep_fraction=self.cfg.min_keep_fraction)
+
+    def fine_tune_recovery(self) -> Recovery:
+        preset = Recovery() if self.cfg.fine_tune == "paper" else Recovery(epochs=40, lr=1e-3, schedule="constant")
+        return Recovery(**{**vars(preset), **nondefault(self.cfg.recovery)})
+
+    def plan_spec(self) -> dict:
+        return {k: v for k, v in nondefault(self.cfg).items() if k not in ("name", "recovery", "fine_tune", "passes")}
+
+    def sparsity_stage(self, exp):
+        """Pass 1's sparsity-regularized training from the γ-initialized dense init."""
+        gamma = self.cfg.bn_weight_init
+        if gamma is None:
+            init = exp.init_stage()
+        else:
+            init = exp.init_stage("slimming_init", prepare=set_bn_weight(gamma),
+                                  extra={"bn_weight_init": gamma})
+        return exp.train_stage("sparsity", init, exp.run.train, hooks=Hooks(before_step=[sparsity_hook(self.cfg.lam)]),
+                               extra={"slimming_l1_bn": self.cfg.lam})
+
+    def run(self, exp):
+        dense = exp.dense_stage()
+        sparse = self.sparsity_stage(exp)
+        fine_tune = exp.recovery_config(self.fine_tune_recovery())
+        base = exp.base_model().eval()
+        source, pruned, per_pass = sparse, None, []
+        for k in range(1, self.cfg.passes + 1):
+            if k > 1:
+                source = exp.train_stage(f"sparsity_{k}", pruned, fine_tune,
+                                         hooks=Hooks(before_step=[sparsity_hook(self.cfg.lam)]),
+                                         extra={"slimming_l1_bn": self.cfg.lam})
+            previous = ChannelPlan.from_json(source.path(PLAN).read_text()) if source.path(PLAN).exists() else None
+
+            def build(model, previous=previous):
+                model = folded(model).cpu().eval()
+                step = self.select(model, exp.example_input)
+                plan = compose(previous, step)
+                validate_plan(plan, {key: base.get_submodule(key).weight.shape[0] for key in plan.keep})
+                info = {"channel_sparsity": channel_sparsity(plan, base),
+                        "pass_channel_sparsity": channel_sparsity(step, model)}
+                return plan, compact(model, step, exp.example_input), info
+
+            name = "prune" if k == 1 else f"prune_{k}"
+            pruned = exp.plan_stage(name, source, {**self.plan_spec(), "pass": k,
+                                                   "prune_seed": exp.run.seed_for("prune")}, build)
+            per_pass.append(pruned.result["pass_channel_sparsity"])
+        final = exp.train_stage("recover", pruned, fine_tune)
+        return exp.finish(final, pruned=pruned, dense=dense, channel_sparsity=pruned.result["channel_sparsity"],
+                          channel_sparsity_per_pass=per_pass,
+                          sparsity_trained_test_acc=sparse.result["selected"]["test_acc"],
+                          fine_tune=self.cfg.fine_tune)
+
+
+METHOD = Slimming
