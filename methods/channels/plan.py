@@ -213,7 +213,7 @@ def prunable_channel_groups(model: nn.Module, example_input: torch.Tensor) -> li
     return groups_from_graph(model, dependency_graph(model, example_input))
 
 
-def _floor(n: int, min_keep: int, min_keep_fraction: float) -> int:
+def min_kept(n: int, min_keep: int, min_keep_fraction: float) -> int:
     # The 1e-9 absorbs float noise such as 0.3 * 10 = 3.0000000000000004 (whose ceil would be 4).
     return min(n, max(int(min_keep), math.ceil(min_keep_fraction * n - 1e-9)))
 
@@ -259,7 +259,7 @@ def select_channels(scores: dict[str, torch.Tensor], groups: Sequence[ChannelGro
         if torch.isnan(s).any():
             raise UserError(f"channel scores: {g.name} has NaN scores")
         flat_scores.append(s)
-    floors = [_floor(g.num_channels, min_keep, min_keep_fraction) for g in groups]
+    floors = [min_kept(g.num_channels, min_keep, min_keep_fraction) for g in groups]
     caps = [g.num_channels - f for g, f in zip(groups, floors)]  # the most each group may lose
 
     removed: list[list[int]] = []
