@@ -34,6 +34,7 @@ test: setup
 demo: setup
 	$(BIN)/python -m runners.train
 
+# The sweep's on_multirun_end callback writes results/report/survey_mlp/ and prints where; a re-run reuses the store.
 survey: setup
 	$(BIN)/python -m runners.train -m +experiment=survey_mlp
 

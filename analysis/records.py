@@ -125,9 +125,11 @@ def record_from_wandb(summary: Any, config: Any) -> dict:
     config = _plain(config) or {}
     record = {k: v for k, v in summary.items()
               if not k.startswith("_") and "/" not in k and not _is_media(v)}
-    for field in ("experiment", "seed"):
-        if field not in record and not isinstance(config.get(field), (dict, list, type(None))):
-            record[field] = config[field]
+    # the config's key for the experiment name is `name` (`experiment` in runs logged before the rename)
+    for field, keys in (("experiment", ("name", "experiment")), ("seed", ("seed",))):
+        value = next((config[k] for k in keys if not isinstance(config.get(k), (dict, list, type(None)))), None)
+        if field not in record and value is not None:
+            record[field] = value
     for field in ("model", "dataset", "method"):
         value = config.get(field)
         if field not in record and isinstance(value, dict) and isinstance(value.get("name"), str):

@@ -105,6 +105,20 @@ def _schemas() -> dict[str, type]:
             "seeds": Seeds, "paths": Paths}
 
 
+def _pick(sequence: Any, index: Any) -> Any:
+    """``${pick:${survey.levels.unstructured},${level}}``: element ``index`` of a list (sweep level -> sparsity)."""
+    items = list(sequence)
+    i = int(index)
+    if not 0 <= i < len(items):
+        raise UserError(f"level: {index} is out of range; this sweep has levels 0..{len(items) - 1}")
+    return items[i]
+
+
+# Registered at import so that joblib/submitit workers, which unpickle runners.train, resolve sweep configs too.
+if not OmegaConf.has_resolver("pick"):
+    OmegaConf.register_new_resolver("pick", _pick)
+
+
 def register_schemas() -> None:
     """Every group YAML extends its schema (``defaults: [/schema/<group>@_here_]``); methods register their own."""
     from methods import registry
@@ -122,6 +136,8 @@ _FULL_KEY = re.compile(r"full_key:\s*(\S+)")
 def typed(schema: type, node: Any, prefix: str):
     """Merge a config node into ``schema`` and instantiate it; errors become one line naming the field."""
     try:
+        if isinstance(node, DictConfig):  # resolve in the full config first: `${survey.dense_epochs}` points outside
+            node = OmegaConf.to_container(node, resolve=True)
         merged = OmegaConf.merge(OmegaConf.structured(schema), node if node is not None else {})
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
@@ -167,7 +183,7 @@ def validate(cfg: DictConfig) -> RunConfig:
     check(isinstance(seed, int) and seed >= 0, "seed", f"must be a non-negative integer (got {seed!r})")
     threads = cfg.get("threads")
     check(threads is None or (isinstance(threads, int) and threads >= 1), "threads", f"must be >= 1 (got {threads!r})")
-    return RunConfig(seed=seed, device=str(cfg.get("device", "auto")), experiment=str(cfg.get("experiment", "default")),
+    return RunConfig(seed=seed, device=str(cfg.get("device", "auto")), experiment=str(cfg.get("name", "default")),
                      threads=threads, progress=bool(cfg.get("progress", True)), **sections)
 
 

@@ -258,7 +258,7 @@ def test_load_wandb_matches_load_local(tmp_path):
     runs = []
     for i, rec in enumerate(reversed(records)):  # a different order than the store's
         summary = {**rec, "_step": 40, "_runtime": 3.2, "_wandb": {"runtime": 3}, "recover1/val_acc": 0.5}
-        config = {"experiment": rec["experiment"], "seed": rec["seed"], "model": {"name": rec["model"]}}
+        config = {"name": rec["experiment"], "seed": rec["seed"], "model": {"name": rec["model"]}}
         runs.append(FakeRun(f"run{i}", summary, config))
     runs.append(FakeRun("rep", {"report_summary": "..."}, job_type="report"))   # our own report run
     runs.append(FakeRun("live", {"_step": 3, "dense/val_acc": 0.4}, state="running"))  # no record yet
@@ -273,7 +273,7 @@ def test_load_wandb_matches_load_local(tmp_path):
 def test_load_wandb_fills_missing_fields_from_config_and_keeps_crashed_runs():
     rec = record("magnitude", "unstructured", 0.9, 1, 0.95)
     del rec["experiment"], rec["model"]
-    config = {"experiment": "survey", "model": {"name": "mlp_bn", "width": 3}, "method": {"name": "magnitude"}}
+    config = {"name": "survey", "model": {"name": "mlp_bn", "width": 3}, "method": {"name": "magnitude"}}
     crashed = FakeRun("c", {"_step": 1}, {"experiment": "survey", "method": {"name": "snip"}, "seed": 4},
                       state="crashed")
     df = load_wandb("ent", "proj", api=FakeApi([FakeRun("r", rec, config), crashed]))

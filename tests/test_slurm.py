@@ -239,3 +239,23 @@ def test_hydra_multirun_through_submitit_slurm(slurm, tmp_path, launcher):
     assert len(job_ids) == 2
     submitit_dir = tmp_path / "multirun" / ".submitit"
     assert len(list(submitit_dir.glob("*/*_result.pkl"))) == 2
+
+
+def test_train_sweep_lands_every_result_in_the_store(slurm, tmp_path):
+    """The real entry point: a 2-job `runners.train -m` on `synthetic`, one Slurm array task per job; both
+    experiment records land in the store and the on_multirun_end callback writes the report."""
+    import json
+
+    name = unique_job_name()
+    results = tmp_path / "results"
+    proc = run_on_cluster([sys.executable, "-m", "runners.train", "-m", "dataset=synthetic", "logger=none",
+                           "progress=false", "method=magnitude", "method.sparsity=0.5,0.8", "train.epochs=1",
+                           "method.recovery.epochs=1", f"paths.results={results}", *SLURM_LOCAL,
+                           f"hydra.job.name={name}", f"hydra.sweep.dir={tmp_path / 'multirun'}"],
+                          job_name=name, cwd=REPO, timeout=SWEEP_TIMEOUT_S + 60)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
+    records = [json.loads(p.read_text()) for p in (results / "runs" / "experiment").glob("*/result.json")]
+    pruned = sorted(r["target_sparsity"] for r in records if r["method"] == "magnitude" and r["status"] == "ok")
+    assert pruned == [0.5, 0.8], records
+    assert len(list((tmp_path / "multirun" / ".submitit").glob("*/*_result.pkl"))) == 2
+    assert (results / "report" / "default" / "summary.md").exists()

@@ -1,0 +1,123 @@
+"""Hydra callbacks: the report of a sweep, regenerated when the sweep ends (``hydra.callbacks`` in conf/config.yaml).
+
+``ReportOnMultirunEnd.on_multirun_end`` reads every experiment record of the sweep's ``experiment`` name from the
+store (``paths.results``), writes tables and figures with :func:`analysis.report.generate_report` into
+``<paths.results>/report/<experiment>/`` and prints a one-screen summary: jobs ok / failed (from the job folders of
+this sweep), the compact accuracy table, where the files are. It never raises: the sweep's results are in the store
+whatever happens to the report, and ``python -m analysis.report --experiment <name>`` redoes it.
+Single runs (no ``-m``) never call it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("prunelab.sweep")
+
+
+def _select(config: DictConfig, key: str) -> Optional[str]:
+    """A value of the sweep config, resolved; None when it cannot be (e.g. HydraConfig not set in this process)."""
+    try:
+        value = OmegaConf.select(config, key, throw_on_missing=False)
+        return None if value is None else str(value)
+    except Exception:  # noqa: BLE001 - an unresolvable interpolation
+        return None
+
+
+def results_root(config: DictConfig) -> Path:
+    root = _select(config, "paths.results")
+    if root is None:  # `${hydra:runtime.cwd}/results` outside a job: make HydraConfig resolvable and retry
+        try:
+            from hydra.core.hydra_config import HydraConfig
+
+            HydraConfig.instance().set_config(config)
+            root = _select(config, "paths.results")
+        except Exception:  # noqa: BLE001
+            root = None
+    return Path(root) if root is not None else Path(os.getcwd()) / "results"
+
+
+def job_outcomes(sweep_dir: Optional[Path]) -> dict[str, list[str]]:
+    """Status of each job of this sweep from its ``<sweep dir>/<job>/result.json`` (written by runners.train even
+    when the job fails); a job folder without one crashed outside the entry point (or is still running)."""
+    outcome: dict[str, list[str]] = {"ok": [], "failed": [], "no record": []}
+    if sweep_dir is None or not sweep_dir.is_dir():
+        return outcome
+    for job in sorted((p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()),
+                      key=lambda p: (len(p.name), p.name)):
+        record = job / "result.json"
+        if not record.exists():
+            outcome["no record"].append(job.name)
+            continue
+        try:
+            status = json.loads(record.read_text()).get("status")
+        except (OSError, ValueError):
+            status = None
+        outcome["ok" if status == "ok" else "failed"].append(job.name)
+    return outcome
+
+
+def sweep_report(experiment: str, results: Path, sweep_dir: Optional[Path] = None) -> str:
+    """Generate the report of one experiment name and return the one-screen summary text (raises on failure)."""
+    from analysis.records import filter_experiments, load_local, split_usable
+    from analysis.report import compact_summary, failed_lines, generate_report
+    from analysis.tables import prepare
+
+    for chatty in ("fontTools", "matplotlib"):  # Hydra's root logger is at INFO: PDF font subsetting floods it
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    outcome = job_outcomes(sweep_dir)
+    lines = [f"== sweep '{experiment}' finished =="]
+    if sweep_dir is not None:
+        counts = ", ".join(f"{len(v)} {k}" for k, v in outcome.items() if v or k != "no record")
+        lines.append(f"jobs: {counts}   (job folders: {sweep_dir})")
+        for job in outcome["failed"]:
+            try:
+                error = json.loads((sweep_dir / job / "result.json").read_text()).get("error")
+            except (OSError, ValueError):
+                error = None
+            lines.append(f"  failed job {job}: {str(error or '?').splitlines()[0][:160]}")
+    df = filter_experiments(load_local(results), [experiment])
+    if df.empty:
+        lines.append(f"no experiment records named {experiment!r} in {results / 'runs' / 'experiment'}: no report")
+        return "\n".join(lines)
+    out_dir = results / "report" / experiment
+    outputs = generate_report(df, out_dir)
+    usable, excluded = split_usable(df)
+    lines += ["", compact_summary(prepare(usable)), ""]
+    lines.append(f"records of '{experiment}' in the store: {len(usable)} ok, {len(excluded)} failed")
+    lines += [f"  {line}" for line in failed_lines(excluded)[:10]] if len(excluded) else []
+    tables = sorted({str(p.parent) for p in outputs.get("tables", [])})
+    figures = sorted({str(p.parent) for p in outputs.get("figures", [])})
+    lines.append(f"report:  {out_dir / 'summary.md'}")
+    lines.append(f"tables:  {', '.join(tables) or '(none)'}  ({len(outputs.get('tables', []))} files: md/tex/csv)")
+    lines.append(f"figures: {', '.join(figures) or '(none)'}  ({len(outputs.get('figures', []))} files: png/pdf)")
+    return "\n".join(lines)
+
+
+class ReportOnMultirunEnd(Callback):
+    """Runs the report for the sweep just finished; a report failure is logged, never raised."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if not self.enabled:
+            return
+        try:
+            experiment = _select(config, "name") or "default"
+            sweep = _select(config, "hydra.sweep.dir")
+            sweep_dir = Path(sweep) if sweep else None
+            if sweep_dir is not None and not sweep_dir.is_absolute():
+                sweep_dir = Path(_select(config, "hydra.runtime.cwd") or os.getcwd()) / sweep_dir
+            text = sweep_report(experiment, results_root(config), sweep_dir)
+            print("\n" + text, flush=True)
+        except Exception:  # noqa: BLE001 - the sweep's results stand; the report can be redone by hand
+            log.exception("the sweep finished but its report failed; redo it with "
+                          "`python -m analysis.report --experiment <name>`")
