@@ -60,8 +60,10 @@ def dense_baseline(group: pd.DataFrame) -> Optional[Stat]:
     records, deduplicated by the dense stage hash (or by seed and value when there is none), since every method of
     one seed usually shares one dense model."""
     values: dict[tuple, float] = {}
-    hashes = (group["stage_hashes.dense"] if "stage_hashes.dense" in group.columns
-              else pd.Series(None, index=group.index, dtype=object))
+    hashes = pd.Series(None, index=group.index, dtype=object)
+    for column in ("stage_hashes.dense", "dense_stage"):  # records before `dense_stage` only have the former
+        if column in group.columns:
+            hashes = group[column].where(group[column].notna(), hashes)
     dense_acc = numeric(group, "dense_test_acc")
     for idx, row in group.iterrows():
         acc = row["acc"] if row["kind"] == "dense" else dense_acc[idx]

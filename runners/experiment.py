@@ -226,19 +226,10 @@ class Experiment:
     def source_experiment(self, overrides: dict, *, build: bool = True) -> dict:
         """The record of another method's experiment on the same model/data/seed, referenced by its config
         (``{name: slimming, sparsity: 0.5}``) and resolved through the store; computed (and shared) if missing."""
-        from omegaconf import OmegaConf
-
-        from runners.config import typed
         from runners.errors import UserError
 
         name = overrides.get("name")
-        path = Path(__file__).resolve().parent.parent / "conf" / "method" / f"{name}.yaml"
-        if not path.exists():
-            raise UserError(f"method.source.name: no method config {name!r} (conf/method/{name}.yaml)")
-        defaults = OmegaConf.load(path)
-        defaults.pop("defaults", None)  # the schema link; ``typed`` below applies the schema
-        node = OmegaConf.merge(defaults, overrides)
-        source_run = replace(self.run, method=typed(get_method(name).Config, node, "method.source"))
+        source_run = source_run_config(self.run, overrides)
         found = self.store.find("experiment", experiment_spec(source_run))
         if found is not None and found.result.get("status") == "ok":
             return found.result
@@ -286,6 +277,7 @@ class Experiment:
             "selected_iteration": selected["iteration"], "early_stop_iteration": final.result["early_stop_iteration"],
             "test_acc_before_recovery": pruned.result["after_pruning"]["test_acc"] if pruned else None,
             "dense_test_acc": dense.result["selected"]["test_acc"] if dense else None,
+            "dense_stage": dense.hash if dense else None,  # whatever the method named it (lottery: level0)
             "final_stage": f"train/{final.hash}" if final.kind == "train" else f"{final.kind}/{final.hash}",
             "stage_hashes": dict(self.stage_hashes), "wall_time_s": dict(self.wall_time),
             "stages_reused": dict(self.reused),
@@ -301,6 +293,23 @@ class Experiment:
             record["latency_ms"] = {"dense": measure.measure_latency_ms(base, self.data.input_shape),
                                     "pruned": measure.measure_latency_ms(plain, self.data.input_shape)}
         return record
+
+
+def source_run_config(run: RunConfig, overrides: dict) -> RunConfig:
+    """``run`` with its method replaced by ``conf/method/<overrides.name>.yaml`` updated with ``overrides``."""
+    from omegaconf import OmegaConf
+
+    from runners.config import typed
+    from runners.errors import UserError
+
+    name = overrides.get("name")
+    path = Path(__file__).resolve().parent.parent / "conf" / "method" / f"{name}.yaml"
+    if not path.exists():
+        raise UserError(f"method.source.name: no method config {name!r} (conf/method/{name}.yaml)")
+    defaults = OmegaConf.load(path)
+    defaults.pop("defaults", None)  # the schema link; ``typed`` below applies the schema
+    node = OmegaConf.merge(defaults, overrides)
+    return replace(run, method=typed(get_method(name).Config, node, "method.source"))
 
 
 def experiment_spec(run: RunConfig) -> dict:

@@ -15,6 +15,7 @@ import pytest
 from analysis import report
 from analysis.figures import KNOWN_STYLES, style_map
 from analysis.records import load_local, load_wandb
+from analysis.tables import dense_baseline, prepare
 
 DENSE = {0: 0.980, 1: 0.981, 2: 0.982}  # dense model per seed → dense row 98.10 ± 0.10 (n=3)
 # (label, kind, target sparsity) → {seed: test_acc}
@@ -355,3 +356,14 @@ def test_cli_source_wandb(tmp_path, monkeypatch, capsys):
     assert report.main(["--source", "wandb", "--project", "proj", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --source wandb: could not read runs")
+
+
+def test_dense_baseline_counts_a_dense_model_once_whatever_a_method_calls_its_stage(tmp_path):
+    # lottery's level 0 is the dense stage under another name; the record's `dense_stage` says so
+    dense = {**record("dense", "dense", 0.0, 0, DENSE[0]), "stage_hashes": {"dense": "d0"}, "dense_stage": "d0"}
+    lottery = {**record("lottery", "unstructured", 0.9, 0, 0.97), "stage_hashes": {"level0": "d0"}, "dense_stage": "d0"}
+    other = {**record("magnitude", "unstructured", 0.9, 0, 0.96), "stage_hashes": {"dense": "d1"},
+             "dense_test_acc": 0.5}  # another dense model of the same seed (e.g. another schedule): counted
+    usable = load_local(write_store(tmp_path, [dense, lottery, other]))
+    base = dense_baseline(prepare(usable[usable["status"] == "ok"]))
+    assert base.n == 2 and base.mean == pytest.approx((DENSE[0] + 0.5) / 2)

@@ -115,8 +115,23 @@ def test_survey_level_maps_to_each_methods_own_sparsity(tmp_path, arm, levels):
         assert run.method.sparsity == pytest.approx(expected), (arm, level)
         source = getattr(run.method, "source", None)
         if arm.startswith("scratch"):  # Scratch takes the architecture of its source at the same channel fraction
-            assert source in arm and run.method.source_overrides["recovery"]["epochs"] == 2
+            assert source in arm
             assert run.method.budget == arm.split("_")[1].upper()
+
+
+@pytest.mark.parametrize("arm", ["scratch_e_slimming", "scratch_b_slimming", "scratch_e_thinet", "scratch_b_thinet"])
+def test_survey_scratch_arms_resolve_to_the_sweeps_own_source_experiments(tmp_path, arm):
+    # otherwise every scratch job would silently train a second, differently configured source experiment
+    from methods import get_method
+    from runners.config import validate
+    from runners.experiment import experiment_spec, source_run_config
+
+    source_arm = arm.split("_", 2)[2]
+    for level in range(5):
+        scratch = validate(compose(tmp_path, "+experiment=survey_mlp", f"+experiment/arm={arm}", f"level={level}"))
+        config = get_method("scratch")(scratch.method).source_config()
+        source = validate(compose(tmp_path, "+experiment=survey_mlp", f"+experiment/arm={source_arm}", f"level={level}"))
+        assert experiment_spec(source_run_config(scratch, config)) == experiment_spec(source), (arm, level)
 
 
 def test_survey_epochs_are_set_in_one_place(tmp_path):

@@ -1,0 +1,54 @@
+"""Benchmark (not a test): the cost of OBD's Hessian diagonal next to one plain training epoch, in one run.
+
+    .venv/bin/python benchmarks/obd_diagonal.py
+
+For LeNet-300-100 and LeNet-5 (Caffe) on Fashion-MNIST: the wall time of one epoch of runners.loop.train (55k
+examples, batch 128, no evaluation) and of methods.scores.hessian.hessian_diagonal over 10,000 training examples for
+each estimator, best of 2, interleaved so that all see the same machine load; printed as seconds and as epochs.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.train_loop import NoEval, interleaved_best  # noqa: E402
+from datasets import build_dataset  # noqa: E402
+from datasets.config import DatasetConfig  # noqa: E402
+from methods.scores.hessian import ESTIMATORS, hessian_diagonal  # noqa: E402
+from models import build_model  # noqa: E402
+from models.config import ModelConfig  # noqa: E402
+from runners.config import TrainConfig  # noqa: E402
+from runners.loop import train  # noqa: E402
+
+SAMPLES = 10_000
+
+
+def main():
+    torch.set_num_threads(2)
+    data = build_dataset(DatasetConfig())
+    cfg = TrainConfig(epochs=1, batch_size=128, lr=0.05, weight_decay=5e-4)
+    for name in ("lenet300", "lenet5"):
+        model = build_model(ModelConfig(name=name), data.input_shape, 10, torch.Generator().manual_seed(0))
+        params = {n: p for n, p in model.named_parameters() if n.endswith("weight")}
+
+        def epoch():
+            fresh = build_model(ModelConfig(name=name), data.input_shape, 10, torch.Generator().manual_seed(0))
+            train(fresh, NoEval(data), cfg, data_seed=0, device=torch.device("cpu"), progress=False)
+
+        def diagonal(estimator):
+            return lambda: hessian_diagonal(model, params, data.train.batches(1000, shuffle=False), estimator,
+                                            n_samples=SAMPLES)
+
+        times = interleaved_best([epoch, *[diagonal(e) for e in ESTIMATORS]], repeats=2)
+        print(f"{name}: one training epoch {times[0]:.2f} s; Hessian diagonal over {SAMPLES:,} examples:")
+        for estimator, seconds in zip(ESTIMATORS, times[1:]):
+            print(f"  {estimator:<17} {seconds:7.2f} s = {seconds / times[0]:5.2f} epochs")
+
+
+if __name__ == "__main__":
+    main()
