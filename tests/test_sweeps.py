@@ -119,18 +119,20 @@ def test_survey_level_maps_to_each_methods_own_sparsity(tmp_path, arm, levels):
             assert run.method.budget == arm.split("_")[1].upper()
 
 
+@pytest.mark.parametrize("experiment,levels", [("survey_mlp", 5), ("survey_conv", 5), ("rethinking_scratch", 3)])
 @pytest.mark.parametrize("arm", ["scratch_e_slimming", "scratch_b_slimming", "scratch_e_thinet", "scratch_b_thinet"])
-def test_survey_scratch_arms_resolve_to_the_sweeps_own_source_experiments(tmp_path, arm):
+def test_scratch_arms_resolve_to_the_sweeps_own_source_experiments(tmp_path, experiment, levels, arm):
     # otherwise every scratch job would silently train a second, differently configured source experiment
     from methods import get_method
     from runners.config import validate
     from runners.experiment import experiment_spec, source_run_config
 
     source_arm = arm.split("_", 2)[2]
-    for level in range(5):
-        scratch = validate(compose(tmp_path, "+experiment=survey_mlp", f"+experiment/arm={arm}", f"level={level}"))
+    for level in range(levels):
+        scratch = validate(compose(tmp_path, f"+experiment={experiment}", f"+experiment/arm={arm}", f"level={level}"))
         config = get_method("scratch")(scratch.method).source_config()
-        source = validate(compose(tmp_path, "+experiment=survey_mlp", f"+experiment/arm={source_arm}", f"level={level}"))
+        source = validate(compose(tmp_path, f"+experiment={experiment}", f"+experiment/arm={source_arm}",
+                                  f"level={level}"))
         assert experiment_spec(source_run_config(scratch, config)) == experiment_spec(source), (arm, level)
 
 
