@@ -1,10 +1,10 @@
 """Hydra callbacks: the report of a sweep, regenerated when the sweep ends (``hydra.callbacks`` in conf/config.yaml).
 
-``ReportOnMultirunEnd.on_multirun_end`` reads every experiment record of the sweep's ``experiment`` name from the
-store (``paths.results``), writes tables and figures with :func:`analysis.report.generate_report` into
-``<paths.results>/report/<experiment>/`` and prints a one-screen summary: jobs ok / failed (from the job folders of
-this sweep), the compact accuracy table, where the files are. It never raises: the sweep's results are in the store
-whatever happens to the report, and ``python -m analysis.report --experiment <name>`` redoes it.
+``ReportOnMultirunEnd.on_multirun_end`` reads every experiment record of the sweep's name (config key ``name``,
+record field ``experiment``) from the store (``paths.results``), writes tables and figures with
+:func:`analysis.report.generate_report` into ``<paths.results>/report/<experiment>/`` and prints a one-screen
+summary: jobs ok / failed (from the job folders of this sweep), the compact accuracy table, where the files are. It
+never raises: the sweep's results are in the store whatever happens to the report, and ``python -m analysis.report --experiment <name>`` redoes it.
 Single runs (no ``-m``) never call it.
 """
 
