@@ -4,8 +4,8 @@
 record field ``experiment``) from the store (``paths.results``), writes tables and figures with
 :func:`analysis.report.generate_report` into ``<paths.results>/report/<experiment>/`` and prints a one-screen
 summary: jobs ok / failed (from the job folders of this sweep), the compact accuracy table, where the files are. It
-never raises: the sweep's results are in the store whatever happens to the report, and ``python -m analysis.report --experiment <name>`` redoes it.
-Single runs (no ``-m``) never call it.
+never raises: the sweep's results are in the store whatever happens to the report, and
+``python -m analysis.report --experiment <name>`` redoes it. Single runs (no ``-m``) never call it.
 """
 
 from __future__ import annotations
