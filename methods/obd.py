@@ -41,8 +41,8 @@ class OptimalBrainDamage(ScoreMethod):
     name = "obd"
     Config = ObdConfig
 
-    def label(self) -> str:
-        return "obd" if self.cfg.estimator == "ggn_exact" else f"obd ({self.cfg.estimator})"
+    def variant_notes(self) -> list[str]:
+        return ([self.cfg.estimator] if self.cfg.estimator != "ggn_exact" else []) + super().variant_notes()
 
     def _samples(self, exp):
         return exp.data.train.subset(self.cfg.samples, exp.run.seed_for("prune"))

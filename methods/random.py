@@ -39,10 +39,10 @@ class RandomPruning(ScoreMethod):
     name = "random"
     Config = RandomConfig
 
-    def label(self) -> str:
+    def variant_notes(self) -> list[str]:
         if self.cfg.variant == "shuffle":
-            return f"random (shuffled {self.cfg.source.get('name')})"
-        return f"random ({self.cfg.variant})" if self.cfg.variant != "layerwise" else "random"
+            return [f"shuffled {self.cfg.source.get('name')}"]
+        return ([self.cfg.variant] if self.cfg.variant != "layerwise" else []) + super().variant_notes()
 
     def validate(self, exp) -> None:
         if self.cfg.variant == "shuffle":

@@ -42,6 +42,11 @@ class Snip(ScoreMethod):
         batches = [batch for batch, _ in zip(stream, range(self.cfg.batches))]
         return snip_scores(model.to(exp.device), params, batches)
 
+    def variant_notes(self) -> list[str]:
+        notes = super().variant_notes()
+        notes += [f"{self.cfg.batches} batches"] if self.cfg.batches != 1 else []
+        return notes + (["fresh init"] if self.cfg.fresh_init else [])
+
     def recovery_stage(self, exp, round_index, pruned, source):
         if not self.cfg.fresh_init:
             return super().recovery_stage(exp, round_index, pruned, source)

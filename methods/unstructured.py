@@ -43,6 +43,20 @@ class ScoreMethod(Method):
     def scores(self, exp, model: torch.nn.Module, alive: dict) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def label(self) -> str:
+        notes = self.variant_notes()
+        return f"{self.name} ({', '.join(notes)})" if notes else self.name
+
+    def variant_notes(self) -> list[str]:
+        """What sets this variant apart from the method's defaults, so that variants never share a table row."""
+        default, cfg = type(self.cfg)(), self.cfg
+        notes = [cfg.scope] if cfg.scope != default.scope and not cfg.layer_density else []
+        notes += ["per-layer targets"] if cfg.layer_density else []
+        notes += [f"{cfg.rounds} rounds"] if cfg.rounds != default.rounds else []
+        if cfg.when != default.when:
+            notes.append("at init" if cfg.when == "init" else "after training")
+        return notes
+
     def mask_spec(self) -> dict:
         """Everything in the config that changes which weights are removed (hashed into the prune stage)."""
         return {k: v for k, v in nondefault(self.cfg).items() if k not in ("name", "sparsity", "recovery", "rounds")}
@@ -75,7 +89,7 @@ class ScoreMethod(Method):
 
     def run(self, exp):
         state, dense = self.start(exp)
-        pruned = None
+        pruned, rounds = None, []
         for index, (overall, layers) in enumerate(self.round_targets(self.names(exp)), start=1):
             def select_round(model, alive, overall=overall, layers=layers):
                 weights = {n: p.detach().cpu() for n, p in model.named_parameters() if n in alive}
@@ -86,11 +100,14 @@ class ScoreMethod(Method):
             pruned = exp.mask_stage(f"prune{index}", state,
                                     {**self.mask_spec(), "round": index, "keep": overall, "layers": layers,
                                      "prune_seed": exp.run.seed_for("prune")}, select_round)
+            rounds.append({"round": index, "density": overall, **pruned.result.get("info", {}),
+                           "test_acc_after_pruning": pruned.result["after_pruning"]["test_acc"]})
             state = self.recovery_stage(exp, index, pruned, state)
-        return exp.finish(state, pruned=pruned, dense=dense)
+        return exp.finish(state, pruned=pruned, dense=dense, rounds=rounds)
 
     def names(self, exp) -> list[str]:
         return exp.prunable(exp.base_model())
 
     def round_info(self, exp, model, alive, masks, scores) -> dict:
+        """Numbers about one pruning round for the record's ``rounds`` (OBD: predicted vs measured loss increase)."""
         return {}

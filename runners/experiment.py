@@ -170,7 +170,7 @@ class Experiment:
     def mask_stage(self, name: str, source: Stage, spec: dict,
                    select: Callable[[nn.Module, Masks], tuple[Masks, dict]], *, file: str = WEIGHTS) -> Stage:
         """Score and select: ``select(plain_model, alive_masks) -> (new masks, info)``; the stage stores the masks,
-        the masked weights (a fine-tune can start here) and the accuracy right after pruning."""
+        the masked weights (a fine-tune can start here), ``info`` and the accuracy right after pruning."""
 
         def compute(folder: Path) -> dict:
             model = self.model_from(source, file)
@@ -183,7 +183,7 @@ class Experiment:
             pruned = apply_masks(plain, new_masks)
             save_tensors(folder / MASKS, new_masks)
             save_tensors(folder / WEIGHTS, fold_state(pruned.state_dict()))
-            return {**info, "after_pruning": self.accuracy(pruned), "layer_density": layer_density(new_masks)}
+            return {"info": info, "after_pruning": self.accuracy(pruned), "layer_density": layer_density(new_masks)}
 
         return self._stage(name, "prune", {"method": self.method.name, **spec}, {"source": source.hash}, compute)
 

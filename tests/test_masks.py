@@ -73,3 +73,23 @@ def test_classifier_and_biases_are_configurable():
     assert prunable_names(model, Prunable()) == ["0.weight", "2.weight"]
     assert prunable_names(model, Prunable(classifier=False, biases=True)) == ["0.weight", "0.bias"]
     assert density({"a": torch.tensor([True, False])}) == 0.5
+
+
+def test_variants_of_a_method_never_share_a_label(tmp_path):
+    # the report groups by label: two variants under one label would be averaged as if they were seeds
+    from conftest import SYNTH, make_run
+    from methods import get_method
+
+    def label(*overrides):
+        run = make_run(tmp_path, *SYNTH, *overrides)
+        return get_method(run.method.name)(run.method).label()
+
+    variants = [("method=random",), ("method=random", "method.when=after_training"),
+                ("method=random", "method.variant=global"), ("method=magnitude",),
+                ("method=magnitude", "method.scope=layerwise"), ("method=magnitude", "method.rounds=3"),
+                ("method=magnitude", "method.when=init"), ("method=obd",), ("method=obd", "method.estimator=lecun"),
+                ("method=snip",), ("method=snip", "method.fresh_init=true")]
+    labels = [label(*v) for v in variants]
+    assert len(set(labels)) == len(labels), labels
+    assert labels[0] == "random" and labels[3] == "magnitude" and labels[7] == "obd" and labels[9] == "snip"
+    assert labels[1] == "random (after training)" and labels[5] == "magnitude (3 rounds)"
