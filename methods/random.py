@@ -42,7 +42,9 @@ class RandomPruning(ScoreMethod):
     def variant_notes(self) -> list[str]:
         if self.cfg.variant == "shuffle":
             return [f"shuffled {self.cfg.source.get('name')}"]
-        return ([self.cfg.variant] if self.cfg.variant != "layerwise" else []) + super().variant_notes()
+        ignored = {self.cfg.scope}  # the variant, not `scope`, decides how random scores are selected
+        return ([self.cfg.variant] if self.cfg.variant != "layerwise" else []) + [
+            n for n in super().variant_notes() if n not in ignored]
 
     def validate(self, exp) -> None:
         if self.cfg.variant == "shuffle":

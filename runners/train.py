@@ -58,6 +58,32 @@ def check_override_types(argv: list[str]) -> None:
         typed(schemas[group], OmegaConf.from_dotlist([f"{rest}={value}"]), group)
 
 
+def spread_method_fields(argv: list[str]) -> list[str]:
+    """``-m method=a,b method.field=v``: Hydra composes the sweep's own config with the default method (dense) and
+    refuses ``method.field`` there. Every swept method must have the field (else one line says which lacks it); the
+    override then becomes the one-value sweep ``choice(v)``, which Hydra applies per job only."""
+    from dataclasses import fields
+
+    from methods import get_method
+
+    sweep = next((a.split("=", 1)[1] for a in argv if a.startswith("method=") and "," in a), None)
+    if sweep is None or not ({"-m", "--multirun"} & set(argv)):
+        return argv
+    methods = [m.strip() for m in sweep.split(",")]
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if key.startswith("method.") and sep and not any(c in value for c in ",()[]{}$*"):
+            field = key.split(".")[1]
+            lacking = [m for m in methods if field not in {f.name for f in fields(get_method(m).Config)}]
+            if lacking:
+                raise UserError(f"{key}: {', '.join(lacking)} has no field {field!r}; sweep methods that share it, "
+                                f"or give each method its own settings in an experiment config (conf/experiment/arm/)")
+            arg = f"{key}=choice({value})"
+        out.append(arg)
+    return out
+
+
 def configure_process(run: RunConfig) -> None:
     launcher = str(OmegaConf.select(HydraConfig.get(), "launcher._target_", default=""))
     if "joblib" in launcher.lower():
@@ -135,6 +161,7 @@ def cli() -> None:
     try:
         check_group_choices(sys.argv[1:])
         check_override_types(sys.argv[1:])
+        sys.argv[1:] = spread_method_fields(sys.argv[1:])
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -203,6 +203,22 @@ def test_a_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert (tmp_path / "results" / "report" / "probe" / "summary.md").exists()
 
 
+def test_a_method_sweep_takes_fields_its_methods_share(tmp_path):
+    proc = multirun(tmp_path, "dataset=synthetic", "train.epochs=1", "method=random,magnitude", "method.scope=layerwise",
+                    "method.recovery.epochs=1", "method.sparsity=0.5")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(r["label"] for r in store_records(tmp_path)) == ["magnitude (layerwise)", "random"]
+
+
+def test_a_method_sweep_with_a_field_one_method_lacks_stops_before_any_job(tmp_path):
+    proc = multirun(tmp_path, "dataset=synthetic", "method=dense,magnitude", "method.scope=layerwise")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: method.scope: dense has no field 'scope'; sweep methods that share it, or give each method its own "
+        "settings in an experiment config (conf/experiment/arm/)"]
+    assert not (tmp_path / "results").exists() and not (tmp_path / "multirun").exists()
+
+
 def test_a_relaunched_survey_computes_only_what_is_missing(tmp_path):
     args = [*TINY_SURVEY, "+experiment/arm=magnitude,snip", "level=0,4"]
     first = multirun(tmp_path, *args)
