@@ -5,6 +5,7 @@ looks the same in every figure. Uses matplotlib's object API (no pyplot), so no 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -48,24 +49,27 @@ KNOWN_STYLES = {
     "magnitude": Style(PALETTE[0], "o"),
     "obd": Style(PALETTE[1], "s"),
     "snip": Style(PALETTE[2], "^"),
-    "lth": Style(PALETTE[3], "D"),
+    "lottery": Style(PALETTE[3], "D"),
     "random": Style(PALETTE[4], "v"),
+    "random_channel": Style(PALETTE[4], "v", "--"),
     "slimming": Style(PALETTE[5], "P"),
     "thinet": Style(PALETTE[6], "X"),
-    "l1_norm": Style(PALETTE[7], "<"),
+    "l1_filter": Style(PALETTE[7], "<"),
     "scratch-E (slimming)": Style(PALETTE[8], ">"),
     "scratch-B (slimming)": Style(PALETTE[9], "p"),
     "scratch-E (thinet)": Style(PALETTE[8], "h", "--"),
     "scratch-B (thinet)": Style(PALETTE[9], "d", "--"),
 }
-KNOWN_STYLES["l1-norm"] = KNOWN_STYLES["l1_norm"]
 KIND_ORDER = {"unstructured": 0, "structured": 1}
 
 
 def style_map(labels) -> dict[str, Style]:
     """Known labels keep their fixed style; the others take the unused (colour, marker) pairs in sorted order,
     so one report uses one style per label in all its figures."""
-    styles = {label: KNOWN_STYLES[label] for label in labels if label in KNOWN_STYLES}
+    labels = set(labels)
+    # a known label with extra notes ("scratch-B (slimming, cap 2×)") keeps its style unless the plain one is here too
+    styles = {label: KNOWN_STYLES[base] for label in labels
+              if (base := re.sub(r", [^()]*\)$", ")", label)) in KNOWN_STYLES and (base == label or base not in labels)}
     used = set(styles.values())
     pool = [Style(PALETTE[i], MARKERS[(i + j) % len(MARKERS)], ("-", "--", "-.", ":")[j % 4])
             for j in range(4) for i in range(len(PALETTE))]

@@ -75,7 +75,8 @@ class Scratch(Method):
         self.kind = get_method(cfg.source).kind if cfg.source in registry() else "unstructured"
 
     def label(self) -> str:
-        return f"scratch-{self.cfg.budget} ({self.cfg.source})"
+        cap = self.cfg.budget == "B" and self.cfg.budget_cap is not None
+        return f"scratch-{self.cfg.budget} ({self.cfg.source}{f', cap {self.cfg.budget_cap:g}×' if cap else ''})"
 
     def source_config(self) -> dict:
         return {**self.cfg.source_overrides, "name": self.cfg.source, "sparsity": self.cfg.sparsity}

@@ -300,14 +300,18 @@ def test_broken_wandb_still_writes_the_report(tmp_path, monkeypatch, caplog):
 
 
 def test_style_map_is_fixed_and_distinct():
-    labels = [*KNOWN_STYLES, "random (global)", "lth (rewind 500)", "snip (iterative)"]
+    labels = [*KNOWN_STYLES, "random (global)", "lottery (reinit)", "snip (fresh init)"]
     styles = style_map(labels)
-    pairs = [(s.color, s.marker, s.linestyle) for label, s in styles.items() if label != "l1-norm"]
+    pairs = [(s.color, s.marker, s.linestyle) for label, s in styles.items()]
     assert len(set(pairs)) == len(pairs)  # every method looks different
     assert len({s.color for s in styles.values()}) >= 10 and len({s.marker for s in styles.values()}) >= 10
     few = style_map(["magnitude", "slimming", "random (global)"])
     assert few["magnitude"] == styles["magnitude"] and few["slimming"] == styles["slimming"]
     assert few["random (global)"] not in set(KNOWN_STYLES.values())
+    capped = style_map(["scratch-B (thinet, cap 2×)", "scratch-E (thinet)"])  # a note keeps the method's style
+    assert capped["scratch-B (thinet, cap 2×)"] == KNOWN_STYLES["scratch-B (thinet)"]
+    both = style_map(["scratch-B (thinet, cap 2×)", "scratch-B (thinet)"])  # ... unless the plain label is there
+    assert both["scratch-B (thinet, cap 2×)"] != both["scratch-B (thinet)"]
 
 
 def test_wandb_logging_in_disabled_mode_goes_through_the_real_api(built, monkeypatch):
@@ -367,3 +371,13 @@ def test_dense_baseline_counts_a_dense_model_once_whatever_a_method_calls_its_st
     usable = load_local(write_store(tmp_path, [dense, lottery, other]))
     base = dense_baseline(prepare(usable[usable["status"] == "ok"]))
     assert base.n == 2 and base.mean == pytest.approx((DENSE[0] + 0.5) / 2)
+
+
+def test_every_method_default_label_has_a_fixed_style():
+    # so a method looks the same in every report, whichever other methods share the figure
+    from methods import registry
+
+    labels = {name: cls(cls.Config()).label() for name, cls in registry().items() if name not in ("dense", "scratch")}
+    labels["scratch"] = {"scratch-E (slimming)", "scratch-B (thinet, cap 2×)"}
+    flat = {label for v in labels.values() for label in ([v] if isinstance(v, str) else v)}
+    assert set(style_map(flat).values()) <= set(KNOWN_STYLES.values()), labels
