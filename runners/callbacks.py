@@ -1,4 +1,5 @@
-"""Hydra callbacks: the report of a sweep, regenerated when the sweep ends (``hydra.callbacks`` in conf/config.yaml).
+"""Hydra callbacks (``hydra.callbacks`` in conf/config.yaml): a progress line after each job of a sweep, and the
+report of the sweep, regenerated when it ends.
 
 ``ReportOnMultirunEnd.on_multirun_end`` reads every experiment record of the sweep's name (config key ``name``,
 record field ``experiment``) from the store (``paths.results``), writes tables and figures with
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,6 +22,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("prunelab.sweep")
+SWEEP_SIZE = ".sweep_size"  # in the sweep folder: the number of jobs, written at the start (its mtime = the start)
 
 
 def _select(config: DictConfig, key: str) -> Optional[str]:
@@ -101,6 +104,67 @@ def sweep_report(experiment: str, results: Path, sweep_dir: Optional[Path] = Non
     return "\n".join(lines)
 
 
+def sweep_dir_of(config: DictConfig) -> Optional[Path]:
+    sweep = _select(config, "hydra.sweep.dir")
+    if not sweep:
+        return None
+    path = Path(sweep)
+    return path if path.is_absolute() else Path(_select(config, "hydra.runtime.cwd") or os.getcwd()) / path
+
+
+def sweep_size(config: DictConfig) -> Optional[int]:
+    """How many jobs the basic sweeper makes of this sweep (its own expansion of the config's and the command line's
+    sweep overrides), or None when it cannot tell."""
+    try:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        params = [f"{k}={v}" for k, v in (OmegaConf.select(config, "hydra.sweeper.params") or {}).items()]
+        overrides = OverridesParser.create().parse_overrides(params + list(config.hydra.overrides.task))
+        return len(BasicSweeper.split_arguments(overrides, None)[0])
+    except Exception:  # noqa: BLE001 - another sweeper's syntax: progress without a total
+        return None
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def progress_line(sweep_dir: Path) -> str:
+    """``sweep: 13/60 jobs done (12 ok, 1 failed), 4m10s, ~15m left`` from the job folders, so that it is right
+    whichever process runs the job (basic, joblib, SLURM)."""
+    outcome = job_outcomes(sweep_dir)
+    ok, failed = len(outcome["ok"]), len(outcome["failed"])
+    done = ok + failed
+    marker = sweep_dir / SWEEP_SIZE
+    total = int(marker.read_text()) if marker.exists() else None
+    elapsed = time.time() - marker.stat().st_mtime if marker.exists() else None
+    line = f"sweep: {done}/{total if total else '?'} jobs done ({ok} ok, {failed} failed)"
+    if elapsed is not None:
+        line += f", {_duration(elapsed)}"
+        if total and 0 < done < total:
+            line += f", ~{_duration(elapsed / done * (total - done))} left"
+    return line
+
+
+class SweepProgress(Callback):
+    """One line after every job of a sweep: jobs done of the total, ok / failed, elapsed and estimated time left."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir, size = sweep_dir_of(config), sweep_size(config)
+        if sweep_dir is not None and size:
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            (sweep_dir / SWEEP_SIZE).write_text(str(size))
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        if not str(_select(config, "hydra.mode")).endswith("MULTIRUN"):  # RunMode.MULTIRUN
+            return
+        sweep_dir = sweep_dir_of(config)
+        if sweep_dir is not None:
+            print(progress_line(sweep_dir), flush=True)
+
+
 class ReportOnMultirunEnd(Callback):
     """Runs the report for the sweep just finished; a report failure is logged, never raised."""
 
@@ -112,11 +176,7 @@ class ReportOnMultirunEnd(Callback):
             return
         try:
             experiment = _select(config, "name") or "default"
-            sweep = _select(config, "hydra.sweep.dir")
-            sweep_dir = Path(sweep) if sweep else None
-            if sweep_dir is not None and not sweep_dir.is_absolute():
-                sweep_dir = Path(_select(config, "hydra.runtime.cwd") or os.getcwd()) / sweep_dir
-            text = sweep_report(experiment, results_root(config), sweep_dir)
+            text = sweep_report(experiment, results_root(config), sweep_dir_of(config))
             print("\n" + text, flush=True)
         except Exception:  # noqa: BLE001 - the sweep's results stand; the report can be redone by hand
             log.exception("the sweep finished but its report failed; redo it with "

@@ -156,6 +156,18 @@ def test_level_out_of_range_is_one_line(tmp_path):
 def test_report_callback_is_registered_for_multiruns(tmp_path):
     cfg = compose(tmp_path, hydra_cfg=True)
     assert cfg.hydra.callbacks.report._target_ == "runners.callbacks.ReportOnMultirunEnd"
+    assert cfg.hydra.callbacks.progress._target_ == "runners.callbacks.SweepProgress"
+
+
+@pytest.mark.parametrize("overrides,jobs", [(["+experiment=survey_mlp"], 12 * 5),
+                                            (["+experiment=survey_mlp", "seed=0,1,2", "level=0,4"], 12 * 2 * 3),
+                                            (["method=magnitude", "method.sparsity=0.5,0.8", "seed=0,1"], 4)])
+def test_sweep_size_counts_the_jobs_hydra_will_launch(tmp_path, overrides, jobs):
+    from runners.callbacks import sweep_size
+
+    cfg = compose(tmp_path, *[o for o in overrides if "," not in o], hydra_cfg=True)  # the sweep's own config
+    cfg.hydra.overrides.task = overrides  # what Hydra records of the command line
+    assert sweep_size(cfg) == jobs
 
 
 # ---------------------------------------------------------------------------------------------- real sweeps
@@ -200,6 +212,8 @@ def test_a_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert jobs["1"]["status"] == "ok"
     assert [r["target_sparsity"] for r in store_records(tmp_path) if r["method"] == "magnitude"] == [0.5]
     assert "jobs: 1 ok, 1 failed" in proc.stdout
+    assert "sweep: 1/2 jobs done (0 ok, 1 failed)" in proc.stdout
+    assert "sweep: 2/2 jobs done (1 ok, 1 failed)" in proc.stdout
     assert (tmp_path / "results" / "report" / "probe" / "summary.md").exists()
 
 
