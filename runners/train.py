@@ -27,13 +27,19 @@ from runners.tracking import make_tracker
 CONF = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("model", "dataset", "method", "train", "logger", "experiment")
 log = logging.getLogger("prunelab")
+GRAMMAR = "()[]{}$*"  # Hydra's sweep functions, lists, dicts, interpolations, globs: values left to Hydra as written
+
+
+def is_plain_value(value: str, *, commas: bool = False) -> bool:
+    """A literal override value (``commas``: a comma list counts as plain, e.g. the choices of a group sweep)."""
+    return not any(c in value for c in GRAMMAR + ("" if commas else ","))
 
 
 def check_group_choices(argv: list[str]) -> None:
     """Hydra's own message for ``model=nosuch`` spans a screen; say it in one line instead."""
     for arg in argv:
         key, sep, value = arg.lstrip("+~").partition("=")
-        if not sep or key not in GROUPS or any(c in value for c in "()[]{}$*"):
+        if not sep or key not in GROUPS or not is_plain_value(value, commas=True):
             continue
         for choice in value.split(","):
             if choice and not (CONF / key / f"{choice}.yaml").exists():
@@ -53,7 +59,7 @@ def check_override_types(argv: list[str]) -> None:
     for arg in argv:
         key, sep, value = arg.lstrip("+~").partition("=")
         group, _, rest = key.partition(".")
-        if not sep or not rest or group not in schemas or any(c in value for c in ",()[]{}$*"):
+        if not sep or not rest or group not in schemas or not is_plain_value(value):
             continue
         typed(schemas[group], OmegaConf.from_dotlist([f"{rest}={value}"]), group)
 
@@ -73,7 +79,7 @@ def spread_method_fields(argv: list[str]) -> list[str]:
     out = []
     for arg in argv:
         key, sep, value = arg.partition("=")
-        if key.startswith("method.") and sep and not any(c in value for c in ",()[]{}$*"):
+        if key.startswith("method.") and sep and is_plain_value(value):
             field = key.split(".")[1]
             lacking = [m for m in methods if field not in {f.name for f in fields(get_method(m).Config)}]
             if lacking:
