@@ -33,7 +33,7 @@ from analysis.records import (ATTR_SOURCE, ATTR_UNREADABLE, filter_experiments, 
                               split_usable)
 from analysis.tables import (Table, build_tables, dense_baseline, fmt_pct, fmt_sparsity, prepare, to_latex,
                              to_markdown)
-from runners.errors import UserError
+from foundations.errors import UserError
 
 __all__ = ["load_local", "load_wandb", "generate_report", "main", "filter_experiments", "log_to_wandb"]
 

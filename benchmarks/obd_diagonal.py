@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/obd_diagonal.py
 
-For LeNet-300-100 and LeNet-5 (Caffe) on Fashion-MNIST: the wall time of one epoch of runners.loop.train (55k
+For LeNet-300-100 and LeNet-5 (Caffe) on Fashion-MNIST: the wall time of one epoch of foundations.training.loop.train (55k
 examples, batch 128, no evaluation) and of methods.scores.hessian.hessian_diagonal over 10,000 training examples for
 each estimator, best of 2, interleaved so that all see the same machine load; printed as seconds and as epochs.
 Hutchinson (100 Rademacher probes per chunk, i.e. 100 Hessian-vector products) is timed on 1,000 examples: its cost
@@ -24,9 +24,9 @@ from datasets.config import DatasetConfig  # noqa: E402
 from methods.scores.hessian import ESTIMATORS, hessian_diagonal  # noqa: E402
 from models import build_model  # noqa: E402
 from models.config import ModelConfig  # noqa: E402
-from runners.config import TrainConfig  # noqa: E402
-from runners.errors import UserError  # noqa: E402
-from runners.loop import train  # noqa: E402
+from foundations.training import TrainConfig  # noqa: E402
+from foundations.errors import UserError  # noqa: E402
+from foundations.training import train  # noqa: E402
 
 SAMPLES = 10_000
 SAMPLES_OF = {"hutchinson": 1_000}

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/train_loop.py
 
-1. Epoch time of runners.loop.train vs a minimal hand-written PyTorch loop (same model, data, batch size, optimizer;
+1. Epoch time of foundations.training.loop.train vs a minimal hand-written PyTorch loop (same model, data, batch size, optimizer;
    both without evaluation so only the loop is compared). Target ratio <= 1.05.
 2. Wall time of a 4-experiment mini-sweep (dense + magnitude at 3 sparsities) with an empty store vs re-run.
 """
@@ -24,8 +24,9 @@ from datasets import build_dataset  # noqa: E402
 from datasets.config import DatasetConfig  # noqa: E402
 from models import build_model  # noqa: E402
 from models.config import ModelConfig  # noqa: E402
-from runners.config import TrainConfig  # noqa: E402
-from runners.loop import epoch_seed, train  # noqa: E402
+from foundations.training import TrainConfig  # noqa: E402
+from foundations.seeds import epoch_seed  # noqa: E402
+from foundations.training import train  # noqa: E402
 
 
 def hand_loop(model, data, cfg):

@@ -10,7 +10,7 @@ from typing import Any, Callable
 from datasets import cifar, mnist_like, small
 from datasets.base import DataBundle, InMemorySplit, LoaderSplit, Normalization, carve_validation
 from datasets.config import DatasetConfig
-from runners.errors import UserError
+from foundations.errors import UserError
 
 Builder = Callable[[DatasetConfig], DataBundle]
 

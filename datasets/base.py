@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data._utils.collate import default_collate
 
-from runners.errors import UserError
+from foundations.errors import UserError
 
 PAD = 4  # the standard CIFAR augmentation: crop 32x32 out of the image zero-padded by 4 px on each side
 

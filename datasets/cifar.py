@@ -13,7 +13,7 @@ import torch
 
 from datasets.base import DataBundle, make_bundle
 from datasets.mnist_like import cache_dir
-from runners.errors import UserError
+from foundations.errors import UserError
 
 SPECS = {
     "cifar10": {"title": "CIFAR-10", "folder": "cifar-10-batches-py", "train": [f"data_batch_{i}" for i in range(1, 6)],

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from runners.errors import UserError
+from foundations.errors import UserError
 
 NORMALIZATIONS = ("standard", "caffe", "none")
 

@@ -15,7 +15,7 @@ from typing import Union
 import numpy as np
 import torch
 
-from runners.errors import UserError
+from foundations.errors import UserError
 
 _DTYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
            0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}

@@ -14,7 +14,7 @@ import torch
 
 from datasets.base import DataBundle, make_bundle
 from datasets.idx import read_idx
-from runners.errors import UserError
+from foundations.errors import UserError
 
 FILES = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
          "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte"}

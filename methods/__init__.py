@@ -6,7 +6,7 @@ import importlib
 import pkgutil
 from functools import cache
 
-from runners.errors import UserError
+from foundations.errors import UserError
 
 _MACHINERY = {"base", "masks", "select", "unstructured", "structured"}
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Optional
 
 from methods.masks import Prunable
-from runners.config import check
+from foundations.checks import check
 
 if TYPE_CHECKING:
     from runners.experiment import Experiment

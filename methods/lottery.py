@@ -23,9 +23,9 @@ import torch
 from methods.base import Method, MethodConfig
 from methods.masks import classifier_name
 from methods.select import select
-from runners.config import check
-from runners.errors import UserError
-from runners.loop import total_iterations
+from foundations.checks import check
+from foundations.errors import UserError
+from foundations.training import total_iterations
 
 
 @dataclass

@@ -21,7 +21,7 @@ from methods.base import Recovery
 from methods.scores import hessian_diagonal, obd_saliency, predicted_loss_increase
 from methods.scores.hessian import ESTIMATORS
 from methods.unstructured import ScoreConfig, ScoreMethod
-from runners.config import check
+from foundations.checks import check
 
 
 @dataclass

@@ -16,7 +16,7 @@ import torch
 
 from methods.select import select
 from methods.unstructured import ScoreConfig, ScoreMethod
-from runners.config import check
+from foundations.checks import check
 
 VARIANTS = ("layerwise", "global", "shuffle")
 

@@ -30,8 +30,8 @@ from typing import Any, Optional
 
 from methods import get_method, registry
 from methods.base import Method, MethodConfig
-from runners.config import check
-from runners.errors import UserError
+from foundations.checks import check
+from foundations.errors import UserError
 
 REINIT_OFFSET = 1_000_003  # any fixed shift; keeps the scratch init independent of the source's init
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from methods.masks import Masks
-from runners.errors import UserError
+from foundations.errors import UserError
 
 SCOPES = ("global", "layerwise", "layerwise_std")
 

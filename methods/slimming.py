@@ -81,9 +81,9 @@ from methods.channels import ChannelPlan, channel_sparsity, compact, prunable_ch
 from methods.channels.plan import validate_plan
 from methods.masks import folded
 from methods.structured import ChannelConfig, ChannelMethod
-from runners.config import check, nondefault
-from runners.errors import UserError
-from runners.loop import Hooks
+from foundations.checks import check, nondefault
+from foundations.errors import UserError
+from foundations.training import Hooks
 
 _BN = nn.modules.batchnorm._BatchNorm
 FINE_TUNE = ("paper", "rethinking")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from methods.scores import snip_scores
 from methods.unstructured import ScoreConfig, ScoreMethod
-from runners.config import check
+from foundations.checks import check
 
 
 @dataclass

@@ -14,7 +14,7 @@ import torch
 from methods.base import Method, MethodConfig, Recovery
 from methods.channels import channel_sparsity, compact, prunable_channel_groups, select_channels
 from methods.masks import folded
-from runners.config import check, nondefault
+from foundations.checks import check, nondefault
 
 
 @dataclass

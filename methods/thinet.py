@@ -61,8 +61,8 @@ from methods.channels.thinet import (collect_contributions, greedy_channel_selec
                                      reconstruction_error)
 from methods.masks import folded
 from methods.structured import ChannelConfig, ChannelMethod
-from runners.config import check
-from runners.errors import UserError
+from foundations.checks import check
+from foundations.errors import UserError
 
 SELECTIONS = ("greedy_remove", "greedy_keep")
 
@@ -267,7 +267,7 @@ class ThiNet(ChannelMethod):
         data_seed = exp.run.seed_for("data")
 
         def fine_tune(model: nn.Module, k: int) -> nn.Module:
-            from runners.loop import train
+            from foundations.training import train
 
             # A new optimizer per layer (zero momentum), its own data order per layer (seed offset by k).
             outcome = train(model, exp.data, train_cfg, data_seed=data_seed + 1000 * (k + 1), device=exp.device,

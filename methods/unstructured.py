@@ -16,7 +16,7 @@ import torch
 
 from methods.base import Method, MethodConfig, Recovery
 from methods.select import SCOPES, ladder, select
-from runners.config import check, nondefault
+from foundations.checks import check, nondefault
 
 
 @dataclass

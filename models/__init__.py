@@ -18,7 +18,7 @@ from models.lenet5 import LeNet5Caffe
 from models.mlp import MLP
 from models.resnet import ResNetCifar
 from models.vgg import VGG, ConvBN
-from runners.errors import UserError
+from foundations.errors import UserError
 
 __all__ = ["ModelConfig", "build_model", "initialize", "REGISTRY", "INITS", "MODEL_NAMES", "min_input_size"]
 

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from runners.errors import UserError
+from foundations.errors import UserError
 
 INITS = ("kaiming_normal", "glorot_normal", "variance_scaling", "lecun_normal", "pytorch")
 

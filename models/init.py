@@ -28,7 +28,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from runners.errors import UserError
+from foundations.errors import UserError
 
 SCHEMES = ("kaiming_normal", "glorot_normal", "variance_scaling", "lecun_normal", "pytorch")
 TF_TRUNCATED_NORMAL_STD = 0.87962566103423978  # std of a unit normal truncated at ±2

@@ -26,9 +26,13 @@ from methods.masks import Masks, apply_masks, current_masks, folded, keep_masked
 from models import build_model
 from models.init import initialize
 from runners import metrics as measure
-from runners.config import RunConfig, TrainConfig, nondefault
-from runners.loop import Hooks, evaluate, resolve_device, train
-from runners.store import Stage, Store, atomic_write_json, save_tensors, stage_hash
+from foundations.checks import nondefault
+from foundations.training import TrainConfig
+from runners.config import RunConfig
+from foundations.training import Hooks, evaluate, resolve_device, train
+from foundations.files import atomic_write_json, save_tensors
+from foundations.hashing import stage_hash
+from runners.store import Stage, Store
 from runners.tracking import Tracker
 
 _NOT_DATA_IDENTITY = {"data_dir", "download", "num_workers"}
@@ -226,7 +230,7 @@ class Experiment:
     def source_experiment(self, overrides: dict, *, build: bool = True) -> dict:
         """The record of another method's experiment on the same model/data/seed, referenced by its config
         (``{name: slimming, sparsity: 0.5}``) and resolved through the store; computed (and shared) if missing."""
-        from runners.errors import UserError
+        from foundations.errors import UserError
 
         name = overrides.get("name")
         source_run = source_run_config(self.run, overrides)
@@ -299,8 +303,8 @@ def source_run_config(run: RunConfig, overrides: dict) -> RunConfig:
     """``run`` with its method replaced by ``conf/method/<overrides.name>.yaml`` updated with ``overrides``."""
     from omegaconf import OmegaConf
 
-    from runners.config import typed
-    from runners.errors import UserError
+    from foundations.checks import typed
+    from foundations.errors import UserError
 
     name = overrides.get("name")
     path = Path(__file__).resolve().parent.parent / "conf" / "method" / f"{name}.yaml"

@@ -9,73 +9,24 @@ A file lock keeps two concurrent jobs (joblib, SLURM array) from computing the s
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import torch
 import yaml
 from filelock import FileLock
-from safetensors.torch import load_file, save_file
+
+from foundations.files import atomic_write_json, load_tensors
+from foundations.hashing import canonical, file_sha256, stage_hash
 
 RESULT = "result.json"
 CHECKPOINT = "checkpoint.pt"
 _NOT_VOUCHED = {RESULT, CHECKPOINT, ".lock", "metrics.jsonl"}
-
-
-def canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def stage_hash(kind: str, spec: dict, parents: dict[str, str]) -> str:
-    return hashlib.sha256(canonical({"kind": kind, "spec": spec, "parents": parents}).encode()).hexdigest()[:16]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temp file in the same folder, fsync, rename: readers see the old file or the new, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
-
-
-def load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(path))
 
 
 @dataclass

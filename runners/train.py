@@ -19,9 +19,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from runners.config import RunConfig, register_schemas, validate
-from runners.errors import UserError
+from foundations.errors import UserError
 from runners.experiment import record_failure, run_experiment
-from runners.store import Store, atomic_write_json
+from foundations.files import atomic_write_json
+from runners.store import Store
 from runners.tracking import make_tracker
 
 CONF = Path(__file__).resolve().parent.parent / "conf"

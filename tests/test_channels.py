@@ -9,7 +9,7 @@ from torch import nn
 from methods.channels import (ChannelPlan, channel_sparsity, compact, mask_channels, prunable_channel_groups,
                               select_channels)
 from models import ModelConfig, build_model
-from runners.errors import UserError
+from foundations.errors import UserError
 
 FAMILIES = {
     "lenet300": (ModelConfig(name="lenet300"), (1, 28, 28)),

@@ -17,7 +17,7 @@ from datasets import REGISTRY, build_dataset
 from datasets.base import InMemorySplit, LoaderSplit, Normalization, carve_validation, crop_flip
 from datasets.config import DatasetConfig
 from datasets.idx import read_idx
-from runners.errors import UserError
+from foundations.errors import UserError
 from tests.conftest import needs_fmnist
 
 CONF = Path(__file__).resolve().parent.parent / "conf" / "dataset"

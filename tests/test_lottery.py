@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from runners.errors import UserError
+from foundations.errors import UserError
 from runners.experiment import run_experiment
-from runners.store import Store, load_tensors
+from foundations.files import load_tensors
+from runners.store import Store
 from tests.conftest import SYNTH, make_run
 
 LOTTERY = [*SYNTH, "method=lottery", "train.epochs=1"]
@@ -24,9 +25,9 @@ def test_higher_target_reuses_every_earlier_level(tmp_path):
 def test_levels_restart_from_the_init_or_the_independently_reproduced_iteration_k(tmp_path, k):
     import yaml
 
-    from runners.config import TrainConfig
+    from foundations.training import TrainConfig
     from runners.experiment import Experiment
-    from runners.loop import train
+    from foundations.training import train
 
     args = [*LOTTERY, "train.schedule=constant", "method.sparsity=0.36", f"method.rewind_iteration={k}"]
     record = run_experiment(make_run(tmp_path, *args), Store(tmp_path / "results"))

@@ -15,7 +15,7 @@ from torch.nn.utils import prune
 from models import build_model, min_input_size
 from models.config import ModelConfig
 from models.init import TF_TRUNCATED_NORMAL_STD, initialize
-from runners.errors import UserError
+from foundations.errors import UserError
 
 MNIST, CIFAR = (1, 28, 28), (3, 32, 32)
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"

@@ -16,7 +16,7 @@ from torch import nn
 from torch.func import functional_call
 
 from methods.scores import ESTIMATORS, hessian_diagonal, obd_saliency, predicted_loss_increase
-from runners.errors import UserError
+from foundations.errors import UserError
 
 DT = torch.float64
 

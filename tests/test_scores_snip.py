@@ -9,7 +9,7 @@ from torch import nn
 from torch.func import functional_call
 
 from methods.scores import snip_scores
-from runners.errors import UserError
+from foundations.errors import UserError
 
 DT = torch.float64
 

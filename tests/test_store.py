@@ -5,10 +5,12 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from runners.config import TrainConfig, nondefault
+from foundations.checks import nondefault
+from foundations.training import TrainConfig
 from runners.experiment import run_experiment
-from runners.loop import train
-from runners.store import Store, stage_hash
+from foundations.training import train
+from foundations.hashing import stage_hash
+from runners.store import Store
 from tests.conftest import SYNTH, make_run
 
 

@@ -147,7 +147,7 @@ def test_survey_epochs_are_set_in_one_place(tmp_path):
 
 def test_level_out_of_range_is_one_line(tmp_path):
     from runners.config import validate
-    from runners.errors import UserError
+    from foundations.errors import UserError
 
     with pytest.raises(UserError, match="level"):
         validate(compose(tmp_path, "+experiment=survey_mlp", "+experiment/arm=magnitude", "level=9"))

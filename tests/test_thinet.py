@@ -10,7 +10,7 @@ from torch import nn
 
 from methods.channels import prunable_channel_groups
 from methods.thinet import layer_pairs, thinet_prune
-from runners.errors import UserError
+from foundations.errors import UserError
 from runners.experiment import Experiment, run_experiment
 from runners.store import Store
 from tests.conftest import make_run

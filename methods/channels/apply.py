@@ -20,7 +20,7 @@ from torch.nn.utils import parametrize
 
 from methods.channels.plan import (ChannelPlan, _first_input, dependency_graph, groups_from_graph,
                                    out_channels, validate_plan)
-from runners.errors import UserError
+from foundations.errors import UserError
 
 
 def _check_plain(model: nn.Module) -> None:

@@ -22,7 +22,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from runners.errors import UserError
+from foundations.errors import UserError
 
 SCOPES = ("global", "layerwise")
 _BN = nn.modules.batchnorm._BatchNorm

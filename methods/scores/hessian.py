@@ -72,7 +72,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 
-from runners.errors import UserError
+from foundations.errors import UserError
 
 ESTIMATORS = ("ggn_exact", "lecun", "mc_fisher", "empirical_fisher", "hutchinson")
 

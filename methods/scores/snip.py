@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from methods.scores.hessian import check_per_example, eval_mode, model_device_dtype, resolve_params
-from runners.errors import UserError
+from foundations.errors import UserError
 
 
 def snip_scores(

@@ -9,9 +9,7 @@ Design choices that make results reproducible and resumable:
 
 from __future__ import annotations
 
-import copy
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional
@@ -21,7 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from runners.config import TrainConfig
+from foundations.files import save_torch
+from foundations.seeds import epoch_seed
+from foundations.training.config import TrainConfig
 
 GradientHook = Callable[[nn.Module], None]
 StepHook = Callable[[nn.Module, torch.optim.Optimizer], None]
@@ -51,10 +51,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def epoch_seed(data_seed: int, epoch: int) -> int:
-    return (data_seed * 1_000_003 + epoch) % (2**63 - 1)
 
 
 def total_iterations(cfg: TrainConfig, batches_per_epoch: int) -> int:
@@ -97,15 +93,6 @@ def evaluate(model: nn.Module, split, device: torch.device, batch_size: int = 10
 
 def _state_copy(model: nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _save_checkpoint(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(payload, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _load_checkpoint(path: Optional[Path]) -> Optional[dict]:
@@ -202,7 +189,7 @@ def train(
             if iteration == total:
                 break
         if checkpoint is not None and iteration < total:
-            _save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            save_torch(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                           "iteration": iteration, "metrics": metrics, "snapshots": kept,
                                           "selected_state": selected_state, "rng": torch.get_rng_state()})
     bar.close()
@@ -218,7 +205,3 @@ def _eval_row(model, data, device, iteration: int, per_epoch: int, train_loss: f
     test_loss, test_acc = evaluate(model, data.test, device)
     return {"iteration": iteration, "epoch": iteration / per_epoch, "train_loss": train_loss, "lr": lr,
             "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc}
-
-
-def copy_model(model: nn.Module) -> nn.Module:
-    return copy.deepcopy(model)

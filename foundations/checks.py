@@ -1,0 +1,57 @@
+"""One-line validation of typed configs, and the part of a config a stage hash covers."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import MISSING, fields, is_dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from foundations.errors import UserError
+
+
+def check(ok: bool, key: str, message: str) -> None:
+    """Raise the one-line UserError the entry point prints when ``ok`` is false."""
+    if not ok:
+        raise UserError(f"{key}: {message}")
+
+
+_FULL_KEY = re.compile(r"full_key:\s*(\S+)")
+
+
+def typed(schema: type, node: Any, prefix: str) -> Any:
+    """Merge a config node into ``schema`` and instantiate it; errors become one line naming the field."""
+    try:
+        if isinstance(node, DictConfig):  # resolve in the full config first: `${survey.dense_epochs}` points outside
+            node = OmegaConf.to_container(node, resolve=True)
+        merged = OmegaConf.merge(OmegaConf.structured(schema), node if node is not None else {})
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        message = str(err).splitlines()[0]
+        key = _FULL_KEY.search(str(err))
+        name = f"{prefix}.{key.group(1)}" if key else prefix
+        raise UserError(f"{name}: {message}") from None
+
+
+def _default(f: Any) -> Any:
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return MISSING  # a required field: never equal to its value, so always hashed
+
+
+def nondefault(obj: Any) -> Any:
+    """The fields of a (nested) dataclass that differ from their defaults — what a stage hash covers.
+
+    As in OpenLTH, a field added later with a default leaves every existing hash unchanged.
+    """
+    if is_dataclass(obj):
+        return {f.name: nondefault(getattr(obj, f.name)) for f in fields(obj) if getattr(obj, f.name) != _default(f)}
+    if isinstance(obj, dict):
+        return {k: nondefault(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [nondefault(v) for v in obj]
+    return obj

@@ -1,0 +1,54 @@
+"""Atomic file writes: readers see the old file or the new one, never half of one (kill -9, disk full)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, IO
+
+import torch
+from safetensors.torch import load_file, save
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """``write(fh)`` into a temp file in the same folder, fsync, rename over ``path``; the temp file never stays."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda fh: fh.write(text.encode()))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    plain = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write(path, lambda fh: fh.write(save(plain)))
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def save_torch(path: Path, payload: Any) -> None:
+    atomic_write(path, lambda fh: torch.save(payload, fh))
