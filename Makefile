@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PYTEST_ARGS ?=
 
-.PHONY: setup data test demo survey report clean
+.PHONY: setup data test test-fast lint demo survey report clean
 
 setup: $(STAMP) data
 
@@ -30,6 +30,15 @@ data:
 
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The edit loop: everything but the tests marked slow (SLURM, kill -9, long trainings).
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/python tests/import_graph.py
 
 demo: setup
 	$(BIN)/python -m runners.train

@@ -17,14 +17,13 @@ from typing import Any, Optional
 import pandas as pd
 from tqdm.auto import tqdm
 
+from foundations.record import SCALAR_FIELDS
+
 log = logging.getLogger(__name__)
 
-# The record schema of DEVELOPERS.md, in its documented order: these columns always exist (null when absent) so the
-# report code never has to ask whether a column is there.
-SCHEMA = ["status", "error", "experiment", "method", "label", "kind", "model", "dataset", "seed", "target_sparsity",
-          "density", "sparsity_all_params", "compression", "params_total", "params_nonzero", "flops_dense",
-          "flops_effective", "speedup_theoretical", "val_acc", "test_acc", "test_acc_before_recovery",
-          "dense_test_acc"]
+# The record's one-cell fields (foundations/record.py), in its order: these columns always exist (null when absent)
+# so the report code never has to ask whether a column is there.
+SCHEMA = list(SCALAR_FIELDS)
 SOURCE = "source"
 # df.attrs keys
 ATTR_SOURCE = "source"

@@ -16,10 +16,10 @@ Reused by the Hydra multirun callback through :func:`generate_report`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
-import netrc
 import os
 import sys
 from pathlib import Path
@@ -29,11 +29,11 @@ import pandas as pd
 from tabulate import tabulate
 
 from analysis.figures import build_figures, style_map
-from analysis.records import (ATTR_SOURCE, ATTR_UNREADABLE, filter_experiments, load_local, load_wandb,
-                              split_usable)
-from analysis.tables import (Table, build_tables, dense_baseline, fmt_pct, fmt_sparsity, prepare, to_latex,
-                             to_markdown)
+from analysis.records import ATTR_SOURCE, ATTR_UNREADABLE, filter_experiments, load_local, load_wandb, split_usable
+from analysis.tables import Table, build_tables, dense_baseline, fmt_pct, fmt_sparsity, prepare, to_latex, to_markdown
 from foundations.errors import UserError
+from foundations.files import atomic_write_text
+from foundations.wandb_mode import effective_mode
 
 __all__ = ["load_local", "load_wandb", "generate_report", "main", "filter_experiments", "log_to_wandb"]
 
@@ -43,9 +43,7 @@ MANIFEST = ".report-manifest.json"
 
 def _write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
     return path
 
 
@@ -211,23 +209,13 @@ def render_summary(df: pd.DataFrame, tables: list[Table], outputs: dict[str, lis
 # ---------------------------------------------------------------- W&B
 
 
-def _has_api_key() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    try:
-        return netrc.netrc().authenticators("api.wandb.ai") is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
-
 
 def log_to_wandb(outputs: dict[str, list[Path]], out_dir: Path, *, entity: Optional[str] = None,
                  project: str = "prunelab") -> bool:
     """Log the CSV tables and PNG figures to a W&B run of job type "report". Mode: ``WANDB_MODE`` (default
     offline). Any failure is a warning: the report on disk is what counts."""
     mode = os.environ.get("WANDB_MODE", "offline")
-    if mode == "online" and not _has_api_key():
-        log.warning("W&B: online mode but no API key (WANDB_API_KEY or ~/.netrc); logging offline instead")
-        mode = "offline"
+    mode = effective_mode(mode)
     run = None
     try:
         import wandb
@@ -244,13 +232,11 @@ def log_to_wandb(outputs: dict[str, list[Path]], out_dir: Path, *, entity: Optio
             run.summary["report_summary"] = path.read_text(encoding="utf-8")
         run.finish()
         return True
-    except Exception as err:  # noqa: BLE001 - W&B must never fail the report
+    except Exception as err:
         log.warning("W&B logging failed (%s: %s); the report is in %s", type(err).__name__, err, out_dir)
         if run is not None:
-            try:
+            with contextlib.suppress(Exception):
                 run.finish(exit_code=1)
-            except Exception:  # noqa: BLE001
-                pass
         return False
 
 
@@ -278,7 +264,7 @@ def load(args: argparse.Namespace) -> pd.DataFrame:
     if args.source == "wandb":
         try:
             df = load_wandb(args.entity, args.project)
-        except Exception as err:  # noqa: BLE001 - the network, credentials, a missing project...
+        except Exception as err:
             raise UserError(f"--source wandb: could not read runs of {args.entity or '<default entity>'}/"
                             f"{args.project} ({type(err).__name__}: {err}); use --source local") from err
     else:
@@ -324,9 +310,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             folders = sorted({str(p.parent) for p in paths})
             kinds = "/".join(sorted({p.suffix.lstrip(".") for p in paths}))
             print(f"{group:8s} {len(paths):3d} file{'s' if len(paths) != 1 else ' '} ({kinds}) in {', '.join(folders)}")
-    if args.wandb:
-        if log_to_wandb(outputs, out_dir, entity=args.entity, project=args.project):
-            print(f"W&B: logged to a 'report' run of {args.project} (mode {os.environ.get('WANDB_MODE', 'offline')})")
+    if args.wandb and log_to_wandb(outputs, out_dir, entity=args.entity, project=args.project):
+        print(f"W&B: logged to a 'report' run of {args.project} (mode {os.environ.get('WANDB_MODE', 'offline')})")
     return 0
 
 

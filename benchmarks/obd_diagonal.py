@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/obd_diagonal.py
 
 For LeNet-300-100 and LeNet-5 (Caffe) on Fashion-MNIST: the wall time of one epoch of foundations.training.loop.train (55k
-examples, batch 128, no evaluation) and of methods.scores.hessian.hessian_diagonal over 10,000 training examples for
+examples, batch 128, no evaluation) and of methods.pipeline.scores.hessian.hessian_diagonal over 10,000 training examples for
 each estimator, best of 2, interleaved so that all see the same machine load; printed as seconds and as epochs.
 Hutchinson (100 Rademacher probes per chunk, i.e. 100 Hessian-vector products) is timed on 1,000 examples: its cost
 is linear in the examples, and 10,000 take minutes on LeNet-5.
@@ -18,15 +18,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.train_loop import NoEval, interleaved_best  # noqa: E402
-from datasets import build_dataset  # noqa: E402
-from datasets.config import DatasetConfig  # noqa: E402
-from methods.scores.hessian import ESTIMATORS, hessian_diagonal  # noqa: E402
-from models import build_model  # noqa: E402
-from models.config import ModelConfig  # noqa: E402
-from foundations.training import TrainConfig  # noqa: E402
-from foundations.errors import UserError  # noqa: E402
-from foundations.training import train  # noqa: E402
+from benchmarks.train_loop import NoEval, interleaved_best
+from datasets import build_dataset
+from datasets.config import DatasetConfig
+from foundations.errors import UserError
+from foundations.training import (
+    TrainConfig,
+    train,
+)
+from methods.pipeline.scores.hessian import ESTIMATORS, hessian_diagonal
+from models import build_model
+from models.config import ModelConfig
 
 SAMPLES = 10_000
 SAMPLES_OF = {"hutchinson": 1_000}
@@ -40,11 +42,11 @@ def main():
         model = build_model(ModelConfig(name=name), data.input_shape, 10, torch.Generator().manual_seed(0))
         params = {n: p for n, p in model.named_parameters() if n.endswith("weight")}
 
-        def epoch():
+        def epoch(name=name):
             fresh = build_model(ModelConfig(name=name), data.input_shape, 10, torch.Generator().manual_seed(0))
             train(fresh, NoEval(data), cfg, data_seed=0, device=torch.device("cpu"), progress=False)
 
-        def diagonal(estimator):
+        def diagonal(estimator, model=model, params=params):
             return lambda: hessian_diagonal(model, params, data.train.batches(1000, shuffle=False), estimator,
                                             n_samples=SAMPLES_OF.get(estimator, SAMPLES))
 

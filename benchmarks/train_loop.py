@@ -12,21 +12,23 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from datasets import build_dataset  # noqa: E402
-from datasets.config import DatasetConfig  # noqa: E402
-from models import build_model  # noqa: E402
-from models.config import ModelConfig  # noqa: E402
-from foundations.training import TrainConfig  # noqa: E402
-from foundations.seeds import epoch_seed  # noqa: E402
-from foundations.training import train  # noqa: E402
+from datasets import build_dataset
+from datasets.config import DatasetConfig
+from foundations.seeds import epoch_seed
+from foundations.training import TrainConfig, train
+from models import build_model
+from models.config import ModelConfig
+from runners.config import register_schemas, validate
+from runners.experiment import run_experiment
+from runners.store import Store
 
 
 def hand_loop(model, data, cfg):
@@ -67,12 +69,6 @@ def main():
         lambda: hand_loop(fresh(), data, cfg)])
     print(f"epoch time, LeNet-300-100 on Fashion-MNIST (55k, batch 128): framework {ours:.2f} s, "
           f"hand-written {hand:.2f} s, ratio {ours / hand:.3f} (target <= 1.05)")
-
-    from hydra import compose, initialize_config_dir
-
-    from runners.config import register_schemas, validate
-    from runners.experiment import run_experiment
-    from runners.store import Store
 
     register_schemas()
     conf = str(Path(__file__).resolve().parent.parent / "conf")

@@ -5,7 +5,8 @@ Validation is always carved from the training set (``dataset.split_seed``), neve
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from datasets import cifar, mnist_like, small
 from datasets.base import DataBundle, InMemorySplit, LoaderSplit, Normalization, carve_validation

@@ -8,8 +8,9 @@ reproduces the data stream without saving any RNG state.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence, Union
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -34,21 +35,21 @@ class Normalization:
     shift: tuple[float, ...]
 
     @classmethod
-    def standard(cls, mean: Sequence[float], std: Sequence[float]) -> "Normalization":
+    def standard(cls, mean: Sequence[float], std: Sequence[float]) -> Normalization:
         """``(x / 255 - mean) / std`` with mean/std given in [0, 1] pixel units, one entry per channel."""
         std = [s if s > 0 else 1.0 for s in std]  # a constant channel: centre it, do not divide by zero
         return cls(tuple(1.0 / (255.0 * s) for s in std), tuple(m / s for m, s in zip(mean, std)))
 
     @classmethod
-    def caffe(cls, channels: int) -> "Normalization":
+    def caffe(cls, channels: int) -> Normalization:
         return cls((1.0 / 256.0,) * channels, (0.0,) * channels)  # Caffe LeNet's data layer: scale 0.00390625
 
     @classmethod
-    def unit(cls, channels: int) -> "Normalization":
+    def unit(cls, channels: int) -> Normalization:
         return cls((1.0 / 255.0,) * channels, (0.0,) * channels)
 
     @classmethod
-    def from_config(cls, kind: str, mean: Sequence[float], std: Sequence[float]) -> "Normalization":
+    def from_config(cls, kind: str, mean: Sequence[float], std: Sequence[float]) -> Normalization:
         if kind == "caffe":
             return cls.caffe(len(mean))
         if kind == "none":
@@ -154,12 +155,12 @@ class InMemorySplit:
                 x = x.pin_memory()
             yield normalize(x.to(device, non_blocking=True)), self.labels[index].to(device, non_blocking=True)
 
-    def subset(self, n: int, seed: int) -> "InMemorySplit":
+    def subset(self, n: int, seed: int) -> InMemorySplit:
         """A fixed random subset of ``n`` examples (all of them if ``n`` >= len), e.g. OBD/ThiNet samples."""
         index = _subset_index(len(self), n, seed)
         return InMemorySplit(self.images[index], self.labels[index], self.norm, self.augment)
 
-    def as_loader(self, num_workers: int) -> "LoaderSplit":
+    def as_loader(self, num_workers: int) -> LoaderSplit:
         return LoaderSplit(MemoryDataset(self.images, self.labels), self.norm, augment=self.augment,
                            num_workers=num_workers)
 
@@ -223,7 +224,7 @@ class LoaderSplit:
                 x = crop_flip(x, *(p[index] for p in params))
             yield normalize(x.to(device, non_blocking=True)), y.to(device, torch.int64, non_blocking=True)
 
-    def subset(self, n: int, seed: int) -> "LoaderSplit":
+    def subset(self, n: int, seed: int) -> LoaderSplit:
         index = _subset_index(len(self), n, seed)
         return LoaderSplit(Subset(self.dataset, index.tolist()), self.norm, augment=self.augment,
                            num_workers=self.num_workers)

@@ -1,4 +1,8 @@
-"""Method registry: every module in this folder that defines ``METHOD`` is a method, named ``METHOD.name``."""
+"""Method registry: every module at the top of this folder is a method plugin that defines ``METHOD``.
+
+The shared machinery lives in the sub-package ``methods.pipeline`` (score → select → apply → recover), so the
+registry needs no list of modules to skip: a package is machinery, a module is a method.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +12,19 @@ from functools import cache
 
 from foundations.errors import UserError
 
-_MACHINERY = {"base", "masks", "select", "unstructured", "structured"}
-
 
 @cache
 def registry() -> dict:
     found = {}
     for info in pkgutil.iter_modules(__path__):
-        if info.ispkg or info.name in _MACHINERY:
+        if info.ispkg:
             continue
         module = importlib.import_module(f"{__name__}.{info.name}")
-        method = getattr(module, "METHOD", None)
-        if method is not None:
-            found[method.name] = method
+        found[module.METHOD.name] = module.METHOD
     return found
 
 
-def get_method(name):
+def get_method(name: str) -> type:
     methods = registry()
     if name not in methods:
         raise UserError(f"method.name: unknown method {name!r}; choose one of {', '.join(sorted(methods))}")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from methods.base import Method, MethodConfig
+from foundations.record import ExperimentRecord
+from methods.pipeline.api import Method, MethodConfig, Stages
 
 
 class Dense(Method):
@@ -10,9 +11,9 @@ class Dense(Method):
     kind = "dense"
     Config = MethodConfig
 
-    def run(self, exp):
-        dense = exp.dense_stage()
-        return exp.finish(dense, dense=dense)
+    def chain(self, stages: Stages) -> ExperimentRecord:
+        dense = stages.dense_stage()
+        return stages.finish(dense, dense=dense)
 
 
 METHOD = Dense

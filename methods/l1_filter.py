@@ -8,15 +8,16 @@ group's first layer.
 
 from __future__ import annotations
 
-from methods.structured import ChannelMethod
+from methods.pipeline.api import Stages
+from methods.pipeline.scores import l1_filter_scores
+from methods.pipeline.structured import ChannelMethod
 
 
 class L1Filter(ChannelMethod):
     name = "l1_filter"
 
-    def channel_scores(self, exp, model, groups):
-        modules = dict(model.named_modules())
-        return {g.name: modules[g.name].weight.detach().abs().flatten(1).sum(1) for g in groups}
+    def channel_scores(self, stages: Stages, model, groups):
+        return l1_filter_scores(model, groups)
 
 
 METHOD = L1Filter

@@ -18,14 +18,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-import torch
-
-from methods.base import Method, MethodConfig
-from methods.masks import classifier_name
-from methods.select import select
 from foundations.checks import check
 from foundations.errors import UserError
+from foundations.record import ExperimentRecord
+from foundations.seeds import REINIT_OFFSET
 from foundations.training import total_iterations
+from methods.pipeline.api import Method, MethodConfig, Stages
+from methods.pipeline.masks import classifier_name
+from methods.pipeline.scores import magnitude_scores, shuffled
+from methods.pipeline.select import select
 
 
 @dataclass
@@ -58,8 +59,8 @@ class Lottery(Method):
     def label(self) -> str:
         return "lottery" if self.cfg.control == "none" else f"lottery ({self.cfg.control})"
 
-    def validate(self, exp) -> None:
-        total = total_iterations(exp.run.train, exp.data.train.num_batches(exp.run.train.batch_size))
+    def validate(self, stages: Stages) -> None:
+        total = total_iterations(stages.train_config, stages.data.train.num_batches(stages.train_config.batch_size))
         if self.cfg.rewind_iteration >= total:
             raise UserError(f"method.rewind_iteration: {self.cfg.rewind_iteration} is beyond the training length "
                             f"({total} iterations)")
@@ -78,43 +79,43 @@ class Lottery(Method):
             lo, hi = (mid, hi) if _density(rates, sizes, mid) > target else (lo, mid)
         return [{n: (1 - rates[n]) ** (level if level < count else hi) for n in sizes} for level in range(1, count + 1)]
 
-    def run(self, exp):
-        base = exp.base_model()
-        names = exp.prunable(base)
+    def chain(self, stages: Stages) -> ExperimentRecord:
+        base = stages.base_model()
+        names = stages.prunable(base)
         params = dict(base.named_parameters())
         sizes = {n: params[n].numel() for n in names}
         k = self.cfg.rewind_iteration
-        init = exp.init_stage()
-        dense = exp.train_stage("level0", init, exp.run.train, snapshots=(k,) if k else ())
-        rewind, file = (init, "model.safetensors") if k == 0 else (dense, f"snapshot_{k}.safetensors")
+        init = stages.init_stage()
+        dense = stages.train_stage("level0", init, stages.train_config, snapshots=(k,) if k else ())
+        rewind, weights = (init, "selected") if k == 0 else (dense, k)
         state, pruned, history = dense, None, []
         for level, layers in enumerate(self.levels(sizes, classifier_name(base)), start=1):
             overall = sum(sizes[n] * layers[n] for n in names) / sum(sizes.values())
 
             def magnitude(model, alive, layers=layers, overall=overall):
-                weights = dict(model.named_parameters())
-                scores = {n: weights[n].detach().abs().cpu() for n in alive}
+                scores = magnitude_scores(model, alive)
                 return select(scores, alive, scope=self.cfg.scope, layer_targets=layers, global_target=overall), {}
 
             spec = {"rate": self.cfg.rate, "output_rate": self.cfg.output_rate, "scope": self.cfg.scope,
                     "level": level, "keep": round(overall, 12), "rewind_iteration": k}
-            pruned = exp.mask_stage(f"prune{level}", state, spec, magnitude, file="last.safetensors")
-            state = exp.train_stage(f"level{level}", rewind, exp.run.train, file=file, masks=pruned, start_iteration=k)
+            pruned = stages.mask_stage(f"prune{level}", state, spec, magnitude, weights="last")
+            state = stages.train_stage(f"level{level}", rewind, stages.train_config, weights=weights, masks=pruned,
+                                       start_iteration=k)
             history.append({"level": level, "density": overall, "early_stop_iteration": state.result["early_stop_iteration"],
                             "test_acc": state.result["selected"]["test_acc"]})
         if self.cfg.control == "reinit":
-            fresh = exp.init_stage("reinit", seed=exp.run.seed_for("init") + 1_000_003)
-            state = exp.train_stage("control", fresh, exp.run.train, masks=pruned)
+            fresh = stages.init_stage("reinit", seed=stages.seed("init") + REINIT_OFFSET)
+            state = stages.train_stage("control", fresh, stages.train_config, masks=pruned)
         elif self.cfg.control == "shuffle":
-            seed = exp.run.seed_for("prune")
+            seed = stages.seed("prune")
 
             def shuffle(model, alive):
-                gen = torch.Generator().manual_seed(seed)
-                return {n: m.flatten()[torch.randperm(m.numel(), generator=gen)].view_as(m) for n, m in alive.items()}, {}
+                return shuffled(alive, seed), {}
 
-            shuffled = exp.mask_stage("shuffle", pruned, {"shuffle_seed": seed}, shuffle)
-            state = exp.train_stage("control", rewind, exp.run.train, file=file, masks=shuffled, start_iteration=k)
-        return exp.finish(state, pruned=pruned, dense=dense, levels=history)
+            control = stages.mask_stage("shuffle", pruned, {"shuffle_seed": seed}, shuffle)
+            state = stages.train_stage("control", rewind, stages.train_config, weights=weights, masks=control,
+                                       start_iteration=k)
+        return stages.finish(state, pruned=pruned, dense=dense, levels=history)
 
 
 METHOD = Lottery

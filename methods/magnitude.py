@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from methods.base import Recovery
-from methods.unstructured import ScoreConfig, ScoreMethod
+from methods.pipeline.api import Stages
+from methods.pipeline.recover import Recovery
+from methods.pipeline.scores import magnitude_scores
+from methods.pipeline.unstructured import ScoreConfig, ScoreMethod
 
 
 @dataclass
@@ -25,9 +27,8 @@ class Magnitude(ScoreMethod):
     name = "magnitude"
     Config = MagnitudeConfig
 
-    def scores(self, exp, model, alive):
-        params = dict(model.named_parameters())
-        return {n: params[n].detach().abs() for n in alive}
+    def scores(self, stages: Stages, model, alive):
+        return magnitude_scores(model, alive)
 
 
 METHOD = Magnitude

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from methods.base import Recovery
-from methods.scores import hessian_diagonal, obd_saliency, predicted_loss_increase
-from methods.scores.hessian import ESTIMATORS
-from methods.unstructured import ScoreConfig, ScoreMethod
 from foundations.checks import check
+from methods.pipeline.api import Stages
+from methods.pipeline.recover import Recovery
+from methods.pipeline.scores import hessian_diagonal, obd_saliency, predicted_loss_increase
+from methods.pipeline.scores.hessian import ESTIMATORS
+from methods.pipeline.unstructured import ScoreConfig, ScoreMethod
 
 
 @dataclass
@@ -44,35 +45,35 @@ class OptimalBrainDamage(ScoreMethod):
     def variant_notes(self) -> list[str]:
         return ([self.cfg.estimator] if self.cfg.estimator != "ggn_exact" else []) + super().variant_notes()
 
-    def _samples(self, exp):
-        return exp.data.train.subset(self.cfg.samples, exp.run.seed_for("prune"))
+    def _samples(self, stages: Stages):
+        return stages.data.train.subset(self.cfg.samples, stages.seed("prune"))
 
-    def scores(self, exp, model, alive):
-        model = model.to(exp.device)
+    def scores(self, stages: Stages, model, alive):
+        model = model.to(stages.device)
         params = {n: p for n, p in model.named_parameters() if n in alive}
-        hdiag = hessian_diagonal(model, params, self._samples(exp).batches(512, device=exp.device), self.cfg.estimator,
+        hdiag = hessian_diagonal(model, params, self._samples(stages).batches(512, device=stages.device), self.cfg.estimator,
                                  n_samples=self.cfg.samples, probes=self.cfg.probes,
-                                 generator=torch.Generator().manual_seed(exp.run.seed_for("prune")), progress=exp.run.progress)
+                                 generator=torch.Generator().manual_seed(stages.seed("prune")), progress=stages.progress)
         return obd_saliency({n: p.detach().cpu() for n, p in params.items()}, hdiag)
 
-    def round_info(self, exp, model, alive, masks, scores) -> dict:
+    def round_info(self, stages: Stages, model, alive, masks, scores) -> dict:
         removed = {n: alive[n] & ~masks[n] for n in masks}
-        before = self._loss(exp, model)
+        before = self._loss(stages, model)
         with torch.no_grad():
             params = dict(model.named_parameters())
             saved = {n: params[n].detach().clone() for n in masks}
             for n, m in masks.items():
                 params[n].mul_(m.to(params[n].device))
-            after = self._loss(exp, model)
+            after = self._loss(stages, model)
             for n, value in saved.items():
                 params[n].copy_(value)
         return {"predicted_loss_increase": predicted_loss_increase(scores, removed), "measured_loss_increase": after - before}
 
     @torch.no_grad()
-    def _loss(self, exp, model) -> float:
+    def _loss(self, stages: Stages, model) -> float:
         model.eval()
         total, count = 0.0, 0
-        for x, y in self._samples(exp).batches(1000, device=exp.device):
+        for x, y in self._samples(stages).batches(1000, device=stages.device):
             total += F.cross_entropy(model(x), y, reduction="sum").item()
             count += len(y)
         return total / count

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
-from methods.select import select
-from methods.unstructured import ScoreConfig, ScoreMethod
 from foundations.checks import check
+from foundations.record import ExperimentRecord
+from methods.pipeline.api import Stages
+from methods.pipeline.scores import random_scores, shuffled
+from methods.pipeline.select import select
+from methods.pipeline.unstructured import ScoreConfig, ScoreMethod
 
 VARIANTS = ("layerwise", "global", "shuffle")
 
@@ -46,14 +47,13 @@ class RandomPruning(ScoreMethod):
         return ([self.cfg.variant] if self.cfg.variant != "layerwise" else []) + [
             n for n in super().variant_notes() if n not in ignored]
 
-    def validate(self, exp) -> None:
+    def validate(self, stages: Stages) -> None:
         if self.cfg.variant == "shuffle":
-            self._source_masks(exp)
+            self._source_masks(stages)
 
-    def _source_masks(self, exp) -> dict:
-        record = exp.source_experiment(dict(self.cfg.source), build=self.cfg.build_source)
-        stage = exp.stage_at(record["final_stage"])
-        return stage.tensors("masks.safetensors")
+    def _source_masks(self, stages: Stages) -> dict:
+        record = stages.source_experiment(dict(self.cfg.source), build=self.cfg.build_source)
+        return stages.stage_at(record.final_stage).masks()
 
     def mask_spec(self) -> dict:
         spec = super().mask_spec()
@@ -66,18 +66,17 @@ class RandomPruning(ScoreMethod):
         scope = "global" if self.cfg.variant == "global" else "layerwise"
         return select(scores, alive, scope=scope, layer_targets=layers, global_target=overall)
 
-    def scores(self, exp, model, alive):
-        gen = torch.Generator().manual_seed(exp.run.seed_for("prune"))
+    def scores(self, stages: Stages, model, alive):
+        seed = stages.seed("prune")
         if self.cfg.variant == "shuffle":
-            source = self._source_masks(exp)
-            return {n: source[n].flatten()[torch.randperm(source[n].numel(), generator=gen)].view_as(source[n])
-                    for n in alive}
-        return {n: torch.rand(alive[n].shape, generator=gen) for n in alive}
+            source = self._source_masks(stages)
+            return shuffled({n: source[n] for n in alive}, seed)
+        return random_scores({n: alive[n].shape for n in alive}, seed)
 
-    def run(self, exp):
+    def chain(self, stages: Stages) -> ExperimentRecord:
         if self.cfg.variant == "shuffle":
             self.cfg.rounds = 1
-        return super().run(exp)
+        return super().chain(stages)
 
 
 METHOD = RandomPruning

@@ -4,17 +4,16 @@ comes from ``seeds.prune``."""
 
 from __future__ import annotations
 
-import torch
-
-from methods.structured import ChannelMethod
+from methods.pipeline.api import Stages
+from methods.pipeline.scores import random_filter_scores
+from methods.pipeline.structured import ChannelMethod
 
 
 class RandomChannel(ChannelMethod):
     name = "random_channel"
 
-    def channel_scores(self, exp, model, groups):
-        gen = torch.Generator().manual_seed(exp.run.seed_for("prune"))
-        return {g.name: torch.rand(g.num_channels, generator=gen) for g in groups}
+    def channel_scores(self, stages: Stages, model, groups):
+        return random_filter_scores(groups, stages.seed("prune"))
 
 
 METHOD = RandomChannel

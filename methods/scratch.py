@@ -28,12 +28,13 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
-from methods import get_method, registry
-from methods.base import Method, MethodConfig
 from foundations.checks import check
 from foundations.errors import UserError
-
-REINIT_OFFSET = 1_000_003  # any fixed shift; keeps the scratch init independent of the source's init
+from foundations.record import ExperimentRecord
+from foundations.seeds import REINIT_OFFSET
+from foundations.training import TrainConfig
+from methods import get_method, registry
+from methods.pipeline.api import Method, MethodConfig, Stages
 
 
 @dataclass
@@ -81,34 +82,33 @@ class Scratch(Method):
     def source_config(self) -> dict:
         return {**self.cfg.source_overrides, "name": self.cfg.source, "sparsity": self.cfg.sparsity}
 
-    def validate(self, exp) -> None:
+    def validate(self, stages: Stages) -> None:
         get_method(self.cfg.source)  # an unknown source method: one line listing the methods
         if not self.cfg.build_source:  # resolve now, so a missing source stops the run before any stage is written
-            exp.source_experiment(self.source_config(), build=False)
+            stages.source_experiment(self.source_config(), build=False)
 
-    def run(self, exp):
-        record = exp.source_experiment(self.source_config(), build=self.cfg.build_source)
-        source_final = exp.stage_at(record["final_stage"])
-        structured = source_final.path("plan.json").exists()
-        if not structured and not source_final.path("masks.safetensors").exists():
+    def chain(self, stages: Stages) -> ExperimentRecord:
+        record = stages.source_experiment(self.source_config(), build=self.cfg.build_source)
+        source_final = stages.stage_at(record.final_stage)
+        structured = source_final.has_plan()
+        if not structured and not source_final.has_masks():
             raise UserError(f"method.source: the {self.cfg.source} experiment left neither a channel plan nor a mask; "
                             f"scratch needs a pruned architecture")
-        seed = self.cfg.reinit_seed if self.cfg.reinit_seed is not None else exp.run.seed_for("init") + REINIT_OFFSET
-        init = exp.init_stage("scratch_init", seed=seed, plan=source_final if structured else None)
-        train_cfg = self.budget_config(exp, record)
-        final = exp.train_stage("scratch", init, train_cfg, masks=None if structured else source_final)
-        return exp.finish(final, dense=exp.dense_stage(), source=self.source_config(),
-                          source_test_acc=record["test_acc"], source_stage=record["final_stage"],
-                          budget=self.cfg.budget, scratch_epochs=train_cfg.epochs,
-                          scratch_iterations=train_cfg.iterations,
-                          channel_sparsity=record.get("channel_sparsity"))
+        seed = self.cfg.reinit_seed if self.cfg.reinit_seed is not None else stages.seed("init") + REINIT_OFFSET
+        init = stages.init_stage("scratch_init", seed=seed, plan=source_final if structured else None)
+        train_cfg = self.budget_config(stages, record)
+        final = stages.train_stage("scratch", init, train_cfg, masks=None if structured else source_final)
+        return stages.finish(final, dense=stages.dense_stage(), source=self.source_config(),
+                             source_test_acc=record.test_acc, source_stage=record.final_stage,
+                             budget=self.cfg.budget, scratch_epochs=train_cfg.epochs,
+                             scratch_iterations=train_cfg.iterations, channel_sparsity=record.channel_sparsity)
 
-    def budget_config(self, exp, source_record: dict):
-        base = exp.run.train
+    def budget_config(self, stages: Stages, source_record: ExperimentRecord) -> TrainConfig:
+        base = stages.train_config
         if self.cfg.budget == "E":
             return base
         kwargs = dict(cap=self.cfg.budget_cap, rounding=self.cfg.epochs_rounding)
-        flops = (source_record["flops_dense"], source_record["flops_effective"])
+        flops = (source_record.flops_dense or 0, source_record.flops_effective or 0)
         if base.iterations is not None:
             return replace(base, iterations=scratch_b_length(base.iterations, *flops, **kwargs))
         return replace(base, epochs=scratch_b_length(base.epochs, *flops, **kwargs))

@@ -60,9 +60,9 @@ without the penalty. ``sparsity`` is the fraction of the *remaining* channels re
 per-iteration percentile, 50% for VGG, combined with "at most 50% per layer" = ``min_keep_fraction=0.5``), so the
 overall channel sparsity is ``1 − (1 − sparsity)^passes`` (recorded as ``channel_sparsity``). A later pass's plan
 indexes the compacted model's channels; it is composed with the earlier ones (kept index i of pass k maps to
-``keep_{k−1}[i]``) into one plan over the base architecture, which is what ``Experiment.model_from`` rebuilds.
+``keep_{k−1}[i]``) into one plan over the base architecture, which is what the experiment rebuilds from the stage.
 
-Record: ``dense_test_acc`` is the plain dense model's (``exp.dense_stage()``, shared across a sweep, so all methods
+Record: ``dense_test_acc`` is the plain dense model's (``stages.dense_stage()``, shared across a sweep, so all methods
 compare against the same "before"); ``sparsity_trained_test_acc`` is the sparsity-trained model's (the paper's
 "after sparsity training" row; the reference point for ``test_acc_before_recovery``).
 """
@@ -76,19 +76,20 @@ from typing import Optional
 import torch
 from torch import nn
 
-from methods.base import Recovery
-from methods.channels import ChannelPlan, channel_sparsity, compact, prunable_channel_groups, select_channels
-from methods.channels.plan import validate_plan
-from methods.masks import folded
-from methods.structured import ChannelConfig, ChannelMethod
 from foundations.checks import check, nondefault
 from foundations.errors import UserError
+from foundations.record import ExperimentRecord
 from foundations.training import Hooks
+from methods.pipeline.api import StageRef, Stages
+from methods.pipeline.channels import ChannelPlan, channel_sparsity, compact, prunable_channel_groups, select_channels
+from methods.pipeline.channels.plan import validate_plan
+from methods.pipeline.masks import folded
+from methods.pipeline.recover import Recovery, recovery_config
+from methods.pipeline.scores.filters import BN_MODELS, bn_scale_scores
+from methods.pipeline.structured import ChannelConfig, ChannelMethod
 
 _BN = nn.modules.batchnorm._BatchNorm
 FINE_TUNE = ("paper", "rethinking")
-BN_MODELS = "mlp_bn, conv_bn, vgg, resnet"
-PLAN = "plan.json"
 
 
 @dataclass
@@ -134,18 +135,6 @@ def set_bn_weight(value: float):
     return prepare
 
 
-def bn_scores(model: nn.Module, groups) -> dict[str, torch.Tensor]:
-    """|γ| of the BN after each group; the max over the members' BNs for a residual group (module docstring)."""
-    modules = dict(model.named_modules())
-    scores = {}
-    for g in groups:
-        if not g.bns:
-            raise UserError(f"method=slimming: channel group {g.name} is not followed by a BatchNorm, so it has no γ "
-                            f"to score; use a model with BN ({BN_MODELS})")
-        scores[g.name] = torch.stack([modules[bn].weight.detach().abs().cpu() for bn in g.bns]).amax(0)
-    return scores
-
-
 def compose(previous: Optional[ChannelPlan], plan: ChannelPlan) -> ChannelPlan:
     """``plan`` indexes the channels kept by ``previous``; return the same selection over the base architecture."""
     if previous is None:
@@ -163,20 +152,20 @@ class Slimming(ChannelMethod):
     def label(self) -> str:
         return self.name if self.cfg.passes == 1 else f"{self.name} ({self.cfg.passes} passes)"
 
-    def validate(self, exp) -> None:
-        model = exp.base_model()
+    def validate(self, stages: Stages) -> None:
+        model = stages.base_model()
         if not any(isinstance(m, _BN) and m.weight is not None for m in model.modules()):
-            raise UserError(f"method=slimming: model {exp.run.model.name} has no BatchNorm scales γ to regularize and "
+            raise UserError(f"method=slimming: model {stages.model_name} has no BatchNorm scales γ to regularize and "
                             f"prune; use a model with BN ({BN_MODELS}; not model.batchnorm=false)")
-        bn_scores(model, prunable_channel_groups(model, exp.example_input))  # every group needs a BN
+        bn_scale_scores(model, prunable_channel_groups(model, stages.example_input))  # every group needs a BN
 
-    def channel_scores(self, exp, model, groups):
-        return bn_scores(model, groups)
+    def channel_scores(self, stages: Stages, model, groups):
+        return bn_scale_scores(model, groups)
 
     def select(self, model: nn.Module, example_input: torch.Tensor) -> ChannelPlan:
         """The global-threshold plan over ``model``'s own channels (scores = |γ|)."""
         groups = prunable_channel_groups(model, example_input)
-        return select_channels(bn_scores(model, groups), groups, self.cfg.sparsity, scope=self.cfg.scope,
+        return select_channels(bn_scale_scores(model, groups), groups, self.cfg.sparsity, scope=self.cfg.scope,
                                min_keep_fraction=self.cfg.min_keep_fraction)
 
     def fine_tune_recovery(self) -> Recovery:
@@ -186,45 +175,45 @@ class Slimming(ChannelMethod):
     def plan_spec(self) -> dict:
         return {k: v for k, v in nondefault(self.cfg).items() if k not in ("name", "recovery", "fine_tune", "passes")}
 
-    def sparsity_stage(self, exp):
+    def sparsity_stage(self, stages: Stages) -> StageRef:
         """Pass 1's sparsity-regularized training from the γ-initialized dense init."""
         gamma = self.cfg.bn_weight_init
         if gamma is None:
-            init = exp.init_stage()
+            init = stages.init_stage()
         else:
-            init = exp.init_stage("slimming_init", prepare=set_bn_weight(gamma),
+            init = stages.init_stage("slimming_init", prepare=set_bn_weight(gamma),
                                   extra={"bn_weight_init": gamma})
-        return exp.train_stage("sparsity", init, exp.run.train, hooks=Hooks(before_step=[sparsity_hook(self.cfg.lam)]),
+        return stages.train_stage("sparsity", init, stages.train_config, hooks=Hooks(before_step=[sparsity_hook(self.cfg.lam)]),
                                extra={"slimming_l1_bn": self.cfg.lam})
 
-    def run(self, exp):
-        dense = exp.dense_stage()
-        sparse = self.sparsity_stage(exp)
-        fine_tune = exp.recovery_config(self.fine_tune_recovery())
-        base = exp.base_model().eval()
+    def chain(self, stages: Stages) -> ExperimentRecord:
+        dense = stages.dense_stage()
+        sparse = self.sparsity_stage(stages)
+        fine_tune = recovery_config(self.fine_tune_recovery(), stages.train_config)
+        base = stages.base_model().eval()
         source, pruned, per_pass = sparse, None, []
         for k in range(1, self.cfg.passes + 1):
             if k > 1:
-                source = exp.train_stage(f"sparsity_{k}", pruned, fine_tune,
+                source = stages.train_stage(f"sparsity_{k}", pruned, fine_tune,
                                          hooks=Hooks(before_step=[sparsity_hook(self.cfg.lam)]),
                                          extra={"slimming_l1_bn": self.cfg.lam})
-            previous = ChannelPlan.from_json(source.path(PLAN).read_text()) if source.path(PLAN).exists() else None
+            previous = source.plan() if source.has_plan() else None
 
             def build(model, previous=previous):
                 model = folded(model).cpu().eval()
-                step = self.select(model, exp.example_input)
+                step = self.select(model, stages.example_input)
                 plan = compose(previous, step)
                 validate_plan(plan, {key: base.get_submodule(key).weight.shape[0] for key in plan.keep})
                 info = {"channel_sparsity": channel_sparsity(plan, base),
                         "pass_channel_sparsity": channel_sparsity(step, model)}
-                return plan, compact(model, step, exp.example_input), info
+                return plan, compact(model, step, stages.example_input), info
 
             name = "prune" if k == 1 else f"prune_{k}"
-            pruned = exp.plan_stage(name, source, {**self.plan_spec(), "pass": k,
-                                                   "prune_seed": exp.run.seed_for("prune")}, build)
+            pruned = stages.plan_stage(name, source, {**self.plan_spec(), "pass": k,
+                                                   "prune_seed": stages.seed("prune")}, build)
             per_pass.append(pruned.result["pass_channel_sparsity"])
-        final = exp.train_stage("recover", pruned, fine_tune)
-        return exp.finish(final, pruned=pruned, dense=dense, channel_sparsity=pruned.result["channel_sparsity"],
+        final = stages.train_stage("recover", pruned, fine_tune)
+        return stages.finish(final, pruned=pruned, dense=dense, channel_sparsity=pruned.result["channel_sparsity"],
                           channel_sparsity_per_pass=per_pass,
                           sparsity_trained_test_acc=sparse.result["selected"]["test_acc"],
                           fine_tune=self.cfg.fine_tune)

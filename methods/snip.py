@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from methods.scores import snip_scores
-from methods.unstructured import ScoreConfig, ScoreMethod
 from foundations.checks import check
+from foundations.seeds import REINIT_OFFSET
+from methods.pipeline.api import Stages
+from methods.pipeline.scores import snip_scores
+from methods.pipeline.unstructured import ScoreConfig, ScoreMethod
 
 
 @dataclass
@@ -36,22 +38,22 @@ class Snip(ScoreMethod):
     name = "snip"
     Config = SnipConfig
 
-    def scores(self, exp, model, alive):
+    def scores(self, stages: Stages, model, alive):
         params = {n: p for n, p in model.named_parameters() if n in alive}
-        stream = exp.data.train.batches(self.cfg.batch_size, shuffle=True, seed=exp.run.seed_for("prune"))
+        stream = stages.data.train.batches(self.cfg.batch_size, shuffle=True, seed=stages.seed("prune"))
         batches = [batch for batch, _ in zip(stream, range(self.cfg.batches))]
-        return snip_scores(model.to(exp.device), params, batches)
+        return snip_scores(model.to(stages.device), params, batches)
 
     def variant_notes(self) -> list[str]:
         notes = super().variant_notes()
         notes += [f"{self.cfg.batches} batches"] if self.cfg.batches != 1 else []
         return notes + (["fresh init"] if self.cfg.fresh_init else [])
 
-    def recovery_stage(self, exp, round_index, pruned, source):
+    def recovery_stage(self, stages: Stages, round_index, pruned, source):
         if not self.cfg.fresh_init:
-            return super().recovery_stage(exp, round_index, pruned, source)
-        fresh = exp.init_stage("fresh_init", seed=exp.run.seed_for("init") + 1_000_003)
-        return exp.train_stage(f"train{round_index}", fresh, exp.run.train, masks=pruned)
+            return super().recovery_stage(stages, round_index, pruned, source)
+        fresh = stages.init_stage("fresh_init", seed=stages.seed("init") + REINIT_OFFSET)
+        return stages.train_stage(f"train{round_index}", fresh, stages.train_config, masks=pruned)
 
 
 METHOD = Snip

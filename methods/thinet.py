@@ -7,7 +7,7 @@ c (§3.1). Layer by layer (§3, Alg. 1 inside the loop of Fig. 1), in module ord
 1. Collect the training set (§3.2): run ``n_images`` training images (a fixed subset, ``seeds.prune``) through the
    current model in eval mode, hook the input of layer i+1 and, at ``locations_per_image`` random (output channel,
    position) locations per image (paper: 10), record x̂ (each input channel's contribution through the kernel) and
-   ŷ = y − b = Σ_c x̂_c (eq. 2–4). ``methods.channels.thinet.collect_contributions``.
+   ŷ = y − b = Σ_c x̂_c (eq. 2–4). ``methods.pipeline.channels.reconstruction.collect_contributions``.
 2. Select (§3.3): the removed set T, |T| = round(r_removed · C), minimizing Σ_i (Σ_{j∈T} x̂_{i,j})² (eq. 5), grown
    greedily one channel at a time (eq. 6, Alg. 1). ``method.sparsity`` is the fraction *removed* per layer; the
    paper's compression rate r is the fraction *kept* (ThiNet-50 = ``sparsity: 0.5``, ThiNet-30 = ``sparsity: 0.7``).
@@ -16,13 +16,13 @@ c (§3.1). Layer by layer (§3, Alg. 1 inside the loop of Fig. 1), in module ord
    input-channel slices (``rescale: true``, as the paper).
 4. Prune: filter c of layer i (weight rows, bias, the following BN's γ, β and running statistics) and input channel c
    of layer i+1 (for a Linear after a flatten, its ``in_features / C`` features of channel c) are cut out
-   (``methods.channels.compact``).
+   (``methods.pipeline.channels.compact``).
 5. Fine-tune briefly (paper: ~1 epoch at LR 1e-3, methods.md §3) — ``layer_fine_tune_epochs`` (or
    ``layer_fine_tune_iterations``) at ``train.lr × layer_fine_tune_lr_scale``, constant LR, last weights kept, data
    order from ``seeds.data``. Not after the last layer: the longer final fine-tune (``recovery``; paper ~12 epochs
    with ×0.1 steps) follows immediately.
 
-Which layers: every prunable channel group (``methods.channels.prunable_channel_groups``) that is a single
+Which layers: every prunable channel group (``methods.pipeline.channels.prunable_channel_groups``) that is a single
 Conv2d/Linear whose output feeds exactly one Conv2d/Linear (conv→conv, conv→linear through a flatten or global
 pool, linear→linear; the classifier is never pruned but is the "layer i+1" of the last hidden layer). Groups tied by a
 residual sum (CIFAR ResNet stages) are skipped, as the paper's ResNet-50 prunes only the first two convs of each
@@ -47,22 +47,30 @@ reconstruction error Σ(ŷ − ŷ_S)²/Σŷ² on the sample without and with the
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from methods.base import Recovery
-from methods.channels import channel_sparsity, compact, prunable_channel_groups
-from methods.channels.plan import ChannelGroup, ChannelPlan, min_kept
-from methods.channels.thinet import (collect_contributions, greedy_channel_selection, least_squares_scale,
-                                     reconstruction_error)
-from methods.masks import folded
-from methods.structured import ChannelConfig, ChannelMethod
 from foundations.checks import check
 from foundations.errors import UserError
+from foundations.record import ExperimentRecord
+from foundations.training import train
+from methods.pipeline.api import Stages
+from methods.pipeline.channels import channel_sparsity, compact, prunable_channel_groups
+from methods.pipeline.channels.plan import ChannelGroup, ChannelPlan, min_kept
+from methods.pipeline.channels.reconstruction import (
+    collect_contributions,
+    greedy_channel_selection,
+    least_squares_scale,
+    reconstruction_error,
+)
+from methods.pipeline.masks import folded
+from methods.pipeline.recover import Recovery, recovery_config
+from methods.pipeline.structured import ChannelConfig, ChannelMethod
 
 SELECTIONS = ("greedy_remove", "greedy_keep")
 
@@ -242,63 +250,61 @@ class ThiNet(ChannelMethod):
         groups = prunable_channel_groups(model, example_input)
         return layer_pairs(model, groups, self.cfg.layers)
 
-    def validate(self, exp) -> None:
-        model = exp.base_model()
+    def validate(self, stages: Stages) -> None:
+        model = stages.base_model()
         try:
-            pairs = self._pairs(model, exp.example_input)
+            pairs = self._pairs(model, stages.example_input)
         except UserError as err:
             if str(err).startswith("method."):
                 raise
             pairs = []  # e.g. no Linear classifier at all: no pair either
         if not pairs:
-            raise UserError(f"method=thinet: model {exp.run.model.name} has no prunable layer pair (a Conv2d/Linear "
+            raise UserError(f"method=thinet: model {stages.model_name} has no prunable layer pair (a Conv2d/Linear "
                             f"whose channels feed exactly one Conv2d/Linear); ThiNet needs at least two weight layers, "
                             f"e.g. one hidden layer (model.widths=[h])")
 
-    def _fine_tuner(self, exp) -> Optional[Callable[[nn.Module, int], nn.Module]]:
+    def _fine_tuner(self, stages: Stages) -> Optional[Callable[[nn.Module, int], nn.Module]]:
         cfg = self.cfg
         if cfg.layer_fine_tune_iterations == 0 or (cfg.layer_fine_tune_iterations is None
                                                    and cfg.layer_fine_tune_epochs == 0):
             return None
-        base = exp.run.train
+        base = stages.train_config
         train_cfg = replace(base, lr=base.lr * cfg.layer_fine_tune_lr_scale, schedule="constant", milestones=[],
                             warmup_iterations=0, selection="last", eval_every=0,
                             epochs=max(cfg.layer_fine_tune_epochs, 1), iterations=cfg.layer_fine_tune_iterations)
-        data_seed = exp.run.seed_for("data")
+        data_seed = stages.seed("data")
 
         def fine_tune(model: nn.Module, k: int) -> nn.Module:
-            from foundations.training import train
-
             # A new optimizer per layer (zero momentum), its own data order per layer (seed offset by k).
-            outcome = train(model, exp.data, train_cfg, data_seed=data_seed + 1000 * (k + 1), device=exp.device,
-                            progress=exp.run.progress, desc=f"thinet:fine-tune {k + 1}")
+            outcome = train(model, stages.data, train_cfg, data_seed=data_seed + 1000 * (k + 1), device=stages.device,
+                            progress=stages.progress, desc=f"thinet:fine-tune {k + 1}")
             model.load_state_dict(outcome.selected_state)
             return model
 
         return fine_tune
 
-    def run(self, exp):
-        dense = exp.dense_stage()
-        prune_seed = exp.run.seed_for("prune")
+    def chain(self, stages: Stages) -> ExperimentRecord:
+        dense = stages.dense_stage()
+        prune_seed = stages.seed("prune")
         spec = {**self.plan_spec(), "prune_seed": prune_seed}
-        if self._fine_tuner(exp) is not None:
-            spec["data_seed"] = exp.run.seed_for("data")
+        if self._fine_tuner(stages) is not None:
+            spec["data_seed"] = stages.seed("data")
 
         def build(model):
             model = folded(model).cpu().eval()
-            pairs = self._pairs(model, exp.example_input)
-            sample = exp.data.train.subset(self.cfg.n_images, seed=prune_seed)
+            pairs = self._pairs(model, stages.example_input)
+            sample = stages.data.train.subset(self.cfg.n_images, seed=prune_seed)
             plan, pruned, info = thinet_prune(model, pairs, sample, self.cfg,
                                               generator=torch.Generator().manual_seed(prune_seed),
-                                              example_input=exp.example_input, fine_tune=self._fine_tuner(exp),
-                                              progress=exp.run.progress)
+                                              example_input=stages.example_input, fine_tune=self._fine_tuner(stages),
+                                              progress=stages.progress)
             info["channel_sparsity"] = channel_sparsity(plan, model)
             info["kept_channels"] = {k: len(v) for k, v in plan.keep.items()}
             return plan, pruned, info
 
-        pruned = exp.plan_stage("prune", dense, spec, build)
-        final = exp.train_stage("recover", pruned, exp.recovery_config(self.cfg.recovery))
-        return exp.finish(final, pruned=pruned, dense=dense, channel_sparsity=pruned.result["channel_sparsity"],
+        pruned = stages.plan_stage("prune", dense, spec, build)
+        final = stages.train_stage("recover", pruned, recovery_config(self.cfg.recovery, stages.train_config))
+        return stages.finish(final, pruned=pruned, dense=dense, channel_sparsity=pruned.result["channel_sparsity"],
                           thinet_selection_seconds=pruned.result["thinet_selection_seconds"],
                           thinet_reconstruction=pruned.result["thinet_reconstruction"])
 

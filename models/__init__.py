@@ -7,18 +7,19 @@ MLPs flatten any input shape.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import torch
 from torch import nn
 
+from foundations.errors import UserError
 from models.config import INITS, MODEL_NAMES, VGG_CFGS, ModelConfig
 from models.init import initialize
 from models.lenet5 import LeNet5Caffe
 from models.mlp import MLP
 from models.resnet import ResNetCifar
 from models.vgg import VGG, ConvBN
-from foundations.errors import UserError
 
 __all__ = ["ModelConfig", "build_model", "initialize", "REGISTRY", "INITS", "MODEL_NAMES", "min_input_size"]
 

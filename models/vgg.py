@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from foundations.training import eval_mode
+
 
 class PlainConvNet(nn.Module):
     """``conv{i} → [bn{i}] → ReLU`` (3×3, padding 1; no conv bias when BN follows), max-pool 2 after the convs listed
@@ -30,11 +32,8 @@ class PlainConvNet(nn.Module):
             if batchnorm:
                 self.add_module(f"bn{i}", nn.BatchNorm2d(width))
             previous = width
-        with torch.no_grad():
-            was_training = self.training
-            self.eval()  # a dummy forward must not touch BN running statistics
+        with torch.no_grad(), eval_mode(self):  # a dummy forward must not touch BN running statistics
             flat = self.features(torch.zeros(1, *input_shape)).shape[1]
-            self.train(was_training)
         self.fc = nn.Linear(flat, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,7 @@ def _select(config: DictConfig, key: str) -> Optional[str]:
     try:
         value = OmegaConf.select(config, key, throw_on_missing=False)
         return None if value is None else str(value)
-    except Exception:  # noqa: BLE001 - an unresolvable interpolation
+    except Exception:
         return None
 
 
@@ -42,7 +42,7 @@ def results_root(config: DictConfig) -> Path:
 
             HydraConfig.instance().set_config(config)
             root = _select(config, "paths.results")
-        except Exception:  # noqa: BLE001
+        except Exception:
             root = None
     return Path(root) if root is not None else Path(os.getcwd()) / "results"
 
@@ -122,7 +122,7 @@ def sweep_size(config: DictConfig) -> Optional[int]:
         params = [f"{k}={v}" for k, v in (OmegaConf.select(config, "hydra.sweeper.params") or {}).items()]
         overrides = OverridesParser.create().parse_overrides(params + list(config.hydra.overrides.task))
         return len(BasicSweeper.split_arguments(overrides, None)[0])
-    except Exception:  # noqa: BLE001 - another sweeper's syntax: progress without a total
+    except Exception:
         return None
 
 
@@ -178,6 +178,6 @@ class ReportOnMultirunEnd(Callback):
             experiment = _select(config, "name") or "default"
             text = sweep_report(experiment, results_root(config), sweep_dir_of(config))
             print("\n" + text, flush=True)
-        except Exception:  # noqa: BLE001 - the sweep's results stand; the report can be redone by hand
+        except Exception:
             log.exception("the sweep finished but its report failed; redo it with "
                           "`python -m analysis.report --experiment <name>`")

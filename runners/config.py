@@ -21,7 +21,6 @@ from methods import get_method, registry
 from models.config import ModelConfig
 
 
-
 @dataclass
 class LoggerConfig:
     name: str = "wandb"  # wandb | none
@@ -49,7 +48,7 @@ class Paths:
     results: str = "results"
 
 
-def _schemas() -> dict[str, type]:
+def schemas() -> dict[str, type]:
     return {"train": TrainConfig, "logger": LoggerConfig, "dataset": DatasetConfig, "model": ModelConfig,
             "seeds": Seeds, "paths": Paths}
 
@@ -71,7 +70,7 @@ if not OmegaConf.has_resolver("pick"):
 def register_schemas() -> None:
     """Every group YAML extends its schema (``defaults: [/schema/<group>@_here_]``); methods register their own."""
     store = ConfigStore.instance()
-    for group, schema in _schemas().items():
+    for group, schema in schemas().items():
         store.store(group="schema", name=group, node=schema)
     for name, method in registry().items():
         store.store(group="schema/method", name=name, node=method.Config)
@@ -80,8 +79,8 @@ def register_schemas() -> None:
 
 
 @dataclass
-class RunConfig:
-    """The validated, typed view of one composed Hydra config."""
+class ExperimentConfig:
+    """The validated, typed view of one composed Hydra config: one experiment."""
 
     model: Any
     dataset: Any
@@ -92,7 +91,7 @@ class RunConfig:
     seeds: Seeds
     paths: Paths
     device: str
-    experiment: str
+    sweep: str  # config key `name`: the sweep this experiment belongs to (records' `experiment` field)
     threads: Optional[int]
     progress: bool
 
@@ -101,9 +100,8 @@ class RunConfig:
         return self.seed if explicit is None else explicit
 
 
-def validate(cfg: DictConfig) -> RunConfig:
-    schemas = _schemas()
-    sections = {name: typed(schema, cfg.get(name), name) for name, schema in schemas.items()}
+def validate(cfg: DictConfig) -> ExperimentConfig:
+    sections = {name: typed(schema, cfg.get(name), name) for name, schema in schemas().items()}
     method_name = OmegaConf.select(cfg, "method.name")
     method_cls = get_method(method_name)
     sections["method"] = typed(method_cls.Config, cfg.method, "method")
@@ -113,6 +111,6 @@ def validate(cfg: DictConfig) -> RunConfig:
     check(isinstance(seed, int) and seed >= 0, "seed", f"must be a non-negative integer (got {seed!r})")
     threads = cfg.get("threads")
     check(threads is None or (isinstance(threads, int) and threads >= 1), "threads", f"must be >= 1 (got {threads!r})")
-    return RunConfig(seed=seed, device=str(cfg.get("device", "auto")), experiment=str(cfg.get("name", "default")),
+    return ExperimentConfig(seed=seed, device=str(cfg.get("device", "auto")), sweep=str(cfg.get("name", "default")),
                      threads=threads, progress=bool(cfg.get("progress", True)), **sections)
 

@@ -1,46 +1,46 @@
 """One experiment = one method applied to one (model, dataset, seed): a chain of store stages, then a record.
 
-Stage folders are self-describing: a folder holding ``plan.json`` stores weights of the compacted architecture,
-one holding ``masks.safetensors`` stores masked weights. ``model_from(stage)`` rebuilds exactly that model, so every
-stage can start from any other: fine-tune starts from a mask stage, rewinding starts from the dense stage's
-``snapshot_<k>.safetensors`` with another stage's masks, Scratch-E/B start from a fresh init of a plan.
+``Experiment`` implements ``methods.pipeline.api.Stages``, the API methods are written against. Stage folders are
+self-describing (a stage with a channel plan stores weights of the compacted architecture, one with masks stores
+masked weights), so ``model_from(stage)`` rebuilds exactly that model and every stage can start from any other:
+fine-tune starts from a mask stage, rewinding starts from the dense stage's snapshot at iteration k with another
+stage's masks, Scratch-E/B start from a fresh init of a plan.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Optional
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from datasets import build_dataset
+from foundations.checks import nondefault, typed
+from foundations.errors import UserError
+from foundations.files import atomic_write_json
+from foundations.hashing import stage_hash
+from foundations.record import ExperimentRecord
+from foundations.seeds import generator
+from foundations.training import Hooks, TrainConfig, evaluate, resolve_device, train
 from methods import get_method
-from methods.base import Recovery
-from methods.masks import Masks, apply_masks, current_masks, folded, keep_masked, layer_density, prunable_names
+from methods.pipeline.api import BuildFn, SelectFn, Weights
+from methods.pipeline.channels import compact
+from methods.pipeline.masks import Masks, apply_masks, current_masks, folded, keep_masked, layer_density, prunable_names
 from models import build_model
 from models.init import initialize
 from runners import metrics as measure
-from foundations.checks import nondefault
-from foundations.training import TrainConfig
-from runners.config import RunConfig
-from foundations.training import Hooks, evaluate, resolve_device, train
-from foundations.files import atomic_write_json, save_tensors
-from foundations.hashing import stage_hash
-from runners.store import Stage, Store
+from runners.config import ExperimentConfig
+from runners.store import Stage, StageFiles, Store
 from runners.tracking import Tracker
 
 _NOT_DATA_IDENTITY = {"data_dir", "download", "num_workers"}
-MASKS, PLAN, WEIGHTS = "masks.safetensors", "plan.json", "model.safetensors"
-
-
-def generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
 def fold_state(state: dict) -> dict:
@@ -58,19 +58,27 @@ def fold_state(state: dict) -> dict:
 
 
 class Experiment:
-    def __init__(self, run: RunConfig, store: Store, tracker: Optional[Tracker] = None):
-        self.run = run
+    """One experiment's stages (``methods.pipeline.api.Stages``) over a store, and its record."""
+
+    def __init__(self, config: ExperimentConfig, store: Store, tracker: Optional[Tracker] = None):
+        self.config = config
         self.store = store
         self.tracker = tracker or Tracker()
-        self.device = resolve_device(run.device)
-        self.data = build_dataset(run.dataset)
-        self.method = get_method(run.method.name)(run.method)
-        spec = experiment_spec(run)
+        self.device = resolve_device(config.device)
+        self.data = build_dataset(config.dataset)
+        self.method = get_method(config.method.name)(config.method)
+        self.train_config: TrainConfig = config.train
+        self.progress = config.progress
+        self.model_name = config.model.name
+        spec = experiment_spec(config)
         self.identity = {"model": spec["model"], "dataset": spec["dataset"]}
         self.stage_hashes: dict[str, str] = {}
         self.wall_time: dict[str, float] = {}
         self.reused: dict[str, bool] = {}
         self._step = 0
+
+    def seed(self, purpose: str) -> int:
+        return self.config.seed_for(purpose)
 
     # ----------------------------------------------------------------------------------------------- models
     @property
@@ -78,21 +86,18 @@ class Experiment:
         return torch.zeros(1, *self.data.input_shape)
 
     def base_model(self, seed: Optional[int] = None) -> nn.Module:
-        seed = self.run.seed_for("init") if seed is None else seed
-        return build_model(self.run.model, self.data.input_shape, self.data.num_classes, generator=generator(seed))
+        seed = self.seed("init") if seed is None else seed
+        return build_model(self.config.model, self.data.input_shape, self.data.num_classes, generator=generator(seed))
 
-    def model_from(self, stage: Stage, file: str = WEIGHTS, masks: Optional[Masks] = None) -> nn.Module:
+    def model_from(self, stage: Stage, weights: Weights = "selected", masks: Optional[Masks] = None) -> nn.Module:
         """The model a stage stores (compacted by its plan, masked by its masks), on the experiment's device."""
         model = self.base_model()
-        if stage.path(PLAN).exists():
-            from methods.channels.apply import compact
-            from methods.channels.plan import ChannelPlan
-
-            model = compact(model, ChannelPlan.from_json(stage.path(PLAN).read_text()), self.example_input)
-        model.load_state_dict(stage.tensors(file))
+        if stage.has_plan():
+            model = compact(model, stage.plan(), self.example_input)
+        model.load_state_dict(stage.weights(weights))
         model.to(self.device)
-        if masks is None and stage.path(MASKS).exists():
-            masks = stage.tensors(MASKS)
+        if masks is None and stage.has_masks():
+            masks = stage.masks()
         if masks is not None:
             apply_masks(model, masks)
         return model
@@ -101,8 +106,9 @@ class Experiment:
         return prunable_names(model, self.method.cfg.prunable)
 
     # ----------------------------------------------------------------------------------------------- stages
-    def _stage(self, name: str, kind: str, spec: dict, parents: dict, compute: Callable[[Path], dict]) -> Stage:
-        stage = self.store.run(kind, {**self.identity, **spec}, {k: v for k, v in parents.items() if v}, compute)
+    def _stage(self, name: str, kind: str, spec: dict, parents: dict, compute: Callable[[StageFiles], dict]) -> Stage:
+        stage = self.store.get_or_compute(kind, {**self.identity, **spec}, {k: v for k, v in parents.items() if v},
+                                          compute)
         self.stage_hashes[name] = stage.hash
         self.reused[name] = stage.reused
         self.wall_time[name] = 0.0 if stage.reused else stage.result["wall_time_s"]
@@ -111,36 +117,32 @@ class Experiment:
     def init_stage(self, name: str = "init", *, seed: Optional[int] = None, plan: Optional[Stage] = None,
                    prepare: Optional[Callable[[nn.Module], None]] = None, extra: Optional[dict] = None) -> Stage:
         """Freshly initialized weights (of the plan's architecture when ``plan`` is given: Scratch-E/B)."""
-        seed = self.run.seed_for("init") if seed is None else seed
+        seed = self.seed("init") if seed is None else seed
 
-        def compute(folder: Path) -> dict:
+        def compute(files: StageFiles) -> dict:
             model = self.base_model(seed)
             if plan is not None:
-                from methods.channels.apply import compact
-                from methods.channels.plan import ChannelPlan
-
-                model = compact(model, ChannelPlan.from_json(plan.path(PLAN).read_text()), self.example_input)
-                initialize(model, self.run.model.init, generator(seed))
-                shutil.copy(plan.path(PLAN), folder / PLAN)
+                model = compact(model, plan.plan(), self.example_input)
+                initialize(model, self.config.model.init, generator(seed))
+                files.plan(plan.plan())
             if prepare is not None:
                 prepare(model)
-            save_tensors(folder / WEIGHTS, model.state_dict())
+            files.weights(model.state_dict())
             return {"init_seed": seed}
 
         return self._stage(name, "init", {"init_seed": seed, "extra": extra}, {"plan": plan and plan.hash}, compute)
 
-    def train_stage(self, name: str, start: Stage, train_cfg: TrainConfig, *, file: str = WEIGHTS,
+    def train_stage(self, name: str, start: Stage, train_cfg: TrainConfig, *, weights: Weights = "selected",
                     masks: Optional[Stage] = None, hooks: Optional[Hooks] = None, extra: Optional[dict] = None,
                     start_iteration: int = 0, snapshots: tuple[int, ...] = ()) -> Stage:
-        """Train from a stage's weights (``file``), with ``masks`` (default: the start stage's own) kept fixed.
+        """Train from a stage's ``weights``, with ``masks`` (default: the start stage's own) kept fixed.
 
         ``extra`` must describe anything in ``hooks`` that changes the result (it is hashed).
         """
-        data_seed = self.run.seed_for("data")
+        data_seed = self.seed("data")
 
-        def compute(folder: Path) -> dict:
-            mask_tensors = masks.tensors(MASKS) if masks is not None else None
-            model = self.model_from(start, file, masks=mask_tensors)
+        def compute(files: StageFiles) -> dict:
+            model = self.model_from(start, weights, masks=masks.masks() if masks is not None else None)
             stage_hooks = copy.copy(hooks) if hooks else Hooks()
             attached = current_masks(model)
             if attached:
@@ -153,55 +155,58 @@ class Experiment:
                 self.tracker.log({f"{name}/{k}": v for k, v in row.items()}, step=self._step)
 
             outcome = train(model, self.data, train_cfg, data_seed=data_seed, device=self.device, hooks=stage_hooks,
-                            start_iteration=start_iteration, snapshots=snapshots, checkpoint=folder / "checkpoint.pt",
-                            on_eval=on_eval, progress=self.run.progress, desc=f"{self.method.name}:{name}")
-            save_tensors(folder / WEIGHTS, fold_state(outcome.selected_state))
-            save_tensors(folder / "last.safetensors", fold_state(model.state_dict()))
+                            start_iteration=start_iteration, snapshots=snapshots, checkpoint=files.checkpoint,
+                            on_eval=on_eval, progress=self.progress, desc=f"{self.method.name}:{name}")
+            files.weights(fold_state(outcome.selected_state))
+            files.weights(fold_state(model.state_dict()), "last")
             for iteration, state in outcome.snapshots.items():
-                save_tensors(folder / f"snapshot_{iteration}.safetensors", fold_state(state))
+                files.weights(fold_state(state), iteration)
             if attached:
-                save_tensors(folder / MASKS, attached)
-            if start.path(PLAN).exists():
-                shutil.copy(start.path(PLAN), folder / PLAN)
-            (folder / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in outcome.metrics))
+                files.masks(attached)
+            if start.has_plan():
+                files.plan(start.plan())
+            files.metrics(outcome.metrics)
             return {"selected": outcome.selected, "final": outcome.final, "iterations": outcome.iterations,
                     "early_stop_iteration": outcome.early_stop_iteration, "train": asdict(train_cfg)}
 
-        spec = {"train": nondefault(train_cfg), "data_seed": data_seed, "file": file, "extra": extra,
-                "start_iteration": start_iteration, "snapshots": list(snapshots)}
+        spec = {"train": nondefault(train_cfg), "data_seed": data_seed, "file": Store.weights_id(weights),
+                "extra": extra, "start_iteration": start_iteration, "snapshots": list(snapshots)}
         return self._stage(name, "train", spec, {"start": start.hash, "masks": masks and masks.hash}, compute)
 
-    def mask_stage(self, name: str, source: Stage, spec: dict,
-                   select: Callable[[nn.Module, Masks], tuple[Masks, dict]], *, file: str = WEIGHTS) -> Stage:
+    def mask_stage(self, name: str, source: Stage, spec: dict, select: SelectFn, *,
+                   weights: Weights = "selected") -> Stage:
         """Score and select: ``select(plain_model, alive_masks) -> (new masks, info)``; the stage stores the masks,
         the masked weights (a fine-tune can start here), ``info`` and the accuracy right after pruning."""
 
-        def compute(folder: Path) -> dict:
-            model = self.model_from(source, file)
+        def compute(files: StageFiles) -> dict:
+            model = self.model_from(source, weights)
             alive = current_masks(model)
             plain = folded(model)
-            names = self.prunable(plain)
-            alive = {n: alive.get(n, torch.ones_like(dict(plain.named_parameters())[n], dtype=torch.bool).cpu())
-                     for n in names}
+            params = dict(plain.named_parameters())
+            alive = {n: alive.get(n, torch.ones_like(params[n], dtype=torch.bool).cpu()) for n in self.prunable(plain)}
             new_masks, info = select(plain, alive)
             pruned = apply_masks(plain, new_masks)
-            save_tensors(folder / MASKS, new_masks)
-            save_tensors(folder / WEIGHTS, fold_state(pruned.state_dict()))
+            files.masks(new_masks)
+            files.weights(fold_state(pruned.state_dict()))
             return {"info": info, "after_pruning": self.accuracy(pruned), "layer_density": layer_density(new_masks)}
 
-        return self._stage(name, "prune", {"method": self.method.name, **spec}, {"source": source.hash}, compute)
+        return self._stage(name, "prune", self._prune_spec(spec, weights), {"source": source.hash}, compute)
 
-    def plan_stage(self, name: str, source: Stage, spec: dict,
-                   build: Callable[[nn.Module], tuple[object, nn.Module, dict]], *, file: str = WEIGHTS) -> Stage:
+    def plan_stage(self, name: str, source: Stage, spec: dict, build: BuildFn, *,
+                   weights: Weights = "selected") -> Stage:
         """Structured pruning: ``build(model) -> (plan over the base architecture, compacted model, info)``."""
 
-        def compute(folder: Path) -> dict:
-            plan, compacted, info = build(self.model_from(source, file))
-            (folder / PLAN).write_text(plan.to_json())
-            save_tensors(folder / WEIGHTS, compacted.state_dict())
+        def compute(files: StageFiles) -> dict:
+            plan, compacted, info = build(self.model_from(source, weights))
+            files.plan(plan)
+            files.weights(compacted.state_dict())
             return {**info, "after_pruning": self.accuracy(compacted)}
 
-        return self._stage(name, "prune", {"method": self.method.name, **spec}, {"source": source.hash}, compute)
+        return self._stage(name, "prune", self._prune_spec(spec, weights), {"source": source.hash}, compute)
+
+    def _prune_spec(self, spec: dict, weights: Weights) -> dict:
+        # Which weights of the source are pruned changes the result; "selected" (the original behaviour) is implied.
+        return {"method": self.method.name, **spec, **({} if weights == "selected" else {"weights": weights})}
 
     def accuracy(self, model: nn.Module) -> dict:
         model.to(self.device)
@@ -209,47 +214,29 @@ class Experiment:
         test_loss, test_acc = evaluate(model, self.data.test, self.device)
         return {"val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc}
 
-    # ----------------------------------------------------------------------------------------------- helpers
-    def recovery_config(self, recovery: Recovery, base: Optional[TrainConfig] = None) -> TrainConfig:
-        base = base or self.run.train
-        changes = {"lr": (recovery.lr if recovery.lr is not None else base.lr) * recovery.lr_scale}
-        if recovery.epochs is not None:
-            changes.update(epochs=recovery.epochs, iterations=None)
-        if recovery.schedule is not None:
-            changes["schedule"] = recovery.schedule
-        if recovery.milestones is not None:
-            changes["milestones"] = list(recovery.milestones)
-        return replace(base, **changes)
-
     def stage_at(self, ref: str) -> Stage:
-        """A stage named ``kind/hash`` (as records store them)."""
-        kind, digest = ref.split("/")
-        folder = self.store.stage_dir(kind, digest)
-        return Stage(kind, digest, folder, json.loads((folder / "result.json").read_text()), True)
+        return self.store.at(ref)
 
-    def source_experiment(self, overrides: dict, *, build: bool = True) -> dict:
+    def source_experiment(self, overrides: dict, *, build: bool = True) -> ExperimentRecord:
         """The record of another method's experiment on the same model/data/seed, referenced by its config
         (``{name: slimming, sparsity: 0.5}``) and resolved through the store; computed (and shared) if missing."""
-        from foundations.errors import UserError
-
-        name = overrides.get("name")
-        source_run = source_run_config(self.run, overrides)
-        found = self.store.find("experiment", experiment_spec(source_run))
+        source_config = source_experiment_config(self.config, overrides)
+        found = self.store.find("experiment", experiment_spec(source_config))
         if found is not None and found.result.get("status") == "ok":
-            return found.result
+            return ExperimentRecord.from_dict(found.result)
         if not build:
-            raise UserError(f"method.source: no finished {name} experiment with {dict(overrides)} on "
-                            f"{self.run.model.name}/{self.run.dataset.name} seed {self.run.seed} in {self.store.root}; "
-                            f"run it first or set method.build_source=true")
-        return run_experiment(source_run, self.store)
+            raise UserError(f"method.source: no finished {overrides.get('name')} experiment with {dict(overrides)} on "
+                            f"{self.model_name}/{self.config.dataset.name} seed {self.config.seed} in "
+                            f"{self.store.root}; run it first or set method.build_source=true")
+        return ExperimentRecord.from_dict(run_experiment(source_config, self.store))
 
     def dense_stage(self) -> Stage:
         """The plain dense model every after-training method starts from (shared across methods in a sweep)."""
-        return self.train_stage("dense", self.init_stage(), self.run.train)
+        return self.train_stage("dense", self.init_stage(), self.train_config)
 
     # ----------------------------------------------------------------------------------------------- record
     def finish(self, final: Stage, *, pruned: Optional[Stage] = None, dense: Optional[Stage] = None,
-               **extra) -> dict:
+               **extra: Any) -> ExperimentRecord:
         """Build the experiment record from the final stage (validation-selected weights)."""
         model = self.model_from(final)
         masks = current_masks(model)
@@ -265,90 +252,77 @@ class Experiment:
         flops_dense = measure.count_flops(base, self.data.input_shape)["flops_dense"]
         flops_effective = measure.count_flops(plain, self.data.input_shape)["flops_effective"]
         selected = final.result["selected"]
-        record = {
-            "status": "ok", "error": None, "experiment": self.run.experiment, "method": self.method.name,
-            "label": self.method.label(), "kind": self.method.kind, "model": self.run.model.name,
-            "dataset": self.run.dataset.name, "seed": self.run.seed,
-            "seeds": {p: self.run.seed_for(p) for p in ("init", "data", "prune")},
-            "target_sparsity": self.run.method.sparsity,
-            "density": prunable_nonzero / max(prunable_total, 1),
-            "sparsity_all_params": 1 - params_nonzero / params_dense,
-            "compression": params_dense / max(params_nonzero, 1),
-            "params_total": params_dense, "params_nonzero": params_nonzero,
-            "flops_dense": flops_dense, "flops_effective": flops_effective,
-            "speedup_theoretical": flops_dense / max(flops_effective, 1),
-            "val_acc": selected["val_acc"], "test_acc": selected["test_acc"],
-            "selected_iteration": selected["iteration"], "early_stop_iteration": final.result["early_stop_iteration"],
-            "test_acc_before_recovery": pruned.result["after_pruning"]["test_acc"] if pruned else None,
-            "dense_test_acc": dense.result["selected"]["test_acc"] if dense else None,
-            "dense_stage": dense.hash if dense else None,  # whatever the method named it (lottery: level0)
-            "final_stage": f"train/{final.hash}" if final.kind == "train" else f"{final.kind}/{final.hash}",
-            "stage_hashes": dict(self.stage_hashes), "wall_time_s": dict(self.wall_time),
-            "stages_reused": dict(self.reused),
-            "prunable": {**asdict(self.method.cfg.prunable), "tensors": dense_names},
-            "per_layer_density": {n: (int((final_params[n] != 0).sum()) / dense_params[n].numel()) if n in final_params
-                                  else 0.0 for n in dense_names},
-            "latency_ms": None,
-            **extra,
-        }
-        if masks:
-            record["per_layer_density"].update(layer_density(masks))
-        if final.path(PLAN).exists():
-            record["latency_ms"] = {"dense": measure.measure_latency_ms(base, self.data.input_shape),
-                                    "pruned": measure.measure_latency_ms(plain, self.data.input_shape)}
-        return record
+        per_layer = {n: (int((final_params[n] != 0).sum()) / dense_params[n].numel()) if n in final_params else 0.0
+                     for n in dense_names}
+        per_layer.update(layer_density(masks) if masks else {})
+        latency = None
+        if final.has_plan():
+            latency = {"dense": measure.measure_latency_ms(base, self.data.input_shape),
+                       "pruned": measure.measure_latency_ms(plain, self.data.input_shape)}
+        return ExperimentRecord(
+            experiment=self.config.sweep, method=self.method.name, label=self.method.label(), kind=self.method.kind,
+            model=self.model_name, dataset=self.config.dataset.name, seed=self.config.seed,
+            seeds={p: self.seed(p) for p in ("init", "data", "prune")}, target_sparsity=self.config.method.sparsity,
+            density=prunable_nonzero / max(prunable_total, 1), sparsity_all_params=1 - params_nonzero / params_dense,
+            compression=params_dense / max(params_nonzero, 1), params_total=params_dense,
+            params_nonzero=params_nonzero, flops_dense=flops_dense, flops_effective=flops_effective,
+            speedup_theoretical=flops_dense / max(flops_effective, 1), latency_ms=latency,
+            val_acc=selected["val_acc"], test_acc=selected["test_acc"], selected_iteration=selected["iteration"],
+            early_stop_iteration=final.result["early_stop_iteration"],
+            test_acc_before_recovery=pruned.result["after_pruning"]["test_acc"] if pruned else None,
+            dense_test_acc=dense.result["selected"]["test_acc"] if dense else None,
+            dense_stage=dense.hash if dense else None, final_stage=final.ref,
+            stage_hashes=dict(self.stage_hashes), wall_time_s=dict(self.wall_time), stages_reused=dict(self.reused),
+            prunable={**asdict(self.method.cfg.prunable), "tensors": dense_names}, per_layer_density=per_layer,
+            **extra)
 
 
-def source_run_config(run: RunConfig, overrides: dict) -> RunConfig:
-    """``run`` with its method replaced by ``conf/method/<overrides.name>.yaml`` updated with ``overrides``."""
-    from omegaconf import OmegaConf
-
-    from foundations.checks import typed
-    from foundations.errors import UserError
-
+def source_experiment_config(config: ExperimentConfig, overrides: dict) -> ExperimentConfig:
+    """``config`` with its method replaced by ``conf/method/<overrides.name>.yaml`` updated with ``overrides``."""
     name = overrides.get("name")
-    path = Path(__file__).resolve().parent.parent / "conf" / "method" / f"{name}.yaml"
+    path = CONF / "method" / f"{name}.yaml"
     if not path.exists():
         raise UserError(f"method.source.name: no method config {name!r} (conf/method/{name}.yaml)")
     defaults = OmegaConf.load(path)
     defaults.pop("defaults", None)  # the schema link; ``typed`` below applies the schema
     node = OmegaConf.merge(defaults, overrides)
-    return replace(run, method=typed(get_method(name).Config, node, "method.source"))
+    return replace(config, method=typed(get_method(name).Config, node, "method.source"))
 
 
-def experiment_spec(run: RunConfig) -> dict:
+def experiment_spec(config: ExperimentConfig) -> dict:
     """What identifies an experiment's record (its folder under ``runs/experiment/``)."""
-    return {"model": nondefault(run.model),
-            "dataset": {k: v for k, v in nondefault(run.dataset).items() if k not in _NOT_DATA_IDENTITY},
-            "method": nondefault(run.method), "train": nondefault(run.train), "seed": run.seed,
-            "seeds": nondefault(run.seeds), "experiment": run.experiment}
+    return {"model": nondefault(config.model),
+            "dataset": {k: v for k, v in nondefault(config.dataset).items() if k not in _NOT_DATA_IDENTITY},
+            "method": nondefault(config.method), "train": nondefault(config.train), "seed": config.seed,
+            "seeds": nondefault(config.seeds), "experiment": config.sweep}
 
 
-def run_experiment(run: RunConfig, store: Store, tracker: Optional[Tracker] = None) -> dict:
+def run_experiment(config: ExperimentConfig, store: Store, tracker: Optional[Tracker] = None) -> dict:
     """Run (or reuse) one experiment; its record is ``runs/experiment/<hash>/result.json``."""
-    spec = experiment_spec(run)
+    spec = experiment_spec(config)
     existing = store.find("experiment", spec)
     if existing is not None and existing.result.get("status") == "ok":
         return existing.result
-    exp = Experiment(run, store, tracker)
+    exp = Experiment(config, store, tracker)
     exp.method.validate(exp)
     start = time.perf_counter()
     (store.stage_dir("experiment", stage_hash("experiment", spec, {})) / "result.json").unlink(missing_ok=True)
 
-    def compute(folder: Path) -> dict:
-        record = exp.method.run(exp)
-        record["wall_time_s"]["total"] = time.perf_counter() - start
-        return record
+    def compute(files: StageFiles) -> dict:
+        record = exp.method.chain(exp)
+        record.wall_time_s["total"] = time.perf_counter() - start
+        return record.to_dict()
 
-    return store.run("experiment", spec, {}, compute).result
+    return store.get_or_compute("experiment", spec, {}, compute).result
 
 
-def record_failure(run: RunConfig, store: Store, error: BaseException) -> dict:
+def record_failure(config: ExperimentConfig, store: Store, error: BaseException) -> dict:
     """A failed experiment is recorded as failed (and retried by the next sweep); the sweep goes on."""
-    record = {"status": "failed", "error": f"{type(error).__name__}: {error}", "experiment": run.experiment,
-              "method": run.method.name, "label": run.method.name, "model": run.model.name,
-              "dataset": run.dataset.name, "seed": run.seed, "target_sparsity": run.method.sparsity}
-    folder = store.stage_dir("experiment", stage_hash("experiment", experiment_spec(run), {}))
+    record = ExperimentRecord(status="failed", error=f"{type(error).__name__}: {error}", experiment=config.sweep,
+                              method=config.method.name, label=config.method.name, model=config.model.name,
+                              dataset=config.dataset.name, seed=config.seed,
+                              target_sparsity=config.method.sparsity).to_dict()
+    folder = store.stage_dir("experiment", stage_hash("experiment", experiment_spec(config), {}))
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / "result.json", record)
     return record

@@ -17,12 +17,13 @@ from __future__ import annotations
 import copy
 import statistics
 import time
-from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Optional
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from foundations.training import eval_mode
 
 Masks = dict[str, torch.Tensor]
 COUNTED_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -66,18 +67,6 @@ def count_params(model: nn.Module, masks: Optional[Masks] = None) -> dict:
     return {"params_total": total, "params_nonzero": nonzero}
 
 
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode for the duration (BN must not update running statistics), restoring every module's own flag."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, mode in modes:
-            module.training = mode
-
-
 def _device(model: nn.Module) -> torch.device:
     first = next(model.parameters(), None)
     return first.device if first is not None else torch.device("cpu")
@@ -90,7 +79,7 @@ def count_flops(model: nn.Module, input_shape, masks: Optional[Masks] = None) ->
     matrix products outside such modules count fully) and ``per_layer`` {module name: {"macs", "density"}}.
     """
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), _eval_mode(model):
+    with torch.no_grad(), eval_mode(model):
         x = torch.zeros(1, *input_shape, device=_device(model))
         with counter:
             model(x)
@@ -124,7 +113,7 @@ def measure_latency_ms(model: nn.Module, input_shape, batch_sizes=(1, 256), repe
         model = copy.deepcopy(model).cpu()
     gen = torch.Generator().manual_seed(0)
     out: dict[str, float] = {}
-    with torch.inference_mode(), _eval_mode(model):
+    with torch.inference_mode(), eval_mode(model):
         for batch in batch_sizes:
             x = torch.randn(batch, *input_shape, generator=gen)
             for _ in range(warmup):

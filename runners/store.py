@@ -1,6 +1,6 @@
 """Content-addressed stage folders: ``<root>/runs/<kind>/<hash>/``.
 
-A stage's hash covers its spec (only fields that differ from their defaults — see ``runners.config.nondefault``)
+A stage's hash covers its spec (only fields that differ from their defaults — see ``foundations.checks.nondefault``)
 and the hashes of its parent stages, so a sweep shares every stage it can: 8 methods × 5 sparsities × 3 seeds train
 each dense model once. ``result.json`` is written last and atomically, with a checksum of every file it vouches for;
 a folder without it is incomplete (and resumable), a folder whose files fail their checksum is recomputed.
@@ -13,35 +13,91 @@ import json
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import yaml
 from filelock import FileLock
 
-from foundations.files import atomic_write_json, load_tensors
+from foundations.errors import UserError
+from foundations.files import atomic_write_json, atomic_write_text, load_tensors, save_tensors
 from foundations.hashing import canonical, file_sha256, stage_hash
+from methods.pipeline.api import Weights
+from methods.pipeline.channels import ChannelPlan
 
 RESULT = "result.json"
 CHECKPOINT = "checkpoint.pt"
-_NOT_VOUCHED = {RESULT, CHECKPOINT, ".lock", "metrics.jsonl"}
+METRICS = "metrics.jsonl"
+_NOT_VOUCHED = {RESULT, CHECKPOINT, ".lock", METRICS}
+# The only place that names the files of a stage folder.
+_WEIGHTS = {"selected": "model.safetensors", "last": "last.safetensors"}
+_MASKS, _PLAN = "masks.safetensors", "plan.json"
+
+
+def _weights_file(which: Weights) -> str:
+    if isinstance(which, int):
+        return f"snapshot_{which}.safetensors"
+    if which not in _WEIGHTS:
+        raise ValueError(f"unknown weights {which!r}: selected, last or a snapshot iteration")
+    return _WEIGHTS[which]
 
 
 @dataclass
 class Stage:
+    """A finished stage folder: its result and its stored weights, masks or channel plan."""
+
     kind: str
     hash: str
     dir: Path
     result: dict
     reused: bool
 
-    def path(self, name: str) -> Path:
-        return self.dir / name
+    @property
+    def ref(self) -> str:
+        return f"{self.kind}/{self.hash}"
 
-    def tensors(self, name: str) -> dict[str, torch.Tensor]:
-        return load_tensors(self.dir / name)
+    def has_plan(self) -> bool:
+        return (self.dir / _PLAN).exists()
+
+    def has_masks(self) -> bool:
+        return (self.dir / _MASKS).exists()
+
+    def plan(self) -> ChannelPlan:
+        return ChannelPlan.from_json((self.dir / _PLAN).read_text())
+
+    def masks(self) -> dict[str, torch.Tensor]:
+        return load_tensors(self.dir / _MASKS)
+
+    def weights(self, which: Weights = "selected") -> dict[str, torch.Tensor]:
+        return load_tensors(self.dir / _weights_file(which))
+
+    def metrics(self) -> list[dict]:
+        """The per-evaluation rows of a training stage (empty for other stages)."""
+        path = self.dir / METRICS
+        return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+
+
+class StageFiles:
+    """What a stage's ``compute`` writes into its folder (each file atomically)."""
+
+    def __init__(self, folder: Path):
+        self.dir = folder
+        self.checkpoint = folder / CHECKPOINT  # the training loop's resumable state; deleted once the stage is done
+
+    def weights(self, state: dict[str, torch.Tensor], which: Weights = "selected") -> None:
+        save_tensors(self.dir / _weights_file(which), state)
+
+    def masks(self, masks: dict[str, torch.Tensor]) -> None:
+        save_tensors(self.dir / _MASKS, masks)
+
+    def plan(self, plan: ChannelPlan) -> None:
+        atomic_write_text(self.dir / _PLAN, plan.to_json())
+
+    def metrics(self, rows: list[dict]) -> None:
+        atomic_write_text(self.dir / METRICS, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 class Store:
@@ -59,7 +115,22 @@ class Store:
         result = self._verified(folder)
         return Stage(kind, digest, folder, result, True) if result is not None else None
 
-    def run(self, kind: str, spec: dict, parents: Optional[dict[str, str]], compute: Callable[[Path], dict]) -> Stage:
+    @staticmethod
+    def weights_id(which: Weights) -> str:
+        """How a choice of weights is named in a stage spec (the file it is stored in, as hashes always said)."""
+        return _weights_file(which)
+
+    def at(self, ref: str) -> Stage:
+        """The finished stage named ``kind/hash`` (as records name stages), verified against its checksums."""
+        kind, _, digest = ref.partition("/")
+        folder = self.stage_dir(kind, digest)
+        result = self._verified(folder)
+        if result is None:
+            raise UserError(f"stage {ref}: missing or corrupt in {self.root}; rerun the experiment that made it")
+        return Stage(kind, digest, folder, result, True)
+
+    def get_or_compute(self, kind: str, spec: dict, parents: Optional[dict[str, str]],
+                       compute: Callable[[StageFiles], dict]) -> Stage:
         """Reuse the stage if complete; otherwise compute it under a lock (``compute`` writes files into the folder
         and returns the result fields)."""
         parents = parents or {}
@@ -78,7 +149,7 @@ class Store:
                                                                                       "parents": parents})),
                                                                sort_keys=True))
             start = time.perf_counter()
-            fields = compute(folder)
+            fields = compute(StageFiles(folder))
             files = {p.name: file_sha256(p) for p in sorted(folder.iterdir())
                      if p.is_file() and p.name not in _NOT_VOUCHED and not p.name.startswith(".")}
             result = {"wall_time_s": time.perf_counter() - start, **fields, "stage_kind": kind, "hash": digest,
@@ -99,7 +170,7 @@ class Store:
         except (OSError, json.JSONDecodeError) as err:
             bad = [f"{RESULT} ({err})"]
         if bad:
-            warnings.warn(f"stage {folder} is corrupt ({', '.join(bad)} failed its checksum); recomputing it")
+            warnings.warn(f"stage {folder} is corrupt ({', '.join(bad)} failed its checksum); recomputing it", stacklevel=2)
             return None
         return result
 

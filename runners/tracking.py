@@ -4,10 +4,10 @@ W&B is switched off for the rest of the run, never failing the experiment."""
 from __future__ import annotations
 
 import logging
-import netrc
-import os
 from pathlib import Path
 from typing import Any, Optional
+
+from foundations.wandb_mode import effective_mode
 
 log = logging.getLogger(__name__)
 
@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 class Tracker:
     """The no-op tracker (``logger=none``): W&B is not even imported."""
 
-    def __enter__(self) -> "Tracker":
+    def __enter__(self) -> Tracker:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -34,22 +34,12 @@ class Tracker:
         pass
 
 
-def _has_api_key() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    try:
-        return netrc.netrc().authenticators("api.wandb.ai") is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
-
 
 class WandbTracker(Tracker):
     def __init__(self, *, project: str, entity: Optional[str], mode: str, run_dir: Path, group: str, job_type: str,
                  tags: list[str], config: dict, name: Optional[str] = None):
         self.run = None
-        if mode == "online" and not _has_api_key():
-            log.warning("W&B: online mode but no API key (WANDB_API_KEY or ~/.netrc); logging offline instead")
-            mode = "offline"
+        mode = effective_mode(mode)
         try:
             import wandb
 
@@ -57,7 +47,7 @@ class WandbTracker(Tracker):
             self.run = wandb.init(project=project, entity=entity, mode=mode, dir=str(run_dir), group=group,
                                   job_type=job_type, tags=tags, config=config, name=name, reinit="finish_previous",
                                   settings=wandb.Settings(silent=True, console="off"))
-        except Exception as err:  # noqa: BLE001 - any W&B failure must leave the experiment running
+        except Exception as err:
             self._disable(err)
 
     def _disable(self, err: BaseException) -> None:
@@ -69,7 +59,7 @@ class WandbTracker(Tracker):
             return
         try:
             fn(*args, **kwargs)
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             self._disable(err)
 
     def log(self, metrics: dict, step: Optional[int] = None) -> None:
@@ -91,7 +81,7 @@ class WandbTracker(Tracker):
         if run is not None:
             try:
                 run.finish()
-            except Exception as err:  # noqa: BLE001
+            except Exception as err:
                 log.warning("W&B finish failed (%s); results are in the local store", err)
 
 

@@ -6,10 +6,10 @@ the store and the sweep goes on.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import hydra
@@ -18,10 +18,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from runners.config import RunConfig, register_schemas, validate
+from foundations.checks import typed
 from foundations.errors import UserError
-from runners.experiment import record_failure, run_experiment
 from foundations.files import atomic_write_json
+from methods import get_method
+from runners.config import ExperimentConfig, register_schemas, schemas, validate
+from runners.experiment import record_failure, run_experiment
 from runners.store import Store
 from runners.tracking import make_tracker
 
@@ -50,29 +52,22 @@ def check_group_choices(argv: list[str]) -> None:
 
 def check_override_types(argv: list[str]) -> None:
     """Type-check ``group.field=value`` overrides against the schemas before Hydra does it in a screenful."""
-    from methods import get_method
-    from runners.config import _schemas, typed
-
-    schemas = _schemas()
+    groups = schemas()
     method = next((a.split("=", 1)[1] for a in argv if a.startswith("method=")), "dense")
     if "," not in method:
-        schemas["method"] = get_method(method).Config
+        groups["method"] = get_method(method).Config
     for arg in argv:
         key, sep, value = arg.lstrip("+~").partition("=")
         group, _, rest = key.partition(".")
-        if not sep or not rest or group not in schemas or not is_plain_value(value):
+        if not sep or not rest or group not in groups or not is_plain_value(value):
             continue
-        typed(schemas[group], OmegaConf.from_dotlist([f"{rest}={value}"]), group)
+        typed(groups[group], OmegaConf.from_dotlist([f"{rest}={value}"]), group)
 
 
 def spread_method_fields(argv: list[str]) -> list[str]:
     """``-m method=a,b method.field=v``: Hydra composes the sweep's own config with the default method (dense) and
     refuses ``method.field`` there. Every swept method must have the field (else one line says which lacks it); the
     override then becomes the one-value sweep ``choice(v)``, which Hydra applies per job only."""
-    from dataclasses import fields
-
-    from methods import get_method
-
     sweep = next((a.split("=", 1)[1] for a in argv if a.startswith("method=") and "," in a), None)
     if sweep is None or not ({"-m", "--multirun"} & set(argv)):
         return argv
@@ -91,16 +86,16 @@ def spread_method_fields(argv: list[str]) -> list[str]:
     return out
 
 
-def configure_process(run: RunConfig) -> None:
+def configure_process(config: ExperimentConfig) -> None:
     launcher = str(OmegaConf.select(HydraConfig.get(), "launcher._target_", default=""))
     if "joblib" in launcher.lower():
         # Parallel jobs on a few cores: one torch thread each, and no DataLoader worker processes inside workers.
-        run.threads = run.threads or 1
-        run.dataset.num_workers = 0
-        run.progress = False
-    if run.threads:
-        torch.set_num_threads(run.threads)
-    if run.device in ("cpu", "auto") and not torch.cuda.is_available():
+        config.threads = config.threads or 1
+        config.dataset.num_workers = 0
+        config.progress = False
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    if config.device in ("cpu", "auto") and not torch.cuda.is_available():
         torch.use_deterministic_algorithms(True)
 
 
@@ -115,34 +110,34 @@ def summarize(record: dict) -> str:
     return "\n".join(lines)
 
 
-def run_job(cfg: DictConfig) -> dict | None:
+def job(cfg: DictConfig) -> dict | None:
     hydra_cfg = HydraConfig.get()
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     output_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        run = validate(cfg)
+        config = validate(cfg)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         if sweeping:
             atomic_write_json(output_dir / "result.json", {"status": "failed", "error": str(err)})
             return None
         sys.exit(2)
-    configure_process(run)
-    store = Store(run.paths.results)
+    configure_process(config)
+    store = Store(config.paths.results)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    tracker = make_tracker(run.logger, run_dir=output_dir, group=run.experiment, job_type=run.method.name,
-                           tags=[run.method.name, run.model.name, run.dataset.name], config=resolved)
+    tracker = make_tracker(config.logger, run_dir=output_dir, group=config.sweep, job_type=config.method.name,
+                           tags=[config.method.name, config.model.name, config.dataset.name], config=resolved)
     with tracker:
         try:
-            record = run_experiment(run, store, tracker)
+            record = run_experiment(config, store, tracker)
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)
             if sweeping:
                 atomic_write_json(output_dir / "result.json", {"status": "failed", "error": str(err)})
                 return None
             sys.exit(2)
-        except Exception as err:  # noqa: BLE001 - recorded as failed; in a sweep the next job runs
-            record = record_failure(run, store, err)
+        except Exception as err:
+            record = record_failure(config, store, err)
             atomic_write_json(output_dir / "result.json", record)
             log.exception("experiment failed")
             if not sweeping:
@@ -159,7 +154,7 @@ def run_job(cfg: DictConfig) -> dict | None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    record = run_job(cfg)
+    record = job(cfg)
     return None if record is None else record.get("test_acc")
 
 

@@ -11,7 +11,7 @@ needs_fmnist = pytest.mark.skipif(not os.path.exists(FMNIST), reason="Debian pac
 
 
 def make_run(tmp_path, *overrides):
-    """A validated RunConfig composed exactly as the CLI does."""
+    """A validated ExperimentConfig composed exactly as the CLI does."""
     from hydra import compose, initialize_config_dir
 
     from runners.config import register_schemas, validate

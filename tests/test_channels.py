@@ -6,10 +6,16 @@ import pytest
 import torch
 from torch import nn
 
-from methods.channels import (ChannelPlan, channel_sparsity, compact, mask_channels, prunable_channel_groups,
-                              select_channels)
-from models import ModelConfig, build_model
 from foundations.errors import UserError
+from methods.pipeline.channels import (
+    ChannelPlan,
+    channel_sparsity,
+    compact,
+    mask_channels,
+    prunable_channel_groups,
+    select_channels,
+)
+from models import ModelConfig, build_model
 
 FAMILIES = {
     "lenet300": (ModelConfig(name="lenet300"), (1, 28, 28)),
@@ -166,7 +172,7 @@ def test_compact_refuses_an_emptied_group():
 
 
 def _groups(sizes):
-    from methods.channels.plan import ChannelGroup
+    from methods.pipeline.channels.plan import ChannelGroup
 
     return [ChannelGroup(name=f"l{i}", layers=[f"l{i}"], bn_of={f"l{i}": None}, consumers=[], num_channels=n)
             for i, n in enumerate(sizes)]

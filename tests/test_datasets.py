@@ -103,7 +103,7 @@ def test_idx_loading_split_sizes_dtypes_and_disjoint_validation(tmp_path):
     for split in (data.train, data.val, data.test):
         assert isinstance(split, InMemorySplit)
         assert split.images.dtype == torch.uint8 and split.images.shape[1:] == (1, 28, 28)
-        assert split.labels.dtype == torch.int64 and 0 <= split.labels.min() and split.labels.max() < 10
+        assert split.labels.dtype == torch.int64 and split.labels.min() >= 0 and split.labels.max() < 10
     train_ids, val_ids = ids(data.train.images), ids(data.val.images)
     assert not set(train_ids) & set(val_ids) and sorted(train_ids + val_ids) == list(range(200))
     assert ids(data.test.images) == list(range(50))  # the test file untouched, in order

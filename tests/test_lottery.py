@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from foundations.errors import UserError
-from runners.experiment import run_experiment
 from foundations.files import load_tensors
+from runners.experiment import run_experiment
 from runners.store import Store
 from tests.conftest import SYNTH, make_run
 
@@ -25,9 +25,8 @@ def test_higher_target_reuses_every_earlier_level(tmp_path):
 def test_levels_restart_from_the_init_or_the_independently_reproduced_iteration_k(tmp_path, k):
     import yaml
 
-    from foundations.training import TrainConfig
+    from foundations.training import TrainConfig, train
     from runners.experiment import Experiment
-    from foundations.training import train
 
     args = [*LOTTERY, "train.schedule=constant", "method.sparsity=0.36", f"method.rewind_iteration={k}"]
     record = run_experiment(make_run(tmp_path, *args), Store(tmp_path / "results"))
@@ -41,8 +40,8 @@ def test_levels_restart_from_the_init_or_the_independently_reproduced_iteration_
     # independent answer: k plain iterations from the saved init reproduce the rewind point bit for bit
     exp = Experiment(make_run(tmp_path, *args), Store(tmp_path / "results"))
     model = exp.model_from(exp.stage_at("init/" + hashes["init"]))
-    cfg = exp.run.train
-    train(model, exp.data, TrainConfig(**{**vars(cfg), "iterations": k, "eval_every": k}), data_seed=exp.run.seed_for("data"),
+    cfg = exp.train_config
+    train(model, exp.data, TrainConfig(**{**vars(cfg), "iterations": k, "eval_every": k}), data_seed=exp.seed("data"),
           device=exp.device, progress=False)
     snapshot = load_tensors(runs / "train" / hashes["level0"] / f"snapshot_{k}.safetensors")
     assert all(torch.equal(model.state_dict()[n], snapshot[n]) for n in snapshot)

@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from methods.masks import Prunable, apply_masks, density, folded, keep_masked, prunable_names
-from methods.select import ladder, select
+from methods.pipeline.masks import Prunable, apply_masks, density, folded, keep_masked, prunable_names
+from methods.pipeline.select import ladder, select
 
 
 def net():
@@ -78,6 +78,7 @@ def test_classifier_and_biases_are_configurable():
 def test_variants_of_a_method_never_share_a_label(tmp_path):
     # the report groups by label: two variants under one label would be averaged as if they were seeds
     from conftest import SYNTH, make_run
+
     from methods import get_method
 
     def label(*overrides):

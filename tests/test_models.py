@@ -12,10 +12,10 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.nn.utils import prune
 
+from foundations.errors import UserError
 from models import build_model, min_input_size
 from models.config import ModelConfig
 from models.init import TF_TRUNCATED_NORMAL_STD, initialize
-from foundations.errors import UserError
 
 MNIST, CIFAR = (1, 28, 28), (3, 32, 32)
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"

@@ -2,6 +2,7 @@
 measured one (the paper's Fig. 1b). The diagonal itself is tested against autograd in test_scores_hessian.py."""
 
 from conftest import SYNTH, make_run
+
 from runners.experiment import run_experiment
 from runners.store import Store
 

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from methods.scores import ESTIMATORS, hessian_diagonal, obd_saliency, predicted_loss_increase
 from foundations.errors import UserError
+from methods.pipeline.scores import ESTIMATORS, hessian_diagonal, obd_saliency, predicted_loss_increase
 
 DT = torch.float64
 
@@ -135,7 +135,7 @@ def explicit_ggn_diag(model, x, y, names):
 def assert_dicts_close(got, want, rtol=1e-5, atol=1e-12):
     assert got.keys() == want.keys()
     for n in want:
-        torch.testing.assert_close(got[n].to(DT), want[n].to(DT), rtol=rtol, atol=atol, msg=lambda m: f"{n}: {m}")
+        torch.testing.assert_close(got[n].to(DT), want[n].to(DT), rtol=rtol, atol=atol, msg=lambda m, n=n: f"{n}: {m}")
 
 
 def rel_err(got, want):

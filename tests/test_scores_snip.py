@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from methods.scores import snip_scores
 from foundations.errors import UserError
+from methods.pipeline.scores import snip_scores
 
 DT = torch.float64
 

@@ -61,10 +61,10 @@ def test_scratch_of_a_mask_keeps_the_mask_fixed_and_counts_nonzero_flops(tmp_pat
                              "+method.source_overrides.recovery.epochs=1")
     source = exp.stage_at(record["source_stage"])
     final = exp.stage_at(record["final_stage"])
-    source_masks, final_masks = source.tensors("masks.safetensors"), final.tensors("masks.safetensors")
+    source_masks, final_masks = source.masks(), final.masks()
     assert source_masks.keys() == final_masks.keys()
     assert all(torch.equal(source_masks[k], final_masks[k]) for k in source_masks)
-    weights = final.tensors("model.safetensors")
+    weights = final.weights()
     assert all(int((weights[k][~final_masks[k]] != 0).sum()) == 0 for k in final_masks)
     assert abs(record["density"] - 0.2) < 1e-3
     dense, pruned = record["flops_dense"], record["flops_effective"]

@@ -6,10 +6,9 @@ import pytest
 import torch
 
 from foundations.checks import nondefault
-from foundations.training import TrainConfig
-from runners.experiment import run_experiment
-from foundations.training import train
 from foundations.hashing import stage_hash
+from foundations.training import TrainConfig, train
+from runners.experiment import run_experiment
 from runners.store import Store
 from tests.conftest import SYNTH, make_run
 
@@ -100,10 +99,11 @@ def test_corrupt_weights_are_detected_and_recomputed(tmp_path):
 
 
 def _needs_dense(results, out):
-    from runners.experiment import run_experiment as run_it
-    from tests.conftest import SYNTH as synth, make_run as make
-
     import pathlib
+
+    from runners.experiment import run_experiment as run_it
+    from tests.conftest import SYNTH as synth
+    from tests.conftest import make_run as make
 
     run = make(pathlib.Path(results), *synth)
     store = Store(run.paths.results)

@@ -1,10 +1,9 @@
-import json
 
 import torch
 
 from runners.experiment import Experiment, run_experiment
 from runners.store import Store
-from tests.conftest import SYNTH, make_run
+from tests.conftest import make_run
 
 MLP_BN = ["dataset=synthetic", "model=mlp_bn", "model.widths=[40,20]", "train.epochs=1", "method.recovery.epochs=1"]
 
@@ -14,7 +13,7 @@ def test_l1_filter_keeps_the_largest_l1_rows_and_compacts(tmp_path):
     record = run_experiment(run, Store(run.paths.results))
     exp = Experiment(run, Store(run.paths.results))
     dense = exp.model_from(exp.stage_at("train/" + record["stage_hashes"]["dense"]))
-    plan = json.loads(exp.stage_at("prune/" + record["stage_hashes"]["prune"]).path("plan.json").read_text())["keep"]
+    plan = exp.stage_at("prune/" + record["stage_hashes"]["prune"]).plan().keep
     for layer, width in (("fc1", 40), ("fc2", 20)):
         norms = dict(dense.named_modules())[layer].weight.detach().abs().sum(1)
         expected = sorted(torch.argsort(norms, descending=True, stable=True)[: width // 2].tolist())

@@ -48,7 +48,8 @@ def sweep_jobs(name: str) -> list[list[str]]:
 
 
 def compose(tmp_path, *overrides, hydra_cfg: bool = False):
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
 
     from runners.config import register_schemas
 
@@ -81,7 +82,7 @@ def test_every_experiment_composes_and_validates_for_its_sweep(tmp_path, name):
             continue
         cfg = compose(tmp_path, f"+experiment={name}", *job)
         run = validate(cfg)
-        assert run.experiment == name, job
+        assert run.sweep == name, job
         assert 0 <= run.method.sparsity < 1, job
         ran += 1
     if not ran:
@@ -125,7 +126,7 @@ def test_scratch_arms_resolve_to_the_sweeps_own_source_experiments(tmp_path, exp
     # otherwise every scratch job would silently train a second, differently configured source experiment
     from methods import get_method
     from runners.config import validate
-    from runners.experiment import experiment_spec, source_run_config
+    from runners.experiment import experiment_spec, source_experiment_config
 
     source_arm = arm.split("_", 2)[2]
     for level in range(levels):
@@ -133,7 +134,7 @@ def test_scratch_arms_resolve_to_the_sweeps_own_source_experiments(tmp_path, exp
         config = get_method("scratch")(scratch.method).source_config()
         source = validate(compose(tmp_path, f"+experiment={experiment}", f"+experiment/arm={source_arm}",
                                   f"level={level}"))
-        assert experiment_spec(source_run_config(scratch, config)) == experiment_spec(source), (arm, level)
+        assert experiment_spec(source_experiment_config(scratch, config)) == experiment_spec(source), (arm, level)
 
 
 def test_survey_epochs_are_set_in_one_place(tmp_path):
@@ -146,8 +147,8 @@ def test_survey_epochs_are_set_in_one_place(tmp_path):
 
 
 def test_level_out_of_range_is_one_line(tmp_path):
-    from runners.config import validate
     from foundations.errors import UserError
+    from runners.config import validate
 
     with pytest.raises(UserError, match="level"):
         validate(compose(tmp_path, "+experiment=survey_mlp", "+experiment/arm=magnitude", "level=9"))

@@ -1,6 +1,5 @@
 """ThiNet (methods/thinet.py) against answers computed independently of its selection code."""
 
-import json
 import math
 from dataclasses import replace
 
@@ -8,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from methods.channels import prunable_channel_groups
-from methods.thinet import layer_pairs, thinet_prune
 from foundations.errors import UserError
+from methods.pipeline.channels import prunable_channel_groups
+from methods.thinet import layer_pairs, thinet_prune
 from runners.experiment import Experiment, run_experiment
 from runners.store import Store
 from tests.conftest import make_run
@@ -82,10 +81,10 @@ def test_end_to_end_plan_widths_and_record(tmp_path, monkeypatch, arch, sparsity
     run, exp = _experiment(tmp_path, *arch, *FAST, f"method.sparsity={sparsity}", f"method.min_keep_fraction={floor}")
     record = run_experiment(run, Store(run.paths.results))
     prune = exp.stage_at("prune/" + record["stage_hashes"]["prune"])
-    plan = json.loads(prune.path("plan.json").read_text())["keep"]
+    plan = prune.plan().keep
     expected = {name: _expected_keep(width, sparsity, floor) for name, (_, width) in layers.items()}
     assert {k: len(v) for k, v in plan.items()} == expected
-    assert all(v == sorted(set(v)) and 0 <= v[0] and v[-1] < layers[k][1] for k, v in plan.items())
+    assert all(v == sorted(set(v)) and v[0] >= 0 and v[-1] < layers[k][1] for k, v in plan.items())
     total = sum(width for _, width in layers.values())
     assert record["channel_sparsity"] == pytest.approx((total - sum(expected.values())) / total)
     assert set(record["thinet_selection_seconds"]) == set(layers)
@@ -135,7 +134,7 @@ def test_same_config_and_seed_give_the_same_plan(tmp_path):
     for sub in ("a", "b"):
         run, exp = _experiment(tmp_path / sub, *MLP, *FAST)
         record = run_experiment(run, Store(run.paths.results))
-        texts.append(exp.stage_at("prune/" + record["stage_hashes"]["prune"]).path("plan.json").read_text())
+        texts.append(exp.stage_at("prune/" + record["stage_hashes"]["prune"]).plan().to_json())
     assert texts[0] == texts[1]
 
 

@@ -7,8 +7,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.channels.thinet import (collect_contributions, greedy_channel_selection, least_squares_scale,
-                                     reconstruction_error)
+from methods.pipeline.channels.reconstruction import (
+    collect_contributions,
+    greedy_channel_selection,
+    least_squares_scale,
+    reconstruction_error,
+)
 
 
 def objective(X, T):

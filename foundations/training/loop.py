@@ -10,9 +10,11 @@ Design choices that make results reproducible and resumable:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -76,18 +78,28 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
                            weight_decay=cfg.weight_decay)
 
 
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Every module in eval mode for the duration; each module's own flag restored afterwards."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
 @torch.inference_mode()
 def evaluate(model: nn.Module, split, device: torch.device, batch_size: int = 1000) -> tuple[float, float]:
     """Mean cross-entropy and accuracy over a split (eval mode, restored afterwards)."""
-    was_training = model.training
-    model.eval()
     loss_sum, correct, n = 0.0, 0, 0
-    for x, y in split.batches(batch_size, device=device):
-        logits = model(x)
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
-        n += len(y)
-    model.train(was_training)
+    with eval_mode(model):
+        for x, y in split.batches(batch_size, device=device):
+            logits = model(x)
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
+            n += len(y)
     return loss_sum / max(n, 1), correct / max(n, 1)
 
 

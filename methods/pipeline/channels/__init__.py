@@ -8,11 +8,20 @@ Typical use::
     small = compact(model, plan, x)                              # narrower network, same outputs as ``masked``
 """
 
-from methods.channels.apply import compact, compact_widths, mask_channels
-from methods.channels.plan import (ChannelGroup, ChannelPlan, channel_sparsity, prunable_channel_groups,
-                                   select_channels)
-from methods.channels.thinet import (collect_contributions, greedy_channel_selection, least_squares_scale,
-                                     reconstruction_error)
+from methods.pipeline.channels.compact import compact, compact_widths, mask_channels
+from methods.pipeline.channels.plan import (
+                                   ChannelGroup,
+                                   ChannelPlan,
+                                   channel_sparsity,
+                                   prunable_channel_groups,
+                                   select_channels,
+)
+from methods.pipeline.channels.reconstruction import (
+                                   collect_contributions,
+                                   greedy_channel_selection,
+                                   least_squares_scale,
+                                   reconstruction_error,
+)
 
 __all__ = ["ChannelGroup", "ChannelPlan", "channel_sparsity", "prunable_channel_groups", "select_channels",
            "mask_channels", "compact", "compact_widths", "collect_contributions", "greedy_channel_selection",

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from methods.masks import Masks
 from foundations.errors import UserError
+from methods.pipeline.masks import Masks
 
 SCOPES = ("global", "layerwise", "layerwise_std")
 

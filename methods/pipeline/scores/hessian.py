@@ -62,10 +62,9 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -73,6 +72,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 
 from foundations.errors import UserError
+from foundations.training import eval_mode
 
 ESTIMATORS = ("ggn_exact", "lecun", "mc_fisher", "empirical_fisher", "hutchinson")
 
@@ -87,16 +87,6 @@ _HUTCHINSON_GROUP = 32
 # --------------------------------------------------------------------------------------------------------------
 
 
-@contextmanager
-def eval_mode(model: nn.Module):
-    """Every module in eval mode for the duration; each module's own flag restored afterwards."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, mode in modes:
-            module.training = mode
 
 
 def check_per_example(model: nn.Module) -> None:

@@ -13,7 +13,8 @@ Channel c of layer i is judged by how little layer i+1's output changes without 
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F

@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from methods.base import Method, MethodConfig, Recovery
-from methods.channels import channel_sparsity, compact, prunable_channel_groups, select_channels
-from methods.masks import folded
 from foundations.checks import check, nondefault
+from foundations.record import ExperimentRecord
+from methods.pipeline.api import Method, MethodConfig, StageRef, Stages
+from methods.pipeline.channels import channel_sparsity, compact, prunable_channel_groups, select_channels
+from methods.pipeline.masks import folded
+from methods.pipeline.recover import Recovery, recovery_config
 
 
 @dataclass
@@ -33,27 +35,27 @@ class ChannelMethod(Method):
     kind = "structured"
     Config = ChannelConfig
 
-    def channel_scores(self, exp, model: torch.nn.Module, groups) -> dict[str, torch.Tensor]:
+    def channel_scores(self, stages: Stages, model: torch.nn.Module, groups: list) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def plan_spec(self) -> dict:
         return {k: v for k, v in nondefault(self.cfg).items() if k not in ("name", "recovery")}
 
-    def source(self, exp):
-        dense = exp.dense_stage()
+    def source(self, stages: Stages) -> tuple[StageRef, StageRef]:
+        dense = stages.dense_stage()
         return dense, dense
 
-    def run(self, exp):
-        start, dense = self.source(exp)
+    def chain(self, stages: Stages) -> ExperimentRecord:
+        start, dense = self.source(stages)
 
         def build(model):
             model = folded(model).cpu().eval()
-            groups = prunable_channel_groups(model, exp.example_input)
-            scores = self.channel_scores(exp, model, groups)
+            groups = prunable_channel_groups(model, stages.example_input)
+            scores = self.channel_scores(stages, model, groups)
             plan = select_channels(scores, groups, self.cfg.sparsity, scope=self.cfg.scope,
                                    min_keep_fraction=self.cfg.min_keep_fraction)
-            return plan, compact(model, plan, exp.example_input), {"channel_sparsity": channel_sparsity(plan, model)}
+            return plan, compact(model, plan, stages.example_input), {"channel_sparsity": channel_sparsity(plan, model)}
 
-        pruned = exp.plan_stage("prune", start, {**self.plan_spec(), "prune_seed": exp.run.seed_for("prune")}, build)
-        final = exp.train_stage("recover", pruned, exp.recovery_config(self.cfg.recovery))
-        return exp.finish(final, pruned=pruned, dense=dense, channel_sparsity=pruned.result["channel_sparsity"])
+        pruned = stages.plan_stage("prune", start, {**self.plan_spec(), "prune_seed": stages.seed("prune")}, build)
+        final = stages.train_stage("recover", pruned, recovery_config(self.cfg.recovery, stages.train_config))
+        return stages.finish(final, pruned=pruned, dense=dense, channel_sparsity=pruned.result["channel_sparsity"])

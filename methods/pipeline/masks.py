@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from foundations.errors import UserError
+
 Masks = dict[str, torch.Tensor]
 
 
@@ -28,7 +30,11 @@ class Prunable:
 
 
 def classifier_name(model: nn.Module) -> str:
-    return [name for name, module in model.named_modules() if isinstance(module, nn.Linear)][-1]
+    """The classifier: the last ``nn.Linear`` in module order (the model convention of ``models/``)."""
+    linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    if not linears:
+        raise UserError("model: it has no nn.Linear classifier (prunelab takes the last Linear as the classifier)")
+    return linears[-1]
 
 
 def prunable_names(model: nn.Module, which: Prunable) -> list[str]:

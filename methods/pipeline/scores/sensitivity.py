@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from methods.scores.hessian import check_per_example, eval_mode, model_device_dtype, resolve_params
 from foundations.errors import UserError
+from methods.pipeline.scores.hessian import check_per_example, eval_mode, model_device_dtype, resolve_params
 
 
 def snip_scores(

@@ -18,16 +18,23 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from methods.channels.plan import (ChannelPlan, _first_input, dependency_graph, groups_from_graph,
-                                   out_channels, validate_plan)
 from foundations.errors import UserError
+from foundations.training import eval_mode
+from methods.pipeline.channels.plan import (
+    ChannelPlan,
+    _first_input,
+    dependency_graph,
+    groups_from_graph,
+    out_channels,
+    validate_plan,
+)
 
 
 def _check_plain(model: nn.Module) -> None:
     for name, module in model.named_modules():
         if hasattr(module, "weight_orig") or parametrize.is_parametrized(module):
             raise UserError(f"channel pruning: {name or 'model'} carries weight masks/parametrizations; "
-                            f"pass a plain model (methods.masks.folded)")
+                            f"pass a plain model (methods.pipeline.masks.folded)")
 
 
 def _members(model: nn.Module, plan: ChannelPlan, example_input: Optional[torch.Tensor]) -> dict[str, dict]:
@@ -124,13 +131,8 @@ def compact(model: nn.Module, plan: ChannelPlan, example_input: torch.Tensor) ->
 
 @torch.no_grad()
 def _check_forward(model: nn.Module, example_input: torch.Tensor) -> None:
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()  # must not touch running statistics
-    try:
+    with eval_mode(model):  # must not touch running statistics
         model(_first_input(example_input))
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 def compact_widths(model: nn.Module, plan: ChannelPlan) -> dict[str, int]:

@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
 from foundations.errors import UserError
+from foundations.training import eval_mode
+from methods.pipeline.masks import classifier_name
 
 SCOPES = ("global", "layerwise")
 _BN = nn.modules.batchnorm._BatchNorm
@@ -70,7 +74,7 @@ class ChannelPlan:
     members: dict[str, dict[str, Optional[str]]] = field(default_factory=dict)
 
     @classmethod
-    def for_groups(cls, groups: Sequence[ChannelGroup], keep: dict[str, Sequence[int]]) -> "ChannelPlan":
+    def for_groups(cls, groups: Sequence[ChannelGroup], keep: dict[str, Sequence[int]]) -> ChannelPlan:
         """A plan for the given groups from a hand-made ``keep`` (indices are sorted and deduplicated)."""
         by_name = {g.name: g for g in groups}
         unknown = sorted(set(keep) - set(by_name))
@@ -86,7 +90,7 @@ class ChannelPlan:
         return json.dumps({"keep": self.keep, "members": self.members}, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "ChannelPlan":
+    def from_json(cls, text: str) -> ChannelPlan:
         data = json.loads(text)
         if not isinstance(data, dict) or not isinstance(data.get("keep"), dict):
             raise UserError("channel plan: JSON must be an object with a 'keep' mapping (layer -> kept channels)")
@@ -128,25 +132,13 @@ def channel_sparsity(plan: ChannelPlan, model: nn.Module) -> float:
     return (total - kept) / total if total else 0.0
 
 
-class _TracingMode:
+@contextmanager
+def _tracing_mode(model: nn.Module) -> Iterator[None]:
     """Trace in eval mode (the trace forward must not update BN running stats) and restore every module's flag
-    afterwards: ``DependencyGraph._trace`` calls ``model.eval()`` and never switches back."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-
-    def __enter__(self):
-        self.flags = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-        self.grad = torch.is_grad_enabled()
-        torch.set_grad_enabled(True)  # the DependencyGraph traces autograd's graph
-        return self
-
-    def __exit__(self, *exc):
-        torch.set_grad_enabled(self.grad)
-        for m, flag in self.flags:
-            m.training = flag
-        return False
+    afterwards: ``DependencyGraph._trace`` calls ``model.eval()`` and never switches back. The DependencyGraph
+    traces autograd's graph, so gradients are on whatever the caller had."""
+    with eval_mode(model), torch.enable_grad():
+        yield
 
 
 def _first_input(example_input: torch.Tensor) -> torch.Tensor:
@@ -154,16 +146,9 @@ def _first_input(example_input: torch.Tensor) -> torch.Tensor:
     return example_input[:1] if isinstance(example_input, torch.Tensor) and example_input.dim() > 0 else example_input
 
 
-def classifier_name(model: nn.Module) -> str:
-    linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
-    if not linears:
-        raise UserError("channel pruning: the model has no nn.Linear classifier (the last Linear is never pruned)")
-    return linears[-1]
-
-
 def dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
     """torch-pruning's DependencyGraph of ``model``, traced in eval mode without changing any module's mode."""
-    with _TracingMode(model):
+    with _tracing_mode(model):
         # An explicit forward_fn: torch-pruning's default first tries ``model(*example_inputs)``, which for a tensor
         # unpacks the batch dimension and may half-run the model on an unbatched input before falling back.
         return tp.DependencyGraph().build_dependency(model, example_inputs=_first_input(example_input),

@@ -2,7 +2,7 @@
 
     train dense (or take the init) → for each round: score survivors → select (scope) → mask → recover
 
-A method only says how to score: ``scores(exp, model, alive) -> {name: tensor}`` (higher = keep).
+A method only says how to score: ``scores(stages, model, alive) -> {name: tensor}`` (higher = keep).
 Iterative schedules remove the same fraction of the remaining weights each round, so round ``rounds`` lands exactly
 on the target; each round is its own pair of stages in the store.
 """
@@ -14,9 +14,11 @@ from typing import Optional
 
 import torch
 
-from methods.base import Method, MethodConfig, Recovery
-from methods.select import SCOPES, ladder, select
 from foundations.checks import check, nondefault
+from foundations.record import ExperimentRecord
+from methods.pipeline.api import Method, MethodConfig, StageRef, Stages
+from methods.pipeline.recover import Recovery, recovery_config
+from methods.pipeline.select import SCOPES, ladder, select
 
 
 @dataclass
@@ -40,7 +42,7 @@ class ScoreConfig(MethodConfig):
 class ScoreMethod(Method):
     Config = ScoreConfig
 
-    def scores(self, exp, model: torch.nn.Module, alive: dict) -> dict[str, torch.Tensor]:
+    def scores(self, stages: Stages, model: torch.nn.Module, alive: dict) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def label(self) -> str:
@@ -75,39 +77,39 @@ class ScoreMethod(Method):
         return select(scores, alive, scope=scope, layer_targets=layers, global_target=overall, weights=weights,
                       quality=self.cfg.quality)
 
-    def start(self, exp):
+    def start(self, stages: Stages) -> tuple[StageRef, Optional[StageRef]]:
         """(stage to prune, dense stage or None)."""
         if self.cfg.when == "init":
-            return exp.init_stage(), None
-        dense = exp.dense_stage()
+            return stages.init_stage(), None
+        dense = stages.dense_stage()
         return dense, dense
 
-    def recovery_stage(self, exp, round_index: int, pruned, source):
+    def recovery_stage(self, stages: Stages, round_index: int, pruned: StageRef, source: StageRef) -> StageRef:
         if self.cfg.when == "init":  # pruning at initialization: train the sparse network normally
-            return exp.train_stage(f"train{round_index}", pruned, exp.run.train)
-        return exp.train_stage(f"recover{round_index}", pruned, exp.recovery_config(self.cfg.recovery))
+            return stages.train_stage(f"train{round_index}", pruned, stages.train_config)
+        return stages.train_stage(f"recover{round_index}", pruned, recovery_config(self.cfg.recovery, stages.train_config))
 
-    def run(self, exp):
-        state, dense = self.start(exp)
+    def chain(self, stages: Stages) -> ExperimentRecord:
+        state, dense = self.start(stages)
         pruned, rounds = None, []
-        for index, (overall, layers) in enumerate(self.round_targets(self.names(exp)), start=1):
+        for index, (overall, layers) in enumerate(self.round_targets(self.names(stages)), start=1):
             def select_round(model, alive, overall=overall, layers=layers):
                 weights = {n: p.detach().cpu() for n, p in model.named_parameters() if n in alive}
-                scores = self.scores(exp, model, alive)
+                scores = self.scores(stages, model, alive)
                 masks = self.choose({n: scores[n].cpu() for n in alive}, alive, overall, layers, weights)
-                return masks, self.round_info(exp, model, alive, masks, scores)
+                return masks, self.round_info(stages, model, alive, masks, scores)
 
-            pruned = exp.mask_stage(f"prune{index}", state,
+            pruned = stages.mask_stage(f"prune{index}", state,
                                     {**self.mask_spec(), "round": index, "keep": overall, "layers": layers,
-                                     "prune_seed": exp.run.seed_for("prune")}, select_round)
+                                     "prune_seed": stages.seed("prune")}, select_round)
             rounds.append({"round": index, "density": overall, **pruned.result.get("info", {}),
                            "test_acc_after_pruning": pruned.result["after_pruning"]["test_acc"]})
-            state = self.recovery_stage(exp, index, pruned, state)
-        return exp.finish(state, pruned=pruned, dense=dense, rounds=rounds)
+            state = self.recovery_stage(stages, index, pruned, state)
+        return stages.finish(state, pruned=pruned, dense=dense, rounds=rounds)
 
-    def names(self, exp) -> list[str]:
-        return exp.prunable(exp.base_model())
+    def names(self, stages: Stages) -> list[str]:
+        return stages.prunable(stages.base_model())
 
-    def round_info(self, exp, model, alive, masks, scores) -> dict:
+    def round_info(self, stages: Stages, model: torch.nn.Module, alive: dict, masks: dict, scores: dict) -> dict:
         """Numbers about one pruning round for the record's ``rounds`` (OBD: predicted vs measured loss increase)."""
         return {}

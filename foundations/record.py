@@ -1,0 +1,93 @@
+"""The experiment record: one definition, used by the experiment, the failure path, the W&B mirror and the analysis.
+
+A record is written as ``runs/experiment/<hash>/result.json`` (flat JSON: one key per field). ``ExperimentRecord``
+names every field with its type and meaning; ``STORE_FIELDS`` are the store's own bookkeeping that ``Store`` adds
+to every ``result.json`` (never science: not in a W&B summary, not in a table).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
+
+# What the store adds to every result.json (``runners.store``); never science, never in a W&B summary.
+STORE_FIELDS = ("stage_kind", "hash", "parents", "files")
+
+
+@dataclass
+class ExperimentRecord:
+    """One experiment: one method applied to one (model, dataset, seed)."""
+
+    # ---- identity
+    status: str = "ok"  # "ok" | "failed"
+    error: Optional[str] = None  # failed: "ExceptionType: message"
+    experiment: str = "default"  # the sweep's name (config key `name`): W&B group and report folder
+    method: str = ""  # registry name, e.g. "magnitude"
+    label: str = ""  # method + variant as tables show it, e.g. "scratch-B (slimming)"; variants never share a row
+    kind: Optional[str] = None  # "dense" | "unstructured" | "structured"
+    model: str = ""
+    dataset: str = ""
+    seed: int = 0  # the top-level seed; seeds below are the derived ones actually used
+    seeds: dict[str, int] = field(default_factory=dict)  # {"init", "data", "prune"}
+    target_sparsity: float = 0.0  # method.sparsity as configured (what a sweep's axis sets)
+    # ---- size and cost of the final model
+    density: Optional[float] = None  # nonzero fraction of the prunable tensors of the dense architecture
+    sparsity_all_params: Optional[float] = None  # 1 − nonzero / dense parameter count, over all parameters
+    compression: Optional[float] = None  # dense parameters / nonzero parameters
+    params_total: Optional[int] = None  # parameters of the dense architecture
+    params_nonzero: Optional[int] = None  # nonzero parameters of the final model
+    flops_dense: Optional[int] = None  # multiply-adds per example, dense architecture
+    flops_effective: Optional[int] = None  # multiply-adds per example counting only nonzero weights / kept channels
+    speedup_theoretical: Optional[float] = None  # flops_dense / flops_effective
+    latency_ms: Optional[dict[str, Any]] = None  # structured only: {"dense"|"pruned": {"1": ms, "256": ms}, ...}
+    # ---- accuracy (model selection on validation; test is only reported)
+    val_acc: Optional[float] = None  # of the validation-selected checkpoint of the final stage
+    test_acc: Optional[float] = None  # of the same checkpoint
+    selected_iteration: Optional[int] = None
+    early_stop_iteration: Optional[int] = None  # iteration of minimum validation loss of the final stage
+    test_acc_before_recovery: Optional[float] = None  # right after the (last) pruning step, before any retraining
+    dense_test_acc: Optional[float] = None  # the dense baseline the method started from
+    # ---- provenance
+    dense_stage: Optional[str] = None  # hash of the dense model, whatever the method names that stage
+    final_stage: Optional[str] = None  # "kind/hash" of the stage whose weights the record reports
+    stage_hashes: dict[str, str] = field(default_factory=dict)  # stage name -> hash
+    wall_time_s: dict[str, float] = field(default_factory=dict)  # stage name -> seconds computed here (0 = reused)
+    stages_reused: dict[str, bool] = field(default_factory=dict)
+    prunable: dict[str, Any] = field(default_factory=dict)  # the prunable set: switches and tensor names
+    per_layer_density: dict[str, float] = field(default_factory=dict)
+    # ---- method-specific (None where a method has no such thing)
+    rounds: Optional[list[dict[str, Any]]] = None  # weight-level methods: per pruning round (OBD: loss increases)
+    levels: Optional[list[dict[str, Any]]] = None  # lottery: per level density, early stop, test accuracy
+    channel_sparsity: Optional[float] = None  # structured: fraction of prunable channels removed overall
+    channel_sparsity_per_pass: Optional[list[float]] = None  # multi-pass slimming
+    sparsity_trained_test_acc: Optional[float] = None  # slimming: after the λ-regularized training
+    fine_tune: Optional[str] = None  # slimming: "paper" | "rethinking"
+    thinet_selection_seconds: Optional[dict[str, float]] = None
+    thinet_reconstruction: Optional[dict[str, Any]] = None  # per layer: relative reconstruction error
+    source: Optional[dict[str, Any]] = None  # scratch: the source experiment's method config
+    source_test_acc: Optional[float] = None
+    source_stage: Optional[str] = None
+    budget: Optional[str] = None  # scratch: "E" | "B"
+    scratch_epochs: Optional[int] = None
+    scratch_iterations: Optional[int] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExperimentRecord:
+        """A record read back from ``result.json`` (store bookkeeping and unknown keys of old records dropped)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+RECORD_FIELDS = tuple(f.name for f in fields(ExperimentRecord))
+
+
+def _is_scalar(annotation: Any) -> bool:
+    options = get_args(annotation) if get_origin(annotation) is Union else (annotation,)
+    return not any(get_origin(a) in (dict, list) for a in options)
+
+
+# The fields that are one table cell each (nested ones are flattened into `field.key` columns by the analysis).
+SCALAR_FIELDS = tuple(n for n, t in get_type_hints(ExperimentRecord).items() if _is_scalar(t))

@@ -1,0 +1,125 @@
+"""What a pruning method is, and the small typed API it is written against.
+
+A method is a typed ``Config`` dataclass and ``chain(stages)``, which chains store stages through ``Stages`` and
+returns the experiment record. ``Stages`` (implemented by ``runners.experiment.Experiment``) is everything a method
+may use: read-only facts (data, device, seeds, the dense schedule) and the stage constructors. A stage comes back as
+a ``StageRef``: its result and its stored weights, masks or channel plan, never a file name.
+
+A method module defines one subclass and sets ``METHOD = TheClass``; the registry in ``methods/__init__.py`` finds
+it, so a new method is one module plus one ``conf/method/<name>.yaml``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional, Protocol, Union
+
+import torch
+from torch import nn
+
+from datasets.base import DataBundle
+from foundations.checks import check
+from foundations.record import ExperimentRecord
+from foundations.training import Hooks, TrainConfig
+from methods.pipeline.channels.plan import ChannelPlan
+from methods.pipeline.masks import Masks, Prunable
+
+# Which weights of a stage: its validation-selected checkpoint, its last iterate, or its snapshot at iteration k.
+Weights = Union[str, int]  # "selected" | "last" | k
+SelectFn = Callable[[nn.Module, Masks], tuple[Masks, dict]]
+BuildFn = Callable[[nn.Module], tuple[ChannelPlan, nn.Module, dict]]
+
+
+class StageRef(Protocol):
+    """A finished stage in the store."""
+
+    kind: str
+    hash: str
+    result: dict[str, Any]
+    reused: bool
+
+    @property
+    def ref(self) -> str: ...  # "kind/hash", as records name stages
+
+    def has_plan(self) -> bool: ...
+
+    def has_masks(self) -> bool: ...
+
+    def plan(self) -> ChannelPlan: ...
+
+    def masks(self) -> Masks: ...
+
+    def weights(self, which: Weights = "selected") -> dict[str, torch.Tensor]: ...
+
+
+class Stages(Protocol):
+    """The experiment as a method sees it."""
+
+    data: DataBundle
+    device: torch.device
+    train_config: TrainConfig  # the dense schedule (`train` group)
+    progress: bool  # show progress bars
+    model_name: str
+
+    def seed(self, purpose: str) -> int: ...  # "init" | "data" | "prune"
+
+    @property
+    def example_input(self) -> torch.Tensor: ...
+
+    def base_model(self, seed: Optional[int] = None) -> nn.Module: ...
+
+    def prunable(self, model: nn.Module) -> list[str]: ...
+
+    def init_stage(self, name: str = "init", *, seed: Optional[int] = None, plan: Optional[StageRef] = None,
+                   prepare: Optional[Callable[[nn.Module], None]] = None,
+                   extra: Optional[dict] = None) -> StageRef: ...
+
+    def train_stage(self, name: str, start: StageRef, train_cfg: TrainConfig, *, weights: Weights = "selected",
+                    masks: Optional[StageRef] = None, hooks: Optional[Hooks] = None, extra: Optional[dict] = None,
+                    start_iteration: int = 0, snapshots: tuple[int, ...] = ()) -> StageRef: ...
+
+    def mask_stage(self, name: str, source: StageRef, spec: dict, select: SelectFn, *,
+                   weights: Weights = "selected") -> StageRef: ...
+
+    def plan_stage(self, name: str, source: StageRef, spec: dict, build: BuildFn, *,
+                   weights: Weights = "selected") -> StageRef: ...
+
+    def dense_stage(self) -> StageRef: ...
+
+    def finish(self, final: StageRef, *, pruned: Optional[StageRef] = None, dense: Optional[StageRef] = None,
+               **extra: Any) -> ExperimentRecord: ...
+
+    def source_experiment(self, overrides: dict, *, build: bool = True) -> ExperimentRecord: ...
+
+    def stage_at(self, ref: str) -> StageRef: ...
+
+
+@dataclass
+class MethodConfig:
+    name: str = "dense"
+    sparsity: float = 0.0  # fraction of prunable weights (unstructured) or channels (structured) removed
+    prunable: Prunable = field(default_factory=Prunable)
+
+    def __post_init__(self) -> None:
+        check(0.0 <= self.sparsity < 1.0, "method.sparsity", f"must be in [0, 1) (got {self.sparsity})")
+
+
+class Method:
+    name: ClassVar[str]
+    kind: str = "unstructured"  # dense | unstructured | structured
+    Config: ClassVar[type] = MethodConfig
+
+    def __init__(self, cfg: Any):
+        self.cfg = cfg
+
+    def label(self) -> str:
+        """How the method appears in tables and legends."""
+        return self.name
+
+    def validate(self, stages: Stages) -> None:
+        """Refuse impossible requests (UserError) before any stage is written."""
+
+    def chain(self, stages: Stages) -> ExperimentRecord:
+        """Chain stages through ``stages`` and return ``stages.finish(...)``."""
+        raise NotImplementedError
