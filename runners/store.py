@@ -74,6 +74,10 @@ class Stage:
     def weights(self, which: Weights = "selected") -> dict[str, torch.Tensor]:
         return load_tensors(self.dir / _weights_file(which))
 
+    def snapshot(self, iteration: int) -> dict[str, torch.Tensor]:
+        """The weights a training stage kept at ``iteration`` (a rewind point)."""
+        return self.weights(iteration)
+
     def metrics(self) -> list[dict]:
         """The per-evaluation rows of a training stage (empty for other stages)."""
         path = self.dir / METRICS

@@ -2,7 +2,6 @@ import pytest
 import torch
 
 from foundations.errors import UserError
-from foundations.files import load_tensors
 from runners.experiment import run_experiment
 from runners.store import Store
 from tests.conftest import SYNTH, make_run
@@ -43,7 +42,7 @@ def test_levels_restart_from_the_init_or_the_independently_reproduced_iteration_
     cfg = exp.train_config
     train(model, exp.data, TrainConfig(**{**vars(cfg), "iterations": k, "eval_every": k}), data_seed=exp.seed("data"),
           device=exp.device, progress=False)
-    snapshot = load_tensors(runs / "train" / hashes["level0"] / f"snapshot_{k}.safetensors")
+    snapshot = exp.stage_at("train/" + hashes["level0"]).snapshot(k)
     assert all(torch.equal(model.state_dict()[n], snapshot[n]) for n in snapshot)
 
 

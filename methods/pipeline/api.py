@@ -52,6 +52,8 @@ class StageRef(Protocol):
 
     def weights(self, which: Weights = "selected") -> dict[str, torch.Tensor]: ...
 
+    def snapshot(self, iteration: int) -> dict[str, torch.Tensor]: ...
+
 
 class Stages(Protocol):
     """The experiment as a method sees it."""
