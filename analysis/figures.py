@@ -8,7 +8,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import matplotlib
 import numpy as np
@@ -18,9 +18,12 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from analysis.tables import DENSE_LATENCY_COLUMN, LATENCY_COLUMN, Stat, dense_baseline, numeric, safe_name
 
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
 WIDTH_IN, HEIGHT_IN = 3.4, 2.6
 DPI = 200
-RC = {
+RC: dict[RcKeyType, Any] = {
     "font.size": 7.5, "axes.titlesize": 8, "axes.labelsize": 7.5, "xtick.labelsize": 7, "ytick.labelsize": 7,
     "legend.fontsize": 7, "axes.linewidth": 0.6, "xtick.major.width": 0.6, "ytick.major.width": 0.6,
     "xtick.minor.width": 0.4, "ytick.minor.width": 0.4, "grid.linewidth": 0.4, "grid.alpha": 0.35,
@@ -112,9 +115,9 @@ def accuracy_figure(points: pd.DataFrame, styles: dict[str, Style], *, title: st
                     dense: Optional[Stat], dense_x: Optional[float] = None, log_x: bool = True,
                     invert_x: bool = False) -> list[Path]:
     """Mean line + ±1 std band per method, dense accuracy as a dashed line (and a star at ``dense_x``)."""
-    kinds = dict(zip(points["label"], points["kind"])) if "kind" in points.columns else {}
+    kinds: dict[str, str] = dict(zip(points["label"], points["kind"])) if "kind" in points.columns else {}
     labels = sorted(dict.fromkeys(points["label"]),
-                    key=lambda s: (KIND_ORDER.get(kinds.get(s), 2), s.casefold(), s))
+                    key=lambda s: (KIND_ORDER.get(kinds.get(s, ""), 2), s.casefold(), s))
     n_entries = len(labels) + (dense is not None) + (dense is not None and dense_x is not None)
     outside = n_entries > 4
     longest = max([len(label) for label in labels] + [5])

@@ -214,12 +214,11 @@ def log_to_wandb(outputs: dict[str, list[Path]], out_dir: Path, *, entity: Optio
                  project: str = "prunelab") -> bool:
     """Log the CSV tables and PNG figures to a W&B run of job type "report". Mode: ``WANDB_MODE`` (default
     offline). Any failure is a warning: the report on disk is what counts."""
-    mode = os.environ.get("WANDB_MODE", "offline")
-    mode = effective_mode(mode)
     run = None
     try:
         import wandb
 
+        mode = effective_mode(os.environ.get("WANDB_MODE", "offline"))  # an unknown mode is a warning like the rest
         run = wandb.init(project=project, entity=entity, mode=mode, dir=str(out_dir), job_type="report",
                          name="report", reinit="finish_previous", settings=wandb.Settings(silent=True, console="off"))
         for path in outputs.get("tables", []):

@@ -31,7 +31,9 @@ def build_dataset(cfg: Any) -> DataBundle:
     if not isinstance(cfg, DatasetConfig):
         from omegaconf import DictConfig, OmegaConf
 
-        fields = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+        if isinstance(cfg, DictConfig):
+            cfg = OmegaConf.to_container(cfg, resolve=True)  # a plain dict of the fields
+        fields = dict(cfg)
         try:
             cfg = DatasetConfig(**fields)
         except TypeError as err:  # an unknown key

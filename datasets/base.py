@@ -178,8 +178,8 @@ class MemoryDataset(Dataset):
         return self.images[i], self.labels[i]
 
     def __getitems__(self, index: list[int]) -> tuple[Tensor, Tensor]:
-        index = torch.as_tensor(index, dtype=torch.int64)
-        return self.images[index], self.labels[index]
+        rows = torch.as_tensor(index, dtype=torch.int64)
+        return self.images[rows], self.labels[rows]
 
 
 def _collate(batch):
@@ -199,7 +199,7 @@ class LoaderSplit:
         self.dataset, self.norm, self.augment, self.num_workers = dataset, norm, augment, num_workers
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.dataset)  # type: ignore[arg-type]  # torch's Dataset declares no __len__; ours all have one
 
     def __repr__(self) -> str:
         return f"LoaderSplit(n={len(self)}, num_workers={self.num_workers}, augment={self.augment})"
@@ -278,10 +278,12 @@ def make_bundle(cfg, train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: T
                             f"the validation carve (got {cfg.train_limit}); lower it or set it to null")
         train_idx = train_idx[:cfg.train_limit]
     norm = Normalization.from_config(cfg.normalize, mean, std)
-    splits = [InMemorySplit(train_x[train_idx], train_y[train_idx], norm, augment=cfg.augment),
-              InMemorySplit(train_x[val_idx], train_y[val_idx], norm),
-              InMemorySplit(test_x, test_y, norm)]
+    in_memory = [InMemorySplit(train_x[train_idx], train_y[train_idx], norm, augment=cfg.augment),
+                 InMemorySplit(train_x[val_idx], train_y[val_idx], norm),
+                 InMemorySplit(test_x, test_y, norm)]
+    splits: list[Split] = list(in_memory)
     if cfg.num_workers > 0:
-        splits = [split.as_loader(cfg.num_workers) for split in splits]
-    return DataBundle(name=name, input_shape=tuple(int(s) for s in train_x.shape[1:]), num_classes=num_classes,
+        splits = [split.as_loader(cfg.num_workers) for split in in_memory]
+    channels, height, width = (int(s) for s in train_x.shape[1:])
+    return DataBundle(name=name, input_shape=(channels, height, width), num_classes=num_classes,
                       train=splits[0], val=splits[1], test=splits[2])

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Optional
+from typing import Optional, TypedDict
 
 import numpy as np
 import torch
@@ -15,7 +15,20 @@ from datasets.base import DataBundle, make_bundle
 from datasets.mnist_like import cache_dir
 from foundations.errors import UserError
 
-SPECS = {
+
+class CifarSpec(TypedDict):
+    title: str
+    folder: str  # the batch folder
+    train: list[str]  # batch file names
+    test: list[str]
+    labels: str  # the label key in each batch
+    classes: int
+    torchvision: str  # the torchvision class
+    mean: list[float]
+    std: list[float]
+
+
+SPECS: dict[str, CifarSpec] = {
     "cifar10": {"title": "CIFAR-10", "folder": "cifar-10-batches-py", "train": [f"data_batch_{i}" for i in range(1, 6)],
                 "test": ["test_batch"], "labels": "labels", "classes": 10, "torchvision": "CIFAR10",
                 "mean": [0.4914, 0.4822, 0.4465], "std": [0.2470, 0.2435, 0.2616]},
@@ -54,7 +67,7 @@ def read_batches(folder: Path, names: list[str], label_key: str) -> tuple[torch.
     return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
 
 
-def _candidates(spec: dict, data_dir: Optional[str]) -> list[Path]:
+def _candidates(spec: CifarSpec, data_dir: Optional[str]) -> list[Path]:
     if data_dir:
         root = Path(data_dir).expanduser()
         return [root / spec["folder"], root]

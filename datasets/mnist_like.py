@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Optional, TypedDict
 
 import torch
 
@@ -26,7 +26,16 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "prunelab"
 
 
-SPECS = {
+class IdxSpec(TypedDict):
+    title: str
+    folder: str  # the cache sub-folder
+    torchvision: str  # the torchvision class, also its folder name
+    mean: list[float]
+    std: list[float]
+    hint: str  # how to get the files
+
+
+SPECS: dict[str, IdxSpec] = {
     "fashion_mnist": {"title": "Fashion-MNIST", "folder": "fashion-mnist", "torchvision": "FashionMNIST",
                       "mean": [0.2860], "std": [0.3530],
                       "hint": "install it with 'apt-get install dataset-fashion-mnist' (Debian/Ubuntu)"},
@@ -61,8 +70,9 @@ def locate(name: str, data_dir: Optional[str]) -> dict[str, Path]:
     partial = None
     for folder in folders:
         found = {key: _find(folder, stem) for key, stem in FILES.items()}
-        if all(found.values()):
-            return found
+        present = {key: path for key, path in found.items() if path is not None}
+        if len(present) == len(FILES):
+            return present
         if any(found.values()) and partial is None:
             missing = ", ".join(FILES[key] + "[.gz]" for key, path in found.items() if path is None)
             partial = f" ({folder} lacks {missing})"

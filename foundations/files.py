@@ -20,7 +20,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """``write(fh)`` into a temp file in the same folder, fsync, rename over ``path``; the temp file never stays."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
+from foundations.errors import UserError
+
 # What the store adds to every result.json (``runners.store``); never science, never in a W&B summary.
 STORE_FIELDS = ("stage_kind", "hash", "parents", "files")
 
@@ -73,6 +75,14 @@ class ExperimentRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def final_ref(self) -> str:
+        """``final_stage`` of a finished experiment (a failed one has none)."""
+        if self.final_stage is None:
+            raise UserError(
+                f"method.source: the {self.method} experiment has no final stage (status {self.status}); re-run it"
+            )
+        return self.final_stage
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExperimentRecord:

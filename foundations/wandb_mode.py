@@ -5,8 +5,13 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+from typing import Literal, TypeGuard, get_args
 
 log = logging.getLogger("prunelab.wandb")
+
+WandbMode = Literal["online", "offline", "disabled", "shared"]  # what ``wandb.init(mode=...)`` takes
+MODES: tuple[str, ...] = get_args(WandbMode)
+LEGACY: dict[str, WandbMode] = {"dryrun": "offline", "run": "online"}  # old spellings wandb still accepts
 
 
 def has_api_key() -> bool:
@@ -18,8 +23,15 @@ def has_api_key() -> bool:
         return False
 
 
-def effective_mode(requested: str) -> str:
-    if requested == "online" and not has_api_key():
+def _is_mode(mode: str) -> TypeGuard[WandbMode]:
+    return mode in MODES
+
+
+def effective_mode(requested: str) -> WandbMode:
+    mode = LEGACY.get(requested, requested)
+    if not _is_mode(mode):
+        raise ValueError(f"W&B mode: unknown mode {requested!r}; use one of {', '.join(MODES)}")
+    if mode == "online" and not has_api_key():
         log.warning("W&B: online mode but no API key (WANDB_API_KEY or ~/.netrc); logging offline instead")
         return "offline"
-    return requested
+    return mode

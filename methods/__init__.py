@@ -9,13 +9,17 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from functools import cache
+from typing import TYPE_CHECKING
 
 from foundations.errors import UserError
 
+if TYPE_CHECKING:
+    from methods.pipeline.api import Method
+
 
 @cache
-def registry() -> dict:
-    found = {}
+def registry() -> dict[str, type[Method]]:
+    found: dict[str, type[Method]] = {}
     for info in pkgutil.iter_modules(__path__):
         if info.ispkg:
             continue
@@ -24,7 +28,7 @@ def registry() -> dict:
     return found
 
 
-def get_method(name: str) -> type:
+def get_method(name: str) -> type[Method]:
     methods = registry()
     if name not in methods:
         raise UserError(f"method.name: unknown method {name!r}; choose one of {', '.join(sorted(methods))}")

@@ -73,7 +73,7 @@ class Lottery(Method):
         count = 0
         while _density(rates, sizes, count) > target + 1e-12:
             count += 1
-        lo, hi = max(count - 1, 0), float(count)
+        lo, hi = float(max(count - 1, 0)), float(count)
         for _ in range(100):  # bisection for the fractional last level
             mid = (lo + hi) / 2
             lo, hi = (mid, hi) if _density(rates, sizes, mid) > target else (lo, mid)
@@ -107,6 +107,8 @@ class Lottery(Method):
             fresh = stages.init_stage("reinit", seed=stages.seed("init") + REINIT_OFFSET)
             state = stages.train_stage("control", fresh, stages.train_config, masks=pruned)
         elif self.cfg.control == "shuffle":
+            if pruned is None:
+                raise UserError("method.control: shuffle needs a pruned level; set method.sparsity above 0")
             seed = stages.seed("prune")
 
             def shuffle(model, alive):

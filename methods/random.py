@@ -53,7 +53,7 @@ class RandomPruning(ScoreMethod):
 
     def _source_masks(self, stages: Stages) -> dict:
         record = stages.source_experiment(dict(self.cfg.source), build=self.cfg.build_source)
-        return stages.stage_at(record.final_stage).masks()
+        return stages.stage_at(record.final_ref()).masks()
 
     def mask_spec(self) -> dict:
         spec = super().mask_spec()

@@ -89,7 +89,7 @@ class Scratch(Method):
 
     def chain(self, stages: Stages) -> ExperimentRecord:
         record = stages.source_experiment(self.source_config(), build=self.cfg.build_source)
-        source_final = stages.stage_at(record.final_stage)
+        source_final = stages.stage_at(record.final_ref())
         structured = source_final.has_plan()
         if not structured and not source_final.has_masks():
             raise UserError(f"method.source: the {self.cfg.source} experiment left neither a channel plan nor a mask; "

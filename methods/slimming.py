@@ -82,7 +82,7 @@ from foundations.record import ExperimentRecord
 from foundations.training import Hooks
 from methods.pipeline.api import StageRef, Stages
 from methods.pipeline.channels import ChannelPlan, channel_sparsity, compact, prunable_channel_groups, select_channels
-from methods.pipeline.channels.plan import validate_plan
+from methods.pipeline.channels.plan import out_channels, validate_plan
 from methods.pipeline.masks import folded
 from methods.pipeline.recover import Recovery, recovery_config
 from methods.pipeline.scores.filters import BN_MODELS, bn_scale_scores
@@ -191,9 +191,10 @@ class Slimming(ChannelMethod):
         sparse = self.sparsity_stage(stages)
         fine_tune = recovery_config(self.fine_tune_recovery(), stages.train_config)
         base = stages.base_model().eval()
-        source, pruned, per_pass = sparse, None, []
+        source, per_pass = sparse, []
+        pruned: Optional[StageRef] = None
         for k in range(1, self.cfg.passes + 1):
-            if k > 1:
+            if pruned is not None:  # pass k > 1 starts from pass k − 1's compacted model
                 source = stages.train_stage(f"sparsity_{k}", pruned, fine_tune,
                                          hooks=Hooks(before_step=[sparsity_hook(self.cfg.lam)]),
                                          extra={"slimming_l1_bn": self.cfg.lam})
@@ -203,7 +204,7 @@ class Slimming(ChannelMethod):
                 model = folded(model).cpu().eval()
                 step = self.select(model, stages.example_input)
                 plan = compose(previous, step)
-                validate_plan(plan, {key: base.get_submodule(key).weight.shape[0] for key in plan.keep})
+                validate_plan(plan, {key: out_channels(base.get_submodule(key)) for key in plan.keep})
                 info = {"channel_sparsity": channel_sparsity(plan, base),
                         "pass_channel_sparsity": channel_sparsity(step, model)}
                 return plan, compact(model, step, stages.example_input), info
@@ -212,6 +213,8 @@ class Slimming(ChannelMethod):
             pruned = stages.plan_stage(name, source, {**self.plan_spec(), "pass": k,
                                                    "prune_seed": stages.seed("prune")}, build)
             per_pass.append(pruned.result["pass_channel_sparsity"])
+        if pruned is None:
+            raise UserError(f"method.passes: must be >= 1 (got {self.cfg.passes})")
         final = stages.train_stage("recover", pruned, fine_tune)
         return stages.finish(final, pruned=pruned, dense=dense, channel_sparsity=pruned.result["channel_sparsity"],
                           channel_sparsity_per_pass=per_pass,

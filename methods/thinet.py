@@ -192,6 +192,8 @@ def _collect(model, consumer: str, channels: int, sample, cfg: ThiNetConfig, gen
 @torch.no_grad()
 def _scale_input_slices(layer: nn.Module, channels: int, kept: list[int], scale: torch.Tensor) -> None:
     """Multiply input channel kept[k] of ``layer`` by scale[k] (all its kernel taps / flattened features)."""
+    if not isinstance(layer, (nn.Conv2d, nn.Linear)):
+        raise TypeError(f"ThiNet rescales Conv2d/Linear inputs, not {type(layer).__name__}")
     weight = layer.weight
     view = weight.view(weight.shape[0], channels, -1)  # conv O×C×kh×kw and Linear O×(C·P) alike
     index = torch.tensor(kept, dtype=torch.long)

@@ -39,11 +39,11 @@ def _conv_bn(cfg: ModelConfig, shape: Shape, classes: int) -> nn.Module:
 
 
 def _vgg(cfg: ModelConfig, shape: Shape, classes: int) -> nn.Module:
-    return VGG(shape, VGG_CFGS[cfg.resolved_depth()], classes, batchnorm=cfg.resolved_batchnorm(), widths=cfg.widths)
+    return VGG(shape, VGG_CFGS[cfg.required_depth()], classes, batchnorm=cfg.resolved_batchnorm(), widths=cfg.widths)
 
 
 def _resnet(cfg: ModelConfig, shape: Shape, classes: int) -> nn.Module:
-    return ResNetCifar(shape, cfg.resolved_depth(), classes, widths=cfg.widths)
+    return ResNetCifar(shape, cfg.required_depth(), classes, widths=cfg.widths)
 
 
 REGISTRY: dict[str, Callable[[ModelConfig, Shape, int], nn.Module]] = {
@@ -58,7 +58,7 @@ def min_input_size(cfg: ModelConfig) -> int:
     if cfg.name == "conv_bn":
         return 2 ** len(cfg.resolved_widths())
     if cfg.name == "vgg":
-        return 2 * 2 ** VGG_CFGS[cfg.resolved_depth()].count("M")  # the max-pools, then avgpool 2
+        return 2 * 2 ** VGG_CFGS[cfg.required_depth()].count("M")  # the max-pools, then avgpool 2
     return 1  # MLPs flatten; ResNet's strided 3×3 convs are padded and it pools globally
 
 
@@ -94,5 +94,5 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes
         raise UserError(f"model {cfg.tag} needs inputs of at least {need}x{need}; the dataset gives "
                         f"{'x'.join(map(str, shape))} (use an MLP such as lenet300 or mlp_bn, or resnet)")
     model = REGISTRY[cfg.name](cfg, shape, num_classes)
-    model.bn_weight_init = float(cfg.bn_weight_init)
+    model.bn_weight_init = float(cfg.bn_weight_init)  # type: ignore[assignment]  # torch types attributes as Tensor | Module
     return initialize(model, cfg.init, generator, cfg.bn_weight_init)

@@ -7,6 +7,7 @@ so a typo in a sweep cannot silently train the wrong network. ``None`` means "th
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Optional
 
@@ -16,7 +17,7 @@ INITS = ("kaiming_normal", "glorot_normal", "variance_scaling", "lecun_normal", 
 
 # name -> (default depth, allowed depths or None if the model has no depth, default widths,
 #          required number of widths or None for "any length >= 1", default batchnorm, batchnorm switchable)
-VGG_CFGS = {
+VGG_CFGS: dict[int, list[int | str]] = {
     11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
     16: [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512],
     19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512],
@@ -28,8 +29,8 @@ RESNET_DEPTHS = (20, 32, 44, 56, 110)
 class ModelSpec:
     depths: Optional[tuple[int, ...]]  # None: the model has no depth option
     default_depth: Optional[int]
-    default_widths: object  # list[int], or a function depth -> list[int]
-    widths_len: object  # None = any length >= 1; int; or a function depth -> int
+    default_widths: list[int] | Callable[[int], list[int]]  # list[int], or a function depth -> list[int]
+    widths_len: int | Callable[[int], int] | None  # None = any length >= 1; int; or a function depth -> int
     default_batchnorm: bool
     batchnorm_switchable: bool
     widths_meaning: str
@@ -40,8 +41,8 @@ SPECS: dict[str, ModelSpec] = {
     "mlp_bn": ModelSpec(None, None, [500, 300], None, True, True, "hidden layer widths"),
     "lenet5": ModelSpec(None, None, [20, 50, 500], 3, False, False, "[conv1 channels, conv2 channels, fc1 width]"),
     "conv_bn": ModelSpec(None, None, [16, 32, 64], None, True, True, "channels of each conv stage"),
-    "vgg": ModelSpec(tuple(VGG_CFGS), 19, lambda d: [v for v in VGG_CFGS[d] if v != "M"],
-                     lambda d: sum(v != "M" for v in VGG_CFGS[d]), True, True, "channels of each conv layer"),
+    "vgg": ModelSpec(tuple(VGG_CFGS), 19, lambda d: [v for v in VGG_CFGS[d] if isinstance(v, int)],
+                     lambda d: sum(isinstance(v, int) for v in VGG_CFGS[d]), True, True, "channels of each conv layer"),
     "resnet": ModelSpec(RESNET_DEPTHS, 20, [16, 32, 64], 3, True, False, "channels of the three stages"),
 }
 MODEL_NAMES = tuple(SPECS)
@@ -102,15 +103,22 @@ class ModelConfig:
     def resolved_depth(self) -> Optional[int]:
         return self.depth if self.depth is not None else self.spec.default_depth
 
+    def required_depth(self) -> int:
+        """The resolved depth of a model that has one (vgg, resnet); asking a depth-less model is a bug."""
+        depth = self.resolved_depth()
+        if depth is None:
+            raise TypeError(f"model {self.name} has no depth option")
+        return depth
+
     def widths_length(self) -> Optional[int]:
         need = self.spec.widths_len
-        return need(self.resolved_depth()) if callable(need) else need
+        return need(self.required_depth()) if callable(need) else need
 
     def resolved_widths(self) -> list[int]:
         if self.widths is not None:
             return list(self.widths)
         default = self.spec.default_widths
-        return list(default(self.resolved_depth()) if callable(default) else default)
+        return list(default(self.required_depth()) if callable(default) else default)
 
     def resolved_batchnorm(self) -> bool:
         return self.spec.default_batchnorm if self.batchnorm is None else bool(self.batchnorm)

@@ -92,6 +92,8 @@ def initialize(model: nn.Module, scheme: str, generator: Optional[torch.Generato
         for module in model.modules():
             if isinstance(module, (nn.Linear, nn.Conv2d)):
                 weight, _ = _target(module, "weight")
+                if weight is None:
+                    raise TypeError(f"{type(module).__name__} has no weight to initialize")
                 _write(module, "weight", _draw_weight(scheme, weight.shape, generator))
                 bias, _ = _target(module, "bias")
                 if bias is not None:
@@ -110,5 +112,5 @@ def initialize(model: nn.Module, scheme: str, generator: Optional[torch.Generato
                 with _fork(model) if generator is not None else nullcontext():
                     if generator is not None:
                         torch.manual_seed(seed)
-                    module.reset_parameters()
+                    module.reset_parameters()  # type: ignore[operator]  # hasattr-checked; torch's __getattr__ says Tensor
     return model

@@ -41,6 +41,10 @@ class ResNetCifar(nn.Module):
     (stride 2 at the start of stages 2 and 3), global average pool, ``fc``. 6n+2 weighted layers.
     """
 
+    layer1: nn.Sequential  # registered with add_module in __init__
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+
     def __init__(self, input_shape: tuple[int, int, int], depth: int, num_classes: int,
                  widths: list[int] | None = None):
         super().__init__()

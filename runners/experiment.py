@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from datasets import build_dataset
@@ -29,7 +29,7 @@ from foundations.record import ExperimentRecord
 from foundations.seeds import generator
 from foundations.training import Hooks, TrainConfig, evaluate, resolve_device, train
 from methods import get_method
-from methods.pipeline.api import BuildFn, SelectFn, Weights
+from methods.pipeline.api import BuildFn, SelectFn, StageRef, Weights
 from methods.pipeline.channels import compact
 from methods.pipeline.masks import Masks, apply_masks, current_masks, folded, keep_masked, layer_density, prunable_names
 from models import build_model
@@ -89,7 +89,7 @@ class Experiment:
         seed = self.seed("init") if seed is None else seed
         return build_model(self.config.model, self.data.input_shape, self.data.num_classes, generator=generator(seed))
 
-    def model_from(self, stage: Stage, weights: Weights = "selected", masks: Optional[Masks] = None) -> nn.Module:
+    def model_from(self, stage: StageRef, weights: Weights = "selected", masks: Optional[Masks] = None) -> nn.Module:
         """The model a stage stores (compacted by its plan, masked by its masks), on the experiment's device."""
         model = self.base_model()
         if stage.has_plan():
@@ -114,7 +114,7 @@ class Experiment:
         self.wall_time[name] = 0.0 if stage.reused else stage.result["wall_time_s"]
         return stage
 
-    def init_stage(self, name: str = "init", *, seed: Optional[int] = None, plan: Optional[Stage] = None,
+    def init_stage(self, name: str = "init", *, seed: Optional[int] = None, plan: Optional[StageRef] = None,
                    prepare: Optional[Callable[[nn.Module], None]] = None, extra: Optional[dict] = None) -> Stage:
         """Freshly initialized weights (of the plan's architecture when ``plan`` is given: Scratch-E/B)."""
         seed = self.seed("init") if seed is None else seed
@@ -132,8 +132,8 @@ class Experiment:
 
         return self._stage(name, "init", {"init_seed": seed, "extra": extra}, {"plan": plan and plan.hash}, compute)
 
-    def train_stage(self, name: str, start: Stage, train_cfg: TrainConfig, *, weights: Weights = "selected",
-                    masks: Optional[Stage] = None, hooks: Optional[Hooks] = None, extra: Optional[dict] = None,
+    def train_stage(self, name: str, start: StageRef, train_cfg: TrainConfig, *, weights: Weights = "selected",
+                    masks: Optional[StageRef] = None, hooks: Optional[Hooks] = None, extra: Optional[dict] = None,
                     start_iteration: int = 0, snapshots: tuple[int, ...] = ()) -> Stage:
         """Train from a stage's ``weights``, with ``masks`` (default: the start stage's own) kept fixed.
 
@@ -173,7 +173,7 @@ class Experiment:
                 "extra": extra, "start_iteration": start_iteration, "snapshots": list(snapshots)}
         return self._stage(name, "train", spec, {"start": start.hash, "masks": masks and masks.hash}, compute)
 
-    def mask_stage(self, name: str, source: Stage, spec: dict, select: SelectFn, *,
+    def mask_stage(self, name: str, source: StageRef, spec: dict, select: SelectFn, *,
                    weights: Weights = "selected") -> Stage:
         """Score and select: ``select(plain_model, alive_masks) -> (new masks, info)``; the stage stores the masks,
         the masked weights (a fine-tune can start here), ``info`` and the accuracy right after pruning."""
@@ -192,7 +192,7 @@ class Experiment:
 
         return self._stage(name, "prune", self._prune_spec(spec, weights), {"source": source.hash}, compute)
 
-    def plan_stage(self, name: str, source: Stage, spec: dict, build: BuildFn, *,
+    def plan_stage(self, name: str, source: StageRef, spec: dict, build: BuildFn, *,
                    weights: Weights = "selected") -> Stage:
         """Structured pruning: ``build(model) -> (plan over the base architecture, compacted model, info)``."""
 
@@ -235,7 +235,7 @@ class Experiment:
         return self.train_stage("dense", self.init_stage(), self.train_config)
 
     # ----------------------------------------------------------------------------------------------- record
-    def finish(self, final: Stage, *, pruned: Optional[Stage] = None, dense: Optional[Stage] = None,
+    def finish(self, final: StageRef, *, pruned: Optional[StageRef] = None, dense: Optional[StageRef] = None,
                **extra: Any) -> ExperimentRecord:
         """Build the experiment record from the final stage (validation-selected weights)."""
         model = self.model_from(final)
@@ -280,10 +280,14 @@ class Experiment:
 def source_experiment_config(config: ExperimentConfig, overrides: dict) -> ExperimentConfig:
     """``config`` with its method replaced by ``conf/method/<overrides.name>.yaml`` updated with ``overrides``."""
     name = overrides.get("name")
+    if not isinstance(name, str):
+        raise UserError(f"method.source.name: must name the source method, e.g. slimming (got {name!r})")
     path = CONF / "method" / f"{name}.yaml"
     if not path.exists():
         raise UserError(f"method.source.name: no method config {name!r} (conf/method/{name}.yaml)")
     defaults = OmegaConf.load(path)
+    if not isinstance(defaults, DictConfig):
+        raise UserError(f"conf/method/{name}.yaml: must be a mapping of the method's fields")
     defaults.pop("defaults", None)  # the schema link; ``typed`` below applies the schema
     node = OmegaConf.merge(defaults, overrides)
     return replace(config, method=typed(get_method(name).Config, node, "method.source"))

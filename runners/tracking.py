@@ -4,10 +4,14 @@ W&B is switched off for the rest of the run, never failing the experiment."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from foundations.wandb_mode import effective_mode
+
+if TYPE_CHECKING:
+    from wandb import Run
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +42,7 @@ class Tracker:
 class WandbTracker(Tracker):
     def __init__(self, *, project: str, entity: Optional[str], mode: str, run_dir: Path, group: str, job_type: str,
                  tags: list[str], config: dict, name: Optional[str] = None):
-        self.run = None
+        self.run: Optional[Run] = None
         mode = effective_mode(mode)
         try:
             import wandb
@@ -54,25 +58,26 @@ class WandbTracker(Tracker):
         log.warning("W&B disabled for this run (%s: %s); results are in the local store", type(err).__name__, err)
         self.run = None
 
-    def _call(self, fn, *args, **kwargs) -> None:
+    def _call(self, fn: Callable[[Run], object]) -> None:
         if self.run is None:
             return
         try:
-            fn(*args, **kwargs)
+            fn(self.run)
         except Exception as err:
             self._disable(err)
 
     def log(self, metrics: dict, step: Optional[int] = None) -> None:
-        self._call(lambda: self.run.log(metrics, step=step))
+        self._call(lambda run: run.log(metrics, step=step))
 
     def summary(self, record: dict) -> None:
-        self._call(lambda: self.run.summary.update(record))
+        self._call(lambda run: run.summary.update(record))
 
     def table(self, name: str, columns: list[str], rows: list[list[Any]]) -> None:
-        def log_table():
+        def log_table(run: Run) -> None:
             import wandb
 
-            self.run.log({name: wandb.Table(columns=columns, data=rows)})
+            header: list[str | int] = list(columns)  # wandb's list is invariant; our names are str
+            run.log({name: wandb.Table(columns=header, data=rows)})
 
         self._call(log_table)
 

@@ -11,6 +11,7 @@ import os
 import sys
 from dataclasses import fields
 from pathlib import Path
+from typing import cast
 
 import hydra
 import torch
@@ -87,7 +88,8 @@ def spread_method_fields(argv: list[str]) -> list[str]:
 
 
 def configure_process(config: ExperimentConfig) -> None:
-    launcher = str(OmegaConf.select(HydraConfig.get(), "launcher._target_", default=""))
+    hydra_node = cast(DictConfig, HydraConfig.get())  # typed as the HydraConf schema; at run time a DictConfig
+    launcher = str(OmegaConf.select(hydra_node, "launcher._target_", default=""))
     if "joblib" in launcher.lower():
         # Parallel jobs on a few cores: one torch thread each, and no DataLoader worker processes inside workers.
         config.threads = config.threads or 1
@@ -125,6 +127,8 @@ def job(cfg: DictConfig) -> dict | None:
     configure_process(config)
     store = Store(config.paths.results)
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    if not isinstance(resolved, dict):
+        raise TypeError(f"the composed config is a {type(resolved).__name__}, not a mapping")
     tracker = make_tracker(config.logger, run_dir=output_dir, group=config.sweep, job_type=config.method.name,
                            tags=[config.method.name, config.model.name, config.dataset.name], config=resolved)
     with tracker:

@@ -110,7 +110,7 @@ class MethodConfig:
 class Method:
     name: ClassVar[str]
     kind: str = "unstructured"  # dense | unstructured | structured
-    Config: ClassVar[type] = MethodConfig
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
 
     def __init__(self, cfg: Any):
         self.cfg = cfg

@@ -77,6 +77,8 @@ def mask_channels(model: nn.Module, plan: ChannelPlan, example_input: Optional[t
         removed[kept] = False
         for layer, bn_name in members[key].items():
             module = masked.get_submodule(layer)
+            if not isinstance(module, (nn.Conv2d, nn.Linear)):
+                raise UserError(f"channel plan: {layer} is a {type(module).__name__}, not a Conv2d/Linear")
             if out_channels(module) != n:
                 raise UserError(f"channel plan: {layer} has {out_channels(module)} channels, its group {key} has {n}")
             module.weight[removed] = 0
@@ -84,6 +86,8 @@ def mask_channels(model: nn.Module, plan: ChannelPlan, example_input: Optional[t
                 module.bias[removed] = 0
             if bn_name is not None:
                 bn = masked.get_submodule(bn_name)
+                if not isinstance(bn, nn.modules.batchnorm._BatchNorm):
+                    raise UserError(f"channel plan: {bn_name} is a {type(bn).__name__}, not a BatchNorm")
                 if bn.weight is not None:
                     bn.weight[removed] = 0
                     bn.bias[removed] = 0

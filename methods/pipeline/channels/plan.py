@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Optional
@@ -57,7 +57,7 @@ class ChannelGroup:
 
     @property
     def bns(self) -> list[str]:
-        return [self.bn_of[layer] for layer in self.layers if self.bn_of.get(layer) is not None]
+        return [bn for layer in self.layers if (bn := self.bn_of.get(layer)) is not None]
 
 
 @dataclass
@@ -74,7 +74,7 @@ class ChannelPlan:
     members: dict[str, dict[str, Optional[str]]] = field(default_factory=dict)
 
     @classmethod
-    def for_groups(cls, groups: Sequence[ChannelGroup], keep: dict[str, Sequence[int]]) -> ChannelPlan:
+    def for_groups(cls, groups: Sequence[ChannelGroup], keep: Mapping[str, Sequence[int]]) -> ChannelPlan:
         """A plan for the given groups from a hand-made ``keep`` (indices are sorted and deduplicated)."""
         by_name = {g.name: g for g in groups}
         unknown = sorted(set(keep) - set(by_name))
@@ -281,6 +281,6 @@ def select_channels(scores: dict[str, torch.Tensor], groups: Sequence[ChannelGro
 
     keep = {}
     for g, gone in zip(groups, removed):
-        gone = set(gone)
-        keep[g.name] = [i for i in range(g.num_channels) if i not in gone]
+        cut = set(gone)
+        keep[g.name] = [i for i in range(g.num_channels) if i not in cut]
     return ChannelPlan.for_groups(groups, keep)

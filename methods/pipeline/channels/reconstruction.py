@@ -34,7 +34,7 @@ def _conv_padding(layer: nn.Conv2d, H: int, W: int) -> tuple[int, int, int, int]
         for k, d in zip(reversed(layer.kernel_size), reversed(layer.dilation)):  # 'same' (stride 1), as PyTorch
             total = d * (k - 1)
             pads += [total // 2, total - total // 2]
-        return tuple(pads)
+        return (pads[0], pads[1], pads[2], pads[3])
     ph, pw = layer.padding
     return (pw, pw, ph, ph)
 

@@ -68,6 +68,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+import torch.nn.grad
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 
@@ -253,10 +254,11 @@ class _SquaredVJP:
             modules = list(taps)
             deltas = torch.autograd.grad(z, [taps[m][0] for m in modules], vectors, is_grads_batched=True)
             for m, delta in zip(modules, deltas):  # delta: (K, B, *output shape), per example and vector
-                if type(self.fast[m]) is nn.Linear:
-                    self._add_linear(m, delta, taps[m][1])
+                module = self.fast[m]  # exactly an nn.Linear or an nn.Conv2d (_fast_modules)
+                if isinstance(module, nn.Conv2d):
+                    self._add_conv(m, module, delta, taps[m][1])
                 else:
-                    self._add_conv(m, self.fast[m], delta, taps[m][1])
+                    self._add_linear(m, delta, taps[m][1])
         if self.generic_names:
             self._add_generic(x, vectors)
 
@@ -294,7 +296,7 @@ class _SquaredVJP:
             return functional_call(model, {**full, **p}, (x1.unsqueeze(0),)).squeeze(0)
 
         def squared_one(p, x1, v):  # v: (K, C) → Σ_k (J_nᵀ v_k)², squared after summing over weight sharing
-            _, pullback = vjp(lambda q: logits_one(q, x1), p)
+            pullback = vjp(lambda q: logits_one(q, x1), p)[1]
             (grads,) = vmap(pullback)(v)
             return {n: g.square().sum(0) for n, g in grads.items()}
 
@@ -341,7 +343,7 @@ class _Call:
 
 
 _RESHAPES = (nn.Flatten, nn.Unflatten, nn.Identity, nn.modules.dropout._DropoutNd, nn.Sequential)
-_CONV_GRADS = {
+_CONV_GRADS: dict[type[nn.Module], tuple[Callable, Callable]] = {
     nn.Conv1d: (torch.nn.grad.conv1d_weight, torch.nn.grad.conv1d_input),
     nn.Conv2d: (torch.nn.grad.conv2d_weight, torch.nn.grad.conv2d_input),
     nn.Conv3d: (torch.nn.grad.conv3d_weight, torch.nn.grad.conv3d_input),
@@ -412,12 +414,18 @@ def _conv_padding(module) -> tuple:
     return _pair(module.padding, n)
 
 
+def _used_weight(call: _Call) -> Tensor:
+    if call.weight is None:
+        raise UserError(f"method.estimator: lecun found no weight on {type(call.module).__name__} {call.name!r}")
+    return call.weight
+
+
 def _lecun_backward(call: _Call, d: Tensor, acc: dict, prefix_names: tuple[str, str]) -> Tensor:
     """∂²E/∂(input)² from ∂²E/∂(output)² for one module (LM approximation); adds the parameter terms to ``acc``."""
     m, x = call.module, call.inp
     wname, bname = prefix_names
     if type(m) is nn.Linear:
-        w = call.weight
+        w = _used_weight(call)
         if wname in acc:
             acc[wname] += (d.reshape(-1, d.shape[-1]).T @ x.square().reshape(-1, x.shape[-1])).to(torch.float64)
         if bname in acc:
@@ -425,7 +433,8 @@ def _lecun_backward(call: _Call, d: Tensor, acc: dict, prefix_names: tuple[str, 
         return d @ w.square()
     if type(m) in _CONV_GRADS:
         weight_fn, input_fn = _CONV_GRADS[type(m)]
-        w, n = call.weight, call.weight.dim() - 2
+        w = _used_weight(call)
+        n = w.dim() - 2
         kw = dict(stride=_pair(m.stride, n), padding=_conv_padding(m), dilation=_pair(m.dilation, n), groups=m.groups)
         if wname in acc:
             # Σ over positions of ∂²E/∂a² · x²: the weight gradient of a convolution with input x² and output grad d.
@@ -451,7 +460,7 @@ def _lecun_backward(call: _Call, d: Tensor, acc: dict, prefix_names: tuple[str, 
     if isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
         return _avgpool_backward(m, x, d)
     if isinstance(m, nn.modules.batchnorm._BatchNorm):
-        if m.running_var is None or x.dim() not in (2, 3, 4):
+        if m.running_mean is None or m.running_var is None or x.dim() not in (2, 3, 4):
             raise UserError(f"method.estimator: lecun needs BatchNorm {call.name!r} with running statistics")
         shape = (1, -1) + (1,) * (x.dim() - 2)
         inv_std = (m.running_var + m.eps).rsqrt().view(shape)
@@ -623,17 +632,20 @@ def hessian_diagonal(
     count = 0
     with eval_mode(model):
         chunks = _progress(iter_chunks(batches, chunk_size, n_samples, device, dtype), progress, total, estimator)
-        engine = None
+        engine: Optional[_LeCun | _Hutchinson | _SquaredVJP] = None  # built on the first chunk
         for x, y in chunks:
             count += len(x)
             if estimator == "lecun":
-                engine = engine or _LeCun(model, values, full)
+                if not isinstance(engine, _LeCun):
+                    engine = _LeCun(model, values, full)
                 engine.add(x)
             elif estimator == "hutchinson":
-                engine = engine or _Hutchinson(model, values, full, probes, gen)
+                if not isinstance(engine, _Hutchinson):
+                    engine = _Hutchinson(model, values, full, probes, gen)
                 engine.add(x, y)
             else:
-                engine = engine or _SquaredVJP(model, values, full, x[:1], fast_path)
+                if not isinstance(engine, _SquaredVJP):
+                    engine = _SquaredVJP(model, values, full, x[:1], fast_path)
                 make: Callable = {
                     "ggn_exact": _ggn_vectors,
                     "mc_fisher": _mc_vectors(mc_samples),
@@ -642,7 +654,7 @@ def hessian_diagonal(
                 z, taps = engine.logits(x)
                 p = torch.softmax(z.detach(), dim=1)  # p is a constant of the curvature, not differentiated
                 engine.add(x, z, taps, make(p, y, gen))
-    if count == 0:
+    if engine is None or count == 0:
         raise UserError("batches: no examples to compute the Hessian diagonal on")
     return {n: (engine.acc[n] / count).to(dtype=params[n].dtype).cpu() for n in values}
 
