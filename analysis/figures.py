@@ -46,7 +46,7 @@ class Style:
     linestyle: str = "-"
 
 
-# The methods of methods.md always get the same style, in every figure and every report; the last palette
+# The methods prunelab implements always get the same style, in every figure and every report; the last palette
 # entries are left for labels not listed here.
 KNOWN_STYLES = {
     "magnitude": Style(PALETTE[0], "o"),

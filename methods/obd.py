@@ -4,8 +4,9 @@ Saliency s_k = ½ h_kk u_k² (§2, with the diagonal, extremal and quadratic app
 Hessian of the training loss at the trained weights, averaged over ``samples`` training examples. The Recipe
 (§3): train, compute h_kk and s_k, delete the lowest-saliency weights (set to 0 and frozen), retrain, iterate
 (``rounds``). Default estimator ``ggn_exact``: the exact Gauss–Newton diagonal, equal to the Hessian diagonal for
-ReLU/max-pool nets without BN (methods.md §1); ``lecun`` is the paper's backpropagated Levenberg–Marquardt
-recursion; ``mc_fisher``, ``hutchinson``; ``empirical_fisher`` is an ablation (Fisher pruning, not OBD).
+ReLU/max-pool nets without BN (their output is piecewise linear in each single weight, so ∂²z/∂w_k² = 0 almost
+everywhere); ``lecun`` is the paper's backpropagated Levenberg–Marquardt recursion; ``mc_fisher``, ``hutchinson``;
+``empirical_fisher`` is an ablation (Fisher pruning, not OBD).
 Each round records the predicted loss increase Σ s_k of the deleted weights and the measured increase before
 retraining, on the same samples (the paper's Fig. 1b).
 """

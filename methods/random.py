@@ -1,8 +1,8 @@
-"""Random pruning baselines (methods.md §7).
+"""Random pruning baselines.
 
-Variants: ``layerwise`` — every layer keeps the same fraction, chosen uniformly at random (§7a, ShrinkBench);
-``global`` — i.i.d. random scores under one global threshold (§7b, SynFlow's ``Rand``); ``shuffle`` — another
-experiment's mask shuffled within each layer, keeping its per-layer densities (§7c, open_lth ``randomly_prune
+Variants: ``layerwise`` — every layer keeps the same fraction, chosen uniformly at random (as ShrinkBench);
+``global`` — i.i.d. random scores under one global threshold (SynFlow's ``Rand``); ``shuffle`` — another
+experiment's mask shuffled within each layer, keeping its per-layer densities (open_lth ``randomly_prune
 --strategy layerwise``; Frankle et al. 2021). ``when=init`` prunes before training (the baseline of SNIP and the
 LTH's "randomly sampled sparse networks"); ``when=after_training`` prunes the trained model and fine-tunes (Mittal
 et al.; OBD's random deletion). All randomness comes from ``seeds.prune``.

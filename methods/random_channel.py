@@ -1,5 +1,5 @@
-"""Random channel pruning — Mittal, Tatikonda & Koushik, "Recovering from Random Pruning", WACV 2018 (methods.md
-§7e): remove a random fraction of the filters of every layer of the trained network, then fine-tune. Randomness
+"""Random channel pruning — Mittal, Tatikonda & Koushik, "Recovering from Random Pruning", WACV 2018:
+remove a random fraction of the filters of every layer of the trained network, then fine-tune. Randomness
 comes from ``seeds.prune``."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Training the pruned architecture from scratch — Liu, Sun, Zhou, Huang & Darrell, "Rethinking the Value of
-Network Pruning", ICLR 2019 (methods.md §8).
+Network Pruning", ICLR 2019, as its code defines them (``Eric-mingjie/rethinking-network-pruning``).
 
 Take the result of another pruning experiment — a channel plan (structured) or a mask (unstructured) — keep only
 its *architecture*, re-initialize randomly with the baseline init and train normally:

@@ -1,5 +1,5 @@
 """Network slimming — Liu, Li, Shen, Huang, Yan & Zhang, "Learning Efficient Convolutional Networks through
-Network Slimming", ICCV 2017 (methods.md §4).
+Network Slimming", ICCV 2017.
 
 Objective (§3, Eq. 1): ``L = Σ_(x,y) l(f(x, W), y) + λ Σ_(γ∈Γ) g(γ)`` with ``g(s) = |s|``, where Γ are the BatchNorm
 scale factors, one per channel. It is optimized by subgradient descent: λ·sign(γ) is added to the gradient of every
@@ -12,7 +12,7 @@ Pipeline (``passes = 1``)::
     init (γ = bn_weight_init = 0.5) → sparsity training (dense schedule + λ·sign(γ))
         → prune: one global threshold over all |γ| (select_channels(scope="global")) → compact → fine-tune
 
-Reference code and its quirks (our implementation is written from the paper and methods.md, not copied):
+Reference code and its quirks (our implementation is written from the paper, not copied):
 
 - Torch original github.com/liuzhuang13/slimming: ``gradientBN`` adds ``S*torch.sign(weight)`` to the BN weight
   gradient; ``BNInit`` fills γ with 0.5 (``models/vgg.lua``); ``prune/prune.lua`` sorts all |γ| and keeps γ > thre.
@@ -32,7 +32,7 @@ Our choices where they differ:
   its own train stage (``extra`` names λ), so neither collides with the plain dense stages other methods share.
 - Pruning removes exactly ``round(sparsity · total)`` channels, lowest |γ| first (ties broken by layer order, then
   index), with a per-layer floor (``min_keep_fraction``, and always ≥ 1 channel) that moves the deficit of a
-  floored layer onto the others instead of crashing (§10).
+  floored layer onto the others instead of crashing like the reference code on an emptied layer.
 - A residual group (coupled layers, one BN each) is scored by the **max** of its members' |γ|: the coupled channel
   is removable only if it is unimportant after every member, and unlike a sum the max does not inflate the scores
   of groups with many members against single-layer groups under the global threshold. A group with no BN at all
@@ -48,7 +48,8 @@ Fine-tuning (``fine_tune``):
   because it is the protocol behind the paper's numbers.
 - ``rethinking``: the Rethinking repo's ``cifar/network-slimming/main_finetune.py`` default, 40 epochs at a
   constant LR 1e-3 (its weight decay 1e-4 is not imposed: ``train.weight_decay`` is kept) — a different protocol
-  (methods.md §10 "Fine-tuning protocol mismatch"); label results with ``fine_tune`` (it is in the record).
+  from the paper's, behind the Rethinking repo's "Fine-tuned" baselines; label results with ``fine_tune`` (it is in
+  the record).
 
 ``recovery`` fields set explicitly (different from the ``Recovery()`` defaults) override the preset, e.g.
 ``fine_tune=rethinking method.recovery.epochs=5``.
@@ -96,7 +97,7 @@ FINE_TUNE = ("paper", "rethinking")
 class SlimmingConfig(ChannelConfig):
     name: str = "slimming"
     sparsity: float = 0.5  # fraction of the remaining channels removed in each pass
-    scope: str = "global"  # §4: one percentile over all |γ|
+    scope: str = "global"  # the paper's one percentile over all |γ|
     lam: float = 1e-4  # λ of Eq. 1 (§4.3: 1e-4 for VGGNet, 1e-5 for ResNet/DenseNet)
     bn_weight_init: Optional[float] = 0.5  # γ at the start of sparsity training; None = model.bn_weight_init
     fine_tune: str = "paper"  # paper (full dense schedule, LR × 1) | rethinking (40 epochs, constant LR 1e-3)

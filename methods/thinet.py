@@ -17,10 +17,10 @@ c (§3.1). Layer by layer (§3, Alg. 1 inside the loop of Fig. 1), in module ord
 4. Prune: filter c of layer i (weight rows, bias, the following BN's γ, β and running statistics) and input channel c
    of layer i+1 (for a Linear after a flatten, its ``in_features / C`` features of channel c) are cut out
    (``methods.pipeline.channels.compact``).
-5. Fine-tune briefly (paper: ~1 epoch at LR 1e-3, methods.md §3) — ``layer_fine_tune_epochs`` (or
-   ``layer_fine_tune_iterations``) at ``train.lr × layer_fine_tune_lr_scale``, constant LR, last weights kept, data
-   order from ``seeds.data``. Not after the last layer: the longer final fine-tune (``recovery``; paper ~12 epochs
-   with ×0.1 steps) follows immediately.
+5. Fine-tune briefly (paper, as recalled, not checked against its text: ~1 epoch at LR 1e-3) —
+   ``layer_fine_tune_epochs`` (or ``layer_fine_tune_iterations``) at ``train.lr × layer_fine_tune_lr_scale``,
+   constant LR, last weights kept, data order from ``seeds.data``. Not after the last layer: the longer final
+   fine-tune (``recovery``; paper ~12 epochs with ×0.1 steps) follows immediately.
 
 Which layers: every prunable channel group (``methods.pipeline.channels.prunable_channel_groups``) that is a single
 Conv2d/Linear whose output feeds exactly one Conv2d/Linear (conv→conv, conv→linear through a flatten or global
@@ -29,9 +29,9 @@ residual sum (CIFAR ResNet stages) are skipped, as the paper's ResNet-50 prunes 
 bottleneck; ``layers`` restricts the list further (the paper's VGG-16 prunes conv1_1 … conv4_3 only). A model without
 any such pair (a single Linear) is refused in ``validate``.
 
-Paper vs official code. No pruning code is referenced by the paper (methods.md §3: ``Roll920/ThiNet`` holds only the
-Caffe models). A later script for VGG-16 (ThiNet_Code, ``compress_model.py``; seen only in a third-party copy, not
-verified against the authors' repository) differs:
+Paper vs official code. No pruning code is referenced by the paper (``Roll920/ThiNet`` holds only the Caffe
+models and a README). A later script for VGG-16 (ThiNet_Code, ``compress_model.py``; seen only in a third-party copy,
+not verified against the authors' repository) differs:
 - ``selection: greedy_keep``: it grows the *kept* set S instead (``value_sum``): at every step the channel whose
   single-coefficient fit best reduces the current residual y − X_S ŵ_S is added and ŵ_S is refitted by least squares
   (forward selection / OMP); for fc layers (``value_sum_another``) S is grown to minimize ‖Σ_{j∈S} x̂_j − ŷ‖².

@@ -59,7 +59,7 @@ class ModelConfig:
     - ``widths``: overrides the layer widths (MLP hidden widths, conv_bn stage channels, vgg per-conv channels,
       resnet stage channels, lenet5 [conv1, conv2, fc1]).
     - ``batchnorm``: None = the model's default; switchable for the MLPs, conv_bn and vgg.
-    - ``bn_weight_init``: initial BN scale γ (network slimming uses 0.5, methods.md §4).
+    - ``bn_weight_init``: initial BN scale γ (network slimming uses 0.5, Liu et al. 2017 §4.3).
     """
 
     name: str = "lenet300"

@@ -1,4 +1,4 @@
-"""LeNet-5-Caffe, Han et al.'s and SNIP's "LeNet-5" (methods.md §0)."""
+"""LeNet-5-Caffe, the "LeNet-5" of Han et al. 2015 (Table 3) and SNIP (Lee et al. 2019, Table 1)."""
 
 from __future__ import annotations
 

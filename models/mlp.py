@@ -1,4 +1,5 @@
-"""Fully connected nets: LeNet-300-100 (methods.md §0) and network slimming's MNIST MLP 784-500-300-10 (§4)."""
+"""Fully connected nets: LeNet-300-100 (784-300-100-10, ReLU; Han et al. 2015, Frankle & Carbin 2019) and network
+slimming's MNIST MLP 784-500-300-10 (Liu et al. 2017, Table 3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""VGG-style conv nets with BatchNorm: the small ``conv_bn`` for 28×28 inputs and CIFAR VGG-11/16/19 (methods.md §4)."""
+"""VGG-style conv nets with BatchNorm: the small ``conv_bn`` for 28×28 inputs and CIFAR VGG-11/16/19 in
+the style of network slimming's CIFAR "VGGNet" (Liu et al. 2017)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ each Conv2d/Linear by module path. The record's ``flops_*`` fields hold these MA
 
 ``flops_effective`` scales each layer's MACs by its weight density — from ``masks`` when given, else from the masks
 ``torch.nn.utils.prune`` attached to the module, else from the nonzero weights — which is how the Rethinking code
-counts unstructured sparsity for Scratch-B (methods.md §8, ``count_flops.py``: only nonzero weights). For a Conv2d
+counts unstructured sparsity for Scratch-B (Liu et al. 2019, ``count_flops.py``: only nonzero weights). For a Conv2d
 or Linear this is exact: MACs = output positions × weight entries. A physically compacted model simply has fewer
 MACs. FLOPs are not speed, so structured results also report measured latency.
 """

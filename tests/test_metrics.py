@@ -1,4 +1,5 @@
-"""Parameter, multiply-add (methods.md §8: nonzero-only counting for Scratch-B) and latency metrics."""
+"""Parameter, multiply-add (nonzero-only counting for Scratch-B, as Liu et al. 2019's count_flops.py) and latency
+metrics."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Architectures (methods.md §0, §4, §5), the ModelConfig schema, seeded initialization, torch-pruning compatibility."""
+"""Architectures (LeNets, slimming's MLP and VGG, CIFAR ResNet), the ModelConfig schema, seeded initialization,
+torch-pruning compatibility."""
 
 from __future__ import annotations
 

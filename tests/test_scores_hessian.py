@@ -1,4 +1,4 @@
-"""OBD Hessian-diagonal estimators against independently computed answers (methods.md §1).
+"""OBD Hessian-diagonal estimators against independently computed answers (LeCun et al. 1990 §2).
 
 References: the full autograd Hessian of the mean loss (``torch.autograd.functional.hessian``), the explicit GGN
 (mean J_nᵀ H_ℓ J_n from full Jacobians), an explicit-loop implementation of LeCun et al.'s recursion, and plain

@@ -1,4 +1,4 @@
-"""SNIP connection sensitivity vs an independent autograd pass through explicit mask variables c (methods.md §6)."""
+"""SNIP connection sensitivity (Lee et al. 2019 §4) vs an independent autograd pass through explicit masks c."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def test_unnormalized_scores_are_abs_gradient_times_weight_and_pruned_weights_sc
     model = bn_convnet()
     with torch.no_grad():
         model[5].weight[:, :4] = 0.0  # pruned weights are exactly 0 in the plain model
-        model[5].bias.zero_()  # zero-initialized biases have zero saliency (methods.md §6)
+        model[5].bias.zero_()  # zero-initialized biases have zero saliency |g_b · b|
     x, y = data(10)
     params = {"5.weight": model[5].weight, "5.bias": model[5].bias, "0.weight": model[0].weight}
     got = snip_scores(model, params, [(x, y)], normalize=False)

@@ -1,4 +1,4 @@
-"""Network slimming (methods.md §4): the λ·sign(γ) subgradient, γ = 0.5 init, the global |γ| threshold with its
+"""Network slimming (Liu et al. 2017): the λ·sign(γ) subgradient, γ = 0.5 init, the global |γ| threshold with its
 floor, bad input, and the pipeline end to end (one and two passes), each against an independently computed answer."""
 
 import os

@@ -1,4 +1,4 @@
-"""ThiNet's math (methods/channels/thinet.py; Luo et al. 2017 §3, methods.md §3)."""
+"""ThiNet's math (methods/pipeline/channels/reconstruction.py; Luo et al. 2017 §3)."""
 
 import itertools
 

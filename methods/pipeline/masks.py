@@ -2,8 +2,8 @@
 
 A pruned model stays a normal PyTorch model: the forward uses ``weight = weight_orig * weight_mask``. Because
 optimizers (momentum, Adam moments, weight decay) act on ``weight_orig``, ``keep_masked`` re-zeroes the pruned
-entries of the weights *and* of the optimizer state after every step (methods.md §10: otherwise momentum revives
-pruned weights). ``folded`` exports a plain copy with the masks multiplied in.
+entries of the weights *and* of the optimizer state after every step (masking only the gradient is not enough:
+momentum and Adam's moments would revive pruned weights). ``folded`` exports a plain copy with the masks multiplied in.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Apply a ``ChannelPlan``: mask the removed channels (same architecture) or cut them out (a narrower network).
 
-``mask_channels`` is network slimming's pre-prune "mask test" (methods.md §4: γ and β of pruned channels set to 0)
-extended to layers without BN; ``compact`` is the channel surgery (§4 "Pruning", §8 Scratch-E/B architectures): conv
-in/out slices, BN weight/bias *and running statistics* (§10), the consumer's input slice including a flatten into a
+``mask_channels`` is network slimming's pre-prune "mask test" (its official code sets γ and β of pruned channels to
+0) extended to layers without BN; ``compact`` is the channel surgery that builds slimming's narrower network (Liu et al.
+2017) and the pruned architectures Scratch-E/B train (Liu et al. 2019): conv in/out slices, BN weight/bias *and
+running statistics* (as the official ``vggprune.py`` copies them), the consumer's input slice including a flatten into a
 Linear, and residual stages tied — all done by torch-pruning's ``DependencyGraph`` (``get_pruning_group`` +
 ``Group.prune``), which handles every model family of ``models/`` (lenet300, lenet5, mlp_bn, conv_bn, vgg, resnet)
 with torch 2.14 and torch-pruning 1.6.1, so no hand-written surgery is needed. On the same input, the compacted model's

@@ -6,9 +6,9 @@
   conv and every block's ``conv2`` of stage 1 form one group, and each later stage's projection-shortcut conv and
   block ``conv2``s form one group. A group is keyed by its first layer in module-declaration order.
 - ``select_channels`` turns per-group channel scores into a ``ChannelPlan`` with a global threshold (network
-  slimming, methods.md §4: one percentile over all BN scales) or the same fraction per group (ThiNet's r, random
-  structured pruning §7(e)), with a per-group floor so that no layer is emptied (§10: a global threshold can remove
-  every channel of a layer, which crashes the surgery).
+  slimming, Liu et al. 2017: one percentile over all BN scales) or the same fraction per group (ThiNet's r, Mittal
+  et al. 2018's random structured pruning), with a per-group floor so that no layer is emptied (a global threshold
+  can remove every channel of a layer, which crashes the surgery: network-slimming#56, rethinking-network-pruning#50).
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ class ChannelGroup:
     - ``layers``: the Conv2d/Linear layers whose *output* channels the group removes, in module order.
     - ``bn``: the BatchNorm that directly follows ``name`` (or ``None``); ``bn_of`` gives it for every member layer
       (a residual group has one BN per member). ``bns`` lists the member BNs that exist.
-    - ``consumers``: layers whose *input* channels are sliced (the "next layer" of ThiNet, methods.md §3). A Linear
-      after a flatten consumes ``in_features / num_channels`` features per channel.
+    - ``consumers``: layers whose *input* channels are sliced (the "next layer" of ThiNet, Luo et al. 2017 §3). A
+      Linear after a flatten consumes ``in_features / num_channels`` features per channel.
     - ``num_channels``: channels in the group (all members share it).
     """
 
@@ -103,7 +103,7 @@ class ChannelPlan:
 
 
 def validate_plan(plan: ChannelPlan, sizes: dict[str, int]) -> None:
-    """Kept indices must be sorted, unique, in range and non-empty (an emptied layer breaks the network, §10)."""
+    """Kept indices must be sorted, unique, in range and non-empty (an emptied layer breaks the network)."""
     for key, kept in plan.keep.items():
         if key not in sizes:
             raise UserError(f"channel plan: {key} is not a prunable Conv2d/Linear of the model")
@@ -207,7 +207,7 @@ def select_channels(scores: dict[str, torch.Tensor], groups: Sequence[ChannelGro
                     scope: str = "global", min_keep_fraction: float = 0.0, min_keep: int = 1) -> ChannelPlan:
     """Keep the highest-scoring channels of every group; ``sparsity`` is the fraction of channels removed.
 
-    - ``global``: one threshold over all groups (network slimming's percentile of all |γ|, methods.md §4): the
+    - ``global``: one threshold over all groups (network slimming's percentile of all |γ|, Liu et al. 2017): the
       ``round(sparsity · total)`` lowest channels are removed, ordering by (score, group order, channel index) so that
       ties are broken deterministically.
     - ``layerwise``: every group removes its ``round(sparsity · n)`` lowest (ties → lower index first).

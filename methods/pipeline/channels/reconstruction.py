@@ -1,4 +1,4 @@
-"""ThiNet's math (Luo, Wu & Lin, ICCV 2017, §3; methods.md §3) as pure tensor functions.
+"""ThiNet's math (Luo, Wu & Lin, ICCV 2017, §3) as pure tensor functions.
 
 Channel c of layer i is judged by how little layer i+1's output changes without input channel c:
 

@@ -2,7 +2,7 @@
 
 OBD ranks a weight by its saliency s_k = ½ h_kk u_k² (paper eq. 5), where h_kk = ∂²E/∂u_k² is the diagonal of the
 Hessian of the training objective E. Here E is the mean softmax cross-entropy over the examples passed in, so
-every estimate below is the average of per-example diagonals (methods.md §1, "Diagonal estimators in PyTorch").
+every estimate below is the average of per-example diagonals (the paper averages E and H over the training set, §2).
 
 Estimators (``hessian_diagonal(..., estimator=...)``):
 
@@ -47,7 +47,7 @@ Estimators (``hessian_diagonal(..., estimator=...)``):
     Tolerance: for a single chunk the error of entry k has standard deviation √(Σ_{j≠k} H_kj² / probes)
     (computed over the scored parameters only); chunks add independent errors, weighted by their share of the
     examples. With the default 100 probes that is 10 % of the off-diagonal norm of each Hessian row, which can
-    exceed h_kk itself, so it is noisy; not recommended as the default (methods.md §1).
+    exceed h_kk itself, so it is noisy; not recommended as the default.
 
 All estimators run with every module in eval mode, so BatchNorm uses its running statistics (per-example, as in
 SNIP/OBD scoring at a fixed network) and dropout is off; the previous modes are restored afterwards. BatchNorm

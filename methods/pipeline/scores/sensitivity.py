@@ -1,9 +1,9 @@
-"""SNIP connection sensitivity (Lee, Ajanthan & Torr, ICLR 2019), methods.md §6.
+"""SNIP connection sensitivity (Lee, Ajanthan & Torr, ICLR 2019, §4 and Alg. 1).
 
 With indicator variables c multiplying the weights (the network uses c ⊙ w), the sensitivity of weight j is
 g_j = ∂L(c ⊙ w; D)/∂c_j at c = 1, which equals (∂L/∂w_j) · w_j (paper eqs. 3–6), and the score is
 s_j = |g_j| / Σ_k |g_k| with the sum over *all* scored tensors (global, eq. 6). Using ∂L/∂w instead of g ⊙ w is
-a known bug of re-implementations (methods.md §10: szmikler/snip-pruning#2, Synaptic-Flow#3).
+a known bug of re-implementations (szmikler/snip-pruning#2, ganguli-lab/Synaptic-Flow#3).
 
 L is the mean cross-entropy over the union of the given batches (the paper uses one batch, and mentions
 accumulating over several). Scoring runs with every module in eval mode (BatchNorm uses running statistics, as the
