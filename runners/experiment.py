@@ -297,16 +297,27 @@ def experiment_spec(config: ExperimentConfig) -> dict:
             "seeds": nondefault(config.seeds), "experiment": config.sweep}
 
 
+def experiment_hash(config: ExperimentConfig) -> str:
+    """The experiment's folder name under ``runs/experiment/`` (and its W&B run id)."""
+    return stage_hash("experiment", experiment_spec(config), {})
+
+
+def recorded(config: ExperimentConfig, store: Store) -> Optional[Stage]:
+    """The experiment's finished record in the store, if any (a failed one is retried, so it does not count)."""
+    existing = store.find("experiment", experiment_spec(config))
+    return existing if existing is not None and existing.result.get("status") == "ok" else None
+
+
 def run_experiment(config: ExperimentConfig, store: Store, tracker: Optional[Tracker] = None) -> dict:
     """Run (or reuse) one experiment; its record is ``runs/experiment/<hash>/result.json``."""
     spec = experiment_spec(config)
-    existing = store.find("experiment", spec)
-    if existing is not None and existing.result.get("status") == "ok":
+    existing = recorded(config, store)
+    if existing is not None:
         return existing.result
     exp = Experiment(config, store, tracker)
     exp.method.validate(exp)
     start = time.perf_counter()
-    (store.stage_dir("experiment", stage_hash("experiment", spec, {})) / "result.json").unlink(missing_ok=True)
+    (store.stage_dir("experiment", experiment_hash(config)) / "result.json").unlink(missing_ok=True)
 
     def compute(files: StageFiles) -> dict:
         record = exp.method.chain(exp)
@@ -322,7 +333,7 @@ def record_failure(config: ExperimentConfig, store: Store, error: BaseException)
                               method=config.method.name, label=config.method.name, model=config.model.name,
                               dataset=config.dataset.name, seed=config.seed,
                               target_sparsity=config.method.sparsity).to_dict()
-    folder = store.stage_dir("experiment", stage_hash("experiment", experiment_spec(config), {}))
+    folder = store.stage_dir("experiment", experiment_hash(config))
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / "result.json", record)
     return record

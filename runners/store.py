@@ -74,6 +74,10 @@ class Stage:
     def weights(self, which: Weights = "selected") -> dict[str, torch.Tensor]:
         return load_tensors(self.dir / _weights_file(which))
 
+    def model_files(self) -> list[Path]:
+        """The files that are this stage's model: its selected weights and, where it has them, its masks or plan."""
+        return [self.dir / name for name in (_WEIGHTS["selected"], _MASKS, _PLAN) if (self.dir / name).exists()]
+
     def snapshot(self, iteration: int) -> dict[str, torch.Tensor]:
         """The weights a training stage kept at ``iteration`` (a rewind point)."""
         return self.weights(iteration)

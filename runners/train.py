@@ -23,9 +23,9 @@ from foundations.errors import UserError
 from foundations.files import atomic_write_json
 from methods import get_method
 from runners.config import ExperimentConfig, register_schemas, schemas, validate
-from runners.experiment import record_failure, run_experiment
+from runners.experiment import experiment_hash, record_failure, recorded, run_experiment
 from runners.store import Store
-from runners.tracking import make_tracker
+from runners.tracking import RunIdentity, Tracker, achieved_tag, artifact_name, make_tracker
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("model", "dataset", "method", "train", "logger", "experiment")
@@ -110,42 +110,77 @@ def summarize(record: dict) -> str:
     return "\n".join(lines)
 
 
+def run_fields(config: ExperimentConfig) -> dict:
+    """What names and tags the experiment's W&B run (``runners.tracking.NAME_FIELDS``)."""
+    method = get_method(config.method.name)(config.method)
+    return {"label": method.label(), "method": config.method.name, "kind": method.kind, "model": config.model.name,
+            "dataset": config.dataset.name, "experiment": config.sweep,
+            "sparsity": 0.0 if method.kind == "dense" else config.method.sparsity,  # a sweep may set it for dense too
+            "seed": config.seed}
+
+
+def open_tracker(config: ExperimentConfig, store: Store, cfg: DictConfig, output_dir: Path) -> Tracker:
+    """The experiment's W&B run, with the experiment hash as its id; none when the store already holds the record
+    (``run_experiment`` will only return it: a second run of the same record would count as another seed)."""
+    digest = experiment_hash(config)
+    if recorded(config, store) is not None:
+        if config.logger.name != "none":
+            log.info("experiment %s is already in the store: no new W&B run (W&B run id %s)", digest, digest)
+        return Tracker()
+    resolved = {**OmegaConf.to_container(cfg, resolve=True), "experiment_hash": digest,
+                "hydra_overrides": list(HydraConfig.get().overrides.task)}
+    identity = RunIdentity.of(config.logger.run_name, digest, run_fields(config))
+    return make_tracker(config.logger, run_dir=output_dir, identity=identity, config=resolved)
+
+
+def log_record(tracker: Tracker, record: dict, store: Store) -> None:
+    """The record as the run's summary (what `analysis.report --source wandb` reads), the achieved-sparsity tag,
+    the per-layer densities and the final stage's model files as a `model` artifact."""
+    tracker.summary(record)
+    tracker.add_tags(achieved_tag(record))
+    tracker.table("per_layer_density_table", ["tensor", "density"],
+                  [[k, v] for k, v in (record.get("per_layer_density") or {}).items()])
+    final = store.at(record["final_stage"])
+    metadata = {k: record.get(k) for k in ("experiment", "label", "model", "dataset", "seed", "target_sparsity",
+                                           "density", "test_acc", "final_stage")}
+    tracker.artifact(artifact_name(record["label"], record["model"], record["dataset"]), final.model_files(),
+                     alias=final.hash, metadata=metadata)
+
+
 def job(cfg: DictConfig) -> dict | None:
     hydra_cfg = HydraConfig.get()
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     output_dir = Path(hydra_cfg.runtime.output_dir)
-    try:
-        config = validate(cfg)
-    except UserError as err:
+
+    def refuse(err: UserError) -> None:
         print(f"error: {err}", file=sys.stderr)
         if sweeping:
             atomic_write_json(output_dir / "result.json", {"status": "failed", "error": str(err)})
             return None
         sys.exit(2)
+
+    try:
+        config = validate(cfg)
+    except UserError as err:
+        return refuse(err)
     configure_process(config)
     store = Store(config.paths.results)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    tracker = make_tracker(config.logger, run_dir=output_dir, group=config.sweep, job_type=config.method.name,
-                           tags=[config.method.name, config.model.name, config.dataset.name], config=resolved)
-    with tracker:
+    with open_tracker(config, store, cfg, output_dir) as tracker:
         try:
             record = run_experiment(config, store, tracker)
         except UserError as err:
-            print(f"error: {err}", file=sys.stderr)
-            if sweeping:
-                atomic_write_json(output_dir / "result.json", {"status": "failed", "error": str(err)})
-                return None
-            sys.exit(2)
-        except Exception as err:
+            tracker.discard()
+            return refuse(err)
+        except Exception as err:  # recorded as failed; in a sweep the next job runs
             record = record_failure(config, store, err)
             atomic_write_json(output_dir / "result.json", record)
+            tracker.summary(record)
+            tracker.close(exit_code=1)
             log.exception("experiment failed")
             if not sweeping:
                 raise
             return record
-        tracker.summary(record)  # the whole record: `analysis.report --source wandb` rebuilds the table from it
-        tracker.table("per_layer_density_table", ["tensor", "density"],
-                      [[k, v] for k, v in (record.get("per_layer_density") or {}).items()])
+        log_record(tracker, record, store)
     atomic_write_json(output_dir / "result.json", record)
     print(f"\n{record['label']} on {record['model']}/{record['dataset']}: test_acc={record['test_acc']:.4f}\n"
           f"{summarize(record)}\n  record: {output_dir / 'result.json'}")
