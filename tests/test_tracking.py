@@ -150,6 +150,22 @@ def test_a_broken_wandb_never_fails_the_experiment(tmp_path, monkeypatch, failur
     assert record["status"] == "ok"
 
 
+def test_progress_bars_draw_only_on_a_terminal(monkeypatch):
+    import io
+
+    from foundations.progress import progress_bar
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, enabled, drawn in ((io.StringIO(), True, False), (Terminal(), True, True), (Terminal(), False, False)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        for _ in progress_bar(range(3), enabled=enabled, desc="bar"):
+            pass
+        assert ("bar" in stream.getvalue()) == drawn
+
+
 # ------------------------------------------------------------------------------------------ real W&B, offline
 
 def wandb_env(tmp_path) -> dict:
@@ -164,8 +180,10 @@ def train(cwd: Path, *args: str, multirun: bool = False) -> subprocess.Completed
     """``python -m runners.train`` in ``cwd``, so that outputs/ and multirun/ land where a user's would."""
     cwd.mkdir(parents=True, exist_ok=True)
     flags = ["-m"] if multirun else []
-    return subprocess.run([sys.executable, "-m", "runners.train", *flags, "logger=wandb", "threads=1", *args], cwd=cwd,
-                          env=wandb_env(cwd), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "runners.train", *flags, "logger=wandb", "threads=1", *args], cwd=cwd,
+                          env=wandb_env(cwd), capture_output=True, timeout=300)
+    # decoded by hand: text=True would turn a progress bar's carriage returns into newlines
+    return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(), proc.stderr.decode())
 
 
 TINY = ["name=tiny", *SYNTH, "method=dense,magnitude", "method.sparsity=0.8"]
@@ -227,6 +245,14 @@ def test_a_second_identical_sweep_adds_no_run(sweep):
     cwd, folders, _, second = sweep
     assert sorted(cwd.rglob("offline-run-*")) == folders
     assert (second.stdout + second.stderr).count("is already in the store: no new W&B run") == 2
+
+
+@pytest.mark.slow
+def test_a_sweep_logged_to_a_file_holds_lines_not_progress_bar_frames(sweep):
+    _, _, first, _ = sweep
+    log = first.stdout + first.stderr
+    assert "\r" not in log and len(log.splitlines()) < 80, log
+    assert log.count("sweep: ") == 2 and log.count("test_acc=") == 2  # a progress line and a summary per job
 
 
 def readme_sync_globs() -> list[str]:
