@@ -326,10 +326,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             kinds = "/".join(sorted({p.suffix.lstrip(".") for p in paths}))
             print(f"{group:8s} {len(paths):3d} file{'s' if len(paths) != 1 else ' '} ({kinds}) in {', '.join(folders)}")
     if args.wandb:
-        group = report_group(df)
-        if log_to_wandb(outputs, out_dir, entity=args.entity, project=args.project, group=group,
+        sweep = report_group(df)
+        if log_to_wandb(outputs, out_dir, entity=args.entity, project=args.project, group=sweep,
                         config=report_inputs(df, args, out_dir)):
-            print(f"W&B: logged to a 'report' run of {args.project} (group {group or 'none'}, mode "
+            print(f"W&B: logged to a 'report' run of {args.project} (group {sweep or 'none'}, mode "
                   f"{os.environ.get('WANDB_MODE', 'offline')}) under {out_dir / 'wandb'}")
     return 0
 

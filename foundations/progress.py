@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from collections.abc import Iterable
+from typing import Optional
 
 
 def progress_bar(iterable: Optional[Iterable] = None, *, enabled: bool = True, **kwargs):

@@ -19,6 +19,7 @@ from foundations.errors import UserError
 from foundations.training import TrainConfig
 from methods import get_method, registry
 from models.config import ModelConfig
+from runners.tracking import NAME_FIELDS, run_name
 
 
 @dataclass
@@ -32,8 +33,6 @@ class LoggerConfig:
     copy_artifacts: bool = False  # copy the files into W&B instead of referencing the store (file://)
 
     def __post_init__(self) -> None:
-        from runners.tracking import NAME_FIELDS, run_name
-
         check(self.name in ("wandb", "none"), "logger.name", f"must be wandb or none (got {self.name!r})")
         check(self.mode in ("offline", "online", "disabled"), "logger.mode",
               f"must be offline, online or disabled (got {self.mode!r})")

@@ -118,7 +118,7 @@ class Tracker:
 class WandbTracker(Tracker):
     def __init__(self, *, project: str, entity: Optional[str], mode: str, run_dir: Path, identity: RunIdentity,
                  config: dict, reference_artifacts: bool = True, artifacts: bool = True):
-        self.wandb_run = None
+        self.wandb_run: Any = None  # a wandb Run; W&B is imported only here, so it is not typed
         self.reference_artifacts = reference_artifacts
         self.artifacts = artifacts
         self._stages: set[str] = set()
@@ -128,10 +128,11 @@ class WandbTracker(Tracker):
 
             run_dir.mkdir(parents=True, exist_ok=True)
             # resume="allow": the same experiment (a failed one retried) continues its run instead of adding one.
-            self.wandb_run = wandb.init(project=project, entity=entity, mode=mode, dir=str(run_dir),
-                                        id=identity.id, resume="allow", name=identity.name, group=identity.group,
+            init: dict[str, Any] = dict(project=project, entity=entity, mode=mode, dir=str(run_dir), id=identity.id,
+                                        resume="allow", name=identity.name, group=identity.group,
                                         job_type=identity.job_type, tags=identity.tags, config=config,
-                                        reinit="finish_previous", settings=wandb.Settings(silent=True, console="off"))
+                                        reinit="finish_previous")
+            self.wandb_run = wandb.init(**init, settings=wandb.Settings(silent=True, console="off"))
         except Exception as err:  # any W&B failure must leave the experiment running
             self._disable(err)
 
@@ -176,7 +177,8 @@ class WandbTracker(Tracker):
         def log_table():
             import wandb
 
-            self.wandb_run.log({name: wandb.Table(columns=columns, data=rows)})
+            header: list[Any] = list(columns)
+            self.wandb_run.log({name: wandb.Table(columns=header, data=rows)})
 
         self._call(log_table)
 

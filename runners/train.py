@@ -127,7 +127,7 @@ def open_tracker(config: ExperimentConfig, store: Store, cfg: DictConfig, output
         if config.logger.name != "none":
             log.info("experiment %s is already in the store: no new W&B run (W&B run id %s)", digest, digest)
         return Tracker()
-    resolved = {**OmegaConf.to_container(cfg, resolve=True), "experiment_hash": digest,
+    resolved = {**dict(OmegaConf.to_container(cfg, resolve=True)), "experiment_hash": digest,  # type: ignore[arg-type]
                 "hydra_overrides": list(HydraConfig.get().overrides.task)}
     identity = RunIdentity.of(config.logger.run_name, digest, run_fields(config))
     return make_tracker(config.logger, run_dir=output_dir, identity=identity, config=resolved)
@@ -153,16 +153,17 @@ def job(cfg: DictConfig) -> dict | None:
     output_dir = Path(hydra_cfg.runtime.output_dir)
 
     def refuse(err: UserError) -> None:
+        """Bad input: one line; a sweep records the job as failed and goes on, a single run exits 2."""
         print(f"error: {err}", file=sys.stderr)
-        if sweeping:
-            atomic_write_json(output_dir / "result.json", {"status": "failed", "error": str(err)})
-            return None
-        sys.exit(2)
+        if not sweeping:
+            sys.exit(2)
+        atomic_write_json(output_dir / "result.json", {"status": "failed", "error": str(err)})
 
     try:
         config = validate(cfg)
     except UserError as err:
-        return refuse(err)
+        refuse(err)
+        return None
     configure_process(config)
     store = Store(config.paths.results)
     with open_tracker(config, store, cfg, output_dir) as tracker:
@@ -170,7 +171,8 @@ def job(cfg: DictConfig) -> dict | None:
             record = run_experiment(config, store, tracker)
         except UserError as err:
             tracker.discard()
-            return refuse(err)
+            refuse(err)
+            return None
         except Exception as err:  # recorded as failed; in a sweep the next job runs
             record = record_failure(config, store, err)
             atomic_write_json(output_dir / "result.json", record)

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 
 from foundations.errors import UserError
+from foundations.record import STORE_FIELDS
 from runners.config import LoggerConfig
 from runners.experiment import run_experiment
 from runners.store import Store
-from foundations.record import STORE_FIELDS
 from runners.tracking import RunIdentity, WandbTracker
 from tests.conftest import SYNTH, make_run
 from tests.wandb_offline import offline_runs, read_run
@@ -111,7 +111,7 @@ def test_run_is_mirrored_with_identity_stage_curves_summary_and_artifact(tmp_pat
     assert (kwargs["group"], kwargs["job_type"], kwargs["tags"]) == ("survey_mlp", "random", IDENTITY.tags)
     assert ("dense/*", {"step_metric": "dense/iteration"}) in run.metrics
     assert {"dense/iteration": 20, "dense/val_acc": 0.6, "dense/reused": 1} in run.logged
-    assert run.summary["test_acc"] == record["test_acc"] and not STORE_FIELDS & set(run.summary)
+    assert run.summary["test_acc"] == record["test_acc"] and not set(STORE_FIELDS) & set(run.summary)
     (artifact, aliases), = run.artifacts
     assert artifact.type == "model" and aliases == ["feedface"]
     assert artifact.refs == [(f"file://{store_file.resolve()}", "model.safetensors")] and not artifact.files
@@ -219,7 +219,7 @@ def test_each_job_is_one_named_tagged_grouped_run_with_a_clean_summary(sweep):
     for run in runs.values():
         record = store_record(cwd, run.id)  # the run id is the experiment's folder in the store
         assert run.config["experiment_hash"] == run.id and run.exit_code == 0
-        assert not STORE_FIELDS & set(run.summary)
+        assert not set(STORE_FIELDS) & set(run.summary)
         assert {k: run.summary[k] for k in record if k not in STORE_FIELDS} == \
             {k: v for k, v in record.items() if k not in STORE_FIELDS}
     steps = mag.curve("recover1/iteration")

@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 BLOCK = 32768
 HEADER = struct.Struct("<IHB")  # crc32 (of type byte + data), length, type
