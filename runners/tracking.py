@@ -2,13 +2,15 @@
 W&B is switched off for the rest of the run, never failing the experiment.
 
 One experiment is one W&B run, whose id is the experiment's store hash: a re-run of the same experiment never makes
-a second run (``runners.train`` skips W&B altogether when the record is reused, and ``resume="allow"`` makes a
-retried failed experiment continue its own run). Each stage's curves live under ``<stage>/`` with their own x axis
-``<stage>/iteration``.
+a second run (``runners.train`` opens none when the store notes the experiment as already logged to this project,
+and ``resume="allow"`` makes a retried failed experiment continue its own run). Each stage's curves live under
+``<stage>/`` with their own x axis ``<stage>/iteration``; a stage reused from the store is logged from its stored
+rows, flagged ``<stage>/reused``, so every run shows its whole history.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -75,6 +77,16 @@ def science(record: Mapping[str, Any]) -> dict:
     return {k: v for k, v in record.items() if k not in STORE_FIELDS}
 
 
+def table_of(rows: list[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """Record rows (lottery levels, pruning rounds) as table columns and cells; nested values as JSON text."""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+
+    def cell(value: Any) -> Any:
+        return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
+
+    return columns, [[cell(row.get(c)) for c in columns] for row in rows]
+
+
 def artifact_name(*parts: str) -> str:
     """W&B artifact names allow letters, digits, ``-``, ``_`` and ``.``: ``scratch-B (slimming)`` → ``scratch-B_slimming``."""
     return "-".join(re.sub(r"[^A-Za-z0-9._-]+", "_", str(p)).strip("_") for p in parts)
@@ -108,6 +120,10 @@ class Tracker:
     def artifact(self, name: str, files: list[Path], *, alias: str, metadata: Optional[dict] = None) -> None:
         """The files of one stage as a ``model`` artifact whose alias is the stage hash."""
 
+    def where(self) -> Optional[dict]:
+        """``{"project", "entity", "id"}`` of the W&B run this tracker logs to, while it does; else None."""
+        return None
+
     def close(self, exit_code: int = 0) -> None:
         pass
 
@@ -119,6 +135,7 @@ class WandbTracker(Tracker):
     def __init__(self, *, project: str, entity: Optional[str], mode: str, run_dir: Path, identity: RunIdentity,
                  config: dict, reference_artifacts: bool = True, artifacts: bool = True):
         self.wandb_run: Any = None  # a wandb Run; W&B is imported only here, so it is not typed
+        self._where = {"project": project, "entity": entity, "id": identity.id}
         self.reference_artifacts = reference_artifacts
         self.artifacts = artifacts
         self._stages: set[str] = set()
@@ -152,6 +169,10 @@ class WandbTracker(Tracker):
         self._call(lambda: self.wandb_run.log(metrics, step=step))
 
     def log_stage(self, stage: str, rows: Iterable[Mapping[str, Any]], *, reused: bool = False) -> None:
+        rows = list(rows)
+        if not rows:  # init and prune stages have no curves
+            return
+
         def log_rows():
             run = self.wandb_run
             if stage not in self._stages:
@@ -200,6 +221,9 @@ class WandbTracker(Tracker):
             self.wandb_run.log_artifact(art, aliases=[alias])
 
         self._call(log_artifact)
+
+    def where(self) -> Optional[dict]:
+        return dict(self._where) if self.wandb_run is not None else None
 
     def close(self, exit_code: int = 0) -> None:
         run, self.wandb_run = self.wandb_run, None

@@ -25,7 +25,7 @@ from methods import get_method
 from runners.config import ExperimentConfig, register_schemas, schemas, validate
 from runners.experiment import experiment_hash, record_failure, recorded, run_experiment
 from runners.store import Store
-from runners.tracking import RunIdentity, Tracker, achieved_tag, artifact_name, make_tracker
+from runners.tracking import RunIdentity, Tracker, achieved_tag, artifact_name, make_tracker, table_of
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("model", "dataset", "method", "train", "logger", "experiment")
@@ -121,11 +121,14 @@ def run_fields(config: ExperimentConfig) -> dict:
 
 def open_tracker(config: ExperimentConfig, store: Store, cfg: DictConfig, output_dir: Path) -> Tracker:
     """The experiment's W&B run, with the experiment hash as its id; none when the store already holds the record
-    (``run_experiment`` will only return it: a second run of the same record would count as another seed)."""
+    and notes it as logged to this W&B project (a second run of the same record would count as another seed)."""
     digest = experiment_hash(config)
-    if recorded(config, store) is not None:
+    existing = recorded(config, store)
+    mirror = existing.mirror() if existing is not None else None
+    if mirror is not None and (mirror.get("project"), mirror.get("entity")) == (config.logger.project,
+                                                                                config.logger.entity):
         if config.logger.name != "none":
-            log.info("experiment %s is already in the store: no new W&B run (W&B run id %s)", digest, digest)
+            log.info("experiment %s is already in the store and in W&B: no new W&B run (run id %s)", digest, digest)
         return Tracker()
     resolved = {**dict(OmegaConf.to_container(cfg, resolve=True)), "experiment_hash": digest,  # type: ignore[arg-type]
                 "hydra_overrides": list(HydraConfig.get().overrides.task)}
@@ -133,11 +136,29 @@ def open_tracker(config: ExperimentConfig, store: Store, cfg: DictConfig, output
     return make_tracker(config.logger, run_dir=output_dir, identity=identity, config=resolved)
 
 
-def log_record(tracker: Tracker, record: dict, store: Store) -> None:
-    """The record as the run's summary (what `analysis.report --source wandb` reads), the achieved-sparsity tag,
-    the per-layer densities and the final stage's model files as a `model` artifact."""
+def stage_rows(store: Store, digest: str) -> list[dict]:
+    """The stored evaluation rows of a stage: a training stage has them, init and prune stages have none."""
+    stage = store.get(f"train/{digest}")
+    return stage.metrics() if stage is not None else []
+
+
+def log_record(tracker: Tracker, record: dict, store: Store, *, reused: bool) -> None:
+    """What the run shows beyond the live curves: the curves of the stages reused from the store (all of them when
+    the whole record was: ``reused``), the record as the summary (what `analysis.report --source wandb` reads), the
+    achieved-sparsity tag, tables (stages, lottery levels / pruning rounds, per-layer density) and the final stage's
+    model files as a `model` artifact. The store then notes where the run is, so a re-run opens none."""
+    for name, digest in record["stage_hashes"].items():
+        if reused or record["stages_reused"].get(name):
+            tracker.log_stage(name, stage_rows(store, digest), reused=True)
     tracker.summary(record)
     tracker.add_tags(achieved_tag(record))
+    # table names never collide with record fields: a table logged under `levels` would replace the summary's levels
+    tracker.table("stages_table", ["stage", "hash", "reused", "wall_time_s"],
+                  [[name, digest, reused or record["stages_reused"].get(name), record["wall_time_s"].get(name)]
+                   for name, digest in record["stage_hashes"].items()])
+    for key in ("levels", "rounds"):
+        if record.get(key):
+            tracker.table(f"{key}_table", *table_of(record[key]))
     tracker.table("per_layer_density_table", ["tensor", "density"],
                   [[k, v] for k, v in (record.get("per_layer_density") or {}).items()])
     final = store.at(record["final_stage"])
@@ -145,6 +166,9 @@ def log_record(tracker: Tracker, record: dict, store: Store) -> None:
                                            "density", "test_acc", "final_stage")}
     tracker.artifact(artifact_name(record["label"], record["model"], record["dataset"]), final.model_files(),
                      alias=final.hash, metadata=metadata)
+    where = tracker.where()
+    if where is not None:
+        store.at(f"experiment/{where['id']}").note_mirror(where)
 
 
 def job(cfg: DictConfig) -> dict | None:
@@ -168,6 +192,7 @@ def job(cfg: DictConfig) -> dict | None:
     store = Store(config.paths.results)
     with open_tracker(config, store, cfg, output_dir) as tracker:
         try:
+            reused = recorded(config, store) is not None
             record = run_experiment(config, store, tracker)
         except UserError as err:
             tracker.discard()
@@ -182,7 +207,7 @@ def job(cfg: DictConfig) -> dict | None:
             if not sweeping:
                 raise
             return record
-        log_record(tracker, record, store)
+        log_record(tracker, record, store, reused=reused)
     atomic_write_json(output_dir / "result.json", record)
     print(f"\n{record['label']} on {record['model']}/{record['dataset']}: test_acc={record['test_acc']:.4f}\n"
           f"{summarize(record)}\n  record: {output_dir / 'result.json'}")

@@ -176,22 +176,24 @@ def wandb_env(tmp_path) -> dict:
             "WANDB_DATA_DIR": str(home / "data"), "WANDB_ARTIFACT_DIR": str(home / "artifacts")}
 
 
-def train(cwd: Path, *args: str, multirun: bool = False) -> subprocess.CompletedProcess:
+def train(cwd: Path, *args: str, multirun: bool = False, logger: str = "wandb") -> subprocess.CompletedProcess:
     """``python -m runners.train`` in ``cwd``, so that outputs/ and multirun/ land where a user's would."""
     cwd.mkdir(parents=True, exist_ok=True)
     flags = ["-m"] if multirun else []
-    proc = subprocess.run([sys.executable, "-m", "runners.train", *flags, "logger=wandb", "threads=1", *args], cwd=cwd,
+    proc = subprocess.run([sys.executable, "-m", "runners.train", *flags, f"logger={logger}", "threads=1", *args],
+                          cwd=cwd,
                           env=wandb_env(cwd), capture_output=True, timeout=300)
     # decoded by hand: text=True would turn a progress bar's carriage returns into newlines
     return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(), proc.stderr.decode())
 
 
-TINY = ["name=tiny", *SYNTH, "method=dense,magnitude", "method.sparsity=0.8"]
+TINY = ["name=tiny", *SYNTH, "method=dense,magnitude,lottery", "method.sparsity=0.8"]
+JOBS = 3
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    """A real two-job multirun (dense, magnitude) in its own folder, then the same command again."""
+    """A real three-job multirun (dense, magnitude, lottery) in its own folder, then the same command again."""
     cwd = tmp_path_factory.mktemp("sweep")
     first = train(cwd, *TINY, multirun=True)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -209,7 +211,7 @@ def store_record(cwd: Path, digest: str) -> dict:
 def test_each_job_is_one_named_tagged_grouped_run_with_a_clean_summary(sweep):
     cwd, folders, first, _ = sweep
     runs = {run.job_type: run for run in map(read_run, folders)}
-    assert sorted(runs) == ["dense", "magnitude"]
+    assert sorted(runs) == ["dense", "lottery", "magnitude"]
     mag = runs["magnitude"]
     assert mag.name == "magnitude @ 0.8 s0" and runs["dense"].name == "dense @ 0 s0"
     assert mag.group == "tiny" and runs["dense"].group == "tiny"
@@ -234,7 +236,7 @@ def test_the_final_stage_is_a_model_artifact_referencing_the_store(sweep):
         final = record["final_stage"].split("/")[1]
         (model,) = [a for a in run.artifacts if a["type"] == "model"]
         assert final in model["aliases"] and model["metadata"]["test_acc"] == record["test_acc"]
-        expected = {"model.safetensors"} | ({"masks.safetensors"} if run.job_type == "magnitude" else set())
+        expected = {"model.safetensors"} | ({"masks.safetensors"} if run.job_type != "dense" else set())
         assert set(model["entries"]) == expected
         for name, ref in model["entries"].items():
             assert ref == f"file://{cwd / 'results' / 'runs' / 'train' / final / name}"
@@ -244,7 +246,7 @@ def test_the_final_stage_is_a_model_artifact_referencing_the_store(sweep):
 def test_a_second_identical_sweep_adds_no_run(sweep):
     cwd, folders, _, second = sweep
     assert sorted(cwd.rglob("offline-run-*")) == folders
-    assert (second.stdout + second.stderr).count("is already in the store: no new W&B run") == 2
+    assert (second.stdout + second.stderr).count("is already in the store and in W&B: no new W&B run") == JOBS
 
 
 @pytest.mark.slow
@@ -252,7 +254,7 @@ def test_a_sweep_logged_to_a_file_holds_lines_not_progress_bar_frames(sweep):
     _, _, first, _ = sweep
     log = first.stdout + first.stderr
     assert "\r" not in log and len(log.splitlines()) < 80, log
-    assert log.count("sweep: ") == 2 and log.count("test_acc=") == 2  # a progress line and a summary per job
+    assert log.count("sweep: ") == JOBS and log.count("test_acc=") == JOBS  # a progress line and a summary per job
 
 
 def readme_sync_globs() -> list[str]:
@@ -269,7 +271,7 @@ def test_the_readme_sync_commands_find_every_offline_run(sweep, tmp_path):
     assert len(globs) >= 2, globs
     for where, expected in ((cwd, folders), (tmp_path / "single", sorted((tmp_path / "single").rglob("offline-run-*")))):
         matched = sorted({Path(where, p) for g in globs for p in glob.glob(g, root_dir=where)})
-        assert matched == expected and len(expected) == (2 if where == cwd else 1)
+        assert matched == expected and len(expected) == (JOBS if where == cwd else 1)
     # and wandb itself accepts them: a dry run lists the transaction log of every job
     cmd = next(g for g in globs if g.startswith("multirun/"))
     dry = subprocess.run(f"{Path(sys.executable).parent / 'wandb'} sync --dry-run {cmd}", shell=True, cwd=cwd,
@@ -303,7 +305,7 @@ def test_source_wandb_reads_back_the_stores_records_once_per_experiment(sweep):
     local = load_local(cwd / "results")
     # the store's own bookkeeping never reaches W&B (see test above); the science must come back identical
     local = local.drop(columns=[c for c in local.columns if c.split(".")[0] in STORE_FIELDS])
-    assert len(remote) == 2
+    assert len(remote) == JOBS
     pd.testing.assert_frame_equal(remote.drop(columns="source"), local.drop(columns="source"))
 
 
@@ -317,7 +319,7 @@ def test_report_run_is_in_the_sweeps_group_with_its_inputs_and_tables(sweep, tmp
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = offline_runs(out / "wandb")
     assert (run.job_type, run.group, run.name) == ("report", "tiny", "report tiny")
-    assert run.config["records"] == 2 and run.config["experiments"] == ["tiny"]
+    assert run.config["records"] == JOBS and run.config["experiments"] == ["tiny"]
     assert run.config["experiment_filter"] == ["tiny"] and run.config["source"] == "local"
     assert sorted(run.config["record_sources"]) == sorted(
         str(p) for p in (cwd / "results" / "runs" / "experiment").glob("*/result.json"))
@@ -326,3 +328,57 @@ def test_report_run_is_in_the_sweeps_group_with_its_inputs_and_tables(sweep, tmp
     figures = {k for k, v in logged.items() if k.startswith("figures/") and v.get("_type") == "image-file"}
     assert tables == {f"tables/{p.stem}" for p in (out / "tables").glob("*.csv")} and tables
     assert figures == {f"figures/{p.stem}" for p in (out / "figures").glob("*.png")} and figures
+
+
+def stored_rows(cwd: Path, digest: str) -> list[dict]:
+    path = cwd / "results" / "runs" / "train" / digest / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def logged_table(run, key: str) -> dict:
+    """A W&B table the run logged, read from its file in the offline run folder."""
+    return json.loads((run.folder / "files" / run.summary[key]["path"]).read_text())
+
+
+@pytest.mark.slow
+def test_each_stage_has_its_own_axis_and_reused_stages_come_from_the_store(sweep):
+    cwd, folders, _, _ = sweep
+    runs = {run.job_type: run for run in map(read_run, folders)}
+    for run in runs.values():
+        record = store_record(cwd, run.id)
+        train_stages = [n for n, h in record["stage_hashes"].items() if (cwd / "results" / "runs" / "train" / h).is_dir()]
+        for name in train_stages:
+            rows = stored_rows(cwd, record["stage_hashes"][name])
+            assert {"name": f"{name}/*", "step_metric": f"{name}/iteration", "hidden": False} in run.metrics
+            assert run.curve(f"{name}/iteration") == [r["iteration"] for r in rows], (run.job_type, name)
+            assert run.curve(f"{name}/val_acc") == [r["val_acc"] for r in rows]
+            assert run.curve(f"{name}/reused") == [int(record["stages_reused"][name])] * len(rows)
+        stages = logged_table(run, "stages_table")
+        assert sorted(row[:3] for row in stages["data"]) == sorted([n, h, record["stages_reused"][n]]
+                                                                  for n, h in record["stage_hashes"].items())
+    # the dense model was trained by the dense job: magnitude and lottery (as its level 0) show it as reused
+    assert store_record(cwd, runs["magnitude"].id)["stages_reused"]["dense"] is True
+    assert runs["lottery"].curve("level0/reused") and set(runs["lottery"].curve("level0/reused")) == {1}
+    assert set(runs["lottery"].curve("level1/reused")) == {0}
+    levels = logged_table(runs["lottery"], "levels_table")
+    record = store_record(cwd, runs["lottery"].id)
+    assert levels["columns"] == ["level", "density", "early_stop_iteration", "test_acc"]
+    assert levels["data"] == [[row[c] for c in levels["columns"]] for row in record["levels"]] and len(levels["data"]) > 3
+    rounds = logged_table(runs["magnitude"], "rounds_table")
+    assert [dict(zip(rounds["columns"], row)) for row in rounds["data"]] == store_record(cwd, runs["magnitude"].id)["rounds"]
+
+
+@pytest.mark.slow
+def test_a_record_made_without_wandb_gets_one_run_with_its_whole_history(tmp_path):
+    args = ["name=late", *SYNTH, "method=magnitude", "method.sparsity=0.5"]
+    assert train(tmp_path, *args, logger="none").returncode == 0
+    assert not list(tmp_path.rglob("offline-run-*"))
+    assert train(tmp_path, *args).returncode == 0
+    (run,) = offline_runs(tmp_path)
+    record = store_record(tmp_path, run.id)
+    for name in ("dense", "recover1"):
+        rows = stored_rows(tmp_path, record["stage_hashes"][name])
+        assert run.curve(f"{name}/val_acc") == [r["val_acc"] for r in rows] and set(run.curve(f"{name}/reused")) == {1}
+    assert run.summary["test_acc"] == record["test_acc"] and run.name == "magnitude @ 0.5 s0"
+    third = train(tmp_path, *args)
+    assert third.returncode == 0 and len(offline_runs(tmp_path)) == 1
