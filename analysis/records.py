@@ -17,7 +17,7 @@ from typing import Any, Optional
 import pandas as pd
 
 from foundations.progress import progress_bar
-from foundations.record import SCALAR_FIELDS
+from foundations.record import SCALAR_FIELDS, STORE_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ def load_local(root: str | Path) -> pd.DataFrame:
             record = json.loads(path.read_text(encoding="utf-8"))
             if not isinstance(record, dict):
                 raise ValueError(f"expected a JSON object, found {type(record).__name__}")
+            record = {k: v for k, v in record.items() if k not in STORE_FIELDS}  # as W&B summaries have it
         except (OSError, UnicodeDecodeError, ValueError) as err:
             reason = f"{type(err).__name__}: {err}"
             log.warning("skipping unreadable record %s (%s)", path, reason)
