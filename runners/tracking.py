@@ -101,9 +101,6 @@ class Tracker:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def log(self, metrics: dict, step: Optional[int] = None) -> None:
-        pass
-
     def log_stage(self, stage: str, rows: Iterable[Mapping[str, Any]], *, reused: bool = False) -> None:
         """Evaluation rows of one stage (``metrics.jsonl`` rows: ``iteration``, ``val_acc``...) under ``<stage>/``,
         plotted against ``<stage>/iteration``; ``reused``: rows read back from the store, flagged ``<stage>/reused``."""
@@ -164,9 +161,6 @@ class WandbTracker(Tracker):
             fn(*args, **kwargs)
         except Exception as err:
             self._disable(err)
-
-    def log(self, metrics: dict, step: Optional[int] = None) -> None:
-        self._call(lambda: self.wandb_run.log(metrics, step=step))
 
     def log_stage(self, stage: str, rows: Iterable[Mapping[str, Any]], *, reused: bool = False) -> None:
         rows = list(rows)
