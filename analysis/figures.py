@@ -1,6 +1,6 @@
 """Paper-column figures (≈3.4 × 2.6 in, 7–8 pt): accuracy against compression, remaining parameters, theoretical
-speedup and (structured methods) measured CPU latency. One fixed colour + marker per method label, so a method
-looks the same in every figure. Uses matplotlib's object API (no pyplot), so no global backend is touched."""
+speedup and (structured methods) latency measured on the device each job ran on. One fixed colour + marker per
+method label, so a method looks the same in every figure. Uses matplotlib's object API (no pyplot), so no global backend is touched."""
 
 from __future__ import annotations
 
@@ -197,7 +197,8 @@ def build_figures(df: pd.DataFrame, fig_dir: Path, styles: Optional[dict[str, St
         points = curve(structured, numeric(structured, LATENCY_COLUMN))
         if not points.empty:
             d_lat = numeric(structured, DENSE_LATENCY_COLUMN).dropna()
-            paths += accuracy_figure(points, styles, title=title, xlabel="Measured CPU latency, batch of 256 (ms)",
+            devices = ", ".join(sorted({str(d) for d in structured["latency_device"].dropna()})) or "cpu"
+            paths += accuracy_figure(points, styles, title=title, xlabel=f"Measured latency on {devices}, batch of 256 (ms)",
                                      dense=dense, dense_x=float(d_lat.mean()) if len(d_lat) else None,
                                      stem=base.parent / f"{base.name}_acc_vs_latency", log_x=False)
     return paths

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pandas as pd
-from tqdm.auto import tqdm
 
-from foundations.record import SCALAR_FIELDS
+from foundations.progress import progress_bar
+from foundations.record import SCALAR_FIELDS, STORE_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +83,12 @@ def load_local(root: str | Path) -> pd.DataFrame:
     root = Path(root)
     files = sorted((root / "runs" / "experiment").glob("*/result.json"))
     items, unreadable = [], []
-    for path in tqdm(files, desc="reading records", unit="file", disable=None, leave=False):
+    for path in progress_bar(files, desc="reading records", unit="file", leave=False):
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
             if not isinstance(record, dict):
                 raise ValueError(f"expected a JSON object, found {type(record).__name__}")
+            record = {k: v for k, v in record.items() if k not in STORE_FIELDS}  # as W&B summaries have it
         except (OSError, UnicodeDecodeError, ValueError) as err:
             reason = f"{type(err).__name__}: {err}"
             log.warning("skipping unreadable record %s (%s)", path, reason)
@@ -136,21 +137,33 @@ def record_from_wandb(summary: Any, config: Any) -> dict:
     return record
 
 
+def _identity(record: dict, config: Any, run_path: str) -> str:
+    """Which experiment a run is: the ``experiment_hash`` runners.train puts in the config (also the run id), else,
+    for runs logged before it did, the record itself (an identical re-run logged the very same record)."""
+    digest = (_plain(config) or {}).get("experiment_hash")
+    if isinstance(digest, str) and digest:
+        return digest
+    return json.dumps(record, sort_keys=True, default=str) if "status" in record else run_path
+
+
 def load_wandb(entity: Optional[str], project: str, api: Any = None) -> pd.DataFrame:
     """Runs of ``entity/project`` whose summary holds an experiment record, as the same DataFrame as
-    :func:`load_local`. Report runs and runs that never logged a record are skipped (crashed ones are kept as
-    failed rows so they are counted)."""
+    :func:`load_local`, one row per experiment (runs of the same experiment hash count once, an ok one preferred).
+    Report runs and runs that never logged a record are skipped (crashed ones are kept as failed rows so they are
+    counted)."""
     if api is None:
         import wandb
 
         api = wandb.Api()
     path = f"{entity}/{project}" if entity else project
-    items, skipped = [], []
-    for run in tqdm(api.runs(path), desc="reading W&B runs", unit="run", disable=None, leave=False):
+    found: dict[str, tuple[dict, str]] = {}
+    skipped, repeated = [], []
+    for run in progress_bar(api.runs(path), desc="reading W&B runs", unit="run", leave=False):
         run_path = "/".join(str(p) for p in getattr(run, "path", None) or [path, getattr(run, "id", "?")])
         if getattr(run, "job_type", None) == "report":
             continue
-        record = record_from_wandb(getattr(run, "summary", None), getattr(run, "config", None))
+        config = getattr(run, "config", None)
+        record = record_from_wandb(getattr(run, "summary", None), config)
         if "status" not in record:
             state = getattr(run, "state", None)
             if state in ("failed", "crashed", "killed"):
@@ -159,10 +172,17 @@ def load_wandb(entity: Optional[str], project: str, api: Any = None) -> pd.DataF
             else:
                 skipped.append(run_path)
                 continue
-        items.append((record, f"wandb:{run_path}"))
+        key = _identity(record, config, run_path)
+        if key in found:
+            repeated.append(run_path)
+            if found[key][0].get("status") == "ok" or record.get("status") != "ok":
+                continue
+        found[key] = (record, f"wandb:{run_path}")
     if skipped:
         log.info("skipped %d W&B runs without an experiment record: %s", len(skipped), ", ".join(skipped[:10]))
-    df = records_to_frame(items)
+    if repeated:
+        log.info("left out %d W&B runs repeating an experiment already read: %s", len(repeated), ", ".join(repeated[:10]))
+    df = records_to_frame(found.values())
     df.attrs[ATTR_SOURCE] = f"W&B project {path}"
     df.attrs[ATTR_UNREADABLE] = []
     return df

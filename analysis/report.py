@@ -209,18 +209,34 @@ def render_summary(df: pd.DataFrame, tables: list[Table], outputs: dict[str, lis
 # ---------------------------------------------------------------- W&B
 
 
+def report_inputs(df: pd.DataFrame, args: argparse.Namespace, out_dir: Path) -> dict:
+    """What a report was made of, as its W&B run's config: where the records came from and which ones."""
+    return {"source": args.source, "results": str(Path(args.results).resolve()) if args.source == "local" else None,
+            "wandb_project": f"{args.entity}/{args.project}" if args.entity else args.project,
+            "experiment_filter": args.experiment, "experiments": sorted({str(e) for e in df["experiment"].dropna()}),
+            "records": int(len(df)), "record_sources": [str(s) for s in df["source"]], "out": str(out_dir.resolve())}
+
+
+def report_group(df: pd.DataFrame) -> Optional[str]:
+    """The sweep's W&B group (its experiment name) when the report covers exactly one sweep."""
+    names = {str(e) for e in df["experiment"].dropna()}
+    return names.pop() if len(names) == 1 else None
+
 
 def log_to_wandb(outputs: dict[str, list[Path]], out_dir: Path, *, entity: Optional[str] = None,
-                 project: str = "prunelab") -> bool:
-    """Log the CSV tables and PNG figures to a W&B run of job type "report". Mode: ``WANDB_MODE`` (default
-    offline). Any failure is a warning: the report on disk is what counts."""
+                 project: str = "prunelab", group: Optional[str] = None, config: Optional[dict] = None) -> bool:
+    """Log the CSV tables (as ``wandb.Table``) and PNG figures to a W&B run of job type "report", in the sweep's
+    ``group`` next to its experiments, with the report's inputs as its ``config``. Mode: ``WANDB_MODE`` (default
+    offline); the offline run lands in ``<out_dir>/wandb/``. Any failure is a warning: the report on disk is what
+    counts."""
+    mode = effective_mode(os.environ.get("WANDB_MODE", "offline"))
     run = None
     try:
         import wandb
 
-        mode = effective_mode(os.environ.get("WANDB_MODE", "offline"))  # an unknown mode is a warning like the rest
         run = wandb.init(project=project, entity=entity, mode=mode, dir=str(out_dir), job_type="report",
-                         name="report", reinit="finish_previous", settings=wandb.Settings(silent=True, console="off"))
+                         group=group, name=f"report {group}" if group else "report", config=config or {},
+                         reinit="finish_previous", settings=wandb.Settings(silent=True, console="off"))
         for path in outputs.get("tables", []):
             if path.suffix == ".csv":
                 run.log({f"tables/{path.stem}": wandb.Table(dataframe=pd.read_csv(path))})
@@ -309,8 +325,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             folders = sorted({str(p.parent) for p in paths})
             kinds = "/".join(sorted({p.suffix.lstrip(".") for p in paths}))
             print(f"{group:8s} {len(paths):3d} file{'s' if len(paths) != 1 else ' '} ({kinds}) in {', '.join(folders)}")
-    if args.wandb and log_to_wandb(outputs, out_dir, entity=args.entity, project=args.project):
-        print(f"W&B: logged to a 'report' run of {args.project} (mode {os.environ.get('WANDB_MODE', 'offline')})")
+    if args.wandb:
+        sweep = report_group(df)
+        if log_to_wandb(outputs, out_dir, entity=args.entity, project=args.project, group=sweep,
+                        config=report_inputs(df, args, out_dir)):
+            print(f"W&B: logged to a 'report' run of {args.project} (group {sweep or 'none'}, mode "
+                  f"{os.environ.get('WANDB_MODE', 'offline')}) under {out_dir / 'wandb'}")
     return 0
 
 

@@ -230,7 +230,8 @@ def compression_table(group: pd.DataFrame, dataset: str, model: str, dense: Opti
         header.append("Latency b256 (ms)")
     header.append("Test acc. (%)")
     caption = (f"{dataset} / {model}, all methods by achieved compression (total / nonzero parameters). Speedup: "
-               f"theoretical (dense / effective FLOPs). Latency: measured CPU time per batch of 256. Test accuracy "
+               f"theoretical (dense / effective FLOPs). Latency: measured time per batch of 256 on the job's device "
+               f"(runs.csv: latency_device, latency_threads). Test accuracy "
                f"(%), mean ± sample std (ddof=1) over seeds; (n=k): fewer seeds than the table's maximum ({max_n}).")
     long = stats.assign(dataset=dataset, model=model)
     if dense is not None:

@@ -2,5 +2,5 @@
 
 ``errors`` (the one user-facing error), ``checks`` (one-line validation, typed config merging, the non-default
 fields a hash covers), ``hashing`` (canonical JSON and stage hashes), ``files`` (atomic writes, tensors on disk),
-``seeds`` (derived seeds), ``record`` (the experiment record), ``training`` (TrainConfig and the one training loop).
+``seeds`` (derived seeds), ``progress`` (bars drawn only on a terminal), ``record`` (the experiment record), ``training`` (TrainConfig and the one training loop).
 """

@@ -42,6 +42,8 @@ class ExperimentRecord:
     flops_effective: Optional[int] = None  # multiply-adds per example counting only nonzero weights / kept channels
     speedup_theoretical: Optional[float] = None  # flops_dense / flops_effective
     latency_ms: Optional[dict[str, Any]] = None  # structured only: {"dense"|"pruned": {"1": ms, "256": ms}, ...}
+    latency_device: Optional[str] = None  # where latency_ms was timed: the job's device ("cpu", "cuda:0")
+    latency_threads: Optional[int] = None  # torch threads it was timed with (the job's own count)
     # ---- accuracy (model selection on validation; test is only reported)
     val_acc: Optional[float] = None  # of the validation-selected checkpoint of the final stage
     test_acc: Optional[float] = None  # of the same checkpoint

@@ -53,10 +53,10 @@ from typing import Optional
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from foundations.checks import check
 from foundations.errors import UserError
+from foundations.progress import progress_bar
 from foundations.record import ExperimentRecord
 from foundations.training import train
 from methods.pipeline.api import Stages
@@ -215,7 +215,7 @@ def thinet_prune(model: nn.Module, pairs: list[tuple[ChannelGroup, str]], sample
     keep: dict[str, list[int]] = {}
     seconds: dict[str, float] = {}
     recon: dict[str, dict] = {}
-    for k, (group, consumer) in enumerate(tqdm(pairs, desc="thinet layers", disable=not progress, leave=False)):
+    for k, (group, consumer) in enumerate(progress_bar(pairs, enabled=progress, desc="thinet layers", leave=False)):
         C = group.num_channels  # layers are pruned once each, so layer i still has all its channels
         current.eval()
         start = time.perf_counter()

@@ -19,6 +19,7 @@ from foundations.errors import UserError
 from foundations.training import TrainConfig
 from methods import get_method, registry
 from models.config import ModelConfig
+from runners.tracking import NAME_FIELDS, run_name
 
 
 @dataclass
@@ -27,11 +28,15 @@ class LoggerConfig:
     project: str = "prunelab"
     entity: Optional[str] = None
     mode: str = "offline"  # offline | online | disabled
+    run_name: str = "{label} @ {sparsity:g} s{seed}"  # fields: runners.tracking.NAME_FIELDS
+    artifacts: bool = True  # final weights, masks or channel plan of each experiment as a W&B `model` artifact
+    copy_artifacts: bool = False  # copy the files into W&B instead of referencing the store (file://)
 
     def __post_init__(self) -> None:
         check(self.name in ("wandb", "none"), "logger.name", f"must be wandb or none (got {self.name!r})")
         check(self.mode in ("offline", "online", "disabled"), "logger.mode",
               f"must be offline, online or disabled (got {self.mode!r})")
+        run_name(self.run_name, {**{f: "x" for f in NAME_FIELDS}, "sparsity": 0.5, "seed": 0})  # fails here, not mid-run
 
 
 @dataclass

@@ -75,7 +75,6 @@ class Experiment:
         self.stage_hashes: dict[str, str] = {}
         self.wall_time: dict[str, float] = {}
         self.reused: dict[str, bool] = {}
-        self._step = 0
 
     def seed(self, purpose: str) -> int:
         return self.config.seed_for(purpose)
@@ -147,12 +146,9 @@ class Experiment:
             attached = current_masks(model)
             if attached:
                 stage_hooks = Hooks(list(stage_hooks.before_step), [*stage_hooks.after_step, keep_masked])
-            lines = []
 
             def on_eval(row: dict) -> None:
-                lines.append(row)
-                self._step += 1
-                self.tracker.log({f"{name}/{k}": v for k, v in row.items()}, step=self._step)
+                self.tracker.log_stage(name, [row])  # live; a reused stage's stored rows are logged by runners.train
 
             outcome = train(model, self.data, train_cfg, data_seed=data_seed, device=self.device, hooks=stage_hooks,
                             start_iteration=start_iteration, snapshots=snapshots, checkpoint=files.checkpoint,
@@ -255,10 +251,12 @@ class Experiment:
         per_layer = {n: (int((final_params[n] != 0).sum()) / dense_params[n].numel()) if n in final_params else 0.0
                      for n in dense_names}
         per_layer.update(layer_density(masks) if masks else {})
-        latency = None
-        if final.has_plan():
-            latency = {"dense": measure.measure_latency_ms(base, self.data.input_shape),
-                       "pruned": measure.measure_latency_ms(plain, self.data.input_shape)}
+        latency, setting = None, {"device": None, "threads": None}
+        if final.has_plan():  # timed on the job's own device: a CUDA job's latency is a CUDA latency
+            base_on, plain_on = copy.deepcopy(base).to(self.device), copy.deepcopy(plain).to(self.device)
+            latency = {"dense": measure.measure_latency_ms(base_on, self.data.input_shape),
+                       "pruned": measure.measure_latency_ms(plain_on, self.data.input_shape)}
+            setting = measure.latency_setting(plain_on)
         return ExperimentRecord(
             experiment=self.config.sweep, method=self.method.name, label=self.method.label(), kind=self.method.kind,
             model=self.model_name, dataset=self.config.dataset.name, seed=self.config.seed,
@@ -267,6 +265,7 @@ class Experiment:
             compression=params_dense / max(params_nonzero, 1), params_total=params_dense,
             params_nonzero=params_nonzero, flops_dense=flops_dense, flops_effective=flops_effective,
             speedup_theoretical=flops_dense / max(flops_effective, 1), latency_ms=latency,
+            latency_device=setting["device"], latency_threads=setting["threads"],
             val_acc=selected["val_acc"], test_acc=selected["test_acc"], selected_iteration=selected["iteration"],
             early_stop_iteration=final.result["early_stop_iteration"],
             test_acc_before_recovery=pruned.result["after_pruning"]["test_acc"] if pruned else None,
@@ -301,16 +300,27 @@ def experiment_spec(config: ExperimentConfig) -> dict:
             "seeds": nondefault(config.seeds), "experiment": config.sweep}
 
 
+def experiment_hash(config: ExperimentConfig) -> str:
+    """The experiment's folder name under ``runs/experiment/`` (and its W&B run id)."""
+    return stage_hash("experiment", experiment_spec(config), {})
+
+
+def recorded(config: ExperimentConfig, store: Store) -> Optional[Stage]:
+    """The experiment's finished record in the store, if any (a failed one is retried, so it does not count)."""
+    existing = store.find("experiment", experiment_spec(config))
+    return existing if existing is not None and existing.result.get("status") == "ok" else None
+
+
 def run_experiment(config: ExperimentConfig, store: Store, tracker: Optional[Tracker] = None) -> dict:
     """Run (or reuse) one experiment; its record is ``runs/experiment/<hash>/result.json``."""
     spec = experiment_spec(config)
-    existing = store.find("experiment", spec)
-    if existing is not None and existing.result.get("status") == "ok":
+    existing = recorded(config, store)
+    if existing is not None:
         return existing.result
     exp = Experiment(config, store, tracker)
     exp.method.validate(exp)
     start = time.perf_counter()
-    (store.stage_dir("experiment", stage_hash("experiment", spec, {})) / "result.json").unlink(missing_ok=True)
+    (store.stage_dir("experiment", experiment_hash(config)) / "result.json").unlink(missing_ok=True)
 
     def compute(files: StageFiles) -> dict:
         record = exp.method.chain(exp)
@@ -326,7 +336,7 @@ def record_failure(config: ExperimentConfig, store: Store, error: BaseException)
                               method=config.method.name, label=config.method.name, model=config.model.name,
                               dataset=config.dataset.name, seed=config.seed,
                               target_sparsity=config.method.sparsity).to_dict()
-    folder = store.stage_dir("experiment", stage_hash("experiment", experiment_spec(config), {}))
+    folder = store.stage_dir("experiment", experiment_hash(config))
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / "result.json", record)
     return record

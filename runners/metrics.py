@@ -1,4 +1,4 @@
-"""Compression metrics: parameters, multiply-adds (dense and effective), measured CPU latency.
+"""Compression metrics: parameters, multiply-adds (dense and effective), measured latency.
 
 Multiply-adds (MACs) come from ``torch.utils.flop_counter.FlopCounterMode``, which counts 2 FLOPs per multiply-add
 for convolutions and matrix products (bias additions, BN, pooling and activations are not counted), attributed to
@@ -14,9 +14,6 @@ MACs. FLOPs are not speed, so structured results also report measured latency.
 
 from __future__ import annotations
 
-import copy
-import statistics
-import time
 from typing import Optional
 
 import torch
@@ -101,30 +98,33 @@ def count_flops(model: nn.Module, input_shape, masks: Optional[Masks] = None) ->
     return {"flops_dense": int(dense), "flops_effective": int(round(effective)), "per_layer": per_layer}
 
 
-def measure_latency_ms(model: nn.Module, input_shape, batch_sizes=(1, 256), repeats: int = 20, warmup: int = 3,
-                       time_budget_s: Optional[float] = 60.0) -> dict[str, float]:
-    """Median CPU wall time (ms) of one forward pass per batch size, in eval mode under ``torch.inference_mode``.
+def latency_setting(model: nn.Module) -> dict:
+    """Where :func:`measure_latency_ms` times ``model``: its device and the torch thread count of this process
+    (``threads=1`` jobs under joblib are timed on one thread, a plain run on torch's default)."""
+    return {"device": str(_device(model)), "threads": torch.get_num_threads()}
 
-    Keys are the batch sizes as strings ("1", "256"). ``time_budget_s`` stops the timed repeats of one batch size
-    early once it is exceeded (at least 3 are kept), so a large model on a busy CPU cannot stall a sweep; ``None``
-    always runs all ``repeats``. The model is not modified (a CPU copy is timed if it lives elsewhere).
+
+def measure_latency_ms(model: nn.Module, input_shape, batch_sizes=(1, 256), min_run_time: float = 0.5) -> dict[str, float]:
+    """Median wall time (ms) of one forward pass per batch size, in eval mode under ``torch.inference_mode``, on the
+    model's own device and with this process's torch thread count (:func:`latency_setting`).
+
+    ``torch.utils.benchmark.Timer.blocked_autorange`` picks how many forwards make one timed block (so that timer
+    overhead is negligible for a 0.01 ms MLP), runs blocks for at least ``min_run_time`` seconds and synchronizes
+    CUDA around each block (a CUDA forward only queues kernels). Keys are the batch sizes as strings ("1", "256").
+    The model is not modified.
     """
-    if _device(model).type != "cpu":
-        model = copy.deepcopy(model).cpu()
+    import logging
+
+    # torch.utils.benchmark imports cpp_extension, which warns "No CUDA runtime is found" on every CPU-only job.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    from torch.utils import benchmark
+
+    device, threads = _device(model), torch.get_num_threads()
     gen = torch.Generator().manual_seed(0)
     out: dict[str, float] = {}
     with torch.inference_mode(), eval_mode(model):
         for batch in batch_sizes:
-            x = torch.randn(batch, *input_shape, generator=gen)
-            for _ in range(warmup):
-                model(x)
-            times: list[float] = []
-            started = time.perf_counter()
-            for _ in range(max(repeats, 1)):
-                start = time.perf_counter()
-                model(x)
-                times.append((time.perf_counter() - start) * 1000.0)
-                if time_budget_s is not None and len(times) >= 3 and time.perf_counter() - started > time_budget_s:
-                    break
-            out[str(batch)] = float(statistics.median(times))
+            x = torch.randn(batch, *input_shape, generator=gen).to(device)
+            timer = benchmark.Timer(stmt="model(x)", globals={"model": model, "x": x}, num_threads=threads)
+            out[str(batch)] = float(timer.blocked_autorange(min_run_time=min_run_time).median * 1000.0)
     return out

@@ -31,7 +31,8 @@ from methods.pipeline.channels import ChannelPlan
 RESULT = "result.json"
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
-_NOT_VOUCHED = {RESULT, CHECKPOINT, ".lock", METRICS}
+MIRROR = "wandb.json"  # where the W&B mirror logged an experiment: bookkeeping written after the record
+_NOT_VOUCHED = {RESULT, CHECKPOINT, ".lock", METRICS, MIRROR}
 # The only place that names the files of a stage folder.
 _WEIGHTS = {"selected": "model.safetensors", "last": "last.safetensors"}
 _MASKS, _PLAN = "masks.safetensors", "plan.json"
@@ -73,6 +74,20 @@ class Stage:
 
     def weights(self, which: Weights = "selected") -> dict[str, torch.Tensor]:
         return load_tensors(self.dir / _weights_file(which))
+
+    def mirror(self) -> Optional[dict]:
+        """Where W&B holds this experiment's run (``{"project", "entity", "id"}``), once the mirror logged it."""
+        try:
+            return json.loads((self.dir / MIRROR).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def note_mirror(self, where: dict) -> None:
+        atomic_write_json(self.dir / MIRROR, where)
+
+    def model_files(self) -> list[Path]:
+        """The files that are this stage's model: its selected weights and, where it has them, its masks or plan."""
+        return [self.dir / name for name in (_WEIGHTS["selected"], _MASKS, _PLAN) if (self.dir / name).exists()]
 
     def snapshot(self, iteration: int) -> dict[str, torch.Tensor]:
         """The weights a training stage kept at ``iteration`` (a rewind point)."""
@@ -124,14 +139,20 @@ class Store:
         """How a choice of weights is named in a stage spec (the file it is stored in, as hashes always said)."""
         return _weights_file(which)
 
-    def at(self, ref: str) -> Stage:
-        """The finished stage named ``kind/hash`` (as records name stages), verified against its checksums."""
+    def get(self, ref: str) -> Optional[Stage]:
+        """The finished stage named ``kind/hash`` (as records name stages), verified against its checksums; None if
+        the store has no such stage."""
         kind, _, digest = ref.partition("/")
         folder = self.stage_dir(kind, digest)
         result = self._verified(folder)
-        if result is None:
+        return Stage(kind, digest, folder, result, True) if result is not None else None
+
+    def at(self, ref: str) -> Stage:
+        """:meth:`get`, for a stage that must exist."""
+        stage = self.get(ref)
+        if stage is None:
             raise UserError(f"stage {ref}: missing or corrupt in {self.root}; rerun the experiment that made it")
-        return Stage(kind, digest, folder, result, True)
+        return stage
 
     def get_or_compute(self, kind: str, spec: dict, parents: Optional[dict[str, str]],
                        compute: Callable[[StageFiles], dict]) -> Stage:

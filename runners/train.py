@@ -24,9 +24,9 @@ from foundations.errors import UserError
 from foundations.files import atomic_write_json
 from methods import get_method
 from runners.config import ExperimentConfig, register_schemas, schemas, validate
-from runners.experiment import record_failure, run_experiment
+from runners.experiment import experiment_hash, record_failure, recorded, run_experiment
 from runners.store import Store
-from runners.tracking import make_tracker
+from runners.tracking import RunIdentity, Tracker, achieved_tag, artifact_name, make_tracker, table_of
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("model", "dataset", "method", "train", "logger", "experiment")
@@ -112,44 +112,104 @@ def summarize(record: dict) -> str:
     return "\n".join(lines)
 
 
+def run_fields(config: ExperimentConfig) -> dict:
+    """What names and tags the experiment's W&B run (``runners.tracking.NAME_FIELDS``)."""
+    method = get_method(config.method.name)(config.method)
+    return {"label": method.label(), "method": config.method.name, "kind": method.kind, "model": config.model.name,
+            "dataset": config.dataset.name, "experiment": config.sweep,
+            "sparsity": 0.0 if method.kind == "dense" else config.method.sparsity,  # a sweep may set it for dense too
+            "seed": config.seed}
+
+
+def open_tracker(config: ExperimentConfig, store: Store, cfg: DictConfig, output_dir: Path) -> Tracker:
+    """The experiment's W&B run, with the experiment hash as its id; none when the store already holds the record
+    and notes it as logged to this W&B project (a second run of the same record would count as another seed)."""
+    digest = experiment_hash(config)
+    existing = recorded(config, store)
+    mirror = existing.mirror() if existing is not None else None
+    if mirror is not None and (mirror.get("project"), mirror.get("entity")) == (config.logger.project,
+                                                                                config.logger.entity):
+        if config.logger.name != "none":
+            log.info("experiment %s is already in the store and in W&B: no new W&B run (run id %s)", digest, digest)
+        return Tracker()
+    resolved = {**dict(OmegaConf.to_container(cfg, resolve=True)), "experiment_hash": digest,  # type: ignore[arg-type]
+                "hydra_overrides": list(HydraConfig.get().overrides.task)}
+    identity = RunIdentity.of(config.logger.run_name, digest, run_fields(config))
+    return make_tracker(config.logger, run_dir=output_dir, identity=identity, config=resolved)
+
+
+def stage_rows(store: Store, digest: str) -> list[dict]:
+    """The stored evaluation rows of a stage: a training stage has them, init and prune stages have none."""
+    stage = store.get(f"train/{digest}")
+    return stage.metrics() if stage is not None else []
+
+
+def log_record(tracker: Tracker, record: dict, store: Store, *, reused: bool) -> None:
+    """What the run shows beyond the live curves: the curves of the stages reused from the store (all of them when
+    the whole record was: ``reused``), the record as the summary (what `analysis.report --source wandb` reads), the
+    achieved-sparsity tag, tables (stages, lottery levels / pruning rounds, per-layer density) and the final stage's
+    model files as a `model` artifact. The store then notes where the run is, so a re-run opens none."""
+    for name, digest in record["stage_hashes"].items():
+        if reused or record["stages_reused"].get(name):
+            tracker.log_stage(name, stage_rows(store, digest), reused=True)
+    tracker.summary(record)
+    tracker.add_tags(achieved_tag(record))
+    # table names never collide with record fields: a table logged under `levels` would replace the summary's levels
+    tracker.table("stages_table", ["stage", "hash", "reused", "wall_time_s"],
+                  [[name, digest, reused or record["stages_reused"].get(name), record["wall_time_s"].get(name)]
+                   for name, digest in record["stage_hashes"].items()])
+    for key in ("levels", "rounds"):
+        if record.get(key):
+            tracker.table(f"{key}_table", *table_of(record[key]))
+    tracker.table("per_layer_density_table", ["tensor", "density"],
+                  [[k, v] for k, v in (record.get("per_layer_density") or {}).items()])
+    final = store.at(record["final_stage"])
+    metadata = {k: record.get(k) for k in ("experiment", "label", "model", "dataset", "seed", "target_sparsity",
+                                           "density", "test_acc", "final_stage")}
+    tracker.artifact(artifact_name(record["label"], record["model"], record["dataset"]), final.model_files(),
+                     alias=final.hash, metadata=metadata)
+    where = tracker.where()
+    if where is not None:
+        store.at(f"experiment/{where['id']}").note_mirror(where)
+
+
 def job(cfg: DictConfig) -> dict | None:
     hydra_cfg = HydraConfig.get()
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     output_dir = Path(hydra_cfg.runtime.output_dir)
+
+    def refuse(err: UserError) -> None:
+        """Bad input: one line; a sweep records the job as failed and goes on, a single run exits 2."""
+        print(f"error: {err}", file=sys.stderr)
+        if not sweeping:
+            sys.exit(2)
+        atomic_write_json(output_dir / "result.json", {"status": "failed", "error": str(err)})
+
     try:
         config = validate(cfg)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        if sweeping:
-            atomic_write_json(output_dir / "result.json", {"status": "failed", "error": str(err)})
-            return None
-        sys.exit(2)
+        refuse(err)
+        return None
     configure_process(config)
     store = Store(config.paths.results)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    if not isinstance(resolved, dict):
-        raise TypeError(f"the composed config is a {type(resolved).__name__}, not a mapping")
-    tracker = make_tracker(config.logger, run_dir=output_dir, group=config.sweep, job_type=config.method.name,
-                           tags=[config.method.name, config.model.name, config.dataset.name], config=resolved)
-    with tracker:
+    with open_tracker(config, store, cfg, output_dir) as tracker:
         try:
+            reused = recorded(config, store) is not None
             record = run_experiment(config, store, tracker)
         except UserError as err:
-            print(f"error: {err}", file=sys.stderr)
-            if sweeping:
-                atomic_write_json(output_dir / "result.json", {"status": "failed", "error": str(err)})
-                return None
-            sys.exit(2)
-        except Exception as err:
+            tracker.discard()
+            refuse(err)
+            return None
+        except Exception as err:  # recorded as failed; in a sweep the next job runs
             record = record_failure(config, store, err)
             atomic_write_json(output_dir / "result.json", record)
+            tracker.summary(record)
+            tracker.close(exit_code=1)
             log.exception("experiment failed")
             if not sweeping:
                 raise
             return record
-        tracker.summary(record)  # the whole record: `analysis.report --source wandb` rebuilds the table from it
-        tracker.table("per_layer_density_table", ["tensor", "density"],
-                      [[k, v] for k, v in (record.get("per_layer_density") or {}).items()])
+        log_record(tracker, record, store, reused=reused)
     atomic_write_json(output_dir / "result.json", record)
     print(f"\n{record['label']} on {record['model']}/{record['dataset']}: test_acc={record['test_acc']:.4f}\n"
           f"{summarize(record)}\n  record: {output_dir / 'result.json'}")

@@ -10,7 +10,7 @@ from torch.nn.utils import prune
 
 from models import build_model
 from models.config import ModelConfig
-from runners.metrics import count_flops, count_params, measure_latency_ms
+from runners.metrics import count_flops, count_params, latency_setting, measure_latency_ms
 
 MNIST, CIFAR = (1, 28, 28), (3, 32, 32)
 
@@ -129,7 +129,38 @@ def test_count_params_values_and_masks():
 
 def test_latency_reports_positive_medians_and_leaves_the_model_alone():
     model = build("conv_bn").train()
-    result = measure_latency_ms(model, MNIST, batch_sizes=(1, 16), repeats=3, warmup=1)
+    result = measure_latency_ms(model, MNIST, batch_sizes=(1, 16), min_run_time=0.05)
     assert set(result) == {"1", "16"} and all(isinstance(v, float) and v > 0 for v in result.values())
     assert model.training and all(m.training for m in model.modules())
     assert torch.all(model.bn1.running_mean == 0)
+
+
+def test_latency_is_timed_on_the_jobs_own_threads_and_device(monkeypatch):
+    """torch.utils.benchmark.Timer defaults to ONE thread: a job running on 2 must be timed on 2, as recorded."""
+    from torch.utils import benchmark
+
+    seen = []
+    real = benchmark.Timer
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["num_threads"], kwargs["globals"]["x"].device))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(benchmark, "Timer", spy)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        model = build("lenet300")
+        measure_latency_ms(model, MNIST, batch_sizes=(1,), min_run_time=0.01)
+        assert latency_setting(model) == {"device": "cpu", "threads": 2}
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [(2, torch.device("cpu"))]
+
+
+def test_latency_times_the_forward_not_the_timer():
+    """A forward of 256 examples through LeNet-300-100 costs far more than one of a single example; a timer that
+    measured its own overhead (or a stale block) would report about the same for both."""
+    model = build("lenet300")
+    result = measure_latency_ms(model, MNIST, batch_sizes=(1, 256), min_run_time=0.05)
+    assert result["256"] > 5 * result["1"]

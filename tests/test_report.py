@@ -381,3 +381,17 @@ def test_every_method_default_label_has_a_fixed_style():
     labels["scratch"] = {"scratch-E (slimming)", "scratch-B (thinet, cap 2×)"}
     flat = {label for v in labels.values() for label in ([v] if isinstance(v, str) else v)}
     assert set(style_map(flat).values()) <= set(KNOWN_STYLES.values()), labels
+
+
+def test_load_wandb_counts_an_experiment_once_however_many_runs_logged_it():
+    """Runs made before run ids were experiment hashes: an identical re-run logged the very same record (no
+    curves). With ``experiment_hash`` in the config, runs of one experiment count once, the ok one preferred."""
+    rec = record("magnitude", "unstructured", 0.9, 0, 0.95)
+    other_seed = record("magnitude", "unstructured", 0.9, 1, 0.95)
+    failed = {**rec, "status": "failed", "error": "RuntimeError: boom"}
+    runs = [FakeRun("a", rec), FakeRun("b", dict(rec)), FakeRun("c", other_seed),
+            FakeRun("d", failed, {"experiment_hash": "h1"}), FakeRun("e", rec, {"experiment_hash": "h1"}),
+            FakeRun("f", rec, {"experiment_hash": "h2"})]
+    df = load_wandb("ent", "proj", api=FakeApi(runs))
+    assert sorted(df["source"]) == ["wandb:ent/proj/a", "wandb:ent/proj/c", "wandb:ent/proj/e", "wandb:ent/proj/f"]
+    assert (df["status"] == "ok").all()

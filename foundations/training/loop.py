@@ -19,9 +19,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from foundations.files import save_torch
+from foundations.progress import progress_bar
 from foundations.seeds import epoch_seed
 from foundations.training.config import TrainConfig
 
@@ -168,7 +168,7 @@ def train(
         kept[iteration] = _state_copy(model)
 
     model.train()
-    bar = tqdm(total=total, initial=iteration, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    bar = progress_bar(total=total, initial=iteration, desc=desc, enabled=progress, leave=False, dynamic_ncols=True)
     while iteration < total:
         epoch, offset = divmod(iteration, per_epoch)
         for index, (x, y) in enumerate(data.train.batches(cfg.batch_size, shuffle=True, seed=epoch_seed(data_seed, epoch),

@@ -73,6 +73,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 
 from foundations.errors import UserError
+from foundations.progress import progress_bar
 from foundations.training import eval_mode
 
 ESTIMATORS = ("ggn_exact", "lecun", "mc_fisher", "empirical_fisher", "hutchinson")
@@ -152,14 +153,6 @@ def iter_chunks(
             break
     if have:
         yield torch.cat(xs), torch.cat(ys)
-
-
-def _progress(chunks, progress: bool, total: Optional[int], desc: str):
-    if not progress:
-        return chunks
-    from tqdm import tqdm
-
-    return tqdm(chunks, total=total, desc=desc, unit="chunk")
 
 
 def _split_name(name: str) -> tuple[str, str]:
@@ -631,7 +624,8 @@ def hessian_diagonal(
 
     count = 0
     with eval_mode(model):
-        chunks = _progress(iter_chunks(batches, chunk_size, n_samples, device, dtype), progress, total, estimator)
+        chunks = progress_bar(iter_chunks(batches, chunk_size, n_samples, device, dtype), enabled=progress, total=total,
+                              desc=estimator, unit="chunk")
         engine: Optional[_LeCun | _Hutchinson | _SquaredVJP] = None  # built on the first chunk
         for x, y in chunks:
             count += len(x)
