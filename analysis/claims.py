@@ -36,9 +36,10 @@ Metrics are record fields by dotted path (``rounds.-1.measured_loss_increase``) 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import yaml
 from scipy import stats as scipy_stats
@@ -243,7 +244,7 @@ class Claim:
     notes: str = ""
     requires: Optional[str] = None  # a dataset the experiments need that may be absent (mnist)
     variant: Optional[str] = None  # None for the main claim, else the variant's name
-    variants: dict[str, "Claim"] = field(default_factory=dict)
+    variants: dict[str, Claim] = field(default_factory=dict)
 
     @property
     def key(self) -> str:

@@ -17,9 +17,26 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from analysis.claims import (CONFIDENCE, CONFIRMED, INCONCLUSIVE, MIN_SEEDS, MIXED, NO_VERDICT, REFUTED, Claim,
-                             ClaimResult, Part, Side, arm_records, evaluate, format_value, matches, metric_name,
-                             record_value, side_values)
+from analysis.claims import (
+    CONFIDENCE,
+    CONFIRMED,
+    INCONCLUSIVE,
+    MIN_SEEDS,
+    MIXED,
+    NO_VERDICT,
+    REFUTED,
+    Claim,
+    ClaimResult,
+    Part,
+    Side,
+    arm_records,
+    evaluate,
+    format_value,
+    matches,
+    metric_name,
+    record_value,
+    side_values,
+)
 from analysis.figures import DENSE_COLOR, DPI, HEIGHT_IN, RC, WIDTH_IN, style_map
 from foundations.files import atomic_write_text
 

@@ -30,6 +30,10 @@ from typing import Optional
 
 from omegaconf import OmegaConf
 
+from analysis.claims import load_claims, select_claims
+from analysis.records import read_records
+from analysis.reproduction import Context, duration, verdict_lines, write_report
+from datasets.mnist_like import locate
 from foundations.errors import UserError
 from foundations.files import atomic_write_json
 
@@ -124,8 +128,6 @@ def count_stages(results: Path) -> int:
 
 
 def mnist_available(mnist_dir: Optional[str]) -> bool:
-    from datasets.mnist_like import locate
-
     try:
         locate("mnist", mnist_dir)
         return True
@@ -175,10 +177,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    from analysis.claims import load_claims, select_claims
-    from analysis.records import read_records
-    from analysis.reproduction import Context, duration, verdict_lines, write_report
-
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     tiers = load_tiers()
