@@ -56,14 +56,25 @@ _TOL = 1e-9  # float filters: target_sparsity 0.95 written in YAML equals the re
 
 # ------------------------------------------------------------------------------------------------ metrics
 def record_value(record: dict, path: str) -> Any:
-    """``a.b.0.c`` through nested dicts and lists (negative list indices count from the end); None if absent."""
+    """``a.b.0.c`` through nested dicts and lists (negative list indices count from the end); None if absent.
+
+    Dict keys may contain dots themselves (``per_layer_density.conv1.weight``): the longest key that matches wins.
+    """
+    parts = str(path).split(".")
     value: Any = record
-    for key in str(path).split("."):
+    i = 0
+    while i < len(parts):
         if isinstance(value, dict):
-            value = value.get(key)
+            for j in range(len(parts), i, -1):
+                key = ".".join(parts[i:j])
+                if key in value:
+                    value, i = value[key], j
+                    break
+            else:
+                return None
         elif isinstance(value, list):
             try:
-                value = value[int(key)]
+                value, i = value[int(parts[i])], i + 1
             except (ValueError, IndexError):
                 return None
         else:
@@ -180,16 +191,17 @@ def paired_stats(diffs: list[float], confidence: float = CONFIDENCE) -> Stats:
 def judge(stats: Stats, relation: str, *, threshold: float = 0.0, tolerance: Optional[float] = None) -> str:
     """The verdict of one comparison from the interval of A − B (module docstring)."""
     low, high = stats.low, stats.high
+    tol = 0.0 if tolerance is None else tolerance
     if relation == "greater":
         return CONFIRMED if low > threshold else REFUTED if high < threshold else INCONCLUSIVE
     if relation == "less":
         return CONFIRMED if high < threshold else REFUTED if low > threshold else INCONCLUSIVE
     if relation == "at_least":
-        return CONFIRMED if low >= -tolerance else REFUTED if high < -tolerance else INCONCLUSIVE
+        return CONFIRMED if low >= -tol else REFUTED if high < -tol else INCONCLUSIVE
     if relation == "approx":
-        if -tolerance <= low and high <= tolerance:
+        if -tol <= low and high <= tol:
             return CONFIRMED
-        return REFUTED if low > tolerance or high < -tolerance else INCONCLUSIVE
+        return REFUTED if low > tol or high < -tol else INCONCLUSIVE
     raise ValueError(f"unknown relation {relation!r}")
 
 

@@ -127,7 +127,7 @@ def _arm_rows(result: ClaimResult) -> list[str]:
 
 def _part_rows(result: ClaimResult) -> list[str]:
     claim = result.claim
-    lines = [f"| comparison | {claim.at_key or ''} | A | B | A − B [{CONFIDENCE:.0%} CI] | n | verdict |",
+    lines = [f"| comparison | {claim.at_key or ''} | A | B | A − B [{CONFIDENCE * 100:g} % CI] | n | verdict |",
              "|---|---|---|---|---|---|---|"]
     for p in result.parts:
         n = p.stats.n if p.stats else "—"
@@ -151,14 +151,13 @@ def _published(result: ClaimResult) -> str:
 
 def claim_section(result: ClaimResult, figures: list[Path], out_dir: Path, variant_sections: list[str]) -> str:
     claim = result.claim
-    lines = [f"## {claim.number}. {claim.id}", "",
-             f"**Claim** ({claim.paper}; {claim.source}): {claim.sentence}", "",
-             f"**Setting**: {claim.setting}" if claim.setting else "", ""]
+    lines = [f"## {claim.number}. {claim.id}", "", f"**Claim** ({claim.paper}; {claim.source}): {claim.sentence}", ""]
+    lines += [f"**Setting**: {claim.setting}", ""] if claim.setting else []
     lines += _judged(result)
     for path in figures:
         lines += [f"![{path.stem}]({os.path.relpath(path, out_dir)})", ""]
     lines += variant_sections
-    return "\n".join(line for line in lines if line is not None) + "\n"
+    return "\n".join(lines) + "\n"
 
 
 def _judged(result: ClaimResult) -> list[str]:
@@ -184,7 +183,7 @@ def variant_section(claim: Claim, result: Optional[ClaimResult], reason: Optiona
 
 
 def summary_table(results: list[ClaimResult], variants: dict[str, dict[str, Any]]) -> list[str]:
-    lines = ["| # | claim | paper, source | verdict | MNIST variant |", "|---|---|---|---|---|"]
+    lines = ["| # | claim | source | verdict | MNIST variant |", "|---|---|---|---|---|"]
     for r in results:
         c = r.claim
         anchor = f"#{c.number}-{c.id}"
@@ -195,7 +194,7 @@ def summary_table(results: list[ClaimResult], variants: dict[str, dict[str, Any]
         mnist = variants.get(c.id, {}).get("mnist")
         mnist_text = "—" if mnist is None else (VERDICT_MARK[mnist.verdict] if isinstance(mnist, ClaimResult)
                                                  else f"not run: {mnist}")
-        lines.append(f"| {c.number} | [{c.id}]({anchor}) | {c.paper.split(',')[0]}…, {c.source} | "
+        lines.append(f"| {c.number} | [{c.id}]({anchor}) | {c.source} | "
                      f"{VERDICT_MARK[r.verdict]}{f' ({detail} parts)' if detail else ''} | {mnist_text} |")
     return lines
 
@@ -213,7 +212,7 @@ def header(context: Context) -> list[str]:
              f"- **Records**: experiment `{context.experiment}` in the store; Fashion-MNIST has no published "
              f"tables, so only relative claims are judged on it (methods.md §11).",
              f"- **Verdicts**: paired differences A − B over seeds (the same seed gives the same dense model and "
-             f"data order), {CONFIDENCE:.0%} Student-t interval of their mean. Confirmed: the interval lies on the "
+             f"data order), {CONFIDENCE * 100:g} % Student-t interval of their mean. Confirmed: the interval lies on the "
              f"claimed side of the bound (inside ± tolerance for ≈); refuted: it lies on the other side; "
              f"inconclusive: it straddles the bound; mixed: some parts confirmed, some refuted. A claim with "
              f"missing or failed runs, or fewer than {MIN_SEEDS} seeds, gets no verdict.", ""]

@@ -30,7 +30,7 @@ from typing import Optional
 
 from omegaconf import OmegaConf
 
-from analysis.claims import load_claims, select_claims
+from analysis.claims import CLAIMS_DIR, load_claims, select_claims
 from analysis.records import read_records
 from analysis.reproduction import Context, duration, verdict_lines, write_report
 from datasets.mnist_like import locate
@@ -75,10 +75,10 @@ def is_reproduce_config(line: str) -> bool:
 
 
 def dense_line(line: str) -> Optional[str]:
-    """The dense arm of a reproduce line's experiment and model (``+experiment=X [model=Y] +experiment/arm=dense``)."""
+    """The dense arm of a reproduce line: its overrides but the arm and method ones, with ``+experiment/arm=dense``."""
     if not is_reproduce_config(line):
         return None
-    keep = [t for t in shlex.split(line) if t.startswith(("+experiment=", "model="))]
+    keep = [t for t in shlex.split(line) if not t.lstrip("+~").startswith(("experiment/arm=", "method.", "method="))]
     return " ".join(keep + ["+experiment/arm=dense"])
 
 
@@ -164,7 +164,8 @@ def run_sweeps(sweeps: list[Sweep], *, tier: str, seeds: list[int], extra: list[
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m runners.reproduce", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--claims", help="numbers or ids, comma-separated (default: all of conf/claims/)")
+    parser.add_argument("--claims", help="numbers or ids, comma-separated (default: all of --claims-dir)")
+    parser.add_argument("--claims-dir", default=str(CLAIMS_DIR), help="the claim files (default: conf/claims/)")
     parser.add_argument("--tier", default="default", help="a tier of conf/reproduce/tiers.yaml (default, paper, smoke)")
     parser.add_argument("--report-only", action="store_true", help="train nothing; judge the records in the store")
     parser.add_argument("--mnist", action="store_true", help="also run the MNIST variants (the papers' schedules)")
@@ -187,7 +188,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     bad = [o for o in args.overrides if "=" not in o]
     if bad:
         raise UserError(f"overrides: {' '.join(bad)} is not key=value; options go before them (see --help)")
-    claims = select_claims(load_claims(), args.claims)
+    claims = select_claims(load_claims(Path(args.claims_dir)), args.claims)
     mnist_dir = args.mnist_dir
     have_mnist = mnist_available(mnist_dir)
     run_mnist = (args.mnist or args.tier == "paper") and have_mnist
