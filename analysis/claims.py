@@ -36,6 +36,7 @@ Metrics are record fields by dotted path (``rounds.-1.measured_loss_increase``) 
 from __future__ import annotations
 
 import math
+import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -284,9 +285,9 @@ def _side(raw: Any, claim: dict, where: str) -> Side:
 def _comparison(raw: dict, claim: dict, where: str) -> Comparison:
     if not isinstance(raw, dict) or set(raw) - COMPARISON_KEYS:
         _fail(where, f"a comparison is a mapping with {', '.join(sorted(COMPARISON_KEYS))}")
-    relation = raw.get("relation")
+    relation = str(raw.get("relation"))
     if relation not in RELATIONS:
-        _fail(where, f"relation must be one of {', '.join(RELATIONS)} (got {relation!r})")
+        _fail(where, f"relation must be one of {', '.join(RELATIONS)} (got {raw.get('relation')!r})")
     a = _side(raw.get("a"), claim, f"{where}.a")
     if relation == "monotone":
         if raw.get("direction") not in ("increasing", "decreasing"):
@@ -295,16 +296,34 @@ def _comparison(raw: dict, claim: dict, where: str) -> Comparison:
             _fail(where, "monotone needs an arm and an `at` axis with at least two values")
         return Comparison(a=a, relation=relation, direction=raw["direction"], format=raw.get("format"))
     b = _side(raw.get("b"), claim, f"{where}.b")
-    tolerance = raw.get("tolerance")
-    if relation in ("at_least", "approx") and (_number(tolerance) is None or tolerance < 0):
+    tolerance = _number(raw.get("tolerance"))
+    if relation in ("at_least", "approx") and (tolerance is None or tolerance < 0):
         _fail(where, f"{relation} needs a tolerance >= 0")
-    return Comparison(a=a, relation=relation, b=b, threshold=float(raw.get("threshold", 0.0)),
-                      tolerance=None if tolerance is None else float(tolerance), format=raw.get("format"))
+    return Comparison(a=a, relation=relation, b=b, threshold=float(raw.get("threshold", 0.0)), tolerance=tolerance,
+                      format=raw.get("format"))
 
 
 CLAIM_KEYS = {"id", "number", "paper", "source", "sentence", "setting", "experiments", "where", "metric", "at", "arms",
               "comparisons", "published", "evidence", "figures", "notes", "requires", "variants"}
 COMPARISON_KEYS = {"a", "b", "relation", "threshold", "tolerance", "direction", "format"}
+
+
+def _check_evidence(item: Any, claim: dict, where: str) -> None:
+    """Every placeholder of the sentence is a named value (or ``at``), every value names an arm of the claim."""
+    if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+        _fail(where, "evidence is {text: '... {name} ...', values: {name: {arm: ..., metric: ...}}, at: [...]}")
+    values = item.get("values") or {}
+    if not all(isinstance(k, str) for k in values):  # YAML reads a bare `no:` or `on:` as a boolean
+        _fail(where, f"value names must be strings (got {[k for k in values if not isinstance(k, str)]}); quote them")
+    for name, spec in values.items():
+        if not isinstance(spec, dict) or spec.get("arm") not in claim.get("arms", {}):
+            _fail(f"{where}.values.{name}", "needs arm: one of the claim's arms")
+    fields = {f.split(".")[0].split("[")[0] for _, f, _, _ in string.Formatter().parse(item["text"]) if f}
+    missing = sorted(fields - set(values) - {"at"})
+    if missing:
+        _fail(where, f"the text uses {', '.join(missing)} but values do not define it")
+    if "at" in fields and not item.get("at"):
+        _fail(where, "the text uses {at} but the evidence has no `at` list")
 
 
 def parse_claim(raw: dict, where: str, variant: Optional[str] = None) -> Claim:
@@ -323,6 +342,8 @@ def parse_claim(raw: dict, where: str, variant: Optional[str] = None) -> Claim:
     if at and (not at.get("key") or not at.get("values")):
         _fail(f"{where}.at", "needs key (a record field) and values")
     comparisons = [_comparison(c, raw, f"{where}.comparisons[{i}]") for i, c in enumerate(raw["comparisons"])]
+    for i, item in enumerate(raw.get("evidence") or []):
+        _check_evidence(item, raw, f"{where}.evidence[{i}]")
     claim = Claim(id=str(raw["id"]), number=int(raw["number"]), paper=str(raw["paper"]), source=str(raw["source"]),
                   sentence=" ".join(str(raw["sentence"]).split()), experiments=list(raw["experiments"]),
                   arms=dict(raw["arms"]), comparisons=comparisons, metric=raw.get("metric", "test_acc"),
@@ -431,10 +452,11 @@ def arm_records(claim: Claim, records: list[dict], arm: str, at: Any, experiment
 def side_values(claim: Claim, records: list[dict], side: Side, at: Any, seeds: list[int], experiment: str) -> Values:
     at = side.at if side.at is not None else at
     if side.value is not None:
-        return Values(label=_fmt_constant(side.value), by_seed={s: side.value for s in seeds})
-    label = side.arm if side.metric == claim.metric else f"{side.arm}: {metric_name(side.metric)}"
+        return Values(label=f"{side.value:g}", by_seed={s: side.value for s in seeds})
+    arm = str(side.arm)
+    label = arm if side.metric == claim.metric else f"{arm}: {metric_name(side.metric)}"
     out = Values(label=label)
-    found = arm_records(claim, records, side.arm, at, experiment)
+    found = arm_records(claim, records, arm, at, experiment)
     where = f"{side.arm}{f' at {claim.at_key} {at}' if claim.at_key and at is not None else ''}"
     for seed in seeds:
         mine = [r for r in found if r.get("seed") == seed]
@@ -454,10 +476,6 @@ def side_values(claim: Claim, records: list[dict], side: Side, at: Any, seeds: l
                 out.by_seed[seed] = value
                 out.dense[seed] = ok[0].get("dense_stage")
     return out
-
-
-def _fmt_constant(value: float) -> str:
-    return f"{value:g}"
 
 
 def _format_of(comparison: Comparison, metric: Any) -> str:
@@ -490,8 +508,10 @@ _SYMBOL = {"greater": ">", "less": "<", "at_least": "≥", "approx": "≈"}
 
 def comparison_text(comparison: Comparison, a: Values, b: Values, fmt: str) -> str:
     scale, unit = (100, " pp") if fmt == "percent" else (1, "")
+    if comparison.b is not None and comparison.b.value is not None:  # a constant reads in the metric's units
+        b = Values(label=format_value(comparison.b.value, fmt).replace(".00 %", " %"))
     if comparison.relation in ("at_least", "approx"):
-        tol = f"{comparison.tolerance * scale:g}{unit}"
+        tol = f"{(comparison.tolerance or 0.0) * scale:g}{unit}"
         return f"{a.label} {_SYMBOL[comparison.relation]} {b.label} {'−' if comparison.relation == 'at_least' else '±'} {tol}"
     shift = f" {'+' if comparison.threshold > 0 else '−'} {abs(comparison.threshold) * scale:g}{unit}" \
         if comparison.threshold else ""
@@ -516,10 +536,11 @@ def evaluate(claim: Claim, records: list[dict], *, experiment: str, seeds: list[
                                    f"{comparison.a.arm} {comparison.direction} ({metric_name(comparison.a.metric)})",
                                    seeds, relation, 0.0))
             continue
-        fixed = comparison.a.at is not None or (comparison.b.value is None and comparison.b.at is not None)
-        for at in ([comparison.a.at if comparison.a.at is not None else comparison.b.at] if fixed else axis):
+        other = comparison.b if comparison.b is not None else Side(value=0.0)
+        fixed_at = comparison.a.at if comparison.a.at is not None else other.at
+        for at in [fixed_at] if fixed_at is not None else axis:
             a = side_values(claim, records, comparison.a, at, seeds, experiment)
-            b = side_values(claim, records, comparison.b, at, seeds, experiment)
+            b = side_values(claim, records, other, at, seeds, experiment)
             fmt = _format_of(comparison, comparison.a.metric)
             parts.append(_part(claim, comparison, a, b, at, comparison_text(comparison, a, b, fmt), seeds,
                                comparison.relation, comparison.threshold))

@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
@@ -52,8 +52,10 @@ class Sweep:
     requires: Optional[str] = None  # a dataset that may be absent (mnist)
 
 
-def load_tiers() -> dict:
-    return OmegaConf.to_container(OmegaConf.load(TIERS).tiers, resolve=True)
+def load_tiers() -> dict[str, Any]:
+    tiers = OmegaConf.to_container(OmegaConf.load(TIERS).tiers, resolve=True)
+    assert isinstance(tiers, dict)
+    return {str(k): v for k, v in tiers.items()}
 
 
 def record_name(tier: str) -> str:
@@ -70,8 +72,9 @@ def is_reproduce_config(line: str) -> bool:
     path = CONF / "experiment" / f"{experiment_of(line)}.yaml"
     if not path.exists():
         return False
-    defaults = OmegaConf.to_container(OmegaConf.load(path)).get("defaults") or []
-    return any(isinstance(entry, dict) and "/reproduce" in entry for entry in defaults)
+    config = OmegaConf.to_container(OmegaConf.load(path))
+    defaults = config.get("defaults") if isinstance(config, dict) else None
+    return any(isinstance(entry, dict) and "/reproduce" in entry for entry in defaults or [])
 
 
 def dense_line(line: str) -> Optional[str]:
@@ -177,65 +180,81 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def now() -> str:
+    return dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+
+
+def report_only_header(command_text: str, meta_path: Path, tier: str) -> dict[str, Any]:
+    """``--report-only``: the header names the last run of this tier (its command, date and wall time)."""
+    last = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    wall = (f"report only; the last run (`{last['command']}`, {last['date']}) took {last['wall_time']}"
+            if last.get("tier") == tier else "report only (no run of this tier recorded)")
+    return {"command": command_text, "date": now(), "commit": git_commit(), "wall_time": wall}
+
+
+def run_and_record(sweeps: list[Sweep], *, tier: str, seeds: list[int], extra: list[str], base: Path,
+                   results: Path, command_text: str, meta_path: Path) -> dict[str, Any]:
+    """Run the sweeps; the header (and ``run.json`` beside the figures) says how long and what it computed."""
+    before = count_stages(results)
+    start = time.perf_counter()
+    outcomes = run_sweeps(sweeps, tier=tier, seeds=seeds, extra=extra, base=base)
+    seconds = time.perf_counter() - start
+    computed = count_stages(results) - before
+    meta = {"command": command_text, "date": now(), "commit": git_commit(),
+            "wall_time": f"{duration(seconds)} for {len(sweeps)} sweeps; {computed} stages computed (a re-run "
+                         f"computes none)", "seconds": round(seconds, 1), "tier": tier, "sweeps": outcomes}
+    meta_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(meta_path, meta)
+    failed = [o for o in outcomes if o["returncode"] != 0]
+    if failed:
+        print(f"{len(failed)} sweep(s) exited with an error: {'; '.join(o['line'] for o in failed)} "
+              f"(their claims get no verdict)", file=sys.stderr)
+    return meta
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     tiers = load_tiers()
     if args.tier not in tiers:
         raise UserError(f"--tier: no tier {args.tier!r} in {TIERS.relative_to(ROOT)}; choose {', '.join(tiers)}")
     knobs = tiers[args.tier]
     seeds = [int(s) for s in knobs["seeds"]]
-    bad = [o for o in args.overrides if "=" not in o]
-    if bad:
-        raise UserError(f"overrides: {' '.join(bad)} is not key=value; options go before them (see --help)")
-    claims = select_claims(load_claims(Path(args.claims_dir)), args.claims)
-    mnist_dir = args.mnist_dir
-    have_mnist = mnist_available(mnist_dir)
-    run_mnist = (args.mnist or args.tier == "paper") and have_mnist
     extra = list(args.overrides)
+    bad = [o for o in extra if "=" not in o]
+    if bad:
+        raise UserError(f"overrides: {' '.join(bad)} is not key=value (see --help)")
+    every_claim = load_claims(Path(args.claims_dir))
+    claims = select_claims(every_claim, args.claims)
+    have_mnist = mnist_available(args.mnist_dir)
+    run_mnist = (args.mnist or args.tier == "paper") and have_mnist
     sweeps = plan(claims, mnist=run_mnist)
-    if mnist_dir:  # only the MNIST lines read it (Fashion-MNIST has its own location)
+    if args.mnist_dir:  # only the MNIST lines read it (Fashion-MNIST has its own location)
         for sweep in sweeps:
             if sweep.requires == "mnist":
-                sweep.line += f" dataset.data_dir={shlex.quote(mnist_dir)}"
+                sweep.line += f" dataset.data_dir={shlex.quote(args.mnist_dir)}"
     results = results_root(extra)
-    stamp = dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    base = Path(args.sweep_dir).expanduser().resolve() if args.sweep_dir else ROOT / "multirun" / record_name(args.tier) / stamp
+    base = (Path(args.sweep_dir).expanduser().resolve() if args.sweep_dir else
+            ROOT / "multirun" / record_name(args.tier) / dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
     if args.dry_run:
         for k, sweep in enumerate(sweeps, start=1):
-            print(" ".join(shlex.quote(t) for t in command(sweep, tier=args.tier, seeds=seeds, extra=extra,
-                                                              sweep_dir=base / f"{k:02d}")))
+            print(shlex.join(command(sweep, tier=args.tier, seeds=seeds, extra=extra, sweep_dir=base / f"{k:02d}")))
         return 0
     figures_dir = results / "report" / "reproduction"
-    meta_path = figures_dir / "run.json"
-    command_text = "python -m runners.reproduce " + " ".join(shlex.quote(a) for a in argv)
+    command_text = "python -m runners.reproduce " + shlex.join(argv)
     if args.report_only:
-        last = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        wall = (f"report only; the last run (`{last['command']}`, {last['date']}) took {last['wall_time']}"
-                if last.get("tier") == args.tier else "report only (no run of this tier recorded)")
-        meta = {"command": command_text, "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "commit": git_commit(),
-                "wall_time": wall}
+        header = report_only_header(command_text, figures_dir / "run.json", args.tier)
     else:
-        before = count_stages(results)
-        start = time.perf_counter()
-        outcomes = run_sweeps(sweeps, tier=args.tier, seeds=seeds, extra=extra, base=base)
-        seconds = time.perf_counter() - start
-        computed = count_stages(results) - before
-        meta = {"command": command_text, "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "commit": git_commit(),
-                "wall_time": f"{duration(seconds)} for {len(sweeps)} sweeps; {computed} stages computed "
-                             f"(a re-run computes none)", "seconds": round(seconds, 1), "tier": args.tier,
-                "sweeps": outcomes}
-        figures_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(meta_path, meta)
-        failed = [o for o in outcomes if o["returncode"] != 0]
-        if failed:
-            print(f"{len(failed)} sweep(s) exited with an error: "
-                  f"{'; '.join(o['line'] for o in failed)} (their claims get no verdict)", file=sys.stderr)
+        header = run_and_record(sweeps, tier=args.tier, seeds=seeds, extra=extra, base=base, results=results,
+                                command_text=command_text, meta_path=figures_dir / "run.json")
+    if args.claims:
+        header["claims_run"] = ", ".join(str(c.number) for c in claims)
+    # The report judges every claim (a run of some of them never truncates REPRODUCTION.md).
     not_run = {"mnist": None if run_mnist else (NEEDS_MNIST if not have_mnist else MNIST_NOT_ASKED)}
     records = [record for record, _ in read_records(results)[0]]
-    context = Context(experiment=record_name(args.tier), tier=args.tier, seeds=seeds, knobs=knobs, header=meta,
+    context = Context(experiment=record_name(args.tier), tier=args.tier, seeds=seeds, knobs=knobs, header=header,
                       not_run=not_run)
-    out, judged = write_report(claims, records, context, Path(args.out), figures_dir)
+    out, judged = write_report(every_claim, records, context, Path(args.out), figures_dir)
     print("\n== reproduction verdicts ==\n" + "\n".join(verdict_lines(judged)))
     print(f"report: {out}\nfigures: {figures_dir}")
     return 0

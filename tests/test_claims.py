@@ -10,9 +10,24 @@ from pathlib import Path
 import pytest
 import yaml
 
-from analysis.claims import (CONFIRMED, INCONCLUSIVE, MIXED, NO_VERDICT, REFUTED, Stats, evaluate, judge,
-                             load_claim, load_claims, matches, metric_value, paired_stats, parse_claim,
-                             record_value, select_claims)
+from analysis.claims import (
+    CONFIRMED,
+    INCONCLUSIVE,
+    MIXED,
+    NO_VERDICT,
+    REFUTED,
+    Stats,
+    evaluate,
+    judge,
+    load_claim,
+    load_claims,
+    matches,
+    metric_value,
+    paired_stats,
+    parse_claim,
+    record_value,
+    select_claims,
+)
 from foundations.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
