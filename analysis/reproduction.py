@@ -16,6 +16,7 @@ from typing import Any, Optional
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 from analysis.claims import (
     CONFIDENCE,
@@ -317,6 +318,9 @@ def lth_ladder_figure(claim: Claim, spec: dict, records: list[dict], context: Co
         if dense:
             ax.axhline(100 * float(np.mean(dense)), color=DENSE_COLOR, linestyle="--", label="dense")
         ax.set_xscale("log")
+        ticks = [100 * x for x in xs]
+        ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.invert_xaxis()
         ax.set_xlabel("weights remaining (%)")
         ax.set_ylabel("test accuracy (%)")
