@@ -119,9 +119,11 @@ def command(sweep: Sweep, *, tier: str, seeds: list[int], extra: list[str], swee
 
 
 def results_root(extra: list[str]) -> Path:
+    """The store the sweeps write to: ``paths.results`` as the jobs see it (they run in the repo root)."""
     for override in extra:
         if override.startswith("paths.results="):
-            return Path(override.split("=", 1)[1]).expanduser().resolve()
+            path = Path(override.split("=", 1)[1]).expanduser()
+            return path if path.is_absolute() else ROOT / path
     return ROOT / "results"
 
 
