@@ -220,7 +220,7 @@ def header(context: Context) -> list[str]:
                                                                if h.get("claims_run") else ""),
              f"- **Tier** `{context.tier}`: seeds {', '.join(map(str, context.seeds))}; {knobs}",
              f"- **Records**: experiment `{context.experiment}` in the store; Fashion-MNIST has no published "
-             f"tables, so only relative claims are judged on it (methods.md §11).",
+             f"tables in any of the papers, so only relative claims are judged on it.",
              f"- **Verdicts**: paired differences A − B over seeds (the same seed gives the same dense model and "
              f"data order), {CONFIDENCE * 100:g} % Student-t interval of their mean. Confirmed: the interval lies on the "
              f"claimed side of the bound (inside ± tolerance for ≈); refuted: it lies on the other side; "
