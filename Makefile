@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PYTEST_ARGS ?=
 
-.PHONY: setup data test test-fast lint demo survey report clean
+.PHONY: setup data test test-fast lint demo survey reproduce report clean
 
 setup: $(STAMP) data
 
@@ -46,6 +46,14 @@ demo: setup
 # The sweep's on_multirun_end callback writes results/report/survey_mlp/ and prints where; a re-run reuses the store.
 survey: setup
 	$(BIN)/python -m runners.train -m +experiment=survey_mlp
+
+# Every paper claim of conf/claims/ (default tier: 3 seeds), then REPRODUCTION.md and results/report/reproduction/;
+# a re-run trains nothing. REPRODUCE_ARGS="--claims 4,5" | "--report-only" | "--tier paper"; the launcher: two jobs
+# at a time, one torch thread each (REPRODUCE_LAUNCHER= for the basic launcher, or a SLURM launcher's overrides).
+REPRODUCE_ARGS ?=
+REPRODUCE_LAUNCHER ?= hydra/launcher=joblib hydra.launcher.n_jobs=2
+reproduce: setup
+	$(BIN)/python -m runners.reproduce $(REPRODUCE_ARGS) $(REPRODUCE_LAUNCHER)
 
 report: setup
 	$(BIN)/python -m analysis.report

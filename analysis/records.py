@@ -77,11 +77,10 @@ def records_to_frame(items: Iterable[tuple[Mapping, str]]) -> pd.DataFrame:
     return df[[*SCHEMA, *rest, SOURCE]].reset_index(drop=True)
 
 
-def load_local(root: str | Path) -> pd.DataFrame:
-    """Every ``<root>/runs/experiment/*/result.json`` as one row. Unreadable files are logged, listed in
-    ``df.attrs["unreadable"]`` and skipped."""
-    root = Path(root)
-    files = sorted((root / "runs" / "experiment").glob("*/result.json"))
+def read_records(root: str | Path) -> tuple[list[tuple[dict, str]], list[list[str]]]:
+    """Every ``<root>/runs/experiment/*/result.json`` as ``(record, path)``, and ``[path, reason]`` for each file
+    that could not be read (logged and skipped)."""
+    files = sorted((Path(root) / "runs" / "experiment").glob("*/result.json"))
     items, unreadable = [], []
     for path in progress_bar(files, desc="reading records", unit="file", leave=False):
         try:
@@ -95,8 +94,15 @@ def load_local(root: str | Path) -> pd.DataFrame:
             unreadable.append([str(path), reason])
             continue
         items.append((record, str(path)))
+    return items, unreadable
+
+
+def load_local(root: str | Path) -> pd.DataFrame:
+    """Every ``<root>/runs/experiment/*/result.json`` as one row. Unreadable files are logged, listed in
+    ``df.attrs["unreadable"]`` and skipped."""
+    items, unreadable = read_records(root)
     df = records_to_frame(items)
-    df.attrs[ATTR_SOURCE] = f"local store {root}"
+    df.attrs[ATTR_SOURCE] = f"local store {Path(root)}"
     df.attrs[ATTR_UNREADABLE] = unreadable
     return df
 

@@ -50,7 +50,9 @@ class ExperimentRecord:
     selected_iteration: Optional[int] = None
     early_stop_iteration: Optional[int] = None  # iteration of minimum validation loss of the final stage
     test_acc_before_recovery: Optional[float] = None  # right after the (last) pruning step, before any retraining
+    test_loss_before_recovery: Optional[float] = None  # test cross-entropy at the same point (OBD Fig. 1's y axis)
     dense_test_acc: Optional[float] = None  # the dense baseline the method started from
+    dense_test_loss: Optional[float] = None  # its test cross-entropy (the weights the method pruned)
     # ---- provenance
     dense_stage: Optional[str] = None  # hash of the dense model, whatever the method names that stage
     final_stage: Optional[str] = None  # "kind/hash" of the stage whose weights the record reports
@@ -59,12 +61,16 @@ class ExperimentRecord:
     stages_reused: dict[str, bool] = field(default_factory=dict)
     prunable: dict[str, Any] = field(default_factory=dict)  # the prunable set: switches and tensor names
     per_layer_density: dict[str, float] = field(default_factory=dict)
+    # the method's config as run, every field (defaults too): what selects a variant whose label does not show it
+    # (slimming's λ and scope, ThiNet's per-layer fine-tune), e.g. a claim's arm filter `method_config.lam: 0`
+    method_config: dict[str, Any] = field(default_factory=dict)
     # ---- method-specific (None where a method has no such thing)
     rounds: Optional[list[dict[str, Any]]] = None  # weight-level methods: per pruning round (OBD: loss increases)
     levels: Optional[list[dict[str, Any]]] = None  # lottery: per level density, early stop, test accuracy
     channel_sparsity: Optional[float] = None  # structured: fraction of prunable channels removed overall
     channel_sparsity_per_pass: Optional[list[float]] = None  # multi-pass slimming
     sparsity_trained_test_acc: Optional[float] = None  # slimming: after the λ-regularized training
+    sparsity_trained_gamma_abs: Optional[dict[str, list[float]]] = None  # slimming: |γ| per BN layer, same weights
     fine_tune: Optional[str] = None  # slimming: "paper" | "rethinking"
     thinet_selection_seconds: Optional[dict[str, float]] = None
     thinet_reconstruction: Optional[dict[str, Any]] = None  # per layer: relative reconstruction error

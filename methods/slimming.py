@@ -65,7 +65,8 @@ indexes the compacted model's channels; it is composed with the earlier ones (ke
 
 Record: ``dense_test_acc`` is the plain dense model's (``stages.dense_stage()``, shared across a sweep, so all methods
 compare against the same "before"); ``sparsity_trained_test_acc`` is the sparsity-trained model's (the paper's
-"after sparsity training" row; the reference point for ``test_acc_before_recovery``).
+"after sparsity training" row; the reference point for ``test_acc_before_recovery``);
+``sparsity_trained_gamma_abs`` its |γ| per BN layer, the weights the threshold is taken over (Fig. 4's histograms).
 """
 
 from __future__ import annotations
@@ -134,6 +135,12 @@ def set_bn_weight(value: float):
                 module.weight.fill_(value)
 
     return prepare
+
+
+def gamma_abs(model: nn.Module, weights: dict[str, torch.Tensor]) -> dict[str, list[float]]:
+    """|γ| of every affine BN layer of ``model``'s architecture in ``weights`` (Fig. 4's histograms)."""
+    return {name: weights[f"{name}.weight"].abs().tolist() for name, module in model.named_modules()
+            if isinstance(module, _BN) and module.weight is not None}
 
 
 def compose(previous: Optional[ChannelPlan], plan: ChannelPlan) -> ChannelPlan:
@@ -220,6 +227,7 @@ class Slimming(ChannelMethod):
         return stages.finish(final, pruned=pruned, dense=dense, channel_sparsity=pruned.result["channel_sparsity"],
                           channel_sparsity_per_pass=per_pass,
                           sparsity_trained_test_acc=sparse.result["selected"]["test_acc"],
+                          sparsity_trained_gamma_abs=gamma_abs(base, sparse.weights()),
                           fine_tune=self.cfg.fine_tune)
 
 

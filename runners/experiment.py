@@ -269,11 +269,13 @@ class Experiment:
             val_acc=selected["val_acc"], test_acc=selected["test_acc"], selected_iteration=selected["iteration"],
             early_stop_iteration=final.result["early_stop_iteration"],
             test_acc_before_recovery=pruned.result["after_pruning"]["test_acc"] if pruned else None,
+            test_loss_before_recovery=pruned.result["after_pruning"]["test_loss"] if pruned else None,
             dense_test_acc=dense.result["selected"]["test_acc"] if dense else None,
+            dense_test_loss=dense.result["selected"]["test_loss"] if dense else None,
             dense_stage=dense.hash if dense else None, final_stage=final.ref,
             stage_hashes=dict(self.stage_hashes), wall_time_s=dict(self.wall_time), stages_reused=dict(self.reused),
             prunable={**asdict(self.method.cfg.prunable), "tensors": dense_names}, per_layer_density=per_layer,
-            **extra)
+            method_config=asdict(self.config.method), **extra)
 
 
 def source_experiment_config(config: ExperimentConfig, overrides: dict) -> ExperimentConfig:
@@ -334,8 +336,8 @@ def record_failure(config: ExperimentConfig, store: Store, error: BaseException)
     """A failed experiment is recorded as failed (and retried by the next sweep); the sweep goes on."""
     record = ExperimentRecord(status="failed", error=f"{type(error).__name__}: {error}", experiment=config.sweep,
                               method=config.method.name, label=config.method.name, model=config.model.name,
-                              dataset=config.dataset.name, seed=config.seed,
-                              target_sparsity=config.method.sparsity).to_dict()
+                              dataset=config.dataset.name, seed=config.seed, target_sparsity=config.method.sparsity,
+                              method_config=asdict(config.method)).to_dict()
     folder = store.stage_dir("experiment", experiment_hash(config))
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / "result.json", record)

@@ -1,0 +1,274 @@
+"""``python -m runners.reproduce``: run exactly the experiments the papers' claims need, then judge them.
+
+    python -m runners.reproduce                          # every claim, default tier (3 seeds), then REPRODUCTION.md
+    python -m runners.reproduce --claims 4,5             # some claims (numbers or ids of conf/claims/*.yaml)
+    python -m runners.reproduce --report-only            # no training: judge what the store holds
+    python -m runners.reproduce --tier paper --mnist     # the papers' schedules, and the MNIST variants
+    python -m runners.reproduce hydra/launcher=joblib hydra.launcher.n_jobs=2     # any Hydra override, any launcher
+
+Each distinct command line of the chosen claims' ``experiments`` is one Hydra multirun of ``runners.train`` (so
+basic, joblib and SLURM launchers work as for any sweep, with its progress line after every job), with the tier's
+seeds appended last (so consecutive jobs use different seeds and parallel workers rarely wait on one dense model),
+``name=reproduce_<tier>`` and ``reproduce.tier=<tier>``. Before them, one sweep per model trains the dense models.
+Stages are shared through the store: a claim's line that repeats another's trains nothing, and a second run trains
+nothing at all. The report (``analysis.reproduction``) is written to ``--out`` (default REPRODUCTION.md at the repo
+root), its figures to ``<paths.results>/report/reproduction/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
+
+from analysis.claims import CLAIMS_DIR, load_claims, select_claims
+from analysis.records import read_records
+from analysis.reproduction import Context, duration, verdict_lines, write_report
+from datasets.mnist_like import locate
+from foundations.errors import UserError
+from foundations.files import atomic_write_json
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "conf"
+TIERS = CONF / "reproduce" / "tiers.yaml"
+DEFAULTS = {"logger": "none", "progress": "false"}  # unless given: the store is the record; no tqdm in sweep logs
+NEEDS_MNIST = "needs MNIST (README › Data)"
+MNIST_NOT_ASKED = "the MNIST variants run the papers' own schedules (hours): add --mnist"
+
+
+@dataclass
+class Sweep:
+    line: str  # the claim's overrides
+    claims: list[str] = field(default_factory=list)
+    requires: Optional[str] = None  # a dataset that may be absent (mnist)
+
+
+def load_tiers() -> dict[str, Any]:
+    tiers = OmegaConf.to_container(OmegaConf.load(TIERS).tiers, resolve=True)
+    assert isinstance(tiers, dict)
+    return {str(k): v for k, v in tiers.items()}
+
+
+def record_name(tier: str) -> str:
+    return f"reproduce_{tier}"
+
+
+def experiment_of(line: str) -> str:
+    return next(t.split("=", 1)[1] for t in shlex.split(line) if t.startswith("+experiment="))
+
+
+def is_reproduce_config(line: str) -> bool:
+    """Lines whose experiment config includes the tiers (``/reproduce: tiers``) take ``reproduce.tier``; the papers'
+    own configs (the MNIST variants) have no tier."""
+    path = CONF / "experiment" / f"{experiment_of(line)}.yaml"
+    if not path.exists():
+        return False
+    config = OmegaConf.to_container(OmegaConf.load(path))
+    defaults = config.get("defaults") if isinstance(config, dict) else None
+    return any(isinstance(entry, dict) and "/reproduce" in entry for entry in defaults or [])
+
+
+def dense_line(line: str) -> Optional[str]:
+    """The dense arm of a reproduce line: its overrides but the arm and method ones, with ``+experiment/arm=dense``."""
+    if not is_reproduce_config(line):
+        return None
+    keep = [t for t in shlex.split(line) if not t.lstrip("+~").startswith(("experiment/arm=", "method.", "method="))]
+    return " ".join(keep + ["+experiment/arm=dense"])
+
+
+def plan(claims, *, mnist: bool) -> list[Sweep]:
+    """Distinct sweeps in run order: the dense models first, then each claim's lines (and its MNIST variants)."""
+    lines: dict[str, Sweep] = {}
+    ordered: list[tuple[str, str, Optional[str]]] = []
+    for claim in claims:
+        ordered += [(line, claim.id, claim.requires) for line in claim.experiments]
+        for variant in claim.variants.values():
+            if mnist or variant.requires != "mnist":
+                ordered += [(line, variant.key, variant.requires) for line in variant.experiments]
+    for line, _, requires in ordered:
+        dense = dense_line(line)
+        if dense is not None:
+            lines.setdefault(dense, Sweep(dense, ["dense models"], requires))
+    for line, owner, requires in ordered:
+        sweep = lines.setdefault(line, Sweep(line, requires=requires))
+        if owner not in sweep.claims:
+            sweep.claims.append(owner)
+    return list(lines.values())
+
+
+def keys_of(overrides: list[str]) -> set[str]:
+    return {o.lstrip("+~").split("=", 1)[0] for o in overrides if "=" in o}
+
+
+def command(sweep: Sweep, *, tier: str, seeds: list[int], extra: list[str], sweep_dir: Path) -> list[str]:
+    given = keys_of(extra)
+    defaults = [f"{k}={v}" for k, v in DEFAULTS.items() if k not in given]
+    tier_args = [f"reproduce.tier={tier}"] if is_reproduce_config(sweep.line) else []
+    return [sys.executable, "-m", "runners.train", "-m", *shlex.split(sweep.line), *tier_args, *defaults,
+            f"name={record_name(tier)}", "hydra.callbacks.report.enabled=false", f"hydra.sweep.dir={sweep_dir}",
+            *extra, "seed=" + ",".join(map(str, seeds))]
+
+
+def results_root(extra: list[str]) -> Path:
+    """The store the sweeps write to: ``paths.results`` as the jobs see it (they run in the repo root)."""
+    for override in extra:
+        if override.startswith("paths.results="):
+            path = Path(override.split("=", 1)[1]).expanduser()
+            return path if path.is_absolute() else ROOT / path
+    return ROOT / "results"
+
+
+def count_stages(results: Path) -> int:
+    """Complete stages in the store (every kind): the difference over a run is what the run computed."""
+    return sum(1 for _ in (results / "runs").glob("*/*/result.json")) if (results / "runs").is_dir() else 0
+
+
+def mnist_available(mnist_dir: Optional[str]) -> bool:
+    try:
+        locate("mnist", mnist_dir)
+        return True
+    except UserError:
+        return False
+
+
+def git_commit() -> str:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return commit + ("+uncommitted changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run_sweeps(sweeps: list[Sweep], *, tier: str, seeds: list[int], extra: list[str], base: Path) -> list[dict]:
+    outcomes = []
+    for k, sweep in enumerate(sweeps, start=1):
+        cmd = command(sweep, tier=tier, seeds=seeds, extra=extra, sweep_dir=base / f"{k:02d}")
+        print(f"\n== reproduce {k}/{len(sweeps)} ({', '.join(sweep.claims)}): {sweep.line} seed="
+              f"{','.join(map(str, seeds))}", flush=True)
+        start = time.perf_counter()
+        code = subprocess.run(cmd, cwd=ROOT).returncode
+        seconds = time.perf_counter() - start
+        print(f"== reproduce {k}/{len(sweeps)}: {'done' if code == 0 else f'exit code {code}'} in "
+              f"{seconds:.0f} s", flush=True)
+        outcomes.append({"line": sweep.line, "claims": sweep.claims, "returncode": code, "seconds": round(seconds, 1)})
+    return outcomes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m runners.reproduce", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--claims", help="numbers or ids, comma-separated (default: all of --claims-dir)")
+    parser.add_argument("--claims-dir", default=str(CLAIMS_DIR), help="the claim files (default: conf/claims/)")
+    parser.add_argument("--tier", default="default", help="a tier of conf/reproduce/tiers.yaml (default, paper, smoke)")
+    parser.add_argument("--report-only", action="store_true", help="train nothing; judge the records in the store")
+    parser.add_argument("--mnist", action="store_true", help="also run the MNIST variants (the papers' schedules)")
+    parser.add_argument("--mnist-dir", help="folder with the MNIST IDX files (default: ~/.cache/prunelab/mnist/)")
+    parser.add_argument("--out", default=str(ROOT / "REPRODUCTION.md"), help="the report (default: REPRODUCTION.md)")
+    parser.add_argument("--sweep-dir", help="parent of the sweeps' job folders (default: multirun/reproduce_<tier>/<time>)")
+    parser.add_argument("--dry-run", action="store_true", help="print the sweeps' commands and stop")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every sweep (launcher, paths.results, ...)")
+    return parser
+
+
+def now() -> str:
+    return dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+
+
+def report_only_header(command_text: str, meta_path: Path, tier: str) -> dict[str, Any]:
+    """``--report-only``: the header names the last run of this tier (its command, date and wall time)."""
+    last = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    wall = (f"report only; the last run (`{last['command']}`, {last['date']}) took {last['wall_time']}"
+            if last.get("tier") == tier else "report only (no run of this tier recorded)")
+    return {"command": command_text, "date": now(), "commit": git_commit(), "wall_time": wall}
+
+
+def run_and_record(sweeps: list[Sweep], *, tier: str, seeds: list[int], extra: list[str], base: Path,
+                   results: Path, command_text: str, meta_path: Path) -> dict[str, Any]:
+    """Run the sweeps; the header (and ``run.json`` beside the figures) says how long and what it computed."""
+    before = count_stages(results)
+    start = time.perf_counter()
+    outcomes = run_sweeps(sweeps, tier=tier, seeds=seeds, extra=extra, base=base)
+    seconds = time.perf_counter() - start
+    computed = count_stages(results) - before
+    meta = {"command": command_text, "date": now(), "commit": git_commit(),
+            "wall_time": f"{duration(seconds)} for {len(sweeps)} sweeps; {computed} stages computed (a re-run "
+                         f"computes none)", "seconds": round(seconds, 1), "tier": tier, "sweeps": outcomes}
+    meta_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(meta_path, meta)
+    failed = [o for o in outcomes if o["returncode"] != 0]
+    if failed:
+        print(f"{len(failed)} sweep(s) exited with an error: {'; '.join(o['line'] for o in failed)} "
+              f"(their claims get no verdict)", file=sys.stderr)
+    return meta
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_intermixed_args(argv)
+    tiers = load_tiers()
+    if args.tier not in tiers:
+        raise UserError(f"--tier: no tier {args.tier!r} in {TIERS.relative_to(ROOT)}; choose {', '.join(tiers)}")
+    knobs = tiers[args.tier]
+    seeds = [int(s) for s in knobs["seeds"]]
+    extra = list(args.overrides)
+    bad = [o for o in extra if "=" not in o]
+    if bad:
+        raise UserError(f"overrides: {' '.join(bad)} is not key=value (see --help)")
+    every_claim = load_claims(Path(args.claims_dir))
+    claims = select_claims(every_claim, args.claims)
+    have_mnist = mnist_available(args.mnist_dir)
+    run_mnist = (args.mnist or args.tier == "paper") and have_mnist
+    sweeps = plan(claims, mnist=run_mnist)
+    if args.mnist_dir:  # only the MNIST lines read it (Fashion-MNIST has its own location)
+        for sweep in sweeps:
+            if sweep.requires == "mnist":
+                sweep.line += f" dataset.data_dir={shlex.quote(args.mnist_dir)}"
+    results = results_root(extra)
+    base = (Path(args.sweep_dir).expanduser().resolve() if args.sweep_dir else
+            ROOT / "multirun" / record_name(args.tier) / dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
+    if args.dry_run:
+        for k, sweep in enumerate(sweeps, start=1):
+            print(shlex.join(command(sweep, tier=args.tier, seeds=seeds, extra=extra, sweep_dir=base / f"{k:02d}")))
+        return 0
+    figures_dir = results / "report" / "reproduction"
+    command_text = "python -m runners.reproduce " + shlex.join(argv)
+    if args.report_only:
+        header = report_only_header(command_text, figures_dir / "run.json", args.tier)
+    else:
+        header = run_and_record(sweeps, tier=args.tier, seeds=seeds, extra=extra, base=base, results=results,
+                                command_text=command_text, meta_path=figures_dir / "run.json")
+    if args.claims:
+        header["claims_run"] = ", ".join(str(c.number) for c in claims)
+    # The report judges every claim (a run of some of them never truncates REPRODUCTION.md).
+    not_run = {"mnist": None if run_mnist else (NEEDS_MNIST if not have_mnist else MNIST_NOT_ASKED)}
+    records = [record for record, _ in read_records(results)[0]]
+    context = Context(experiment=record_name(args.tier), tier=args.tier, seeds=seeds, knobs=knobs, header=header,
+                      not_run=not_run)
+    out, judged = write_report(every_claim, records, context, Path(args.out), figures_dir)
+    print("\n== reproduction verdicts ==\n" + "\n".join(verdict_lines(judged)))
+    print(f"report: {out}\nfigures: {figures_dir}")
+    return 0
+
+
+def cli() -> None:
+    try:
+        sys.exit(main())
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    cli()
