@@ -438,7 +438,6 @@ class ClaimResult:
     evidence: list[str]
     arm_table: list[dict]  # per arm and axis value: mean, std, n of the claim metric
     published: Optional[dict] = None  # {"text", "value", "ours": (mean, std, n)} where the paper has a number
-    status: str = "evaluated"  # evaluated | not run: <why>
 
 
 def arm_records(claim: Claim, records: list[dict], arm: str, at: Any, experiment: str) -> list[dict]:
@@ -478,16 +477,17 @@ def side_values(claim: Claim, records: list[dict], side: Side, at: Any, seeds: l
     return out
 
 
-def _format_of(comparison: Comparison, metric: Any) -> str:
-    if comparison.format:
-        return comparison.format
+def format_for(metric: Any, explicit: Optional[str] = None) -> str:
+    """How a metric prints: ``percent`` for accuracies and fractions (differences in pp), else ``number``."""
+    if explicit:
+        return explicit
     name = metric_name(metric)
     return "percent" if any(k in name for k in ("acc", "density", "fraction", "sparsity")) else "number"
 
 
 def _part(claim: Claim, comparison: Comparison, a: Values, b: Values, at: Any, text: str, seeds: list[int],
           relation: str, threshold: float) -> Part:
-    part = Part(text=text, at=at, comparison=comparison, a=a, b=b, format=_format_of(comparison, comparison.a.metric))
+    part = Part(text=text, at=at, comparison=comparison, a=a, b=b, format=format_for(comparison.a.metric, comparison.format))
     problems = a.problems + b.problems
     for seed in seeds:
         da, db = a.dense.get(seed), b.dense.get(seed)
@@ -541,7 +541,7 @@ def evaluate(claim: Claim, records: list[dict], *, experiment: str, seeds: list[
         for at in [fixed_at] if fixed_at is not None else axis:
             a = side_values(claim, records, comparison.a, at, seeds, experiment)
             b = side_values(claim, records, other, at, seeds, experiment)
-            fmt = _format_of(comparison, comparison.a.metric)
+            fmt = format_for(comparison.a.metric, comparison.format)
             parts.append(_part(claim, comparison, a, b, at, comparison_text(comparison, a, b, fmt), seeds,
                                comparison.relation, comparison.threshold))
     verdict = overall([p.verdict for p in parts])
@@ -593,8 +593,7 @@ def evidence_lines(claim: Claim, records: list[dict], experiment: str, seeds: li
             for name, spec in (item.get("values") or {}).items():
                 side = Side(arm=spec["arm"], metric=spec.get("metric", claim.metric), at=spec.get("at"))
                 values = side_values(claim, records, side, at, seeds, experiment)
-                filled[name] = _mean_std(values, spec.get("format") or _format_of(Comparison(side, "greater"),
-                                                                                  side.metric))
+                filled[name] = _mean_std(values, format_for(side.metric, spec.get("format")))
             text = str(item["text"]).format(at=at, **filled)
             lines.append(" ".join(text.split()))
     return lines
@@ -611,5 +610,5 @@ def published_line(claim: Claim, records: list[dict], experiment: str, seeds: li
         values = side_values(claim, records, Side(arm, metric, at=at), at, seeds, experiment)
         summary = values.summary
         out["ours"] = None if summary is None else (summary[0], summary[1], len(values.by_seed))
-        out["format"] = _format_of(Comparison(Side(arm, metric), "greater"), metric)
+        out["format"] = format_for(metric)
     return out

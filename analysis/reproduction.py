@@ -32,6 +32,7 @@ from analysis.claims import (
     Side,
     arm_records,
     evaluate,
+    format_for,
     format_value,
     matches,
     metric_name,
@@ -117,7 +118,7 @@ def why(result: ClaimResult) -> str:
 
 def _arm_rows(result: ClaimResult) -> list[str]:
     claim = result.claim
-    fmt = "percent" if any(k in metric_name(claim.metric) for k in ("acc", "density", "fraction")) else "number"
+    fmt = format_for(claim.metric)
     axis = [claim.at_key] if claim.at_key else []
     lines = [_row(["arm", *axis, "n", f"{metric_name(claim.metric)} (mean ± std)"]), _row(["---"] * (3 + len(axis)))]
     for row in result.arm_table:

@@ -333,9 +333,14 @@ def run_experiment(config: ExperimentConfig, store: Store, tracker: Optional[Tra
 
 
 def record_failure(config: ExperimentConfig, store: Store, error: BaseException) -> dict:
-    """A failed experiment is recorded as failed (and retried by the next sweep); the sweep goes on."""
+    """A failed experiment is recorded as failed (and retried by the next sweep); the sweep goes on. It carries the
+    variant's label and the method config, so a table row or a claim's arm shows it as failed, not missing."""
+    try:
+        label = get_method(config.method.name)(config.method).label()
+    except Exception:
+        label = config.method.name
     record = ExperimentRecord(status="failed", error=f"{type(error).__name__}: {error}", experiment=config.sweep,
-                              method=config.method.name, label=config.method.name, model=config.model.name,
+                              method=config.method.name, label=label, model=config.model.name,
                               dataset=config.dataset.name, seed=config.seed, target_sparsity=config.method.sparsity,
                               method_config=asdict(config.method)).to_dict()
     folder = store.stage_dir("experiment", experiment_hash(config))

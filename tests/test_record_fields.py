@@ -52,7 +52,9 @@ def test_method_config_holds_every_field_defaults_too(tmp_path):
     assert config["name"] == "magnitude" and config["scope"] == "layerwise" and config["sparsity"] == 0.8
     assert config["rounds"] == 1 and config["recovery"]["epochs"] == 1 and config["recovery"]["lr_scale"] == 0.1
     failed = record_failure(run, Store(tmp_path / "other"), UserError("boom"))
-    assert failed["status"] == "failed" and failed["method_config"] == config  # a failed arm is still findable
+    # a failed arm is still found by a claim's filters (label or method_config), so it shows as failed, not missing
+    assert failed["status"] == "failed" and failed["method_config"] == config
+    assert failed["label"] == record["label"] == "magnitude (layerwise)"
 
 
 def test_slimming_records_the_gammas_its_threshold_saw(tmp_path):
