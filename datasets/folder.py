@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -145,8 +146,6 @@ def load(cfg) -> DataBundle:
     height, width = cfg.resize if cfg.resize is not None else map(int, next(iter(index["sizes"])).split("x"))
     splits = {s: ImageFiles(root, _samples(files, s, classes, root), cfg.channels, cfg.resize) for s in files}
     if "val" not in splits and cfg.val_size is None:
-        from dataclasses import replace
-
         cfg = replace(cfg, val_size=default_val_size(len(splits["train"])))
     stats_key = {"folder": index["digest"], "channels": cfg.channels, "resize": cfg.resize}
     return loader_bundle(cfg, splits["train"], splits["test"], splits.get("val"), num_classes=len(classes),

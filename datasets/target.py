@@ -15,6 +15,7 @@ a keyword argument, or the callable's path, when the data changes).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -142,8 +143,6 @@ def load(cfg) -> DataBundle:
         raise UserError(f"dataset.val_size: {cfg.target} returns a validation split; remove dataset.val_size (or "
                         f"return only train and test to carve validation from train)")
     if "val" not in splits:
-        from dataclasses import replace
-
         cfg = replace(cfg, val_size=cfg.val_size if cfg.val_size is not None else default_val_size(len(splits["train"])))
         carve_validation(len(splits["train"]), cfg.val_size, cfg.split_seed)  # a bad val_size fails before the pass
     key = {"target": cfg.target, "kwargs": cfg.kwargs}

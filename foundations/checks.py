@@ -6,8 +6,8 @@ import re
 from dataclasses import MISSING, fields, is_dataclass
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
 from omegaconf import MISSING as REQUIRED  # "???": a field the YAML must set
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from foundations.errors import UserError

@@ -18,8 +18,16 @@ from torch import nn
 from foundations.checks import nondefault
 from foundations.errors import UserError
 from foundations.hashing import file_sha256
-from models.config import (INITS, MODEL_NAMES, VGG_CFGS, AnyModelConfig, ModelConfig, TargetModelConfig,
-                           TorchvisionConfig, model_config)
+from models.config import (
+    INITS,
+    MODEL_NAMES,
+    VGG_CFGS,
+    AnyModelConfig,
+    ModelConfig,
+    TargetModelConfig,
+    TorchvisionConfig,
+    model_config,
+)
 from models.external import build_target, build_torchvision, load_checkpoint, read_checkpoint
 from models.init import initialize
 from models.lenet5 import LeNet5Caffe

@@ -10,8 +10,9 @@ training loop uses both): it must return one tensor of ``num_classes`` logits pe
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from torch import nn
@@ -60,7 +61,7 @@ def check_forward(model: nn.Module, shape: Shape, classes: int, tag: str) -> Non
             with torch.no_grad():
                 try:
                     out = model(x)
-                except Exception as err:  # noqa: BLE001 - any failure of the user's forward is the same message
+                except Exception as err:  # any failure of the user's forward gets the same one line
                     reason = " ".join(str(err).split()) or type(err).__name__
                     raise UserError(f"model {tag}: a forward pass on a batch of {'x'.join(map(str, shape))} inputs "
                                     f"failed ({reason[:300]}); the model must take the dataset's images "
@@ -171,7 +172,7 @@ def build_target(cfg: TargetModelConfig, shape: Shape, classes: int,
 
     try:
         fn = get_object(cfg.target)
-    except Exception as err:  # noqa: BLE001 - ImportError, AttributeError, ValueError: the path is wrong
+    except Exception as err:  # ImportError, AttributeError, ValueError: the path is wrong
         raise UserError(f"model._target_: cannot import {cfg.target} ({' '.join(str(err).split())})") from None
     offered = {"input_shape": tuple(shape), "num_classes": classes, "in_channels": shape[0]}
     extra = {k: v for k, v in _accepted(fn, offered).items() if k not in cfg.kwargs}
@@ -204,7 +205,7 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - UnpicklingError (not weights-only), a truncated file, a bad header
+    except Exception as err:  # UnpicklingError (not weights-only), a truncated file, a bad header
         raise UserError(f"model.checkpoint: {path} is not a state dict torch.load(weights_only=True) / safetensors "
                         f"can read ({' '.join(str(err).split())[:200]}); save model.state_dict()") from None
     if isinstance(state, dict):

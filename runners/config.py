@@ -21,6 +21,7 @@ from foundations.errors import UserError
 from foundations.training import TrainConfig
 from methods import get_method, registry
 from models.config import ModelConfig, TorchvisionConfig, model_config
+from models.config import schema_for as model_schema
 
 
 @dataclass
@@ -66,8 +67,6 @@ GROUP_SCHEMAS = {
 
 def group_schema(group: str, option: str) -> type:
     """The schema of ``group=option`` (model or dataset; the option is the YAML's ``name``)."""
-    from models.config import schema_for as model_schema
-
     return model_schema(option) if group == "model" else dataset_schemas.schema_for(option)
 
 

@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 import datasets.mnist_like as mnist_like
 from datasets import REGISTRY, build_dataset
 from datasets.base import InMemorySplit, LoaderSplit, Normalization, carve_validation, crop_flip
-from datasets.config import DatasetConfig, dataset_config, schema_for
+from datasets.config import dataset_config, schema_for
 from datasets.idx import read_idx
 from foundations.errors import UserError
 from tests.conftest import needs_fmnist

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from datasets import build_dataset, identity
 from datasets import base as data_base
+from datasets import build_dataset, identity
 from datasets.base import LoaderSplit, carve_validation, channel_stats
 from foundations.errors import UserError
 
