@@ -36,9 +36,12 @@ from models.resnet import ResNetCifar
 from models.vgg import VGG, ConvBN
 
 __all__ = ["ModelConfig", "TorchvisionConfig", "TargetModelConfig", "model_config", "build_model", "initialize",
-           "REGISTRY", "INITS", "MODEL_NAMES", "min_input_size", "identity", "load_checkpoint", "read_checkpoint"]
+           "REGISTRY", "INITS", "INPUT_SHAPE", "MODEL_NAMES", "min_input_size", "display_name", "identity", "load_checkpoint", "read_checkpoint"]
 
 Shape = tuple[int, int, int]
+# The attribute ``build_model`` records the input shape (C, H, W) under, so that code holding only the model can run
+# it (the classifier is found by a forward pass: methods.pipeline.masks.classifier_name).
+INPUT_SHAPE = "prunelab_input_shape"
 
 
 def _mlp(cfg: ModelConfig, shape: Shape, classes: int) -> nn.Module:
@@ -77,6 +80,13 @@ def min_input_size(cfg: ModelConfig) -> int:
     return 1  # MLPs flatten; ResNet's strided 3×3 convs are padded and it pools globally
 
 
+def display_name(cfg) -> str:
+    """How records and tables name the model: a built-in by its name (vgg, resnet), torchvision by its architecture
+    (``resnet18``, ``resnet18-small`` with the small-input stem), a callable by its dotted path."""
+    cfg = model_config(cfg)
+    return cfg.name if isinstance(cfg, ModelConfig) else cfg.tag
+
+
 def identity(cfg) -> dict:
     """The part of a model config a stage hash covers: its non-default fields, with the checkpoint named by the
     sha256 of its file (a changed checkpoint is a different experiment; a moved one is not)."""
@@ -102,13 +112,18 @@ def build_model(cfg: AnyModelConfig, input_shape: tuple[int, int, int], num_clas
     if num_classes < 1:
         raise UserError(f"model {cfg.name}: num_classes must be >= 1 (got {num_classes})")
     if isinstance(cfg, TorchvisionConfig):
-        return build_torchvision(cfg, shape, num_classes, generator)
+        return _described(build_torchvision(cfg, shape, num_classes, generator), shape)
     if isinstance(cfg, TargetModelConfig):
-        return build_target(cfg, shape, num_classes, generator)
+        return _described(build_target(cfg, shape, num_classes, generator), shape)
     need = min_input_size(cfg)
     if shape[1] < need or shape[2] < need:
         raise UserError(f"model {cfg.tag} needs inputs of at least {need}x{need}; the dataset gives "
                         f"{'x'.join(map(str, shape))} (use an MLP such as lenet300 or mlp_bn, or resnet)")
     model = REGISTRY[cfg.name](cfg, shape, num_classes)
     model.bn_weight_init = float(cfg.bn_weight_init)
-    return initialize(model, cfg.init, generator, cfg.bn_weight_init)
+    return _described(initialize(model, cfg.init, generator, cfg.bn_weight_init), shape)
+
+
+def _described(model: nn.Module, shape: Shape) -> nn.Module:
+    setattr(model, INPUT_SHAPE, tuple(shape))  # a plain attribute: copies (deepcopy, compaction) keep it
+    return model

@@ -141,6 +141,9 @@ def validate(cfg: DictConfig) -> ExperimentConfig:
     sections = {name: typed(schema, cfg.get(name), name) for name, schema in schemas().items()}
     sections["model"] = model_config(cfg.get("model") if cfg.get("model") is not None else {})
     sections["dataset"] = dataset_config(cfg.get("dataset") if cfg.get("dataset") is not None else {})
+    check(not sections["train"].empty or sections["model"].checkpoint is not None, "train.epochs",
+          "0 trains nothing; it only makes sense from model.checkpoint (the dense stage is then the checkpoint, "
+          "loaded and evaluated); set train.epochs >= 1 or give model.checkpoint")
     method_name = OmegaConf.select(cfg, "method.name")
     method_cls = get_method(method_name)
     sections["method"] = typed(method_cls.Config, cfg.method, "method")

@@ -22,6 +22,7 @@ from foundations.checks import typed
 from foundations.errors import UserError
 from foundations.files import atomic_write_json
 from methods import get_method
+from models import display_name
 from runners.config import ExperimentConfig, group_schema, register_schemas, schemas, validate
 from runners.experiment import record_failure, run_experiment
 from runners.store import Store
@@ -138,7 +139,7 @@ def job(cfg: DictConfig) -> dict | None:
     store = Store(config.paths.results)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     tracker = make_tracker(config.logger, run_dir=output_dir, group=config.sweep, job_type=config.method.name,
-                           tags=[config.method.name, config.model.name, config.dataset.name], config=resolved)
+                           tags=[config.method.name, display_name(config.model), config.dataset.name], config=resolved)
     with tracker:
         try:
             record = run_experiment(config, store, tracker)
