@@ -63,7 +63,7 @@ from foundations.record import ExperimentRecord
 from foundations.training import train
 from methods.pipeline.api import Stages
 from methods.pipeline.channels import channel_sparsity, compact, prunable_channel_groups
-from methods.pipeline.channels.plan import ChannelGroup, ChannelPlan, min_kept
+from methods.pipeline.channels.plan import ChannelGroup, ChannelPlan, TraceError, min_kept
 from methods.pipeline.channels.reconstruction import (
     collect_contributions,
     greedy_channel_selection,
@@ -282,10 +282,12 @@ class ThiNet(ChannelMethod):
         model = stages.base_model()
         try:
             pairs = self._pairs(model, stages.example_input)
+        except TraceError:
+            raise
         except UserError as err:
             if str(err).startswith("method."):
                 raise
-            pairs = []  # e.g. no Linear classifier at all: no pair either
+            pairs = []  # e.g. no Linear classifier at all, or only the classifier: no pair either
         if not pairs:
             reasons = self._refusals(model, stages.example_input)
             raise UserError(f"method=thinet: model {stages.model_name} has no prunable layer pair (a Conv2d/Linear "

@@ -330,8 +330,8 @@ def run_experiment(config: ExperimentConfig, store: Store, tracker: Optional[Tra
     if existing is not None and existing.result.get("status") == "ok":
         return existing.result
     exp = Experiment(config, store, tracker)
+    exp.method.check_schedule(exp)  # first: a method's own checks may measure the (empty) schedule
     exp.method.validate(exp)
-    exp.method.check_schedule(exp)
     start = time.perf_counter()
     (store.stage_dir("experiment", stage_hash("experiment", spec, {})) / "result.json").unlink(missing_ok=True)
 

@@ -33,6 +33,11 @@ from foundations.training import eval_mode
 from methods.pipeline.masks import check_exclude, classifier_name, excluded
 
 SCOPES = ("global", "layerwise")
+
+
+class TraceError(UserError):
+    """torch-pruning cannot follow the model's channels (a failed trace, or layers the trace does not reach)."""
+
 _BN = nn.modules.batchnorm._BatchNorm
 
 
@@ -160,7 +165,7 @@ def dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.Depend
                                                          forward_fn=lambda m, x: m(x), verbose=False)
         except Exception as err:  # whatever torch-pruning's tracer trips on, the user gets one line
             reason = " ".join(str(err).split())[:300] or type(err).__name__
-            raise UserError(f"channel pruning: torch-pruning cannot trace {type(model).__name__} ({reason}); channel "
+            raise TraceError(f"channel pruning: torch-pruning cannot trace {type(model).__name__} ({reason}); channel "
                             f"methods need a model its DependencyGraph can follow (weight-level methods such as "
                             f"magnitude work on any model)") from None
 
@@ -218,7 +223,20 @@ def prunable_channel_groups(model: nn.Module, example_input: torch.Tensor,
     (``method.prunable.exclude``) leaves out every group with a matching member.
     """
     check_exclude(model, list(exclude))
-    return groups_from_graph(model, dependency_graph(model, example_input), exclude)
+    graph = dependency_graph(model, example_input)
+    groups = groups_from_graph(model, graph, exclude)
+    if not groups:
+        name = type(model).__name__
+        layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        unreached = [n for n, m in layers if m not in graph.module2node]
+        if unreached:
+            raise TraceError(f"channel pruning: torch-pruning's trace of {name} does not reach {', '.join(unreached[:3])}"
+                             f": its output leaves autograd's graph (torch.no_grad, .detach() or a non-torch step in "
+                             f"forward), so its channels cannot be followed")
+        why = (f"every group has a member in method.prunable.exclude={list(exclude)}" if exclude else
+               f"its only Conv2d/Linear is the classifier {classifier_name(model)}, whose outputs are the logits")
+        raise UserError(f"channel pruning: {name} has no prunable channel group ({why})")
+    return groups
 
 
 def min_kept(n: int, min_keep: int, min_keep_fraction: float) -> int:
