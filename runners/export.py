@@ -211,9 +211,9 @@ def export(ref: str, fmt: str, out: str | Path, *, results: Optional[str] = None
     x = torch.randn(batch, *about["input_shape"], generator=generator(0))
     with torch.no_grad():
         reference = model(x)
-    out = Path(out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
+    out = Path(out).expanduser().absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-export-") as tmp:  # moved in once verified
         staging = Path(tmp)
         if fmt == "state_dict":
             checks = _state_dict(model, stage, staging, sparse, about["masked_tensors"])
@@ -230,6 +230,7 @@ def export(ref: str, fmt: str, out: str | Path, *, results: Optional[str] = None
                 "params_nonzero": sum(int((p != 0).sum()) for p in model.parameters())}
         if fmt == "onnx" and not checks:
             info["verified"] = {"model.onnx": "onnx.checker only (onnxruntime is not installed)"}
+        out.mkdir(exist_ok=True)
         for name in info["files"]:
             shutil.move(str(staging / name), out / name)
     atomic_write_json(out / "export.json", info)
