@@ -16,7 +16,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install --quiet -e '.[test,launchers]'
+	$(BIN)/pip install --quiet -e '.[test,launchers,export]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 data:

@@ -259,7 +259,8 @@ def log_to_wandb(outputs: dict[str, list[Path]], out_dir: Path, *, entity: Optio
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.replace("``", ""),
+    installed = os.path.basename(sys.argv[0]) == "prunelab-report"  # the console script (pyproject.toml)
+    parser = argparse.ArgumentParser(prog="prunelab-report" if installed else "python -m analysis.report", description=__doc__.replace("``", ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", default="results",
                         help="results root holding runs/experiment/ (default: %(default)s)")

@@ -8,8 +8,11 @@ reproduces the data stream without saving any RNG state.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional, Union
 
 import torch
@@ -19,8 +22,15 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data._utils.collate import default_collate
 
 from foundations.errors import UserError
+from foundations.files import atomic_write_json
+from foundations.hashing import canonical
 
 PAD = 4  # the standard CIFAR augmentation: crop 32x32 out of the image zero-padded by 4 px on each side
+
+
+def cache_dir() -> Path:
+    """``~/.cache/prunelab`` (honours ``XDG_CACHE_HOME``): downloads, folder digests and computed statistics."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "prunelab"
 
 
 # --------------------------------------------------------------------------------------------------- normalization
@@ -256,6 +266,16 @@ def carve_validation(n_train: int, val_size: int, split_seed: int) -> tuple[Tens
     return order[val_size:].sort().values, order[:val_size].sort().values
 
 
+def limit_train(cfg, train_idx: Tensor) -> Tensor:
+    """``train_limit``: the head of the carved training split."""
+    if cfg.train_limit is None:
+        return train_idx
+    if cfg.train_limit > len(train_idx):
+        raise UserError(f"dataset.train_limit: must be at most the {len(train_idx)} training examples left after "
+                        f"the validation carve (got {cfg.train_limit}); lower it or set it to null")
+    return train_idx[:cfg.train_limit]
+
+
 def make_bundle(cfg, train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, *, num_classes: int,
                 mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
                 name: Optional[str] = None) -> DataBundle:
@@ -272,11 +292,7 @@ def make_bundle(cfg, train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: T
     train_idx, val_idx = carve_validation(len(train_y), cfg.val_size, cfg.split_seed)
     if mean is None or std is None:
         mean, std = channel_stats(train_x[train_idx])
-    if cfg.train_limit is not None:
-        if cfg.train_limit > len(train_idx):
-            raise UserError(f"dataset.train_limit: must be at most the {len(train_idx)} training examples left after "
-                            f"the validation carve (got {cfg.train_limit}); lower it or set it to null")
-        train_idx = train_idx[:cfg.train_limit]
+    train_idx = limit_train(cfg, train_idx)
     norm = Normalization.from_config(cfg.normalize, mean, std)
     in_memory = [InMemorySplit(train_x[train_idx], train_y[train_idx], norm, augment=cfg.augment),
                  InMemorySplit(train_x[val_idx], train_y[val_idx], norm),
@@ -287,3 +303,84 @@ def make_bundle(cfg, train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: T
     channels, height, width = (int(s) for s in train_x.shape[1:])
     return DataBundle(name=name, input_shape=(channels, height, width), num_classes=num_classes,
                       train=splits[0], val=splits[1], test=splits[2])
+
+
+# --------------------------------------------------------------------------------------------------- Dataset sources
+# Families that hand over torch Datasets of ``(uint8 image (C, H, W), label)`` (an ImageFolder tree, a user's
+# callable) are served through LoaderSplit; the order stays a pure function of the seed as for the in-memory sets.
+def default_val_size(n_train: int) -> int:
+    """10% of the training set (at least 1): the carve when a source has no validation split and none is asked."""
+    return max(1, n_train // 10)
+
+
+def streamed_channel_stats(dataset: Dataset, num_workers: int = 0, batch_size: int = 256
+                           ) -> tuple[list[float], list[float]]:
+    """Per-channel mean and (unbiased) std, in [0, 1] pixel units, of a Dataset of uint8 images read once in batches.
+
+    Batches are merged with Chan et al.'s pairwise update (float64), so no pass holds the images in memory.
+    ``channel_stats`` stays the in-memory definition: the built-in datasets' constants must not move by a rounding.
+    """
+    count, mean, m2 = 0, None, None
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
+    for x, _ in loader:
+        f = torch.as_tensor(x).transpose(0, 1).reshape(x.shape[1], -1).to(torch.float64) / 255.0
+        n, batch_mean = f.shape[1], f.mean(1)
+        batch_m2 = ((f - batch_mean[:, None]) ** 2).sum(1)
+        if mean is None:
+            count, mean, m2 = n, batch_mean, batch_m2
+            continue
+        delta, total = batch_mean - mean, count + n
+        mean = mean + delta * (n / total)
+        m2 = m2 + batch_m2 + delta ** 2 * (count * n / total)
+        count = total
+    if mean is None:
+        raise UserError("dataset: the training split is empty; there is nothing to compute statistics on")
+    std = (m2 / max(count - 1, 1)).sqrt()
+    return mean.tolist(), std.tolist()
+
+
+def cached(kind: str, key: dict, compute):
+    """``compute()`` once per ``key``: the JSON result is kept in ``<cache_dir>/<kind>/`` (an unreadable entry is
+    recomputed). Used for what a full pass over a user's data costs: folder digests and channel statistics."""
+    import hashlib
+
+    path = cache_dir() / kind / f"{hashlib.sha256(canonical(key).encode()).hexdigest()[:32]}.json"
+    try:
+        return json.loads(path.read_text())["value"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {"value": value})
+    return value
+
+
+def loader_bundle(cfg, train: Dataset, test: Dataset, val: Optional[Dataset], *, num_classes: int,
+                  input_shape: tuple[int, int, int], stats_key: dict) -> DataBundle:
+    """Splits of Datasets of ``(uint8 (C, H, W), label)``: validation is ``val`` when the source has one, else
+    carved from train with ``split_seed``; then ``train_limit``; the normalization is ``cfg.mean``/``cfg.std`` when
+    given, else the statistics of the carved training split (computed once per ``stats_key`` and cached)."""
+    if val is None:
+        train_idx, val_idx = carve_validation(len(train), cfg.val_size, cfg.split_seed)
+        val = Subset(train, val_idx.tolist())
+    else:
+        train_idx = torch.arange(len(train))
+    channels = input_shape[0]
+    if cfg.normalize != "standard":
+        mean, std = [0.0] * channels, [1.0] * channels  # only the channel count is used
+    elif cfg.mean is not None:
+        mean, std = list(cfg.mean), list(cfg.std)
+        if len(mean) != channels:
+            raise UserError(f"dataset.mean: needs one value per channel of the images ({channels}); got {len(mean)}")
+    else:
+        carved = Subset(train, train_idx.tolist())
+        stats = cached("stats", {**stats_key, "val_size": cfg.val_size, "split_seed": cfg.split_seed},
+                       lambda: streamed_channel_stats(carved, cfg.num_workers))
+        mean, std = stats
+    train_idx = limit_train(cfg, train_idx)
+    norm = Normalization.from_config(cfg.normalize, mean, std)
+    workers = cfg.num_workers
+    return DataBundle(name=cfg.name, input_shape=tuple(int(s) for s in input_shape), num_classes=num_classes,
+                      train=LoaderSplit(Subset(train, train_idx.tolist()), norm, augment=cfg.augment,
+                                        num_workers=workers),
+                      val=LoaderSplit(val, norm, num_workers=workers), test=LoaderSplit(test, norm, num_workers=workers))

@@ -11,8 +11,7 @@ from typing import Optional, TypedDict
 import numpy as np
 import torch
 
-from datasets.base import DataBundle, make_bundle
-from datasets.mnist_like import cache_dir
+from datasets.base import DataBundle, cache_dir, make_bundle
 from foundations.errors import UserError
 
 

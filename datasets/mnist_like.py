@@ -6,24 +6,18 @@ A folder is accepted if it holds the files directly or in torchvision's layout (
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional, TypedDict
 
 import torch
 
-from datasets.base import DataBundle, make_bundle
+from datasets.base import DataBundle, cache_dir, make_bundle
 from datasets.idx import read_idx
 from foundations.errors import UserError
 
 FILES = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
          "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte"}
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
-
-
-def cache_dir() -> Path:
-    """``~/.cache/prunelab`` (honours ``XDG_CACHE_HOME``); downloads land here."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "prunelab"
 
 
 class IdxSpec(TypedDict):

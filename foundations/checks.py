@@ -6,6 +6,7 @@ import re
 from dataclasses import MISSING, fields, is_dataclass
 from typing import Any
 
+from omegaconf import MISSING as REQUIRED  # "???": a field the YAML must set
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -21,13 +22,16 @@ def check(ok: bool, key: str, message: str) -> None:
 _FULL_KEY = re.compile(r"full_key:\s*(\S+)")
 
 
-def typed(schema: type, node: Any, prefix: str) -> Any:
-    """Merge a config node into ``schema`` and instantiate it; errors become one line naming the field."""
+def typed(schema: type, node: Any, prefix: str, *, instantiate: bool = True) -> Any:
+    """Merge a config node into ``schema`` and instantiate it; errors become one line naming the field.
+
+    ``instantiate=False`` checks only keys and types (a partial node, e.g. one command-line override, whose
+    cross-field checks need the rest of the config) and returns the merged DictConfig."""
     try:
         if isinstance(node, DictConfig):  # resolve in the full config first: `${survey.dense_epochs}` points outside
             node = OmegaConf.to_container(node, resolve=True)
         merged = OmegaConf.merge(OmegaConf.structured(schema), node if node is not None else {})
-        return OmegaConf.to_object(merged)
+        return OmegaConf.to_object(merged) if instantiate else merged
     except OmegaConfBaseException as err:
         message = str(err).splitlines()[0]
         key = _FULL_KEY.search(str(err))
@@ -55,3 +59,24 @@ def nondefault(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [nondefault(v) for v in obj]
     return obj
+
+
+def split_target(node: dict, own: tuple[str, ...]) -> dict:
+    """A ``_target_`` YAML node (a user's callable) as schema fields: ``_target_`` -> ``target``, the keys that are
+    not prunelab's own (``own``) -> ``kwargs``, the callable's arguments. A node already split is returned as is."""
+    if "target" in node:
+        return node
+    mine = {k: v for k, v in node.items() if k in own}
+    return {**mine, "target": node.get("_target_", REQUIRED),
+            "kwargs": {k: v for k, v in node.items() if k not in own and k != "_target_"}}
+
+
+def typed_target(schema: type, node: dict, own: tuple[str, ...], prefix: str) -> Any:
+    """``typed`` for a ``_target_`` node; errors name the YAML key ``_target_``, not the schema's ``target``."""
+    try:
+        return typed(schema, split_target(node, own), prefix)
+    except UserError as err:
+        message = str(err)
+        if message.startswith(f"{prefix}.target:"):
+            message = f"{prefix}._target_: required, a dotted path to the callable (set {prefix}._target_=...)"
+        raise UserError(message) from None

@@ -59,6 +59,9 @@ class Lottery(Method):
     def label(self) -> str:
         return "lottery" if self.cfg.control == "none" else f"lottery ({self.cfg.control})"
 
+    def retrains_dense_schedule(self) -> bool:
+        return True  # every level retrains the dense schedule
+
     def validate(self, stages: Stages) -> None:
         total = total_iterations(stages.train_config, stages.data.train.num_batches(stages.train_config.batch_size))
         if self.cfg.rewind_iteration >= total:

@@ -82,6 +82,9 @@ class Scratch(Method):
     def source_config(self) -> dict:
         return {**self.cfg.source_overrides, "name": self.cfg.source, "sparsity": self.cfg.sparsity}
 
+    def retrains_dense_schedule(self) -> bool:
+        return True  # Scratch-E/B train for the dense epochs (or FLOPs)
+
     def validate(self, stages: Stages) -> None:
         get_method(self.cfg.source)  # an unknown source method: one line listing the methods
         if not self.cfg.build_source:  # resolve now, so a missing source stops the run before any stage is written

@@ -28,7 +28,9 @@ Our choices where they differ:
   each neuron as a 1×1 channel with BatchNorm1d after its Linear).
 - γ init: the sparsity-training model is the plain dense init (same seed, same conv/linear weights) with every
   γ set to ``bn_weight_init`` (0.5, §4.3 "all γ initialized to 0.5"). ``bn_weight_init: null`` keeps the model's
-  ``model.bn_weight_init``. The init is its own stage (``extra`` names the γ value), and the sparsity training is
+  ``model.bn_weight_init``. From a trained checkpoint (``model.checkpoint``) the sparsity training starts from the
+  checkpoint's own γ: resetting trained scales to 0.5 would discard what the threshold reads (with ``train.epochs=0``
+  the checkpoint's γ are pruned as they are). The init is its own stage (``extra`` names the γ value), and the sparsity training is
   its own train stage (``extra`` names λ), so neither collides with the plain dense stages other methods share.
 - Pruning removes exactly ``round(sparsity · total)`` channels, lowest |γ| first (ties broken by layer order, then
   index), with a per-layer floor (``min_keep_fraction``, and always ≥ 1 channel) that moves the deficit of a
@@ -164,17 +166,20 @@ class Slimming(ChannelMethod):
         model = stages.base_model()
         if not any(isinstance(m, _BN) and m.weight is not None for m in model.modules()):
             raise UserError(f"method=slimming: model {stages.model_name} has no BatchNorm scales γ to regularize and "
-                            f"prune; use a model with BN ({BN_MODELS}; not model.batchnorm=false)")
-        bn_scale_scores(model, prunable_channel_groups(model, stages.example_input))  # every group needs a BN
+                            f"prune; use a model with BN (built in: {BN_MODELS}, not model.batchnorm=false)")
+        bn_scale_scores(model, prunable_channel_groups(model, stages.example_input, self.cfg.prunable.exclude))  # every group needs a BN
 
     def channel_scores(self, stages: Stages, model, groups):
         return bn_scale_scores(model, groups)
 
     def select(self, model: nn.Module, example_input: torch.Tensor) -> ChannelPlan:
         """The global-threshold plan over ``model``'s own channels (scores = |γ|)."""
-        groups = prunable_channel_groups(model, example_input)
+        groups = prunable_channel_groups(model, example_input, self.cfg.prunable.exclude)
         return select_channels(bn_scale_scores(model, groups), groups, self.cfg.sparsity, scope=self.cfg.scope,
                                min_keep_fraction=self.cfg.min_keep_fraction)
+
+    def recovery(self) -> Recovery:
+        return self.fine_tune_recovery()
 
     def fine_tune_recovery(self) -> Recovery:
         preset = Recovery() if self.cfg.fine_tune == "paper" else Recovery(epochs=40, lr=1e-3, schedule="constant")
@@ -186,7 +191,7 @@ class Slimming(ChannelMethod):
     def sparsity_stage(self, stages: Stages) -> StageRef:
         """Pass 1's sparsity-regularized training from the γ-initialized dense init."""
         gamma = self.cfg.bn_weight_init
-        if gamma is None:
+        if gamma is None or stages.from_checkpoint:  # a trained start keeps its own γ (see the module docstring)
             init = stages.init_stage()
         else:
             init = stages.init_stage("slimming_init", prepare=set_bn_weight(gamma),

@@ -26,8 +26,10 @@ Which layers: every prunable channel group (``methods.pipeline.channels.prunable
 Conv2d/Linear whose output feeds exactly one Conv2d/Linear (conv→conv, conv→linear through a flatten or global
 pool, linear→linear; the classifier is never pruned but is the "layer i+1" of the last hidden layer). Groups tied by a
 residual sum (CIFAR ResNet stages) are skipped, as the paper's ResNet-50 prunes only the first two convs of each
-bottleneck; ``layers`` restricts the list further (the paper's VGG-16 prunes conv1_1 … conv4_3 only). A model without
-any such pair (a single Linear) is refused in ``validate``.
+bottleneck; ``layers`` restricts the list further (the paper's VGG-16 prunes conv1_1 … conv4_3 only). A depthwise conv
+between the two (MobileNet's expansion conv → depthwise conv → projection) passes channel c through, so the pair is
+(expansion, projection) and the depthwise conv loses the same channels (our extension; the paper has no depthwise
+convs). A model without any such pair (a single Linear) is refused in ``validate``, with each group's reason.
 
 Paper vs official code. No pruning code is referenced by the paper (``Roll920/ThiNet`` holds only the Caffe
 models and a README). A later script for VGG-16 (ThiNet_Code, ``compress_model.py``; seen only in a third-party copy,
@@ -61,7 +63,7 @@ from foundations.record import ExperimentRecord
 from foundations.training import train
 from methods.pipeline.api import Stages
 from methods.pipeline.channels import channel_sparsity, compact, prunable_channel_groups
-from methods.pipeline.channels.plan import ChannelGroup, ChannelPlan, min_kept
+from methods.pipeline.channels.plan import ChannelGroup, ChannelPlan, TraceError, min_kept
 from methods.pipeline.channels.reconstruction import (
     collect_contributions,
     greedy_channel_selection,
@@ -107,20 +109,37 @@ class ThiNetConfig(ChannelConfig):
 
 
 # ------------------------------------------------------------------------------------------------------ layer pairs
+def _depthwise(module: nn.Module) -> bool:
+    return isinstance(module, nn.Conv2d) and module.groups == module.in_channels == module.out_channels > 1
+
+
+def pair_of(model: nn.Module, group: ChannelGroup) -> tuple[Optional[str], str]:
+    """(layer i+1, "") when ThiNet can prune ``group``, else (None, the reason).
+
+    Layer i is the group's one producing layer; depthwise convs in the group (MobileNet's expansion → depthwise) pass
+    channel c through unchanged, so layer i+1 is the layer consuming the last of them and x̂_c is read at its input.
+    Residual-tied groups (several producers) and channels read by several layers have no single layer i+1 whose
+    output ThiNet could reconstruct; a consumer that also reads other channels (a concatenation) neither.
+    """
+    producers = [layer for layer in group.layers if not _depthwise(model.get_submodule(layer))]
+    if len(producers) != 1:
+        return None, f"{len(producers)} coupled producing layers (a residual sum)"
+    if len(group.consumers) != 1:
+        return None, f"its channels feed {len(group.consumers)} layers"
+    consumer = group.consumers[0]
+    module = model.get_submodule(consumer)
+    width = module.in_channels if isinstance(module, nn.Conv2d) else module.in_features
+    if isinstance(module, nn.Conv2d) and width != group.num_channels:
+        return None, f"{consumer} reads {width} channels, {group.num_channels} of them from this layer (a concatenation)"
+    if isinstance(module, nn.Linear) and width % group.num_channels:
+        return None, f"{consumer} reads {width} features, not a multiple of the {group.num_channels} channels"
+    return consumer, ""
+
+
 def layer_pairs(model: nn.Module, groups: list[ChannelGroup], layers: Optional[list[str]] = None
                 ) -> list[tuple[ChannelGroup, str]]:
-    """(group of layer i, name of layer i+1) for every group ThiNet can prune, in module order.
-
-    A pair needs a single producing layer and exactly one consuming Conv2d/Linear; residual-tied groups (several
-    producers, or several consumers) have no single "layer i+1" whose output ThiNet could reconstruct.
-    """
-    pairs = []
-    for g in groups:
-        if len(g.layers) != 1 or len(g.consumers) != 1:
-            continue
-        if not isinstance(model.get_submodule(g.consumers[0]), (nn.Conv2d, nn.Linear)):
-            continue
-        pairs.append((g, g.consumers[0]))
+    """(group of layer i, name of layer i+1) for every group ThiNet can prune (``pair_of``), in module order."""
+    pairs = [(g, consumer) for g in groups for consumer, _ in [pair_of(model, g)] if consumer is not None]
     if layers is not None:
         known = [g.name for g, _ in pairs]
         unknown = [name for name in layers if name not in known]
@@ -249,21 +268,33 @@ class ThiNet(ChannelMethod):
     Config = ThiNetConfig
 
     def _pairs(self, model: nn.Module, example_input: torch.Tensor):
-        groups = prunable_channel_groups(model, example_input)
+        groups = prunable_channel_groups(model, example_input, self.cfg.prunable.exclude)
         return layer_pairs(model, groups, self.cfg.layers)
+
+    def _refusals(self, model: nn.Module, example_input: torch.Tensor) -> str:
+        """Why each channel group is no ThiNet pair (the first three), for the error message."""
+        try:
+            groups = prunable_channel_groups(model, example_input, self.cfg.prunable.exclude)
+        except UserError:
+            return ""
+        why = [f"{g.name}: {pair_of(model, g)[1]}" for g in groups][:3]
+        return f" ({'; '.join(why)})" if why else ""
 
     def validate(self, stages: Stages) -> None:
         model = stages.base_model()
         try:
             pairs = self._pairs(model, stages.example_input)
+        except TraceError:
+            raise
         except UserError as err:
             if str(err).startswith("method."):
                 raise
-            pairs = []  # e.g. no Linear classifier at all: no pair either
+            pairs = []  # e.g. no Linear classifier at all, or only the classifier: no pair either
         if not pairs:
+            reasons = self._refusals(model, stages.example_input)
             raise UserError(f"method=thinet: model {stages.model_name} has no prunable layer pair (a Conv2d/Linear "
-                            f"whose channels feed exactly one Conv2d/Linear); ThiNet needs at least two weight layers, "
-                            f"e.g. one hidden layer (model.widths=[h])")
+                            f"whose channels feed exactly one Conv2d/Linear){reasons}; ThiNet needs at least two "
+                            f"weight layers in a chain, e.g. one hidden layer (model.widths=[h])")
 
     def _fine_tuner(self, stages: Stages) -> Optional[Callable[[nn.Module, int], nn.Module]]:
         cfg = self.cfg

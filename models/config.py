@@ -1,19 +1,31 @@
-"""Schema of the ``model`` config group: one dataclass for every architecture, options checked per model.
+"""Schemas of the ``model`` config group.
 
-Options that a model does not have (``depth`` on an MLP, ``batchnorm`` on LeNet-5) are refused rather than ignored,
-so a typo in a sweep cannot silently train the wrong network. ``None`` means "the model's default".
+- ``ModelConfig``: the built-in architectures, one dataclass with options checked per model. Options that a model
+  does not have (``depth`` on an MLP, ``batchnorm`` on LeNet-5) are refused rather than ignored, so a typo in a sweep
+  cannot silently train the wrong network. ``None`` means "the model's default".
+- ``TorchvisionConfig`` (``model=torchvision model.arch=resnet18``): torchvision's classification models.
+- ``TargetModelConfig`` (``model=target model._target_=pkg.build``): any callable returning an ``nn.Module``.
+
+Every schema has ``checkpoint``: a state dict to start from (``models.external.load_checkpoint``); a stage hash covers
+the file's sha256, not its path (``models.identity``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
 
+from omegaconf import MISSING
+
+from foundations.checks import typed, typed_target
 from foundations.errors import UserError
 
 INITS = ("kaiming_normal", "glorot_normal", "variance_scaling", "lecun_normal", "pytorch")
+NATIVE = "native"  # the constructor's own initialization (torchvision / target models), drawn from the seeded RNG
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors")
 
 # name -> (default depth, allowed depths or None if the model has no depth, default widths,
 #          required number of widths or None for "any length >= 1", default batchnorm, batchnorm switchable)
@@ -46,6 +58,23 @@ SPECS: dict[str, ModelSpec] = {
     "resnet": ModelSpec(RESNET_DEPTHS, 20, [16, 32, 64], 3, True, False, "channels of the three stages"),
 }
 MODEL_NAMES = tuple(SPECS)
+EXTERNAL_NAMES = ("torchvision", "target")
+
+
+def _check_checkpoint(path: Optional[str]) -> None:
+    if path is None:
+        return
+    file = Path(path).expanduser()
+    if file.suffix.lower() not in CHECKPOINT_SUFFIXES:
+        raise UserError(f"model.checkpoint: {path} must be a state dict saved as {', '.join(CHECKPOINT_SUFFIXES)} "
+                        f"(got suffix {file.suffix or 'none'!r})")
+    if not file.is_file():
+        raise UserError(f"model.checkpoint: no such file {file}; give the path of a saved state dict")
+
+
+def _check_bn_weight_init(value: Optional[float]) -> None:
+    if value is not None and not math.isfinite(value):
+        raise UserError(f"model.bn_weight_init: must be a finite number (got {value})")
 
 
 @dataclass
@@ -60,6 +89,7 @@ class ModelConfig:
       resnet stage channels, lenet5 [conv1, conv2, fc1]).
     - ``batchnorm``: None = the model's default; switchable for the MLPs, conv_bn and vgg.
     - ``bn_weight_init``: initial BN scale γ (network slimming uses 0.5, Liu et al. 2017 §4.3).
+    - ``checkpoint``: a state dict (.pt/.pth/.safetensors) the dense model starts from.
     """
 
     name: str = "lenet300"
@@ -68,11 +98,16 @@ class ModelConfig:
     widths: Optional[list[int]] = None
     batchnorm: Optional[bool] = None
     bn_weight_init: float = 1.0
+    checkpoint: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.name not in SPECS:
-            raise UserError(f"model.name: unknown model {self.name!r}; choose one of {', '.join(MODEL_NAMES)}")
+            raise UserError(f"model.name: unknown model {self.name!r}; choose one of "
+                            f"{', '.join(MODEL_NAMES + EXTERNAL_NAMES)}")
         spec = SPECS[self.name]
+        if self.init == NATIVE:
+            raise UserError(f"model.init: {NATIVE} is the constructor's own initialization of torchvision and target "
+                            f"models; {self.name} is built by prunelab: use one of {', '.join(INITS)}")
         if self.init not in INITS:
             raise UserError(f"model.init: must be one of {', '.join(INITS)} (got {self.init!r})")
         if spec.depths is None:
@@ -92,8 +127,8 @@ class ModelConfig:
         if self.batchnorm is not None and not spec.batchnorm_switchable and self.batchnorm != spec.default_batchnorm:
             raise UserError(f"model.batchnorm: {self.name} is only defined with batchnorm={spec.default_batchnorm}; "
                             f"remove the override")
-        if not math.isfinite(self.bn_weight_init):
-            raise UserError(f"model.bn_weight_init: must be a finite number (got {self.bn_weight_init})")
+        _check_bn_weight_init(self.bn_weight_init)
+        _check_checkpoint(self.checkpoint)
 
     # Resolved values (the model's defaults filled in) ------------------------------------------------------------
     @property
@@ -128,3 +163,98 @@ class ModelConfig:
         """Short display name that includes the depth: ``vgg19``, ``resnet20``, ``lenet300``."""
         depth = self.resolved_depth()
         return f"{self.name}{depth}" if depth is not None else self.name
+
+
+def _check_init(init: str) -> None:
+    if init != NATIVE and init not in INITS:
+        raise UserError(f"model.init: must be {NATIVE} (the constructor's own) or one of {', '.join(INITS)} "
+                        f"(got {init!r})")
+
+
+@dataclass
+class TorchvisionConfig:
+    """``model=torchvision``: a torchvision classification model, ``torchvision.models.get_model(arch)`` without
+    pretrained weights (start from your own with ``checkpoint``), ``num_classes`` from the dataset.
+
+    - ``small_input``: the documented adaptation for small images (CIFAR-sized), off by default: ResNet-family stem
+      3x3 conv stride 1 without the max-pool (as the CIFAR ResNet-18 of Liu et al. 2019's and kuangliu's code);
+      MobileNet first conv stride 1. Other architectures have none (a one-line error).
+    - A dataset whose channel count differs from the model's first conv (greyscale images) gets that conv rebuilt
+      for its channels; nothing else changes.
+    - ``kwargs``: further constructor arguments (``+model.kwargs.width_mult=0.5`` for MobileNet).
+    - ``init``: ``native`` = torchvision's own initialization, seeded; or one of prunelab's schemes.
+    - ``bn_weight_init``: null keeps the constructor's BN scales; a number sets every γ (slimming: 0.5).
+    """
+
+    name: str = "lenet300"  # kept as in ModelConfig so that a stage hash always names the kind
+    arch: str = MISSING
+    small_input: bool = False
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    init: str = NATIVE
+    bn_weight_init: Optional[float] = None
+    checkpoint: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.arch, str) or not self.arch:
+            raise UserError(f"model.arch: must be a torchvision classification model name (got {self.arch!r})")
+        _check_init(self.init)
+        _check_bn_weight_init(self.bn_weight_init)
+        _check_checkpoint(self.checkpoint)
+        reserved = sorted({"num_classes", "weights"} & set(self.kwargs))
+        if reserved:
+            raise UserError(f"model.kwargs.{reserved[0]}: set by prunelab (num_classes from the dataset; no "
+                            f"downloaded weights: use model.checkpoint); remove it")
+
+    @property
+    def tag(self) -> str:
+        return f"{self.arch}-small" if self.small_input else self.arch
+
+
+@dataclass
+class TargetModelConfig:
+    """``model=target``: any callable (dotted path) returning an ``nn.Module``, called as Hydra instantiates a
+    ``_target_``: the YAML's other keys (``kwargs``) are its arguments, and ``input_shape`` (C, H, W),
+    ``num_classes`` and ``in_channels`` are passed too when its signature names them and the config does not."""
+
+    name: str = "lenet300"
+    target: str = MISSING
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    init: str = NATIVE
+    bn_weight_init: Optional[float] = None
+    checkpoint: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.target, str) or "." not in self.target:
+            raise UserError(f"model._target_: must be a dotted path to a callable, e.g. torchvision.models.resnet18 "
+                            f"(got {self.target!r})")
+        _check_init(self.init)
+        _check_bn_weight_init(self.bn_weight_init)
+        _check_checkpoint(self.checkpoint)
+
+    @property
+    def tag(self) -> str:
+        return self.target
+
+
+AnyModelConfig = ModelConfig | TorchvisionConfig | TargetModelConfig
+# The target model's own keys; every other key of its YAML node goes to the callable.
+TARGET_KEYS = ("name", "init", "bn_weight_init", "checkpoint")
+
+
+def schema_for(name: str) -> type:
+    return {"torchvision": TorchvisionConfig, "target": TargetModelConfig}.get(name, ModelConfig)
+
+
+def model_config(cfg: Any) -> AnyModelConfig:
+    """The typed config of ``cfg`` (a model config, a model name, a mapping or a DictConfig) in its schema."""
+    if isinstance(cfg, (ModelConfig, TorchvisionConfig, TargetModelConfig)):
+        return cfg
+    if isinstance(cfg, str):
+        return ModelConfig(name=cfg)
+    from omegaconf import DictConfig, OmegaConf
+
+    node = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    schema = schema_for(node.get("name", "lenet300"))
+    if schema is TargetModelConfig:
+        return typed_target(schema, node, TARGET_KEYS, "model")
+    return typed(schema, node, "model")

@@ -8,17 +8,20 @@ The schemas are also registered in Hydra's ConfigStore (group ``schema``) so too
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from datasets.config import DatasetConfig
+from datasets import config as dataset_schemas
+from datasets.config import dataset_config
 from foundations.checks import check, typed
 from foundations.errors import UserError
 from foundations.training import TrainConfig
 from methods import get_method, registry
-from models.config import ModelConfig
+from models.config import ModelConfig, TorchvisionConfig, model_config
+from models.config import schema_for as model_schema
 from runners.tracking import NAME_FIELDS, run_name
 
 
@@ -54,8 +57,22 @@ class Paths:
 
 
 def schemas() -> dict[str, type]:
-    return {"train": TrainConfig, "logger": LoggerConfig, "dataset": DatasetConfig, "model": ModelConfig,
-            "seeds": Seeds, "paths": Paths}
+    """The groups with one schema each; ``model`` and ``dataset`` pick theirs by name (``group_schema``)."""
+    return {"train": TrainConfig, "logger": LoggerConfig, "seeds": Seeds, "paths": Paths}
+
+
+# The schemas the model and dataset YAMLs extend (``/schema/<group>/<name>@_here_``); the ``target`` YAMLs extend
+# none, as their keys are the callable's arguments.
+GROUP_SCHEMAS = {
+    "model": {"builtin": ModelConfig, "torchvision": TorchvisionConfig},
+    "dataset": {"base": dataset_schemas.DatasetConfig, "files": dataset_schemas.FilesConfig,
+                "synthetic": dataset_schemas.SyntheticConfig, "folder": dataset_schemas.FolderConfig},
+}
+
+
+def group_schema(group: str, option: str) -> type:
+    """The schema of ``group=option`` (model or dataset; the option is the YAML's ``name``)."""
+    return model_schema(option) if group == "model" else dataset_schemas.schema_for(option)
 
 
 def _pick(sequence: Any, index: Any) -> Any:
@@ -67,9 +84,26 @@ def _pick(sequence: Any, index: Any) -> Any:
     return items[i]
 
 
+CONF = Path(__file__).resolve().parent.parent / "conf"
+
+
+def selectable_groups() -> str:
+    """One line per config group a user selects from (``group: option, ...``), read from ``conf/``: the schemas
+    registered in the ConfigStore are groups to Hydra too, but nobody selects them."""
+    lines = []
+    for folder in sorted(p for p in CONF.rglob("*") if p.is_dir()):
+        group = folder.relative_to(CONF).as_posix()
+        options = sorted(p.stem for p in folder.glob("*.yaml"))
+        if options and group.split("/")[0] != "hydra":
+            lines.append(f"{group}: {', '.join(options)}")
+    return "\n".join(lines)
+
+
 # Registered at import so that joblib/submitit workers, which unpickle runners.train, resolve sweep configs too.
 if not OmegaConf.has_resolver("pick"):
     OmegaConf.register_new_resolver("pick", _pick)
+if not OmegaConf.has_resolver("prunelab_groups"):
+    OmegaConf.register_new_resolver("prunelab_groups", selectable_groups)
 
 
 def register_schemas() -> None:
@@ -77,6 +111,9 @@ def register_schemas() -> None:
     store = ConfigStore.instance()
     for group, schema in schemas().items():
         store.store(group="schema", name=group, node=schema)
+    for group, options in GROUP_SCHEMAS.items():
+        for name, schema in options.items():
+            store.store(group=f"schema/{group}", name=name, node=schema)
     for name, method in registry().items():
         store.store(group="schema/method", name=name, node=method.Config)
 
@@ -107,6 +144,11 @@ class ExperimentConfig:
 
 def validate(cfg: DictConfig) -> ExperimentConfig:
     sections = {name: typed(schema, cfg.get(name), name) for name, schema in schemas().items()}
+    sections["model"] = model_config(cfg.get("model") if cfg.get("model") is not None else {})
+    sections["dataset"] = dataset_config(cfg.get("dataset") if cfg.get("dataset") is not None else {})
+    check(not sections["train"].empty or sections["model"].checkpoint is not None, "train.epochs",
+          "0 trains nothing; it only makes sense from model.checkpoint (the dense stage is then the checkpoint, "
+          "loaded and evaluated); set train.epochs >= 1 or give model.checkpoint")
     method_name = OmegaConf.select(cfg, "method.name")
     method_cls = get_method(method_name)
     sections["method"] = typed(method_cls.Config, cfg.method, "method")

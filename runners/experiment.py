@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from datasets import build_dataset
+from datasets import identity as data_identity
 from foundations.checks import nondefault, typed
 from foundations.errors import UserError
 from foundations.files import atomic_write_json
@@ -32,14 +33,15 @@ from methods import get_method
 from methods.pipeline.api import BuildFn, SelectFn, StageRef, Weights
 from methods.pipeline.channels import compact
 from methods.pipeline.masks import Masks, apply_masks, current_masks, folded, keep_masked, layer_density, prunable_names
-from models import build_model
+from models import build_model, display_name, load_checkpoint
+from models import identity as model_identity
+from models.config import NATIVE
 from models.init import initialize
 from runners import metrics as measure
 from runners.config import ExperimentConfig
 from runners.store import Stage, StageFiles, Store
 from runners.tracking import Tracker
 
-_NOT_DATA_IDENTITY = {"data_dir", "download", "num_workers"}
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
@@ -57,6 +59,19 @@ def fold_state(state: dict) -> dict:
     return out
 
 
+def stored_model(stage: Stage, base: nn.Module, example_input: torch.Tensor, weights: Weights = "selected",
+                 masks: Optional[Masks] = None) -> nn.Module:
+    """The model ``stage`` stores, rebuilt on ``base`` (a model of the experiment's architecture): compacted by the
+    stage's channel plan, its weights loaded, masked by its masks (or ``masks``)."""
+    model = compact(base, stage.plan(), example_input.to(next(base.parameters()).device)) if stage.has_plan() else base
+    model.load_state_dict(stage.weights(weights))
+    if masks is None and stage.has_masks():
+        masks = stage.masks()
+    if masks is not None:
+        apply_masks(model, masks)
+    return model
+
+
 class Experiment:
     """One experiment's stages (``methods.pipeline.api.Stages``) over a store, and its record."""
 
@@ -69,8 +84,12 @@ class Experiment:
         self.method = get_method(config.method.name)(config.method)
         self.train_config: TrainConfig = config.train
         self.progress = config.progress
-        self.model_name = config.model.name
+        self.model_name = display_name(config.model)
         spec = experiment_spec(config)
+        # The checkpoint's sha256 is hashed where it is loaded (the init stage, so every stage after it); a stage
+        # that does not descend from it (a re-initialization) does not depend on it.
+        self.checkpoint_id: Optional[str] = spec["model"].pop("checkpoint", None)
+        self.from_checkpoint = self.checkpoint_id is not None
         self.identity = {"model": spec["model"], "dataset": spec["dataset"]}
         self.stage_hashes: dict[str, str] = {}
         self.wall_time: dict[str, float] = {}
@@ -90,24 +109,20 @@ class Experiment:
 
     def model_from(self, stage: StageRef, weights: Weights = "selected", masks: Optional[Masks] = None) -> nn.Module:
         """The model a stage stores (compacted by its plan, masked by its masks), on the experiment's device."""
-        model = self.base_model()
-        if stage.has_plan():
-            model = compact(model, stage.plan(), self.example_input)
-        model.load_state_dict(stage.weights(weights))
-        model.to(self.device)
-        if masks is None and stage.has_masks():
-            masks = stage.masks()
-        if masks is not None:
-            apply_masks(model, masks)
-        return model
+        return stored_model(stage, self.base_model().to(self.device), self.example_input, weights, masks)
 
     def prunable(self, model: nn.Module) -> list[str]:
         return prunable_names(model, self.method.cfg.prunable)
 
     # ----------------------------------------------------------------------------------------------- stages
     def _stage(self, name: str, kind: str, spec: dict, parents: dict, compute: Callable[[StageFiles], dict]) -> Stage:
+        def described(files: StageFiles) -> dict:
+            # What rebuilds the stage's model without the data (export): not hashed, the identity decides it.
+            shape = {"input_shape": list(self.data.input_shape), "num_classes": self.data.num_classes}
+            return {**compute(files), "model_input": shape}
+
         stage = self.store.get_or_compute(kind, {**self.identity, **spec}, {k: v for k, v in parents.items() if v},
-                                          compute)
+                                          described)
         self.stage_hashes[name] = stage.hash
         self.reused[name] = stage.reused
         self.wall_time[name] = 0.0 if stage.reused else stage.result["wall_time_s"]
@@ -115,21 +130,33 @@ class Experiment:
 
     def init_stage(self, name: str = "init", *, seed: Optional[int] = None, plan: Optional[StageRef] = None,
                    prepare: Optional[Callable[[nn.Module], None]] = None, extra: Optional[dict] = None) -> Stage:
-        """Freshly initialized weights (of the plan's architecture when ``plan`` is given: Scratch-E/B)."""
+        """Freshly initialized weights (of the plan's architecture when ``plan`` is given: Scratch-E/B).
+
+        With ``model.checkpoint``, the experiment's own init (no other seed, no plan) is the checkpoint's weights:
+        whatever starts from "the init" (the dense stage, pruning at init, lottery rewinding) starts from it.
+        """
+        loads = self.from_checkpoint and seed is None and plan is None
         seed = self.seed("init") if seed is None else seed
 
         def compute(files: StageFiles) -> dict:
             model = self.base_model(seed)
+            if loads:
+                load_checkpoint(model, self.config.model.checkpoint)
             if plan is not None:
                 model = compact(model, plan.plan(), self.example_input)
-                initialize(model, self.config.model.init, generator(seed))
+                if self.config.model.init != NATIVE:  # the plan's architecture drawn afresh with its own fans
+                    initialize(model, self.config.model.init, generator(seed))
+                # native (torchvision, a callable): a constructor's own scheme cannot be re-run on the narrower
+                # network; the fresh draw of the full model under this seed, cut to the plan, is that scheme's
+                # weights (their scale follows the unpruned fans)
                 files.plan(plan.plan())
             if prepare is not None:
                 prepare(model)
             files.weights(model.state_dict())
-            return {"init_seed": seed}
+            return {"checkpoint": self.checkpoint_id} if loads else {"init_seed": seed}
 
-        return self._stage(name, "init", {"init_seed": seed, "extra": extra}, {"plan": plan and plan.hash}, compute)
+        spec = {"checkpoint": self.checkpoint_id} if loads else {"init_seed": seed}
+        return self._stage(name, "init", {**spec, "extra": extra}, {"plan": plan and plan.hash}, compute)
 
     def train_stage(self, name: str, start: StageRef, train_cfg: TrainConfig, *, weights: Weights = "selected",
                     masks: Optional[StageRef] = None, hooks: Optional[Hooks] = None, extra: Optional[dict] = None,
@@ -296,8 +323,7 @@ def source_experiment_config(config: ExperimentConfig, overrides: dict) -> Exper
 
 def experiment_spec(config: ExperimentConfig) -> dict:
     """What identifies an experiment's record (its folder under ``runs/experiment/``)."""
-    return {"model": nondefault(config.model),
-            "dataset": {k: v for k, v in nondefault(config.dataset).items() if k not in _NOT_DATA_IDENTITY},
+    return {"model": model_identity(config.model), "dataset": data_identity(config.dataset),
             "method": nondefault(config.method), "train": nondefault(config.train), "seed": config.seed,
             "seeds": nondefault(config.seeds), "experiment": config.sweep}
 
@@ -320,6 +346,7 @@ def run_experiment(config: ExperimentConfig, store: Store, tracker: Optional[Tra
     if existing is not None:
         return existing.result
     exp = Experiment(config, store, tracker)
+    exp.method.check_schedule(exp)  # first: a method's own checks may measure the (empty) schedule
     exp.method.validate(exp)
     start = time.perf_counter()
     (store.stage_dir("experiment", experiment_hash(config)) / "result.json").unlink(missing_ok=True)
@@ -340,7 +367,7 @@ def record_failure(config: ExperimentConfig, store: Store, error: BaseException)
     except Exception:
         label = config.method.name
     record = ExperimentRecord(status="failed", error=f"{type(error).__name__}: {error}", experiment=config.sweep,
-                              method=config.method.name, label=label, model=config.model.name,
+                              method=config.method.name, label=label, model=display_name(config.model),
                               dataset=config.dataset.name, seed=config.seed, target_sparsity=config.method.sparsity,
                               method_config=asdict(config.method)).to_dict()
     folder = store.stage_dir("experiment", experiment_hash(config))

@@ -35,7 +35,7 @@ MIRROR = "wandb.json"  # where the W&B mirror logged an experiment: bookkeeping 
 _NOT_VOUCHED = {RESULT, CHECKPOINT, ".lock", METRICS, MIRROR}
 # The only place that names the files of a stage folder.
 _WEIGHTS = {"selected": "model.safetensors", "last": "last.safetensors"}
-_MASKS, _PLAN = "masks.safetensors", "plan.json"
+_MASKS, _PLAN, _CONFIG = "masks.safetensors", "plan.json", "config.yaml"
 
 
 def _weights_file(which: Weights) -> str:
@@ -92,6 +92,10 @@ class Stage:
     def snapshot(self, iteration: int) -> dict[str, torch.Tensor]:
         """The weights a training stage kept at ``iteration`` (a rewind point)."""
         return self.weights(iteration)
+
+    def config(self) -> dict:
+        """What the stage's hash covers: ``{"kind", "spec", "parents"}`` (its ``config.yaml``)."""
+        return yaml.safe_load((self.dir / _CONFIG).read_text())
 
     def metrics(self) -> list[dict]:
         """The per-evaluation rows of a training stage (empty for other stages)."""
@@ -170,7 +174,7 @@ class Store:
             if result is not None:
                 return Stage(kind, digest, folder, result, True)
             self._discard_corrupt(folder)
-            (folder / "config.yaml").write_text(yaml.safe_dump(json.loads(canonical({"kind": kind, "spec": spec,
+            (folder / _CONFIG).write_text(yaml.safe_dump(json.loads(canonical({"kind": kind, "spec": spec,
                                                                                       "parents": parents})),
                                                                sort_keys=True))
             start = time.perf_counter()

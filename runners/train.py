@@ -23,7 +23,8 @@ from foundations.checks import typed
 from foundations.errors import UserError
 from foundations.files import atomic_write_json
 from methods import get_method
-from runners.config import ExperimentConfig, register_schemas, schemas, validate
+from models import display_name
+from runners.config import ExperimentConfig, group_schema, register_schemas, schemas, validate
 from runners.experiment import experiment_hash, record_failure, recorded, run_experiment
 from runners.store import Store
 from runners.tracking import RunIdentity, Tracker, achieved_tag, artifact_name, make_tracker, table_of
@@ -51,18 +52,30 @@ def check_group_choices(argv: list[str]) -> None:
                 raise UserError(f"{key}={choice}: no such option; choose one of {options}")
 
 
+def _chosen(argv: list[str], group: str, default: str) -> str:
+    """The option of ``group`` the command line selects (the last one wins, as in Hydra)."""
+    chosen = [a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith(f"{group}=")]
+    return chosen[-1] if chosen else default
+
+
 def check_override_types(argv: list[str]) -> None:
     """Type-check ``group.field=value`` overrides against the schemas before Hydra does it in a screenful."""
     groups = schemas()
-    method = next((a.split("=", 1)[1] for a in argv if a.startswith("method=")), "dense")
+    method = _chosen(argv, "method", "dense")
     if "," not in method:
         groups["method"] = get_method(method).Config
+    for group, default in (("model", "lenet300"), ("dataset", "fashion_mnist")):
+        option = _chosen(argv, group, default)
+        if "," not in option and option != "target" and (CONF / group / f"{option}.yaml").exists():
+            groups[group] = group_schema(group, option)  # target: its keys are the callable's, checked later
     for arg in argv:
         key, sep, value = arg.lstrip("+~").partition("=")
         group, _, rest = key.partition(".")
         if not sep or not rest or group not in groups or not is_plain_value(value):
             continue
-        typed(groups[group], OmegaConf.from_dotlist([f"{rest}={value}"]), group)
+        # model/dataset: keys and types only; their cross-field checks (depth per architecture) need the whole node
+        typed(groups[group], OmegaConf.from_dotlist([f"{rest}={value}"]), group,
+              instantiate=group not in ("model", "dataset"))
 
 
 def spread_method_fields(argv: list[str]) -> list[str]:
@@ -115,7 +128,7 @@ def summarize(record: dict) -> str:
 def run_fields(config: ExperimentConfig) -> dict:
     """What names and tags the experiment's W&B run (``runners.tracking.NAME_FIELDS``)."""
     method = get_method(config.method.name)(config.method)
-    return {"label": method.label(), "method": config.method.name, "kind": method.kind, "model": config.model.name,
+    return {"label": method.label(), "method": config.method.name, "kind": method.kind, "model": display_name(config.model),
             "dataset": config.dataset.name, "experiment": config.sweep,
             "sparsity": 0.0 if method.kind == "dense" else config.method.sparsity,  # a sweep may set it for dense too
             "seed": config.seed}
@@ -216,7 +229,8 @@ def job(cfg: DictConfig) -> dict | None:
     return record
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+# An absolute path: the console script imports this module by name, where "../conf" would be read as a package.
+@hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     record = job(cfg)
     return None if record is None else record.get("test_acc")

@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 import datasets.mnist_like as mnist_like
 from datasets import REGISTRY, build_dataset
 from datasets.base import InMemorySplit, LoaderSplit, Normalization, carve_validation, crop_flip
-from datasets.config import DatasetConfig
+from datasets.config import dataset_config, schema_for
 from datasets.idx import read_idx
 from foundations.errors import UserError
 from tests.conftest import needs_fmnist
@@ -83,7 +82,7 @@ def fake_torchvision(monkeypatch, **classes):
 
 
 def cfg(**kw):
-    return DatasetConfig(**kw)
+    return dataset_config(kw)
 
 
 @pytest.fixture
@@ -416,20 +415,23 @@ def test_bad_config_values_are_one_line_naming_the_field(tmp_path):
 def compose_dataset(name: str, *overrides: str):
     """The ``dataset`` node as Hydra composes it from conf/dataset/<name>.yaml (schema registered as the CLI does)."""
     from hydra import compose, initialize_config_dir
-    from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(group="schema", name="dataset", node=DatasetConfig)
+    from runners.config import register_schemas
+
+    register_schemas()
     with initialize_config_dir(config_dir=str(CONF.parent), version_base="1.3"):
         return compose(overrides=[f"+dataset={name}", *overrides]).dataset
 
 
 def test_yaml_files_match_the_registry_and_the_schema():
     assert sorted(p.stem for p in CONF.glob("*.yaml")) == sorted(REGISTRY)
+    required = {"folder": ["dataset.data_dir=/data"], "target": ["dataset._target_=pkg.build"]}
     for name in REGISTRY:
-        typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DatasetConfig), compose_dataset(name)))
-        assert isinstance(typed, DatasetConfig) and typed.name == name
+        typed = dataset_config(compose_dataset(name, *required.get(name, [])))
+        assert type(typed) is schema_for(name) and typed.name == name
         assert typed.augment == name.startswith("cifar")
-        assert typed.val_size == {"mnist_5k": 500, "digits": 200, "synthetic": 200}.get(name, 5000)
+        assert typed.val_size == {"mnist_5k": 500, "digits": 200, "synthetic": 200, "folder": None,
+                                  "target": None}.get(name, 5000)
     # build_dataset also takes the composed DictConfig node
     node = compose_dataset("synthetic", "dataset.train_limit=50")
     assert (len(build_dataset(node).train), len(build_dataset(node).val)) == (50, 200)

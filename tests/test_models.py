@@ -15,7 +15,7 @@ from torch.nn.utils import prune
 
 from foundations.errors import UserError
 from models import build_model, min_input_size
-from models.config import ModelConfig
+from models.config import ModelConfig, model_config
 from models.init import TF_TRUNCATED_NORMAL_STD, initialize
 
 MNIST, CIFAR = (1, 28, 28), (3, 32, 32)
@@ -154,9 +154,11 @@ def test_options_change_the_architecture():
 def test_model_yaml_files_are_valid_configs(path):
     node = OmegaConf.load(path)
     node.pop("defaults", None)
-    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), node))
+    node.update({"torchvision": {"arch": "mobilenet_v2"}, "target": {"_target_": "torchvision.models.mobilenet_v2", "num_classes": 10}}
+                .get(path.stem, {}))
+    cfg = model_config(node)
     assert cfg.name == path.stem
-    shape = CIFAR if cfg.name in ("vgg", "resnet") else MNIST
+    shape = CIFAR if cfg.name in ("vgg", "resnet", "target") else MNIST
     assert build_model(cfg, shape, 10, torch.Generator().manual_seed(0))(torch.randn(2, *shape)).shape == (2, 10)
 
 

@@ -31,17 +31,22 @@ class TrainConfig:
     inv_gamma: float = 1e-4  # Caffe "inv": lr * (1 + inv_gamma * it) ** -inv_power
     inv_power: float = 0.75
     warmup_iterations: int = 0
-    epochs: int = 10
+    epochs: int = 10  # 0 only from a checkpoint (model.checkpoint): the dense stage is then loaded and evaluated
     iterations: Optional[int] = None  # overrides epochs when set
     batch_size: int = 128
     eval_every: int = 0  # iterations between evaluations; 0 = once per epoch
     selection: str = "val_acc"  # which checkpoint the record reports: best val_acc, min val_loss, or last
 
+    @property
+    def empty(self) -> bool:
+        """No training step at all (``epochs: 0``): a stage trained with it is its start, evaluated."""
+        return self.iterations is None and self.epochs == 0
+
     def __post_init__(self) -> None:
         check(self.optimizer in OPTIMIZERS, "train.optimizer", f"must be one of {OPTIMIZERS} (got {self.optimizer!r})")
         check(self.schedule in SCHEDULES, "train.schedule", f"must be one of {SCHEDULES} (got {self.schedule!r})")
         check(math.isfinite(self.lr) and self.lr > 0, "train.lr", f"must be a finite number > 0 (got {self.lr})")
-        check(self.epochs >= 1, "train.epochs", f"must be >= 1 (got {self.epochs})")
+        check(self.epochs >= 0, "train.epochs", f"must be >= 1, or 0 to only evaluate a checkpoint (got {self.epochs})")
         check(self.iterations is None or self.iterations >= 1, "train.iterations", f"must be >= 1 (got {self.iterations})")
         check(self.batch_size >= 1, "train.batch_size", f"must be >= 1 (got {self.batch_size})")
         check(self.weight_decay >= 0, "train.weight_decay", f"must be >= 0 (got {self.weight_decay})")

@@ -205,6 +205,9 @@ def train(
                                           "iteration": iteration, "metrics": metrics, "snapshots": kept,
                                           "selected_state": selected_state, "rng": torch.get_rng_state()})
     bar.close()
+    if not metrics:  # a zero-length schedule (train.epochs=0, a checkpoint): the start weights, evaluated
+        metrics.append(_eval_row(model, data, device, iteration, per_epoch, None, 0.0))
+        selected_state = _state_copy(model)
     chosen = _select(metrics, cfg.selection)
     early = min(range(len(metrics)), key=lambda i: (metrics[i]["val_loss"], i))
     return TrainOutcome(metrics=metrics, selected=metrics[chosen], final=metrics[-1],
@@ -212,7 +215,7 @@ def train(
                         snapshots=kept, iterations=iteration)
 
 
-def _eval_row(model, data, device, iteration: int, per_epoch: int, train_loss: float, lr: float) -> dict:
+def _eval_row(model, data, device, iteration: int, per_epoch: int, train_loss: Optional[float], lr: float) -> dict:
     val_loss, val_acc = evaluate(model, data.val, device)
     test_loss, test_acc = evaluate(model, data.test, device)
     return {"iteration": iteration, "epoch": iteration / per_epoch, "train_loss": train_loss, "lr": lr,

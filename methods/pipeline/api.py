@@ -20,6 +20,7 @@ from torch import nn
 
 from datasets.base import DataBundle
 from foundations.checks import check
+from foundations.errors import UserError
 from foundations.record import ExperimentRecord
 from foundations.training import Hooks, TrainConfig
 from methods.pipeline.channels.plan import ChannelPlan
@@ -63,6 +64,7 @@ class Stages(Protocol):
     train_config: TrainConfig  # the dense schedule (`train` group)
     progress: bool  # show progress bars
     model_name: str
+    from_checkpoint: bool  # model.checkpoint: "the init" (init_stage with no other seed or plan) is its weights
 
     def seed(self, purpose: str) -> int: ...  # "init" | "data" | "prune"
 
@@ -121,6 +123,28 @@ class Method:
 
     def validate(self, stages: Stages) -> None:
         """Refuse impossible requests (UserError) before any stage is written."""
+
+    def retrains_dense_schedule(self) -> bool:
+        """Whether ``chain`` trains a stage other than the dense one for the dense schedule itself (``train.*``):
+        the lottery's levels, training after pruning at initialization, Scratch-E/B."""
+        return False
+
+    def recovery(self) -> Optional[Any]:
+        """The ``Recovery`` (methods.pipeline.recover) of the fine-tune, if the method has one."""
+        return getattr(self.cfg, "recovery", None)
+
+    def check_schedule(self, stages: Stages) -> None:
+        """With ``train.epochs=0`` (a checkpoint, only evaluated) the dense schedule trains nothing, so nothing else
+        may take its length from it: refused before any stage is written."""
+        if not stages.train_config.empty:
+            return
+        if self.retrains_dense_schedule():
+            raise UserError(f"train.epochs: method={self.name} trains for the dense schedule after pruning (or from a "
+                            f"re-initialization); train.epochs=0 would train nothing; set train.epochs >= 1")
+        recovery = self.recovery()
+        if recovery is not None and recovery.epochs is None:
+            raise UserError("method.recovery.epochs: the fine-tune takes its length from train.epochs, which is 0 "
+                            "(the checkpoint is only evaluated); set method.recovery.epochs=N")
 
     def chain(self, stages: Stages) -> ExperimentRecord:
         """Chain stages through ``stages`` and return ``stages.finish(...)``."""

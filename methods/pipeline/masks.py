@@ -9,46 +9,104 @@ momentum and Adam's moments would revive pruned weights). ``folded`` exports a p
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Optional
 
 import torch
 from torch import nn
 from torch.nn.utils import prune
 
 from foundations.errors import UserError
+from foundations.training import eval_mode
+from models import INPUT_SHAPE
 
 Masks = dict[str, torch.Tensor]
+_BN = nn.modules.batchnorm._BatchNorm
 
 
 @dataclass
 class Prunable:
-    """Which tensors count as prunable: Conv/Linear weights always; biases, BN scales, the classifier optional."""
+    """Which tensors count as prunable: Conv/Linear weights always; biases, BN scales, the classifier optional.
+
+    ``exclude``: module or tensor names, or ``fnmatch`` globs of them (``conv1``, ``layer4.*``, ``features.0.*``),
+    that are never pruned; a pattern matching no prunable layer is an error (a typo must not prune everything).
+    Channel methods skip every coupled group with an excluded member.
+    """
 
     biases: bool = False
     batchnorm: bool = False
     classifier: bool = True
+    exclude: list[str] = field(default_factory=list)
+
+
+def excluded(name: str, patterns: list[str]) -> bool:
+    """Whether module ``name`` (or its ``name.weight``) matches one of the ``exclude`` patterns."""
+    return any(fnmatchcase(name, p) or fnmatchcase(f"{name}.weight", p) for p in patterns)
+
+
+def check_exclude(model: nn.Module, patterns: list[str]) -> None:
+    candidates = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d, _BN))]
+    for pattern in patterns:
+        if not any(excluded(name, [pattern]) for name in candidates):
+            raise UserError(f"method.prunable.exclude: {pattern!r} matches no Conv2d/Linear/BatchNorm of the model; "
+                            f"its layers: {', '.join(candidates[:8])}{', ...' if len(candidates) > 8 else ''}")
+
+
+@torch.no_grad()
+def _logits_layer(model: nn.Module, shape: tuple[int, ...], linears: list[str]) -> Optional[str]:
+    """The Linear whose output is the model's output, found by one forward pass (eval mode, restored)."""
+    outputs: dict[str, torch.Tensor] = {}
+    hooks = [model.get_submodule(n).register_forward_hook(lambda _m, _i, o, n=n: outputs.__setitem__(n, o))
+             for n in linears]
+    try:
+        device = next(model.parameters()).device
+        with eval_mode(model):
+            out = model(torch.zeros(2, *shape, device=device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if not isinstance(out, torch.Tensor):
+        return None
+    for name in reversed(linears):  # the same storage: the logits themselves or a view of them
+        o = outputs.get(name)
+        if isinstance(o, torch.Tensor) and o.data_ptr() == out.data_ptr() and o.numel() == out.numel():
+            return name
+    return None
 
 
 def classifier_name(model: nn.Module) -> str:
-    """The classifier: the last ``nn.Linear`` in module order (the model convention of ``models/``)."""
+    """The classifier: the last ``nn.Linear`` that produces the logits.
+
+    For a model built by ``models.build_model`` (which records its input shape) it is found by a forward pass, so a
+    head declared before other Linears (an auxiliary branch, an attention block) is still the one pruned last;
+    otherwise, and when no Linear's output is the model's output, the last ``nn.Linear`` in module order.
+    """
     linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
     if not linears:
-        raise UserError("model: it has no nn.Linear classifier (prunelab takes the last Linear as the classifier)")
-    return linears[-1]
+        raise UserError("model: it has no nn.Linear classifier (prunelab takes the Linear producing the logits as the "
+                        "classifier)")
+    shape = getattr(model, INPUT_SHAPE, None)
+    if shape is None or len(linears) == 1:
+        return linears[-1]
+    return _logits_layer(model, tuple(shape), linears) or linears[-1]
 
 
 def prunable_names(model: nn.Module, which: Prunable) -> list[str]:
     """Names (as in a plain model's ``named_parameters``) of the prunable tensors, in forward order."""
+    check_exclude(model, which.exclude)
     head = classifier_name(model)
     names = []
     for module_name, module in model.named_modules():
+        if excluded(module_name, which.exclude):
+            continue
         if isinstance(module, (nn.Linear, nn.Conv2d)):
             if module_name == head and not which.classifier:
                 continue
             names.append(f"{module_name}.weight")
             if which.biases and module.bias is not None:
                 names.append(f"{module_name}.bias")
-        elif which.batchnorm and isinstance(module, nn.modules.batchnorm._BatchNorm) and module.weight is not None:
+        elif which.batchnorm and isinstance(module, _BN) and module.weight is not None:
             names.append(f"{module_name}.weight")
     return names
 

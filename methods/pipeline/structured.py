@@ -50,7 +50,7 @@ class ChannelMethod(Method):
 
         def build(model):
             model = folded(model).cpu().eval()
-            groups = prunable_channel_groups(model, stages.example_input)
+            groups = prunable_channel_groups(model, stages.example_input, self.cfg.prunable.exclude)
             scores = self.channel_scores(stages, model, groups)
             plan = select_channels(scores, groups, self.cfg.sparsity, scope=self.cfg.scope,
                                    min_keep_fraction=self.cfg.min_keep_fraction)

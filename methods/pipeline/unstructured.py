@@ -77,6 +77,9 @@ class ScoreMethod(Method):
         return select(scores, alive, scope=scope, layer_targets=layers, global_target=overall, weights=weights,
                       quality=self.cfg.quality)
 
+    def retrains_dense_schedule(self) -> bool:
+        return self.cfg.when == "init"  # pruned at initialization, then trained for the dense schedule
+
     def start(self, stages: Stages) -> tuple[StageRef, Optional[StageRef]]:
         """(stage to prune, dense stage or None)."""
         if self.cfg.when == "init":

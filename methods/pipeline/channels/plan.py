@@ -1,10 +1,14 @@
 """Channel plans: which output channels of which layers survive a structured pruning step.
 
 - ``prunable_channel_groups`` finds the groups of *coupled* channels with torch-pruning's ``DependencyGraph``: a
-  Conv2d/Linear (except the classifier, the last ``nn.Linear``) together with the BatchNorm that follows it and the
-  input slices of the layers that consume it. Residual additions tie channels together: in a CIFAR ResNet the stem
-  conv and every block's ``conv2`` of stage 1 form one group, and each later stage's projection-shortcut conv and
-  block ``conv2``s form one group. A group is keyed by its first layer in module-declaration order.
+  Conv2d/Linear (except the classifier, the Linear producing the logits) together with the BatchNorm that follows it
+  and the input slices of the layers that consume it. Residual additions tie channels together: in a CIFAR ResNet the
+  stem conv and every block's ``conv2`` of stage 1 form one group, and each later stage's projection-shortcut conv and
+  block ``conv2``s form one group. A depthwise conv joins the group of the layer feeding it (its channel c is that
+  layer's channel c: MobileNet's expansion conv and depthwise conv lose the same channels); a concatenation maps each
+  producer's channels to their slice of the consumer's input (torch-pruning's index mapping). Any model
+  torch-pruning can trace works; a general grouped conv is refused naming the layer. A group is keyed by its first
+  layer in module-declaration order.
 - ``select_channels`` turns per-group channel scores into a ``ChannelPlan`` with a global threshold (network
   slimming, Liu et al. 2017: one percentile over all BN scales) or the same fraction per group (ThiNet's r, Mittal
   et al. 2018's random structured pruning), with a per-group floor so that no layer is emptied (a global threshold
@@ -26,9 +30,14 @@ from torch import nn
 
 from foundations.errors import UserError
 from foundations.training import eval_mode
-from methods.pipeline.masks import classifier_name
+from methods.pipeline.masks import check_exclude, classifier_name, excluded
 
 SCOPES = ("global", "layerwise")
+
+
+class TraceError(UserError):
+    """torch-pruning cannot follow the model's channels (a failed trace, or layers the trace does not reach)."""
+
 _BN = nn.modules.batchnorm._BatchNorm
 
 
@@ -151,11 +160,22 @@ def dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.Depend
     with _tracing_mode(model):
         # An explicit forward_fn: torch-pruning's default first tries ``model(*example_inputs)``, which for a tensor
         # unpacks the batch dimension and may half-run the model on an unbatched input before falling back.
-        return tp.DependencyGraph().build_dependency(model, example_inputs=_first_input(example_input),
-                                                     forward_fn=lambda m, x: m(x), verbose=False)
+        try:
+            return tp.DependencyGraph().build_dependency(model, example_inputs=_first_input(example_input),
+                                                         forward_fn=lambda m, x: m(x), verbose=False)
+        except Exception as err:  # whatever torch-pruning's tracer trips on, the user gets one line
+            reason = " ".join(str(err).split())[:300] or type(err).__name__
+            raise TraceError(f"channel pruning: torch-pruning cannot trace {type(model).__name__} ({reason}); channel "
+                            f"methods need a model its DependencyGraph can follow (weight-level methods such as "
+                            f"magnitude work on any model)") from None
 
 
-def groups_from_graph(model: nn.Module, graph: tp.DependencyGraph) -> list[ChannelGroup]:
+def _is_depthwise(module: nn.Conv2d) -> bool:
+    return module.groups == module.in_channels == module.out_channels
+
+
+def groups_from_graph(model: nn.Module, graph: tp.DependencyGraph, exclude: Sequence[str] = ()) -> list[ChannelGroup]:
+    """The prunable groups of a traced model; a group with a member matching ``exclude`` is left out."""
     names = {module: name for name, module in model.named_modules()}
     order = {name: i for i, name in enumerate(names.values())}
     classifier = model.get_submodule(classifier_name(model))
@@ -175,8 +195,13 @@ def groups_from_graph(model: nn.Module, graph: tp.DependencyGraph) -> list[Chann
             continue
         for layer in layers:
             module = model.get_submodule(layer)
-            if isinstance(module, nn.Conv2d) and module.groups != 1:
-                raise UserError(f"channel pruning: grouped/depthwise conv {layer} is not supported")
+            # A depthwise conv's channel c is its input channel c: torch-pruning removes it with its producer's.
+            if isinstance(module, nn.Conv2d) and module.groups != 1 and not _is_depthwise(module):
+                raise UserError(f"channel pruning: {layer} is a grouped conv ({module.groups} groups of "
+                                f"{module.in_channels // module.groups} channels); only plain and depthwise convs "
+                                f"can lose channels (exclude it: method.prunable.exclude=[{layer}])")
+        if any(excluded(layer, list(exclude)) for layer in layers):
+            continue
         layers = sorted(set(layers), key=order.__getitem__)
         consumers = sorted(set(consumers), key=order.__getitem__)
         bn_of = {}
@@ -189,13 +214,29 @@ def groups_from_graph(model: nn.Module, graph: tp.DependencyGraph) -> list[Chann
     return sorted(groups, key=lambda g: order[g.name])
 
 
-def prunable_channel_groups(model: nn.Module, example_input: torch.Tensor) -> list[ChannelGroup]:
+def prunable_channel_groups(model: nn.Module, example_input: torch.Tensor,
+                            exclude: Sequence[str] = ()) -> list[ChannelGroup]:
     """The groups of coupled, removable output channels of ``model``, in module order (see the module docstring).
 
     ``example_input`` is any batch of valid inputs (only its first example is traced). The model is not modified:
-    the trace runs in eval mode and every module's train/eval flag is restored.
+    the trace runs in eval mode and every module's train/eval flag is restored. ``exclude``
+    (``method.prunable.exclude``) leaves out every group with a matching member.
     """
-    return groups_from_graph(model, dependency_graph(model, example_input))
+    check_exclude(model, list(exclude))
+    graph = dependency_graph(model, example_input)
+    groups = groups_from_graph(model, graph, exclude)
+    if not groups:
+        name = type(model).__name__
+        layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        unreached = [n for n, m in layers if m not in graph.module2node]
+        if unreached:
+            raise TraceError(f"channel pruning: torch-pruning's trace of {name} does not reach {', '.join(unreached[:3])}"
+                             f": its output leaves autograd's graph (torch.no_grad, .detach() or a non-torch step in "
+                             f"forward), so its channels cannot be followed")
+        why = (f"every group has a member in method.prunable.exclude={list(exclude)}" if exclude else
+               f"its only Conv2d/Linear is the classifier {classifier_name(model)}, whose outputs are the logits")
+        raise UserError(f"channel pruning: {name} has no prunable channel group ({why})")
+    return groups
 
 
 def min_kept(n: int, min_keep: int, min_keep_fraction: float) -> int:

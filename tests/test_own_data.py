@@ -1,0 +1,264 @@
+"""Your own data: ``dataset=folder`` (an ImageFolder tree of PNGs the tests write) and ``dataset=target`` (a callable
+returning torch Datasets), both served through LoaderSplit."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from datasets import base as data_base
+from datasets import build_dataset, identity
+from datasets.base import LoaderSplit, carve_validation, channel_stats
+from foundations.errors import UserError
+
+CLASSES = ("cat", "dog", "eel")
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Digests and statistics are cached under XDG_CACHE_HOME: a fresh one per test, never the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def write_folder(root: Path, sizes=None, shape=(12, 10), seed=0, mode="RGB") -> dict[str, list[tuple[np.ndarray, int]]]:
+    """An ImageFolder tree of random PNGs; returns, per split, (pixels as written (H, W, C), label) in file order."""
+    sizes = sizes or {"train": 20, "test": 6}
+    rng = np.random.default_rng(seed)
+    written = {}
+    for split, n in sizes.items():
+        written[split] = []
+        for label, cls in enumerate(CLASSES):
+            folder = root / split / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (*shape, 3) if mode == "RGB" else shape, dtype=np.uint8)
+                Image.fromarray(pixels, mode).save(folder / f"{i:03d}.png")
+                written[split].append((pixels if mode == "RGB" else pixels[..., None], label))
+    return written
+
+
+def stacked(items) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.stack([torch.from_numpy(p).permute(2, 0, 1) for p, _ in items])
+    return x, torch.tensor([y for _, y in items])
+
+
+def raw_pixels(split) -> tuple[torch.Tensor, torch.Tensor]:
+    """All images of a split in order, undone from normalize=none (x/255) back to uint8."""
+    xs, ys = zip(*split.batches(64))
+    return (torch.cat(xs) * 255).round().to(torch.uint8), torch.cat(ys)
+
+
+def folder_cfg(root, **kw):
+    return {"name": "folder", "data_dir": str(root), **kw}
+
+
+# ------------------------------------------------------------------------------------------------ folder
+def test_folder_serves_the_written_images_with_validation_carved_by_split_seed(tmp_path):
+    written = write_folder(tmp_path / "data")
+    data = build_dataset(folder_cfg(tmp_path / "data", val_size=12, normalize="none"))
+    assert (data.input_shape, data.num_classes) == ((3, 12, 10), 3)
+    assert isinstance(data.train, LoaderSplit) and (len(data.train), len(data.val), len(data.test)) == (48, 12, 18)
+    train_x, train_y = stacked(written["train"])
+    keep, val = carve_validation(60, 12, 0)
+    x, y = raw_pixels(data.train)
+    assert torch.equal(x, train_x[keep]) and torch.equal(y, train_y[keep])
+    x, y = raw_pixels(data.val)
+    assert torch.equal(x, train_x[val]) and torch.equal(y, train_y[val])
+    assert torch.equal(raw_pixels(data.test)[0], stacked(written["test"])[0])
+    moved = build_dataset(folder_cfg(tmp_path / "data", val_size=12, normalize="none", split_seed=1))
+    assert not torch.equal(raw_pixels(moved.val)[0], raw_pixels(data.val)[0])
+    # default: 10% carved
+    assert len(build_dataset(folder_cfg(tmp_path / "data")).val) == 6
+
+
+def test_folder_val_directory_is_the_validation_split(tmp_path):
+    written = write_folder(tmp_path / "data", {"train": 8, "val": 3, "test": 2})
+    data = build_dataset(folder_cfg(tmp_path / "data", normalize="none"))
+    assert (len(data.train), len(data.val), len(data.test)) == (24, 9, 6)
+    assert torch.equal(raw_pixels(data.val)[0], stacked(written["val"])[0])
+    assert torch.equal(raw_pixels(data.train)[0], stacked(written["train"])[0])  # nothing carved out of train
+    with pytest.raises(UserError, match=r"^dataset\.val_size: .* has a val/ folder"):
+        build_dataset(folder_cfg(tmp_path / "data", val_size=5))
+
+
+def test_folder_statistics_are_the_training_splits_and_cached(tmp_path, monkeypatch):
+    written = write_folder(tmp_path / "data")
+    data = build_dataset(folder_cfg(tmp_path / "data", val_size=12))
+    keep, _ = carve_validation(60, 12, 0)
+    mean, std = channel_stats(stacked(written["train"])[0][keep])  # the in-memory definition, two-pass
+    expect = data_base.Normalization.standard(mean, std)
+    assert np.allclose(data.train.norm.scale, expect.scale, rtol=1e-9)
+    assert np.allclose(data.train.norm.shift, expect.shift, rtol=1e-9)
+    x = torch.cat([x for x, _ in data.train.batches(64)])
+    assert x.mean().abs() < 1e-5 and abs(x.std().item() - 1) < 1e-2
+    # a second build reads the cache: no pass over the images
+    monkeypatch.setattr(data_base, "streamed_channel_stats", lambda *a, **k: pytest.fail("statistics recomputed"))
+    again = build_dataset(folder_cfg(tmp_path / "data", val_size=12, train_limit=10))
+    assert again.train.norm == data.train.norm and len(again.train) == 10
+    given = build_dataset(folder_cfg(tmp_path / "data", val_size=12, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25]))
+    assert given.train.norm == data_base.Normalization.standard([0.5] * 3, [0.25] * 3)
+
+
+def test_folder_resize_and_greyscale(tmp_path):
+    written = write_folder(tmp_path / "data", {"train": 4, "test": 2})
+    data = build_dataset(folder_cfg(tmp_path / "data", val_size=2, resize=[6, 5], channels=1, normalize="none"))
+    assert data.input_shape == (1, 6, 5)
+    expect = Image.fromarray(written["test"][0][0]).convert("L").resize((5, 6), Image.BILINEAR)
+    assert torch.equal(raw_pixels(data.test)[0][0, 0], torch.from_numpy(np.array(expect)))
+
+
+def test_folder_order_is_a_function_of_the_seed_whatever_the_workers(tmp_path):
+    write_folder(tmp_path / "data", {"train": 10, "test": 2})
+    one = build_dataset(folder_cfg(tmp_path / "data", val_size=5, augment=True))
+    two = build_dataset(folder_cfg(tmp_path / "data", val_size=5, augment=True, num_workers=2))
+
+    def epoch(split, seed):
+        return [(x, y) for x, y in split.batches(8, shuffle=True, seed=seed)]
+
+    a, b, c = epoch(one.train, 3), epoch(two.train, 3), epoch(one.train, 4)
+    assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b))
+    assert not all(torch.equal(ya, yc) for (_, ya), (_, yc) in zip(a, c))
+
+
+def test_folder_identity_is_the_content_not_the_path(tmp_path):
+    write_folder(tmp_path / "data", {"train": 3, "test": 1})
+    first = identity(folder_cfg(tmp_path / "data"))
+    assert "data_dir" not in first and len(first["content"]) == 64
+    shutil.copytree(tmp_path / "data", tmp_path / "copy", copy_function=shutil.copy)  # new paths, new mtimes
+    assert identity(folder_cfg(tmp_path / "copy")) == first
+    pixels = np.zeros((12, 10, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "copy" / "train" / "dog" / "001.png")
+    assert identity(folder_cfg(tmp_path / "copy"))["content"] != first["content"]
+    assert identity(folder_cfg(tmp_path / "data", val_size=2)) == {**first, "val_size": 2}
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda r: shutil.rmtree(r / "test"), r"^dataset\.data_dir: .* has no test/ folder"),
+    (lambda r: Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(r / "train" / "cat" / "odd.png"),
+     r"^dataset\.resize: the images differ in size \(.*: 12x10, .*odd\.png: 5x5\); set dataset\.resize"),
+    (lambda r: (r / "test" / "fox").mkdir() or shutil.copy(r / "test" / "cat" / "000.png", r / "test" / "fox"),
+     r"^dataset\.data_dir: .*test has class folder 'fox' that train/ lacks"),
+    (lambda r: (r / "train" / "cat" / "bad.png").write_bytes(b"not a png"), r"^dataset\.data_dir: .*bad\.png is not a "
+                                                                            r"readable image"),
+    (lambda r: (r / "train" / "gnu").mkdir(), r"^dataset\.data_dir: .*gnu holds no image"),
+])
+def test_folder_errors_are_one_line(tmp_path, damage, message):
+    write_folder(tmp_path / "data", {"train": 2, "test": 1})
+    damage(tmp_path / "data")
+    with pytest.raises(UserError, match=message) as err:
+        build_dataset(folder_cfg(tmp_path / "data", val_size=1))
+    assert "\n" not in str(err.value)
+
+
+def test_folder_config_errors(tmp_path):
+    with pytest.raises(UserError, match=r"^dataset\.num_train: Key 'num_train' not in 'FolderConfig'"):
+        build_dataset(folder_cfg(tmp_path, num_train=5))
+    with pytest.raises(UserError, match=r"^dataset\.mean: needs one value per channel: 3 \(got 1\)"):
+        build_dataset(folder_cfg(tmp_path, mean=[0.5], std=[0.2]))
+    with pytest.raises(UserError, match=r"^dataset\.mean: give both"):
+        build_dataset(folder_cfg(tmp_path, mean=[0.5, 0.5, 0.5]))
+    with pytest.raises(UserError, match=r"^dataset\.data_dir: .*missing mandatory value"):
+        build_dataset({"name": "folder"})
+
+
+# ------------------------------------------------------------------------------------------------ target
+class Items(torch.utils.data.Dataset):
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def _images(n: int, seed: int, shape=(2, 6, 5)) -> torch.Tensor:
+    return torch.randint(0, 256, (n, *shape), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+
+
+def tiny(kind: str = "uint8", n_train: int = 30, n_test: int = 8, classes: int = 3, with_val: bool = False,
+         as_dict: bool = False, odd_item: int = -1, bad_label: int = -1):
+    """The callable the tests point ``dataset._target_`` at: images in the form ``kind``."""
+    def convert(x: torch.Tensor):
+        if kind == "float":
+            return x.float() / 255
+        if kind == "pil":
+            return Image.fromarray(x[0].numpy())  # greyscale: only the first channel
+        if kind == "numpy":
+            return x.permute(1, 2, 0).numpy()
+        return x
+
+    def split(n, seed):
+        x = _images(n, seed)
+        items = [(convert(x[i]), int(i % classes)) for i in range(n)]
+        if 0 <= odd_item < n:
+            items[odd_item] = (convert(_images(1, 99, (2, 4, 4))[0]), 0)
+        if 0 <= bad_label < n:
+            items[bad_label] = (items[bad_label][0], classes + 4)
+        return Items(items)
+
+    parts = {"train": split(n_train, 0), "test": split(n_test, 1)}
+    if with_val:
+        parts["val"] = split(5, 2)
+    if as_dict:
+        return parts
+    return (parts["train"], parts["val"], parts["test"]) if with_val else (parts["train"], parts["test"])
+
+
+TARGET = "tests.test_own_data.tiny"
+
+
+def target_cfg(**kw):
+    return {"name": "target", "_target_": TARGET, "normalize": "none", **kw}
+
+
+@pytest.mark.parametrize("kind", ["uint8", "float", "numpy", "pil"])
+def test_target_infers_shape_and_classes_and_serves_the_images(kind):
+    data = build_dataset(target_cfg(kind=kind, val_size=6))
+    channels = 1 if kind == "pil" else 2
+    assert (data.input_shape, data.num_classes) == ((channels, 6, 5), 3)
+    assert isinstance(data.test, LoaderSplit) and (len(data.train), len(data.val), len(data.test)) == (24, 6, 8)
+    x, y = raw_pixels(data.test)
+    assert torch.equal(x, _images(8, 1)[:, :channels]) and torch.equal(y, torch.arange(8) % 3)
+    keep, _ = carve_validation(30, 6, 0)
+    assert torch.equal(raw_pixels(data.train)[0], _images(30, 0)[keep][:, :channels])
+
+
+def test_target_validation_split_dict_and_given_classes():
+    data = build_dataset(target_cfg(with_val=True))
+    assert (len(data.train), len(data.val), len(data.test)) == (30, 5, 8)
+    assert torch.equal(raw_pixels(data.val)[0], _images(5, 2))
+    assert len(build_dataset(target_cfg(as_dict=True)).val) == 3  # 10% carved
+    assert build_dataset(target_cfg(num_classes=7)).num_classes == 7
+    standard = build_dataset({"name": "target", "_target_": TARGET, "val_size": 6})
+    x = torch.cat([x for x, _ in standard.train.batches(64)])
+    assert x.mean().abs() < 1e-5 and abs(x.std().item() - 1) < 0.02
+
+
+@pytest.mark.parametrize("cfg,message", [
+    (dict(odd_item=3), r"^dataset\._target_: images differ in shape \(train item 0: 2x6x5, train item 3: 2x4x4\)"),
+    (dict(bad_label=2, num_classes=3), r"^dataset\.num_classes: train labels span 0\.\.7 but dataset\.num_classes "),
+    (dict(as_dict=True, with_val=True, val_size=3), r"^dataset\.val_size: .* returns a validation split"),
+    (dict(classes=1), r"^dataset\._target_: the training labels hold one class"),
+    (dict(_target_="tests.test_own_data.nothing_here"), r"^dataset\._target_: calling tests\.test_own_data\."
+                                                        r"nothing_here failed"),
+    (dict(_target_="tests.test_own_data.write_folder"), r"^dataset\._target_: calling"),
+])
+def test_target_errors_are_one_line(cfg, message):
+    with pytest.raises(UserError, match=message) as err:
+        build_dataset(target_cfg(**cfg))
+    assert "\n" not in str(err.value)
+
+
+def float_out_of_range():
+    bad = Items([(torch.full((1, 3, 3), 2.0), 0), (torch.zeros(1, 3, 3), 1)] * 5)
+    return bad, bad
+
+
+def test_target_refuses_normalized_float_images():
+    with pytest.raises(UserError, match=r"^dataset\._target_: train item 0: float images must lie in \[0, 1\]"):
+        build_dataset({"name": "target", "_target_": "tests.test_own_data.float_out_of_range", "val_size": 2})
