@@ -26,6 +26,23 @@ REGISTRY: dict[str, Builder] = {
 }
 
 
+# What each dataset gives, declared (the loaders produce and check exactly this), so that a model can be checked
+# against its input before any data is read or any stage is written.
+INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
+    "fashion_mnist": mnist_like.SHAPE, "mnist": mnist_like.SHAPE, "mnist_5k": small.MNIST_5K_SHAPE,
+    "digits": small.DIGITS_SHAPE, "cifar10": cifar.SHAPE, "cifar100": cifar.SHAPE,
+}
+
+
+def input_shape(cfg: DatasetConfig) -> tuple[int, int, int]:
+    """The (C, H, W) of ``cfg``'s examples, without loading them."""
+    if cfg.name == "synthetic":
+        return tuple(int(s) for s in cfg.input_shape)
+    if cfg.name not in INPUT_SHAPES:
+        raise UserError(f"dataset.name: unknown dataset {cfg.name!r}; choose one of {', '.join(sorted(REGISTRY))}")
+    return INPUT_SHAPES[cfg.name]
+
+
 def build_dataset(cfg: Any) -> DataBundle:
     """Load ``cfg.name``. ``cfg`` is a DatasetConfig, or a mapping / DictConfig of its fields."""
     if not isinstance(cfg, DatasetConfig):
@@ -43,5 +60,5 @@ def build_dataset(cfg: Any) -> DataBundle:
     return REGISTRY[cfg.name](cfg)
 
 
-__all__ = ["DataBundle", "DatasetConfig", "InMemorySplit", "LoaderSplit", "Normalization", "REGISTRY",
-           "build_dataset", "carve_validation"]
+__all__ = ["DataBundle", "DatasetConfig", "INPUT_SHAPES", "InMemorySplit", "LoaderSplit", "Normalization", "REGISTRY",
+           "build_dataset", "carve_validation", "input_shape"]
