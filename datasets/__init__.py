@@ -37,7 +37,8 @@ INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
 def input_shape(cfg: DatasetConfig) -> tuple[int, int, int]:
     """The (C, H, W) of ``cfg``'s examples, without loading them."""
     if cfg.name == "synthetic":
-        return tuple(int(s) for s in cfg.input_shape)
+        channels, height, width = (int(s) for s in cfg.input_shape)
+        return channels, height, width
     if cfg.name not in INPUT_SHAPES:
         raise UserError(f"dataset.name: unknown dataset {cfg.name!r}; choose one of {', '.join(sorted(REGISTRY))}")
     return INPUT_SHAPES[cfg.name]

@@ -7,6 +7,7 @@ failed job is recorded as failed and the sweep goes on.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import errno
 import logging
@@ -217,10 +218,8 @@ def summarize(record: dict) -> str:
 def stop(message: str, output_dir: Path, sweeping: bool, *, code: int = 2, record: Optional[dict] = None) -> None:
     """One line on stderr; a single run exits with ``code``, a sweep job leaves its failed record and returns."""
     print(f"error: {message}", file=sys.stderr)
-    try:
+    with contextlib.suppress(OSError):  # the job folder may sit on the same full disk; the line above said it
         atomic_write_json(output_dir / "result.json", record or {"status": "failed", "error": message})
-    except OSError:  # the job folder may sit on the same full disk; the line above already said what happened
-        pass
     if not sweeping:
         sys.exit(code)
 
