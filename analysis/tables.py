@@ -2,6 +2,10 @@
 methods mean different things) and a per-(dataset, model) table keyed by achieved compression.
 
 Cells are test accuracy in percent, mean ± *sample* standard deviation (ddof=1, the pandas default) over seeds.
+
+Columns are the target sparsity (``method.sparsity``) where the method hits it exactly. A method that sets its own
+sparsity (record field ``sparsity_set_by_method``: Han's q·σ thresholds, per-layer targets, multi-pass slimming) is
+tabled at its achieved sparsity rounded to two decimals and marked with ``*`` (e.g. "87%*").
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ KIND_COLUMN_MEANING = {
     "unstructured": "target sparsity = fraction of prunable weights removed",
     "structured": "target sparsity = fraction of channels/neurons removed",
 }
+ACHIEVED_MARK = "*"
+ACHIEVED_NOTE = ("*: achieved sparsity (rounded to 2 decimals) of methods that set their own (q·σ thresholds, "
+                 "per-layer targets, multi-pass slimming); unmarked columns are targets, hit exactly.")
 
 
 @dataclass(frozen=True)
@@ -49,8 +56,12 @@ def prepare(usable: pd.DataFrame) -> pd.DataFrame:
     df["kind"] = df["kind"].map(lambda v: v if isinstance(v, str) and v else "other").astype(object)
     for column in ("dataset", "model"):
         df[column] = df[column].map(lambda v: str(v) if v is not None and v == v else "?").astype(object)
-    target = numeric(df, "target_sparsity")
-    df["sparsity"] = target.fillna(1 - numeric(df, "density")).round(6)
+    target = numeric(df, "target_sparsity").fillna(1 - numeric(df, "density"))
+    achieved = numeric(df, "achieved_sparsity")
+    own = (df["sparsity_set_by_method"].map(lambda v: v is True) if "sparsity_set_by_method" in df.columns
+           else pd.Series(False, index=df.index)) & achieved.notna()
+    df["sparsity"] = target.where(~own, achieved.round(2)).round(6)
+    df["sparsity_marked"] = own.astype(bool)
     df["acc"] = numeric(df, "test_acc")
     return df
 
@@ -83,18 +94,21 @@ def dense_latency(group: pd.DataFrame) -> Optional[float]:
 def cell_stats(group: pd.DataFrame) -> pd.DataFrame:
     """One row per (kind, label, sparsity) of the pruned records: accuracy stats and mean achieved metrics."""
     pruned = group[group["kind"] != "dense"]
+    if "sparsity_marked" not in pruned.columns:
+        pruned = pruned.assign(sparsity_marked=False)
     rows = []
-    for (kind, label, sparsity), cell in pruned.groupby(["kind", "label", "sparsity"], sort=True, dropna=True):
+    for (kind, label, sparsity, marked), cell in pruned.groupby(["kind", "label", "sparsity", "sparsity_marked"],
+                                                                sort=True, dropna=True):
         s = stat(cell["acc"])
-        rows.append({"kind": kind, "label": label, "target_sparsity": float(sparsity),
+        rows.append({"kind": kind, "label": label, "target_sparsity": float(sparsity), "sparsity_marked": bool(marked),
                      "test_acc_mean": s.mean, "test_acc_std": s.std, "n": s.n,
                      "seeds": ",".join(sorted({str(v) for v in cell["seed"]}, key=_seed_order)),
                      "compression_mean": numeric(cell, "compression").mean(),
                      "params_remaining_pct_mean": (100 / numeric(cell, "compression")).mean(),
                      "speedup_theoretical_mean": numeric(cell, "speedup_theoretical").mean(),
                      "latency_ms_256_mean": numeric(cell, LATENCY_COLUMN).mean()})
-    columns = ["kind", "label", "target_sparsity", "test_acc_mean", "test_acc_std", "n", "seeds", "compression_mean",
-               "params_remaining_pct_mean", "speedup_theoretical_mean", "latency_ms_256_mean"]
+    columns = ["kind", "label", "target_sparsity", "sparsity_marked", "test_acc_mean", "test_acc_std", "n", "seeds",
+               "compression_mean", "params_remaining_pct_mean", "speedup_theoretical_mean", "latency_ms_256_mean"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -108,8 +122,8 @@ def _seed_order(s: str):
 # ---------------------------------------------------------------- formatting
 
 
-def fmt_sparsity(s: float) -> str:
-    return f"{100 * s:.4g}%"
+def fmt_sparsity(s: float, marked: bool = False) -> str:
+    return f"{100 * s:.4g}%" + (ACHIEVED_MARK if marked else "")
 
 
 def fmt_pct(x: float) -> str:
@@ -156,11 +170,13 @@ def sparsity_table(group: pd.DataFrame, dataset: str, model: str, kind: str, den
     stats = cell_stats(group[group["kind"] == kind])
     if stats.empty:
         return None
-    levels = sorted(stats["target_sparsity"].unique())
+    # a column is (sparsity, marked): an achieved 0.87* never shares a column with a target of 0.87
+    levels = sorted({(r.target_sparsity, r.sparsity_marked) for r in stats.itertuples()})
     labels = sorted(stats["label"].unique(), key=lambda s: (s.casefold(), s))
-    cells = {(r.label, r.target_sparsity): Stat(r.test_acc_mean, r.test_acc_std, int(r.n)) for r in stats.itertuples()}
+    cells = {(r.label, (r.target_sparsity, r.sparsity_marked)): Stat(r.test_acc_mean, r.test_acc_std, int(r.n))
+             for r in stats.itertuples()}
     max_n = max([s.n for s in cells.values()] + ([dense.n] if dense else []))
-    best: set[tuple[str, float]] = set()
+    best: set[tuple[str, tuple[float, bool]]] = set()
     for level in levels:
         column = {label: round(100 * cells[(label, level)].mean, 2) for label in labels if (label, level) in cells}
         if len(column) >= 2:
@@ -182,19 +198,21 @@ def sparsity_table(group: pd.DataFrame, dataset: str, model: str, kind: str, den
     meaning = KIND_COLUMN_MEANING.get(kind, "target sparsity")
     caption = (f"{dataset} / {model}, {kind} pruning: test accuracy (%), mean ± sample std (ddof=1) over seeds; "
                f"columns: {meaning}. Bold: best mean per column. (n=k): fewer seeds than the table's maximum "
-               f"({max_n}). Dense: the unpruned baselines.")
-    long = stats.assign(dataset=dataset, model=model, best=[(r.label, r.target_sparsity) in best
+               f"({max_n}). Dense: the unpruned baselines."
+               + (f" {ACHIEVED_NOTE}" if any(marked for _, marked in levels) else ""))
+    long = stats.assign(dataset=dataset, model=model, best=[(r.label, (r.target_sparsity, r.sparsity_marked)) in best
                                                             for r in stats.itertuples()])
     if dense is not None:
         dense_row = {"dataset": dataset, "model": model, "kind": "dense", "label": "dense", "target_sparsity": 0.0,
-                     "test_acc_mean": dense.mean, "test_acc_std": dense.std, "n": dense.n, "best": False,
+                     "sparsity_marked": False, "test_acc_mean": dense.mean, "test_acc_std": dense.std, "n": dense.n,
+                     "best": False,
                      "compression_mean": 1.0, "params_remaining_pct_mean": 100.0, "speedup_theoretical_mean": 1.0}
         long = pd.concat([long, pd.DataFrame([dense_row])], ignore_index=True)
-    long = long[["dataset", "model", "kind", "label", "target_sparsity", "test_acc_mean", "test_acc_std", "n", "best",
-                 "seeds", "compression_mean", "params_remaining_pct_mean", "speedup_theoretical_mean",
-                 "latency_ms_256_mean"]]
+    long = long[["dataset", "model", "kind", "label", "target_sparsity", "sparsity_marked", "test_acc_mean",
+                 "test_acc_std", "n", "best", "seeds", "compression_mean", "params_remaining_pct_mean",
+                 "speedup_theoretical_mean", "latency_ms_256_mean"]]
     return Table(name=safe_name(dataset, model, kind), title=f"{dataset} / {model} — {kind}", caption=caption,
-                 header=["Method", *[fmt_sparsity(level) for level in levels]], align="l" + "r" * len(levels),
+                 header=["Method", *[fmt_sparsity(*level) for level in levels]], align="l" + "r" * len(levels),
                  rows=rows, footer=footer, span_footer=True, long=long.reset_index(drop=True))
 
 
@@ -219,7 +237,8 @@ def compression_table(group: pd.DataFrame, dataset: str, model: str, dense: Opti
         cells.append(stat_text(s, show_n=s is not None and s.n < max_n))
         return cells
 
-    rows = [row(r.label, r.kind, fmt_sparsity(r.target_sparsity), r.compression_mean, r.params_remaining_pct_mean,
+    rows = [row(r.label, r.kind, fmt_sparsity(r.target_sparsity, r.sparsity_marked), r.compression_mean,
+                r.params_remaining_pct_mean,
                 r.speedup_theoretical_mean, r.latency_ms_256_mean, Stat(r.test_acc_mean, r.test_acc_std, int(r.n)))
             for r in stats.itertuples()]
     if dense is not None:  # compression 1×: first in a table sorted by compression
@@ -232,15 +251,17 @@ def compression_table(group: pd.DataFrame, dataset: str, model: str, dense: Opti
     caption = (f"{dataset} / {model}, all methods by achieved compression (total / nonzero parameters). Speedup: "
                f"theoretical (dense / effective FLOPs). Latency: measured time per batch of 256 on the job's device "
                f"(runs.csv: latency_device, latency_threads). Test accuracy "
-               f"(%), mean ± sample std (ddof=1) over seeds; (n=k): fewer seeds than the table's maximum ({max_n}).")
+               f"(%), mean ± sample std (ddof=1) over seeds; (n=k): fewer seeds than the table's maximum ({max_n})."
+               + (f" {ACHIEVED_NOTE}" if stats["sparsity_marked"].any() else ""))
     long = stats.assign(dataset=dataset, model=model)
     if dense is not None:
         dense_row = {"dataset": dataset, "model": model, "kind": "dense", "label": "dense", "target_sparsity": 0.0,
-                     "test_acc_mean": dense.mean, "test_acc_std": dense.std, "n": dense.n, "compression_mean": 1.0,
+                     "sparsity_marked": False, "test_acc_mean": dense.mean, "test_acc_std": dense.std, "n": dense.n,
+                     "compression_mean": 1.0,
                      "params_remaining_pct_mean": 100.0, "speedup_theoretical_mean": 1.0,
                      "latency_ms_256_mean": latency_dense if latency_dense is not None else math.nan}
         long = pd.concat([pd.DataFrame([dense_row]), long], ignore_index=True)
-    long = long[["dataset", "model", "kind", "label", "target_sparsity", "compression_mean",
+    long = long[["dataset", "model", "kind", "label", "target_sparsity", "sparsity_marked", "compression_mean",
                  "params_remaining_pct_mean", "speedup_theoretical_mean", "latency_ms_256_mean", "test_acc_mean",
                  "test_acc_std", "n", "seeds"]]
     return Table(name=safe_name(dataset, model, "compression"), title=f"{dataset} / {model} — by compression",

@@ -7,11 +7,11 @@ the user's own data brings a validation split (``folder`` with ``val/``, a ``tar
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Optional
 
 from datasets import cifar, folder, mnist_like, small, target
 from datasets.base import DataBundle, InMemorySplit, LoaderSplit, Normalization, carve_validation
-from datasets.config import DatasetConfig, dataset_config
+from datasets.config import DatasetConfig, SyntheticConfig, dataset_config
 from foundations.checks import nondefault
 
 Builder = Callable[[DatasetConfig], DataBundle]
@@ -31,6 +31,24 @@ REGISTRY: dict[str, Builder] = {
 NOT_IDENTITY = ("data_dir", "download", "num_workers")
 
 
+# What each dataset gives, declared (the loaders produce and check exactly this), so that a model can be checked
+# against its input before any data is read or any stage is written.
+INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
+    "fashion_mnist": mnist_like.SHAPE, "mnist": mnist_like.SHAPE, "mnist_5k": small.MNIST_5K_SHAPE,
+    "digits": small.DIGITS_SHAPE, "cifar10": cifar.SHAPE, "cifar100": cifar.SHAPE,
+}
+
+
+def input_shape(cfg: Any) -> Optional[tuple[int, int, int]]:
+    """The (C, H, W) of ``cfg``'s examples without loading them; None where only the data can tell (folder,
+    target: checked when the data is loaded)."""
+    cfg = dataset_config(cfg)
+    if isinstance(cfg, SyntheticConfig):
+        channels, height, width = (int(s) for s in cfg.input_shape)
+        return channels, height, width
+    return INPUT_SHAPES.get(cfg.name)
+
+
 def build_dataset(cfg: Any) -> DataBundle:
     """Load ``cfg.name``. ``cfg`` is a DatasetConfig (any schema), or a mapping / DictConfig of its fields."""
     cfg = dataset_config(cfg)
@@ -47,5 +65,5 @@ def identity(cfg: Any) -> dict:
     return out
 
 
-__all__ = ["DataBundle", "DatasetConfig", "InMemorySplit", "LoaderSplit", "Normalization", "REGISTRY",
-           "build_dataset", "carve_validation", "dataset_config", "identity"]
+__all__ = ["DataBundle", "DatasetConfig", "INPUT_SHAPES", "InMemorySplit", "LoaderSplit", "Normalization", "REGISTRY",
+           "build_dataset", "carve_validation", "dataset_config", "identity", "input_shape"]

@@ -4,6 +4,7 @@ the batch folder itself."""
 
 from __future__ import annotations
 
+import math
 import pickle
 from pathlib import Path
 from typing import Optional, TypedDict
@@ -27,6 +28,7 @@ class CifarSpec(TypedDict):
     std: list[float]
 
 
+SHAPE = (3, 32, 32)
 SPECS: dict[str, CifarSpec] = {
     "cifar10": {"title": "CIFAR-10", "folder": "cifar-10-batches-py", "train": [f"data_batch_{i}" for i in range(1, 6)],
                 "test": ["test_batch"], "labels": "labels", "classes": 10, "torchvision": "CIFAR10",
@@ -58,10 +60,10 @@ def read_batches(folder: Path, names: list[str], label_key: str) -> tuple[torch.
             detail = f"missing key {err}" if isinstance(err, KeyError) else " ".join(str(err).split())
             raise UserError(f"dataset.data_dir: {path} is not a readable CIFAR python batch ({detail}); "
                             f"re-download it or fix dataset.data_dir") from None
-        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != math.prod(SHAPE) or len(labels) != len(data):
             raise UserError(f"dataset.data_dir: {path}: expected uint8 data (N, 3072) and N labels, got "
                             f"{data.dtype} {data.shape} and {len(labels)} labels; re-download it")
-        xs.append(data.reshape(-1, 3, 32, 32))  # rows are 1024 R, 1024 G, 1024 B values, each row-major 32x32
+        xs.append(data.reshape(-1, *SHAPE))  # rows are 1024 R, 1024 G, 1024 B values, each row-major 32x32
         ys.append(labels)
     return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
 

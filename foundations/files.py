@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Callable
@@ -29,6 +30,8 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # a full disk reports no file name from write(); say which file it was
+        raise OSError(err.errno, err.strerror, str(path)) from err
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
@@ -52,4 +55,8 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def save_torch(path: Path, payload: Any) -> None:
-    atomic_write(path, lambda fh: torch.save(payload, fh))
+    # Serialized in memory first: torch.save straight into a file on a full disk raises an opaque RuntimeError
+    # ("unexpected pos"), a plain write() raises OSError(ENOSPC), which the entry point reports in one line.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write(path, lambda fh: fh.write(buffer.getbuffer()))

@@ -32,6 +32,12 @@ class ExperimentRecord:
     seed: int = 0  # the top-level seed; seeds below are the derived ones actually used
     seeds: dict[str, int] = field(default_factory=dict)  # {"init", "data", "prune"}
     target_sparsity: float = 0.0  # method.sparsity as configured (what a sweep's axis sets)
+    # what the final model has: fraction of prunable weights removed (1 − density), or of channels removed
+    # (channel_sparsity) for structured methods
+    achieved_sparsity: Optional[float] = None
+    # true when the method decides its own sparsity (Han's q·σ thresholds, per-layer targets, multi-pass slimming):
+    # tables then show the achieved sparsity, rounded and marked, instead of the target
+    sparsity_set_by_method: bool = False
     # ---- size and cost of the final model
     density: Optional[float] = None  # nonzero fraction of the prunable tensors of the dense architecture
     sparsity_all_params: Optional[float] = None  # 1 − nonzero / dense parameter count, over all parameters
@@ -80,6 +86,7 @@ class ExperimentRecord:
     budget: Optional[str] = None  # scratch: "E" | "B"
     scratch_epochs: Optional[int] = None
     scratch_iterations: Optional[int] = None
+    scratch_flops: Optional[dict[str, Any]] = None  # Scratch-B: {"count": rethinking|conv_linear, "dense", "pruned"}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

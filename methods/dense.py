@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from foundations.record import ExperimentRecord
 from methods.pipeline.api import Method, MethodConfig, Stages
 
@@ -10,6 +12,9 @@ class Dense(Method):
     name = "dense"
     kind = "dense"
     Config = MethodConfig
+    # nothing is pruned: the sparsity and the prunable set only change what the record reports
+    result_neutral: ClassVar[frozenset[str]] = frozenset({"sparsity", "prunable.biases", "prunable.batchnorm",
+                                                          "prunable.classifier"})
 
     def chain(self, stages: Stages) -> ExperimentRecord:
         dense = stages.dense_stage()

@@ -8,7 +8,9 @@ early-stopping iteration (minimum validation loss). Each level is its own store 
 shares the common levels; the last level's rate is adjusted so the target is hit exactly.
 
 Controls (Frankle & Carbin §2.2/Fig. 4): ``control=reinit`` trains the ticket's mask from a fresh random init;
-``control=shuffle`` trains a random mask with the ticket's per-layer densities from the same init.
+``control=shuffle`` trains a random mask with the ticket's per-layer densities from the same init. Both start at the
+rewind iteration k with its data order and LR schedule, like the ticket (open_lth's ``randomly_reinitialize`` and
+``randomly_prune`` branches train from ``train_start_step``); at k = 0 that is the ordinary full schedule.
 Default ``scope=global`` with 20%/round (open_lth's ``sparse_global``); the paper's LeNet configuration is
 ``scope=layerwise output_rate=0.1`` (the ``lth_lenet300`` experiment).
 """
@@ -18,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from foundations.checks import check
+from foundations.checks import check, nondefault
 from foundations.errors import UserError
 from foundations.record import ExperimentRecord
 from foundations.seeds import REINIT_OFFSET
@@ -52,11 +54,16 @@ def _density(rates: dict[str, float], sizes: dict[str, int], level: float) -> fl
     return sum(sizes[n] * (1 - rates[n]) ** level for n in sizes) / sum(sizes.values())
 
 
+def _floor(rates: dict[str, float], sizes: dict[str, int]) -> float:
+    """The density that infinitely many levels approach: the tensors pruned at rate 0 never lose a weight."""
+    return sum(sizes[n] for n in sizes if rates[n] == 0) / sum(sizes.values())
+
+
 class Lottery(Method):
     name = "lottery"
     Config = LotteryConfig
 
-    def label(self) -> str:
+    def label(self, stages: Optional[Stages] = None) -> str:
         return "lottery" if self.cfg.control == "none" else f"lottery ({self.cfg.control})"
 
     def retrains_dense_schedule(self) -> bool:
@@ -67,12 +74,20 @@ class Lottery(Method):
         if self.cfg.rewind_iteration >= total:
             raise UserError(f"method.rewind_iteration: {self.cfg.rewind_iteration} is beyond the training length "
                             f"({total} iterations)")
+        base = stages.base_model()
+        params = dict(base.named_parameters())
+        self.levels({n: params[n].numel() for n in stages.prunable(base)}, classifier_name(base))
 
     def levels(self, sizes: dict[str, int], head: str) -> list[dict[str, float]]:
         """Per-layer keep fractions of each level; the last level's exponent is solved to hit the target exactly."""
         rates = {n: (self.cfg.output_rate if self.cfg.output_rate is not None and n.startswith(head + ".") else self.cfg.rate)
                  for n in sizes}
         target = 1 - self.cfg.sparsity
+        floor = _floor(rates, sizes)
+        if target <= floor + 1e-12 and self.cfg.sparsity > 0:
+            raise UserError(f"method.sparsity: {self.cfg.sparsity:g} is unreachable: the tensors pruned at rate 0 "
+                            f"(method.output_rate=0) keep {floor:.4f} of the prunable weights at every level; ask for "
+                            f"less than {1 - floor:.4f} or set method.output_rate > 0")
         count = 0
         while _density(rates, sizes, count) > target + 1e-12:
             count += 1
@@ -100,7 +115,8 @@ class Lottery(Method):
                 return select(scores, alive, scope=self.cfg.scope, layer_targets=layers, global_target=overall), {}
 
             spec = {"rate": self.cfg.rate, "output_rate": self.cfg.output_rate, "scope": self.cfg.scope,
-                    "level": level, "keep": round(overall, 12), "rewind_iteration": k}
+                    "level": level, "keep": round(overall, 12), "rewind_iteration": k,
+                    **({"prunable": prunable} if (prunable := nondefault(self.cfg.prunable)) else {})}
             pruned = stages.mask_stage(f"prune{level}", state, spec, magnitude, weights="last")
             state = stages.train_stage(f"level{level}", rewind, stages.train_config, weights=weights, masks=pruned,
                                        start_iteration=k)
@@ -108,7 +124,7 @@ class Lottery(Method):
                             "test_acc": state.result["selected"]["test_acc"]})
         if self.cfg.control == "reinit":
             fresh = stages.init_stage("reinit", seed=stages.seed("init") + REINIT_OFFSET)
-            state = stages.train_stage("control", fresh, stages.train_config, masks=pruned)
+            state = stages.train_stage("control", fresh, stages.train_config, masks=pruned, start_iteration=k)
         elif self.cfg.control == "shuffle":
             if pruned is None:
                 raise UserError("method.control: shuffle needs a pruned level; set method.sparsity above 0")

@@ -6,14 +6,20 @@ experiment's mask shuffled within each layer, keeping its per-layer densities (o
 --strategy layerwise``; Frankle et al. 2021). ``when=init`` prunes before training (the baseline of SNIP and the
 LTH's "randomly sampled sparse networks"); ``when=after_training`` prunes the trained model and fine-tunes (Mittal
 et al.; OBD's random deletion). All randomness comes from ``seeds.prune``.
+
+``shuffle`` applies once (``rounds`` must be 1) and needs an unstructured source (a weight mask; a channel plan has
+no per-weight positions to shuffle). Its prune stage hashes the source experiment's final stage, so a source trained
+differently never lends its mask to the wrong shuffle.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from foundations.checks import check
-from foundations.record import ExperimentRecord
+from foundations.errors import UserError
+from methods import get_method, registry
 from methods.pipeline.api import Stages
 from methods.pipeline.scores import random_scores, shuffled
 from methods.pipeline.select import select
@@ -34,11 +40,15 @@ class RandomConfig(ScoreConfig):
         check(self.variant in VARIANTS, "method.variant", f"must be one of {VARIANTS} (got {self.variant!r})")
         check(self.variant != "shuffle" or bool(self.source.get("name")), "method.source",
               "variant=shuffle needs the experiment to shuffle, e.g. method.source={name: snip, sparsity: 0.9}")
+        check(self.variant != "shuffle" or self.rounds == 1, "method.rounds",
+              f"variant=shuffle permutes another experiment's mask once (got rounds={self.rounds}); set method.rounds=1")
 
 
 class RandomPruning(ScoreMethod):
     name = "random"
     Config = RandomConfig
+    # build_source: where the source comes from, not what it is; scope/quality: the variant decides the selection
+    result_neutral: ClassVar[frozenset[str]] = frozenset({"build_source", "scope", "quality"})
 
     def variant_notes(self) -> list[str]:
         if self.cfg.variant == "shuffle":
@@ -48,17 +58,30 @@ class RandomPruning(ScoreMethod):
             n for n in super().variant_notes() if n not in ignored]
 
     def validate(self, stages: Stages) -> None:
+        super().validate(stages)
         if self.cfg.variant == "shuffle":
-            self._source_masks(stages)
+            name = self.cfg.source.get("name")
+            if name in registry() and get_method(name).kind != "unstructured":
+                raise UserError(f"method.source: {name} prunes channels (a channel plan, no weight mask); shuffle "
+                                f"needs a weight-level source such as snip, magnitude or lottery")
+            self._source_stage(stages)
 
-    def _source_masks(self, stages: Stages) -> dict:
+    def _source_stage(self, stages: Stages):
         record = stages.source_experiment(dict(self.cfg.source), build=self.cfg.build_source)
-        return stages.stage_at(record.final_ref()).masks()
+        stage = stages.stage_at(record.final_ref())
+        if not stage.has_masks():
+            raise UserError(f"method.source: the {record.method} experiment left no weight mask ({stage.ref}); "
+                            f"shuffle needs a weight-level source such as snip, magnitude or lottery")
+        return stage
 
     def mask_spec(self) -> dict:
-        spec = super().mask_spec()
+        spec = {k: v for k, v in super().mask_spec().items() if k not in ("build_source", "quality")}
         spec["scope"] = "global" if self.cfg.variant == "global" else "layerwise"
         return spec
+
+    def round_spec(self, stages: Stages) -> dict:
+        # the shuffled mask depends on the source's result, not only on its config
+        return {"source_stage": self._source_stage(stages).ref} if self.cfg.variant == "shuffle" else {}
 
     def choose(self, scores, alive, overall, layers, weights):
         if self.cfg.variant == "shuffle":
@@ -69,14 +92,9 @@ class RandomPruning(ScoreMethod):
     def scores(self, stages: Stages, model, alive):
         seed = stages.seed("prune")
         if self.cfg.variant == "shuffle":
-            source = self._source_masks(stages)
+            source = self._source_stage(stages).masks()
             return shuffled({n: source[n] for n in alive}, seed)
         return random_scores({n: alive[n].shape for n in alive}, seed)
-
-    def chain(self, stages: Stages) -> ExperimentRecord:
-        if self.cfg.variant == "shuffle":
-            self.cfg.rounds = 1
-        return super().chain(stages)
 
 
 METHOD = RandomPruning

@@ -10,6 +10,11 @@ its *architecture*, re-initialize randomly with the baseline init and train norm
   issue asks for ``round``: ``epochs_rounding`` offers both, ``round`` default). LR milestones are fractions of the
   run, so they move with the new length (decay at 50 %/75 % of the *new* length, as ``main_B.py``). ``budget_cap``
   caps the multiple (the ImageNet runs use 2×).
+- ``flops`` — how FLOPs are counted for that ratio: ``rethinking`` (default, the count Scratch-B is defined by:
+  ``compute_flops.py`` / ``count_flops.py`` also count biases, BatchNorm, ReLU and pooling — see
+  ``methods.pipeline.flops``) or ``conv_linear`` (the records' multiply-adds of Conv2d/Linear only). The extra
+  operations scale with the kept channels, so the two give different budgets for channel pruning; the ratio and both
+  counts are recorded (``scratch_flops``).
 
 The source is referenced by its config, never by a path: ``method.source=slimming`` with this experiment's
 ``method.sparsity`` (plus ``method.source_overrides`` for any other field of the source method), on the same model,
@@ -26,15 +31,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
-from foundations.checks import check
+from foundations.checks import check, typed
 from foundations.errors import UserError
 from foundations.record import ExperimentRecord
 from foundations.seeds import REINIT_OFFSET
 from foundations.training import TrainConfig
 from methods import get_method, registry
 from methods.pipeline.api import Method, MethodConfig, Stages
+from methods.pipeline.flops import rethinking_flops
+
+FLOP_COUNTS = ("rethinking", "conv_linear")
 
 
 @dataclass
@@ -46,12 +54,14 @@ class ScratchConfig(MethodConfig):
     epochs_rounding: str = "round"  # round (the issue) | floor (main_B.py's int())
     reinit_seed: Optional[int] = None  # None: seeds.init + REINIT_OFFSET
     build_source: bool = True  # compute the source experiment when the store lacks it
+    flops: str = "rethinking"  # Scratch-B's FLOP count: rethinking (the Rethinking code's) | conv_linear
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.budget in ("E", "B"), "method.budget", f"must be E or B (got {self.budget!r})")
         check(self.budget_cap is None or self.budget_cap >= 1, "method.budget_cap", "must be >= 1")
         check(self.epochs_rounding in ("round", "floor"), "method.epochs_rounding", "must be round or floor")
+        check(self.flops in FLOP_COUNTS, "method.flops", f"must be one of {', '.join(FLOP_COUNTS)} (got {self.flops!r})")
         check(self.source != "scratch", "method.source", "scratch needs a pruning method as its source")
         check(self.source != "dense", "method.source", "dense has nothing pruned; choose a pruning method")
 
@@ -69,21 +79,34 @@ def scratch_b_length(length: int, flops_dense: float, flops_pruned: float, *, ca
 class Scratch(Method):
     name = "scratch"
     Config = ScratchConfig
+    # build_source: where the source comes from, not what it is; prunable: the source is configured by
+    # source_overrides, scratch's own prunable set only changes what its record's density counts
+    result_neutral: ClassVar[frozenset[str]] = frozenset({"build_source", "prunable.biases", "prunable.batchnorm",
+                                                          "prunable.classifier"})
 
     def __init__(self, cfg):
         super().__init__(cfg)
         # Tables and plots put scratch next to its source: a channel plan's scratch is a structured result.
         self.kind = get_method(cfg.source).kind if cfg.source in registry() else "unstructured"
 
-    def label(self) -> str:
-        cap = self.cfg.budget == "B" and self.cfg.budget_cap is not None
-        return f"scratch-{self.cfg.budget} ({self.cfg.source}{f', cap {self.cfg.budget_cap:g}×' if cap else ''})"
+    def label(self, stages: Optional[Stages] = None) -> str:
+        notes = [self.cfg.source]
+        if self.cfg.budget == "B":
+            notes += [f"cap {self.cfg.budget_cap:g}×"] if self.cfg.budget_cap is not None else []
+            notes += ["conv/linear FLOPs"] if self.cfg.flops == "conv_linear" else []
+        return f"scratch-{self.cfg.budget} ({', '.join(notes)})"
 
     def source_config(self) -> dict:
         return {**self.cfg.source_overrides, "name": self.cfg.source, "sparsity": self.cfg.sparsity}
 
     def retrains_dense_schedule(self) -> bool:
         return True  # Scratch-E/B train for the dense epochs (or FLOPs)
+
+    def sets_own_sparsity(self) -> bool:
+        if self.cfg.source not in registry():
+            return False
+        source = get_method(self.cfg.source)
+        return source(typed(source.Config, self.source_config(), "method.source")).sets_own_sparsity()
 
     def validate(self, stages: Stages) -> None:
         get_method(self.cfg.source)  # an unknown source method: one line listing the methods
@@ -99,22 +122,34 @@ class Scratch(Method):
                             f"scratch needs a pruned architecture")
         seed = self.cfg.reinit_seed if self.cfg.reinit_seed is not None else stages.seed("init") + REINIT_OFFSET
         init = stages.init_stage("scratch_init", seed=seed, plan=source_final if structured else None)
-        train_cfg = self.budget_config(stages, record)
+        flops = self.flops_of(stages, record) if self.cfg.budget == "B" else None
+        train_cfg = self.budget_config(stages, flops)
         final = stages.train_stage("scratch", init, train_cfg, masks=None if structured else source_final)
         return stages.finish(final, dense=stages.dense_stage(), source=self.source_config(),
                              source_test_acc=record.test_acc, source_stage=record.final_stage,
                              budget=self.cfg.budget, scratch_epochs=train_cfg.epochs,
-                             scratch_iterations=train_cfg.iterations, channel_sparsity=record.channel_sparsity)
+                             scratch_iterations=train_cfg.iterations, channel_sparsity=record.channel_sparsity,
+                             scratch_flops=flops)
 
-    def budget_config(self, stages: Stages, source_record: ExperimentRecord) -> TrainConfig:
+    def flops_of(self, stages: Stages, source_record: ExperimentRecord) -> dict:
+        """FLOPs of the dense and the source's pruned model, counted as ``method.flops`` says."""
+        if self.cfg.flops == "conv_linear":
+            dense, pruned = source_record.flops_dense or 0, source_record.flops_effective or 0
+        else:
+            shape = tuple(stages.example_input.shape[1:])
+            dense = rethinking_flops(stages.base_model(), shape)
+            pruned = rethinking_flops(stages.model_from(stages.stage_at(source_record.final_ref())), shape)
+        return {"count": self.cfg.flops, "dense": int(dense), "pruned": int(pruned)}
+
+    def budget_config(self, stages: Stages, flops: Optional[dict]) -> TrainConfig:
         base = stages.train_config
-        if self.cfg.budget == "E":
+        if self.cfg.budget == "E" or flops is None:
             return base
         kwargs = dict(cap=self.cfg.budget_cap, rounding=self.cfg.epochs_rounding)
-        flops = (source_record.flops_dense or 0, source_record.flops_effective or 0)
+        ratio = (flops["dense"], flops["pruned"])
         if base.iterations is not None:
-            return replace(base, iterations=scratch_b_length(base.iterations, *flops, **kwargs))
-        return replace(base, epochs=scratch_b_length(base.epochs, *flops, **kwargs))
+            return replace(base, iterations=scratch_b_length(base.iterations, *ratio, **kwargs))
+        return replace(base, epochs=scratch_b_length(base.epochs, *ratio, **kwargs))
 
 
 METHOD = Scratch

@@ -159,8 +159,11 @@ class Slimming(ChannelMethod):
     name = "slimming"
     Config = SlimmingConfig
 
-    def label(self) -> str:
+    def label(self, stages: Optional[Stages] = None) -> str:
         return self.name if self.cfg.passes == 1 else f"{self.name} ({self.cfg.passes} passes)"
+
+    def sets_own_sparsity(self) -> bool:
+        return self.cfg.passes > 1  # `sparsity` is each pass's fraction; the overall is 1 − (1 − s)^passes, floored
 
     def validate(self, stages: Stages) -> None:
         model = stages.base_model()
@@ -186,7 +189,7 @@ class Slimming(ChannelMethod):
         return Recovery(**{**vars(preset), **nondefault(self.cfg.recovery)})
 
     def plan_spec(self) -> dict:
-        return {k: v for k, v in nondefault(self.cfg).items() if k not in ("name", "recovery", "fine_tune", "passes")}
+        return {k: v for k, v in super().plan_spec().items() if k not in ("fine_tune", "passes")}
 
     def sparsity_stage(self, stages: Stages) -> StageRef:
         """Pass 1's sparsity-regularized training from the γ-initialized dense init."""

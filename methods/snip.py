@@ -2,8 +2,11 @@
 
 At initialization, on one mini-batch (|D_b| = 100 for MNIST-likes), score every weight by the connection
 sensitivity s_j = |∂L(c ⊙ w)/∂c_j| at c = 1 = |g_j w_j| (eq. 6), normalized by Σ_k |g_k|, keep the global top-κ
-(eq. 7), then train the sparse network normally. BN runs in eval mode while scoring. Options: several batches
-(``batches``), a variance-scaling init (``model.init=variance_scaling``, the official code's), and
+(eq. 7), then train the sparse network normally. BN runs in eval mode while scoring. The paper's init is variance
+scaling (§5, the official code's ``tf.variance_scaling_initializer``): ``model.init=variance_scaling``, as the survey's
+SNIP arm sets it; a run with any other ``model.init`` says so in its label ("snip (kaiming_normal init)"), so it never
+shares a table row with the paper's setting. Pruning is one-shot (``rounds > 1`` is refused). Options: several batches
+(``batches``), and
 ``fresh_init=true`` to train a separately drawn initialization with the mask, as the official code does
 (``weights_ap`` vs ``weights_bp``; mil-ad/snip#3). Default ``fresh_init=false``: the paper's wording, training the
 scored network. The official code also masks biases (all pruned, since they start at 0): ``method.prunable.biases=true``.
@@ -12,6 +15,7 @@ scored network. The official code also masks biases (all pruned, since they star
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from foundations.checks import check
 from foundations.seeds import REINIT_OFFSET
@@ -34,9 +38,22 @@ class SnipConfig(ScoreConfig):
         check(self.when == "init", "method.when", "SNIP prunes at initialization (when=init)")
 
 
+PAPER_INIT = "variance_scaling"
+
+
 class Snip(ScoreMethod):
     name = "snip"
     Config = SnipConfig
+    # pruned at init, then trained with the dense schedule: no recovery schedule, no trained weights to choose from
+    result_neutral: ClassVar[frozenset[str]] = frozenset(
+        {"prune_from", "recovery.epochs", "recovery.lr", "recovery.lr_scale", "recovery.schedule", "recovery.milestones"})
+
+    def mask_spec(self) -> dict:
+        # the mask does not depend on which init is trained afterwards: both variants share the prune stage
+        return {k: v for k, v in super().mask_spec().items() if k != "fresh_init"}
+
+    def experiment_notes(self, stages: Stages) -> list[str]:
+        return [] if stages.model_init == PAPER_INIT else [f"{stages.model_init} init"]
 
     def scores(self, stages: Stages, model, alive):
         params = {n: p for n, p in model.named_parameters() if n in alive}

@@ -11,15 +11,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from datasets import config as dataset_schemas
+from datasets import input_shape
 from datasets.config import dataset_config
 from foundations.checks import check, typed
 from foundations.errors import UserError
 from foundations.training import TrainConfig
 from methods import get_method, registry
+from models import build_model
 from models.config import ModelConfig, TorchvisionConfig, model_config
 from models.config import schema_for as model_schema
 from runners.tracking import NAME_FIELDS, run_name
@@ -49,6 +52,12 @@ class Seeds:
     init: Optional[int] = None
     data: Optional[int] = None
     prune: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        for purpose in ("init", "data", "prune"):
+            value = getattr(self, purpose)
+            check(value is None or value >= 0, f"seeds.{purpose}",
+                  f"must be a non-negative integer or null to derive it from `seed` (got {value})")
 
 
 @dataclass
@@ -142,6 +151,43 @@ class ExperimentConfig:
         return self.seed if explicit is None else explicit
 
 
+def check_device(device: str) -> None:
+    """``device=cuda`` on a machine without CUDA fails deep inside torch with a screenful; say it before any work."""
+    check(device in ("auto", "cpu", "cuda") or device.startswith("cuda:"), "device",
+          f"must be auto, cpu or cuda[:N] (got {device!r})")
+    if not device.startswith("cuda"):
+        return
+    check(torch.cuda.is_available(), "device",
+          f"{device} requested but torch finds no CUDA device on this machine; use device=auto (CUDA when present, "
+          f"else CPU) or device=cpu")
+    index = int(device.partition(":")[2] or 0)
+    count = torch.cuda.device_count()
+    check(index < count, "device", f"{device} requested but this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})")
+
+
+def check_model_fits(model: Any, dataset: Any) -> None:
+    """Build the model for the dataset's input and run it once on zeros, before any data is read or stage written:
+    lenet5 on 8x8 digits, vgg on 28x28, conv_bn on 8x8 stop here with one line. A dataset whose shape only its
+    files tell (folder, target) is checked when it is loaded."""
+    shape = input_shape(dataset)
+    if shape is None:
+        return
+    try:
+        # On the meta device: shapes are checked, no weights are drawn or computed (VGG-19 in ms, not seconds).
+        # build_model refuses inputs smaller than its pooling allows (one line); the head's width cannot matter.
+        with torch.device("meta"), torch.no_grad():
+            build_model(model, shape, 2).eval()(torch.zeros(1, *shape))
+    except RuntimeError as err:
+        raise UserError(f"model={model.name}: cannot take the {dataset.name} input {'x'.join(map(str, shape))} "
+                        f"({str(err).splitlines()[0]}); choose another model or dataset") from None
+
+
+def check_validation_split(dataset: Any, train: TrainConfig) -> None:
+    check(dataset.val_size > 0 or train.selection == "last", "dataset.val_size",
+          f"0 leaves no validation split, so train.selection={train.selection} would pick the first evaluation; "
+          f"set dataset.val_size > 0, or train.selection=last to report the last checkpoint")
+
+
 def validate(cfg: DictConfig) -> ExperimentConfig:
     sections = {name: typed(schema, cfg.get(name), name) for name, schema in schemas().items()}
     sections["model"] = model_config(cfg.get("model") if cfg.get("model") is not None else {})
@@ -152,8 +198,9 @@ def validate(cfg: DictConfig) -> ExperimentConfig:
     method_name = OmegaConf.select(cfg, "method.name")
     method_cls = get_method(method_name)
     sections["method"] = typed(method_cls.Config, cfg.method, "method")
-    check(cfg.get("device", "auto") in ("auto", "cpu", "cuda") or str(cfg.device).startswith("cuda:"), "device",
-          f"must be auto, cpu or cuda[:N] (got {cfg.get('device')!r})")
+    check_device(str(cfg.get("device", "auto")))
+    check_validation_split(sections["dataset"], sections["train"])
+    check_model_fits(sections["model"], sections["dataset"])
     seed = cfg.get("seed", 0)
     check(isinstance(seed, int) and seed >= 0, "seed", f"must be a non-negative integer (got {seed!r})")
     threads = cfg.get("threads")

@@ -85,6 +85,7 @@ class Experiment:
         self.train_config: TrainConfig = config.train
         self.progress = config.progress
         self.model_name = display_name(config.model)
+        self.model_init = config.model.init
         spec = experiment_spec(config)
         # The checkpoint's sha256 is hashed where it is loaded (the init stage, so every stage after it); a stage
         # that does not descend from it (a re-initialization) does not depend on it.
@@ -278,6 +279,10 @@ class Experiment:
         per_layer = {n: (int((final_params[n] != 0).sum()) / dense_params[n].numel()) if n in final_params else 0.0
                      for n in dense_names}
         per_layer.update(layer_density(masks) if masks else {})
+        density = prunable_nonzero / max(prunable_total, 1)
+        # structured methods are tabled by the fraction of channels removed, the others by weights removed
+        channels = extra.get("channel_sparsity")
+        achieved = channels if self.method.kind == "structured" and channels is not None else 1 - density
         latency, setting = None, {"device": None, "threads": None}
         if final.has_plan():  # timed on the job's own device: a CUDA job's latency is a CUDA latency
             base_on, plain_on = copy.deepcopy(base).to(self.device), copy.deepcopy(plain).to(self.device)
@@ -285,10 +290,11 @@ class Experiment:
                        "pruned": measure.measure_latency_ms(plain_on, self.data.input_shape)}
             setting = measure.latency_setting(plain_on)
         return ExperimentRecord(
-            experiment=self.config.sweep, method=self.method.name, label=self.method.label(), kind=self.method.kind,
-            model=self.model_name, dataset=self.config.dataset.name, seed=self.config.seed,
+            experiment=self.config.sweep, method=self.method.name, label=self.method.label(self),
+            kind=self.method.kind, model=self.model_name, dataset=self.config.dataset.name, seed=self.config.seed,
             seeds={p: self.seed(p) for p in ("init", "data", "prune")}, target_sparsity=self.config.method.sparsity,
-            density=prunable_nonzero / max(prunable_total, 1), sparsity_all_params=1 - params_nonzero / params_dense,
+            achieved_sparsity=achieved, sparsity_set_by_method=self.method.sets_own_sparsity(),
+            density=density, sparsity_all_params=1 - params_nonzero / params_dense,
             compression=params_dense / max(params_nonzero, 1), params_total=params_dense,
             params_nonzero=params_nonzero, flops_dense=flops_dense, flops_effective=flops_effective,
             speedup_theoretical=flops_dense / max(flops_effective, 1), latency_ms=latency,

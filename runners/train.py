@@ -1,20 +1,25 @@
 """Hydra entry point: ``python -m runners.train [overrides]`` (add ``-m`` for a sweep).
 
-Bad input stops before any work with one line and exit code 2. In a sweep, a failed job is recorded as failed in
-the store and the sweep goes on.
+Bad input stops before any work with one line and exit code 2 (a full disk too: what is finished stays in the
+store, a re-run resumes). A diverged training run is recorded as failed and exits 1 with one line. In a sweep, a
+failed job is recorded as failed and the sweep goes on.
 """
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import errno
 import logging
 import os
 import sys
 from dataclasses import fields
 from pathlib import Path
-from typing import cast
+from typing import Optional, cast
 
 import hydra
 import torch
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -22,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from foundations.checks import typed
 from foundations.errors import UserError
 from foundations.files import atomic_write_json
+from foundations.training import Diverged
 from methods import get_method
 from models import display_name
 from runners.config import ExperimentConfig, group_schema, register_schemas, schemas, validate
@@ -40,6 +46,12 @@ def is_plain_value(value: str, *, commas: bool = False) -> bool:
     return not any(c in value for c in GRAMMAR + ("" if commas else ","))
 
 
+def closest(name: str, options: list[str]) -> str:
+    """`` (did you mean X?)`` for the nearest option, or nothing when none is near."""
+    near = difflib.get_close_matches(name, options, n=1)
+    return f" (did you mean {near[0]}?)" if near else ""
+
+
 def check_group_choices(argv: list[str]) -> None:
     """Hydra's own message for ``model=nosuch`` spans a screen; say it in one line instead."""
     for arg in argv:
@@ -48,8 +60,65 @@ def check_group_choices(argv: list[str]) -> None:
             continue
         for choice in value.split(","):
             if choice and not (CONF / key / f"{choice}.yaml").exists():
-                options = ", ".join(sorted(p.stem for p in (CONF / key).glob("*.yaml")))
-                raise UserError(f"{key}={choice}: no such option; choose one of {options}")
+                options = sorted(p.stem for p in (CONF / key).glob("*.yaml"))
+                raise UserError(f"{key}={choice}: no such option{closest(choice, options)}; choose one of "
+                                f"{', '.join(options)}")
+
+
+def _yaml(path: Path) -> dict:
+    node = yaml.safe_load(path.read_text()) or {}
+    return node if isinstance(node, dict) else {}
+
+
+def _top_level_keys(path: Path) -> set[str]:
+    return {k for k in _yaml(path) if k != "defaults"}
+
+
+def check_top_level_keys(argv: list[str]) -> None:
+    """``modle=lenet5`` (a misspelled group or top-level key) is a six-line Hydra error with exit 1; one line with the
+    closest valid name instead. Known: the groups, the keys of conf/config.yaml and of the experiment configs the
+    command selects (``+experiment=survey_mlp`` adds ``level``, ``survey``). ``+key=value`` adds a key on purpose."""
+    known = set(GROUPS) | _top_level_keys(CONF / "config.yaml") | {"hydra"}
+    for arg in argv:
+        key, sep, value = arg.lstrip("~").partition("=")
+        group = key.lstrip("+")
+        if sep and group in ("experiment", "experiment/arm") and is_plain_value(value, commas=True):
+            for choice in value.split(","):
+                if (CONF / group / f"{choice}.yaml").exists():
+                    known |= _top_level_keys(CONF / group / f"{choice}.yaml")
+    for arg in argv:
+        if arg.startswith(("+", "-")) or "=" not in arg:
+            continue
+        key = arg.lstrip("~").partition("=")[0]
+        head = key.replace("/", ".").split(".")[0]
+        if head not in known:
+            raise UserError(f"{key}: no such config group or key{closest(head, sorted(known))}; "
+                            f"groups: {', '.join(GROUPS)}")
+
+
+def _defaults_choices(path: Path) -> dict[str, str]:
+    """``{group: option}`` chosen by a config's defaults list (``- model: lenet300``, ``- override /model: vgg``)."""
+    out = {}
+    for entry in _yaml(path).get("defaults") or []:
+        if isinstance(entry, dict):
+            for key, value in entry.items():
+                out[key.replace("override", "").strip().strip("/")] = str(value)
+    return out
+
+
+def chosen_option(argv: list[str], group: str) -> Optional[str]:
+    """The option of ``group`` a command composes: ``group=X`` on the command line, else the last selected
+    experiment/arm config's ``override /group: X``, else conf/config.yaml's default; None for a sweep over options."""
+    choice = _defaults_choices(CONF / "config.yaml").get(group)
+    explicit = None
+    for arg in argv:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        if sep and key in ("experiment", "experiment/arm") and is_plain_value(value) and (CONF / key / f"{value}.yaml").exists():
+            choice = _defaults_choices(CONF / key / f"{value}.yaml").get(group, choice)
+        elif sep and key == group:
+            explicit = value
+    choice = explicit if explicit is not None else choice
+    return None if choice is None or not is_plain_value(choice) else choice
 
 
 def _chosen(argv: list[str], group: str, default: str) -> str:
@@ -59,7 +128,8 @@ def _chosen(argv: list[str], group: str, default: str) -> str:
 
 
 def check_override_types(argv: list[str]) -> None:
-    """Type-check ``group.field=value`` overrides against the schemas before Hydra does it in a screenful."""
+    """Type-check ``group.field=value`` overrides against the schemas before Hydra does it in a screenful, on the
+    option the command really composes (``model=vgg model.depth=11``: depth is checked as VGG's)."""
     groups = schemas()
     method = _chosen(argv, "method", "dense")
     if "," not in method:
@@ -71,7 +141,7 @@ def check_override_types(argv: list[str]) -> None:
     for arg in argv:
         key, sep, value = arg.lstrip("+~").partition("=")
         group, _, rest = key.partition(".")
-        if not sep or not rest or group not in groups or not is_plain_value(value):
+        if not sep or not rest or group not in (*groups, "method") or not is_plain_value(value):
             continue
         # model/dataset: keys and types only; their cross-field checks (depth per architecture) need the whole node
         typed(groups[group], OmegaConf.from_dotlist([f"{rest}={value}"]), group,
@@ -98,6 +168,36 @@ def spread_method_fields(argv: list[str]) -> list[str]:
             arg = f"{key}=choice({value})"
         out.append(arg)
     return out
+
+
+def check_results_folder(root: str) -> None:
+    """``paths.results`` must be (or be creatable as) a writable folder: a file or a read-only folder would otherwise
+    surface as a traceback from the first stage that is written."""
+    path = Path(root).expanduser().absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"paths.results: {existing} is a file, not a folder; point paths.results at a folder "
+                        f"(created if missing)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"paths.results: {existing} is not writable (read-only folder or file system); point "
+                        f"paths.results at a writable folder")
+
+
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
+_NO_WRITE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def storage_error(err: BaseException, root: str) -> Optional[UserError]:
+    """A full disk (or results folder turned read-only) while writing a stage, as one line. The store stays
+    consistent by construction: result.json is written last, so the stage in progress is incomplete and resumes."""
+    if not isinstance(err, OSError):
+        return None
+    inside = err.filename is not None and Path(str(err.filename)).resolve().is_relative_to(Path(root).resolve())
+    if err.errno in _NO_ROOM or (err.errno in _NO_WRITE and inside):
+        where = f" writing {err.filename}" if err.filename else ""
+        return UserError(f"paths.results: {(err.strerror or str(err)).lower()}{where}; free space or point "
+                         f"paths.results at another disk (finished stages are kept; the same command resumes from them)")
+    return None
 
 
 def configure_process(config: ExperimentConfig) -> None:
@@ -186,22 +286,25 @@ def log_record(tracker: Tracker, record: dict, store: Store, *, reused: bool) ->
         store.at(f"experiment/{where['id']}").note_mirror(where)
 
 
+def stop(message: str, output_dir: Path, sweeping: bool, *, code: int = 2, record: Optional[dict] = None) -> None:
+    """One line on stderr; a single run exits with ``code``, a sweep job leaves its failed record and returns."""
+    print(f"error: {message}", file=sys.stderr)
+    with contextlib.suppress(OSError):  # the job folder may sit on the same full disk; the line above said it
+        atomic_write_json(output_dir / "result.json", record or {"status": "failed", "error": message})
+    if not sweeping:
+        sys.exit(code)
+
+
 def job(cfg: DictConfig) -> dict | None:
     hydra_cfg = HydraConfig.get()
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     output_dir = Path(hydra_cfg.runtime.output_dir)
 
-    def refuse(err: UserError) -> None:
-        """Bad input: one line; a sweep records the job as failed and goes on, a single run exits 2."""
-        print(f"error: {err}", file=sys.stderr)
-        if not sweeping:
-            sys.exit(2)
-        atomic_write_json(output_dir / "result.json", {"status": "failed", "error": str(err)})
-
     try:
         config = validate(cfg)
+        check_results_folder(config.paths.results)
     except UserError as err:
-        refuse(err)
+        stop(str(err), output_dir, sweeping)
         return None
     configure_process(config)
     store = Store(config.paths.results)
@@ -211,9 +314,20 @@ def job(cfg: DictConfig) -> dict | None:
             record = run_experiment(config, store, tracker)
         except UserError as err:
             tracker.discard()
-            refuse(err)
+            stop(str(err), output_dir, sweeping)
+            return None
+        except Diverged as err:  # a result, not a crash: recorded as failed with the reason; the sweep goes on
+            failed = record_failure(config, store, err)
+            tracker.summary(failed)
+            tracker.close(exit_code=1)
+            stop(f"{err}; recorded as failed; lower the learning rate (train.lr, method.recovery.lr_scale)",
+                 output_dir, sweeping, code=1, record=failed)
             return None
         except Exception as err:  # recorded as failed; in a sweep the next job runs
+            no_room = storage_error(err, config.paths.results)
+            if no_room is not None:
+                stop(str(no_room), output_dir, sweeping)
+                return None
             record = record_failure(config, store, err)
             atomic_write_json(output_dir / "result.json", record)
             tracker.summary(record)
@@ -240,6 +354,7 @@ def cli() -> None:
     register_schemas()
     try:
         check_group_choices(sys.argv[1:])
+        check_top_level_keys(sys.argv[1:])
         check_override_types(sys.argv[1:])
         sys.argv[1:] = spread_method_fields(sys.argv[1:])
     except UserError as err:

@@ -32,7 +32,12 @@ def test_scratch_b_trains_the_plan_for_the_flop_ratio_from_a_fresh_init(tmp_path
     # synthetic inputs are 1x8x8 = 64 features, 4 classes; l1_filter at 0.5 keeps 20 and 10 of the 40 and 20 units
     flops_dense, flops_pruned = 64 * 40 + 40 * 20 + 20 * 4, 64 * 20 + 20 * 10 + 10 * 4
     assert (record["flops_dense"], record["flops_effective"]) == (flops_dense, flops_pruned)
-    assert record["scratch_epochs"] == round(2 * flops_dense / flops_pruned) == 5
+    # the Rethinking count (the default): 2 per multiply-add, the classifier's bias, BN (2 per element), ReLU
+    # (1 per element); the hidden Linears have no bias before their BN
+    rethinking_dense = 2 * 64 * 40 + 2 * 40 + 40 + 2 * 40 * 20 + 2 * 20 + 20 + 2 * 20 * 4 + 4
+    rethinking_pruned = 2 * 64 * 20 + 2 * 20 + 20 + 2 * 20 * 10 + 2 * 10 + 10 + 2 * 10 * 4 + 4
+    assert record["scratch_flops"] == {"count": "rethinking", "dense": rethinking_dense, "pruned": rethinking_pruned}
+    assert record["scratch_epochs"] == round(2 * rethinking_dense / rethinking_pruned) == 5
     assert record["kind"] == "structured" and record["label"] == "scratch-B (l1_filter)"
 
     source = exp.model_from(exp.stage_at(record["source_stage"]))
@@ -67,9 +72,34 @@ def test_scratch_of_a_mask_keeps_the_mask_fixed_and_counts_nonzero_flops(tmp_pat
     weights = final.weights()
     assert all(int((weights[k][~final_masks[k]] != 0).sum()) == 0 for k in final_masks)
     assert abs(record["density"] - 0.2) < 1e-3
-    dense, pruned = record["flops_dense"], record["flops_effective"]
-    assert pruned < 0.5 * dense and record["scratch_epochs"] == round(2 * dense / pruned)
+    flops = record["scratch_flops"]
+    assert flops["pruned"] < 0.5 * flops["dense"] and record["scratch_epochs"] == round(2 * flops["dense"] / flops["pruned"])
     assert record["kind"] == "unstructured"
+
+
+def test_scratch_b_can_count_conv_linear_multiply_adds_only(tmp_path):
+    record, _ = experiment(tmp_path, *MLP_BN, *L1_SOURCE, "method.budget=B", "method.flops=conv_linear")
+    assert record["scratch_flops"] == {"count": "conv_linear", "dense": 3440, "pruned": 1520}
+    assert record["scratch_epochs"] == 5 and record["label"] == "scratch-B (l1_filter, conv/linear FLOPs)"
+
+
+def test_rethinking_flops_by_hand():
+    """compute_flops.py's rules on conv(bias) → BN2d → ReLU → max-pool 2 → Linear(bias), then with half the conv
+    weights zeroed (count_flops.py counts only nonzero kernel weights)."""
+    from torch import nn
+
+    from methods.pipeline.flops import rethinking_flops
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                        nn.Linear(3 * 3 * 3, 5))
+    conv = (2 * 3 * 2 * 3 * 3 + 3) * 6 * 6  # (2 · kernel weights + Cout biases) · H_out · W_out
+    bn, relu, pool = 2 * 3 * 6 * 6, 3 * 6 * 6, 2 * 2 * 3 * 3 * 3  # pool: window · output elements
+    linear = 2 * 27 * 5 + 5
+    assert rethinking_flops(net, (2, 6, 6)) == conv + bn + relu + pool + linear
+    with torch.no_grad():
+        net[0].weight.view(-1)[::2] = 0  # 54 kernel weights, 27 left
+    assert rethinking_flops(net, (2, 6, 6)) == (2 * 27 + 3) * 36 + bn + relu + pool + linear
 
 
 @pytest.mark.parametrize("args,field", [

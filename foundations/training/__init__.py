@@ -1,7 +1,16 @@
 """The training schedule (``TrainConfig``) and the one loop every stage trains with."""
 
 from foundations.training.config import OPTIMIZERS, SCHEDULES, TrainConfig
-from foundations.training.loop import Hooks, TrainOutcome, eval_mode, evaluate, resolve_device, total_iterations, train
+from foundations.training.loop import (
+    Diverged,
+    Hooks,
+    TrainOutcome,
+    eval_mode,
+    evaluate,
+    resolve_device,
+    total_iterations,
+    train,
+)
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "Hooks", "TrainConfig", "TrainOutcome", "eval_mode", "evaluate", "resolve_device",
-           "total_iterations", "train"]
+__all__ = ["OPTIMIZERS", "SCHEDULES", "Diverged", "Hooks", "TrainConfig", "TrainOutcome", "eval_mode", "evaluate",
+           "resolve_device", "total_iterations", "train"]

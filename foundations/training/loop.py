@@ -4,7 +4,9 @@ Design choices that make results reproducible and resumable:
 - the data order of epoch ``e`` is a pure function of ``(data_seed, e)``, so a resumed run needs no sampler state;
 - the learning rate is a pure function of the iteration (no scheduler object to save);
 - a checkpoint (weights, optimizer, iteration, metrics, best weights, RNG) is written atomically after every epoch,
-  so a killed run continues from its last epoch and ends with bitwise-identical numbers.
+  so a killed run continues from its last epoch and ends with bitwise-identical numbers;
+- a non-finite loss or weight stops training with ``Diverged`` rather than finishing "ok" at chance accuracy; no
+  checkpoint or evaluation is ever taken of diverged weights.
 """
 
 from __future__ import annotations
@@ -38,12 +40,47 @@ class Hooks:
     after_step: list[StepHook] = field(default_factory=list)
 
 
+class Diverged(RuntimeError):
+    """Training produced a non-finite loss or weights: the stage stops, the experiment is recorded as failed."""
+
+    def __init__(self, iteration: int, loss: float, what: str = ""):
+        self.iteration, self.loss = iteration, loss
+        super().__init__(f"diverged at iteration {iteration} (loss={loss:g}{what})")
+
+
+class _DivergenceWatch:
+    """Remembers the first iteration whose loss was non-finite without a host sync per step (on a GPU,
+    ``if not torch.isfinite(loss)`` would stall the queue every iteration); ``check`` syncs once, at evaluations and
+    before a checkpoint is written, and also checks the weights (the last step can break them after the last loss)."""
+
+    def __init__(self, device: torch.device):
+        self.first = torch.full((), -1, dtype=torch.long, device=device)
+        self.loss = torch.zeros((), device=device)
+        self.last_loss = torch.zeros((), device=device)
+
+    def observe(self, loss: torch.Tensor, iteration: int) -> None:
+        loss = loss.detach().float()
+        new = (self.first < 0) & ~torch.isfinite(loss)
+        self.first = torch.where(new, iteration, self.first)
+        self.loss = torch.where(new, loss, self.loss)
+        self.last_loss = loss
+
+    def check(self, model: nn.Module, iteration: int) -> None:
+        first = int(self.first)
+        if first >= 0:
+            raise Diverged(first, float(self.loss))
+        state = [v for v in model.state_dict().values() if v.is_floating_point()]
+        if state and not bool(torch.stack([torch.isfinite(v).all() for v in state]).all()):
+            raise Diverged(iteration, float(self.last_loss), ", non-finite weights")
+
+
 @dataclass
 class TrainOutcome:
     metrics: list[dict]
     selected: dict  # the metrics row of the checkpoint the record reports (train.selection)
     final: dict
-    early_stop_iteration: int  # iteration of minimum validation loss (the lottery-ticket early-stopping point)
+    early_stop_iteration: Optional[int]  # iteration of minimum validation loss (the lottery-ticket early-stopping
+    # point); None without a validation split (dataset.val_size=0 is only allowed with train.selection=last)
     selected_state: dict
     snapshots: dict[int, dict]
     iterations: int
@@ -168,6 +205,7 @@ def train(
         kept[iteration] = _state_copy(model)
 
     model.train()
+    watch = _DivergenceWatch(device)
     bar = progress_bar(total=total, initial=iteration, desc=desc, enabled=progress, leave=False, dynamic_ncols=True)
     while iteration < total:
         epoch, offset = divmod(iteration, per_epoch)
@@ -179,6 +217,7 @@ def train(
                 group["lr"] = cfg.lr * lr_factor(cfg, iteration, total)
             optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(x), y)
+            watch.observe(loss, iteration + 1)
             loss.backward()
             for hook in hooks.before_step:
                 hook(model)
@@ -190,6 +229,7 @@ def train(
             if iteration in wanted:
                 kept[iteration] = _state_copy(model)
             if iteration % eval_every == 0 or iteration == total:
+                watch.check(model, iteration)
                 row = _eval_row(model, data, device, iteration, per_epoch, loss.item(), cfg.lr * lr_factor(cfg, iteration - 1, total))
                 metrics.append(row)
                 if _select(metrics, cfg.selection) == len(metrics) - 1:
@@ -201,6 +241,7 @@ def train(
             if iteration == total:
                 break
         if checkpoint is not None and iteration < total:
+            watch.check(model, iteration)
             save_torch(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                           "iteration": iteration, "metrics": metrics, "snapshots": kept,
                                           "selected_state": selected_state, "rng": torch.get_rng_state()})
@@ -211,7 +252,7 @@ def train(
     chosen = _select(metrics, cfg.selection)
     early = min(range(len(metrics)), key=lambda i: (metrics[i]["val_loss"], i))
     return TrainOutcome(metrics=metrics, selected=metrics[chosen], final=metrics[-1],
-                        early_stop_iteration=metrics[early]["iteration"], selected_state=selected_state or _state_copy(model),
+                        early_stop_iteration=metrics[early]["iteration"] if len(data.val) else None, selected_state=selected_state or _state_copy(model),
                         snapshots=kept, iterations=iteration)
 
 

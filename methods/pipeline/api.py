@@ -65,6 +65,7 @@ class Stages(Protocol):
     progress: bool  # show progress bars
     model_name: str
     from_checkpoint: bool  # model.checkpoint: "the init" (init_stage with no other seed or plan) is its weights
+    model_init: str  # the initialization scheme of the model config (`model.init`)
 
     def seed(self, purpose: str) -> int: ...  # "init" | "data" | "prune"
 
@@ -74,6 +75,8 @@ class Stages(Protocol):
     def base_model(self, seed: Optional[int] = None) -> nn.Module: ...
 
     def prunable(self, model: nn.Module) -> list[str]: ...
+
+    def model_from(self, stage: StageRef, weights: Weights = "selected") -> nn.Module: ...  # compacted and masked
 
     def init_stage(self, name: str = "init", *, seed: Optional[int] = None, plan: Optional[StageRef] = None,
                    prepare: Optional[Callable[[nn.Module], None]] = None,
@@ -113,13 +116,27 @@ class Method:
     name: ClassVar[str]
     kind: str = "unstructured"  # dense | unstructured | structured
     Config: ClassVar[type[MethodConfig]] = MethodConfig
+    # Config fields (dotted paths) that change no stored stage: how an experiment is run or reported, never what it
+    # computes. Every other field must be in the hash of the stage it changes; tests/test_hashes.py flips each field
+    # of each method and checks both sides. Declared here (and extended by subclasses along the MRO) only.
+    result_neutral: ClassVar[frozenset[str]] = frozenset({"name"})
 
     def __init__(self, cfg: Any):
         self.cfg = cfg
 
-    def label(self) -> str:
-        """How the method appears in tables and legends."""
+    @classmethod
+    def neutral_fields(cls) -> frozenset[str]:
+        return frozenset().union(*(getattr(c, "result_neutral", frozenset()) for c in cls.__mro__))
+
+    def label(self, stages: Optional[Stages] = None) -> str:
+        """How the method appears in tables and legends (``stages``: the experiment, for facts outside the method's
+        own config that make a variant, e.g. SNIP's initialization)."""
         return self.name
+
+    def sets_own_sparsity(self) -> bool:
+        """True when the achieved sparsity is the method's own outcome rather than ``method.sparsity`` hit exactly
+        (Han's q·σ thresholds, multi-pass slimming): tables then show the achieved value, marked."""
+        return False
 
     def validate(self, stages: Stages) -> None:
         """Refuse impossible requests (UserError) before any stage is written."""

@@ -1,13 +1,16 @@
 """The pipeline channel-pruning methods share: train dense → score channels → select (plan) → compact → fine-tune.
 
-A method only says how to score the output channels of each prunable group (``channel_scores``); selection
-(global or layerwise, with a per-layer floor so no layer is emptied), physical compaction (torch-pruning's
-DependencyGraph) and recovery are shared. ``method.sparsity`` is the fraction of channels removed.
+A method only says how to score the output channels of each prunable group (``channel_scores``) and, if it
+must, which groups it prunes (``pruned_groups``); selection (global or layerwise, with a per-layer floor so no
+layer is emptied), physical compaction (torch-pruning's DependencyGraph) and recovery are shared.
+``method.sparsity`` is the fraction of channels removed (of the groups the method prunes). ``method.prunable`` is
+about weight tensors, not channels: channel methods ignore it (it only sets what the record's density counts).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
@@ -34,12 +37,18 @@ class ChannelConfig(MethodConfig):
 class ChannelMethod(Method):
     kind = "structured"
     Config = ChannelConfig
+    result_neutral: ClassVar[frozenset[str]] = frozenset({"prunable.biases", "prunable.batchnorm",
+                                                          "prunable.classifier"})
 
     def channel_scores(self, stages: Stages, model: torch.nn.Module, groups: list) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def pruned_groups(self, groups: list) -> list:
+        """The channel groups this method prunes (default: every prunable group)."""
+        return groups
+
     def plan_spec(self) -> dict:
-        return {k: v for k, v in nondefault(self.cfg).items() if k not in ("name", "recovery")}
+        return {k: v for k, v in nondefault(self.cfg).items() if k not in ("name", "recovery", "prunable")}
 
     def source(self, stages: Stages) -> tuple[StageRef, StageRef]:
         dense = stages.dense_stage()
@@ -50,7 +59,7 @@ class ChannelMethod(Method):
 
         def build(model):
             model = folded(model).cpu().eval()
-            groups = prunable_channel_groups(model, stages.example_input, self.cfg.prunable.exclude)
+            groups = self.pruned_groups(prunable_channel_groups(model, stages.example_input, self.cfg.prunable.exclude))
             scores = self.channel_scores(stages, model, groups)
             plan = select_channels(scores, groups, self.cfg.sparsity, scope=self.cfg.scope,
                                    min_keep_fraction=self.cfg.min_keep_fraction)

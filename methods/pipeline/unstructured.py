@@ -5,18 +5,26 @@
 A method only says how to score: ``scores(stages, model, alive) -> {name: tensor}`` (higher = keep).
 Iterative schedules remove the same fraction of the remaining weights each round, so round ``rounds`` lands exactly
 on the target; each round is its own pair of stages in the store.
+
+- ``prune_from`` (after training): which weights of the trained stage are scored — ``last`` (default: the end of
+  training, the trained minimum OBD's Taylor expansion assumes, LeCun et al. 1990 §2 "extremal" approximation, and
+  what the lottery ticket prunes) or ``selected`` (the validation-selected checkpoint, ``train.selection``).
+- Pruning at initialization (``when=init``) is one-shot: ``rounds > 1`` is refused. Iterative pruning at init
+  (SNIP-it, FORCE: score, prune, re-score the pruned network at the same init, no training in between) is not
+  implemented, and training between rounds — what the loop would otherwise do — is neither that nor the method.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
 from foundations.checks import check, nondefault
+from foundations.errors import UserError
 from foundations.record import ExperimentRecord
-from methods.pipeline.api import Method, MethodConfig, StageRef, Stages
+from methods.pipeline.api import Method, MethodConfig, StageRef, Stages, Weights
 from methods.pipeline.recover import Recovery, recovery_config
 from methods.pipeline.select import SCOPES, ladder, select
 
@@ -26,8 +34,10 @@ class ScoreConfig(MethodConfig):
     scope: str = "global"  # global | layerwise | layerwise_std
     rounds: int = 1  # iterative pruning: each round removes the same fraction of the remaining weights
     layer_density: dict[str, float] = field(default_factory=dict)  # explicit final keep fraction per tensor
-    quality: Optional[float] = None  # layerwise_std: prune |w| < quality · σ(layer)
+    # layerwise_std: prune |w| < q · σ(layer); one q for every layer or Han's per-layer q_l ({tensor: q})
+    quality: Any = None
     when: str = "after_training"  # after_training (then recover) | init (then train)
+    prune_from: str = "last"  # after training: last (end of training) | selected (validation-selected checkpoint)
     recovery: Recovery = field(default_factory=Recovery)
 
     def __post_init__(self) -> None:
@@ -35,8 +45,22 @@ class ScoreConfig(MethodConfig):
         check(self.scope in SCOPES, "method.scope", f"must be one of {SCOPES} (got {self.scope!r})")
         check(self.rounds >= 1, "method.rounds", f"iterative pruning needs at least 1 round (got {self.rounds})")
         check(self.when in ("after_training", "init"), "method.when", f"must be after_training or init (got {self.when!r})")
+        check(self.when != "init" or self.rounds == 1, "method.rounds",
+              f"pruning at initialization is one-shot here (got rounds={self.rounds}); iterative pruning at init "
+              f"(SNIP-it/FORCE re-scoring without training) is not implemented: set method.rounds=1")
+        check(self.prune_from in ("last", "selected"), "method.prune_from",
+              f"must be last or selected (got {self.prune_from!r})")
         check(all(0 < d <= 1 for d in self.layer_density.values()), "method.layer_density",
               "keep fractions must be in (0, 1]")
+        check(_is_quality(self.quality), "method.quality",
+              f"must be a number >= 0 or a mapping tensor -> number >= 0, e.g. {{fc1.weight: 1.0}} (got {self.quality!r})")
+
+
+def _is_quality(value: Any) -> bool:
+    def number(q: Any) -> bool:
+        return isinstance(q, (int, float)) and not isinstance(q, bool) and q >= 0
+
+    return value is None or number(value) or (isinstance(value, dict) and all(number(q) for q in value.values()))
 
 
 class ScoreMethod(Method):
@@ -45,9 +69,13 @@ class ScoreMethod(Method):
     def scores(self, stages: Stages, model: torch.nn.Module, alive: dict) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def label(self) -> str:
-        notes = self.variant_notes()
+    def label(self, stages: Optional[Stages] = None) -> str:
+        notes = self.variant_notes() + (self.experiment_notes(stages) if stages is not None else [])
         return f"{self.name} ({', '.join(notes)})" if notes else self.name
+
+    def experiment_notes(self, stages: Stages) -> list[str]:
+        """Variant notes from facts outside the method's config (the model's init for SNIP)."""
+        return []
 
     def variant_notes(self) -> list[str]:
         """What sets this variant apart from the method's defaults, so that variants never share a table row."""
@@ -57,11 +85,37 @@ class ScoreMethod(Method):
         notes += [f"{cfg.rounds} rounds"] if cfg.rounds != default.rounds else []
         if cfg.when != default.when:
             notes.append("at init" if cfg.when == "init" else "after training")
+        if cfg.prune_from != default.prune_from and cfg.when == "after_training":
+            notes.append(f"prune {cfg.prune_from}")
         return notes
 
+    def sets_own_sparsity(self) -> bool:
+        # q·σ thresholds and per-layer targets decide the overall sparsity; `method.sparsity` is then not what is hit
+        return self.cfg.scope == "layerwise_std" or bool(self.cfg.layer_density)
+
+    def validate(self, stages: Stages) -> None:
+        if isinstance(self.cfg.quality, dict):
+            names = self.names(stages)
+            missing = [n for n in names if n not in self.cfg.quality]
+            unknown = [n for n in self.cfg.quality if n not in names]
+            if missing or unknown:
+                raise UserError(f"method.quality: a per-layer quality needs exactly the prunable tensors "
+                                f"{', '.join(names)} (missing: {', '.join(missing) or '-'}; unknown: "
+                                f"{', '.join(unknown) or '-'})")
+
     def mask_spec(self) -> dict:
-        """Everything in the config that changes which weights are removed (hashed into the prune stage)."""
-        return {k: v for k, v in nondefault(self.cfg).items() if k not in ("name", "sparsity", "recovery", "rounds")}
+        """Everything in the config that changes which weights are removed (hashed into the prune stage; which
+        weights of the source are pruned, ``prune_from``, is hashed by the stage itself)."""
+        return {k: v for k, v in nondefault(self.cfg).items()
+                if k not in ("name", "sparsity", "recovery", "rounds", "prune_from")}
+
+    def round_spec(self, stages: Stages) -> dict:
+        """What else a round's result depends on, beyond the config (random shuffle: the source's final stage)."""
+        return {}
+
+    def prune_weights(self, source: StageRef) -> Weights:
+        """Which weights of ``source`` a round scores: an init stage has only its initial weights."""
+        return self.cfg.prune_from if source.kind == "train" else "selected"
 
     def round_targets(self, names: list[str]) -> list[tuple[float, dict[str, float]]]:
         final = 1.0 - self.cfg.sparsity
@@ -103,8 +157,9 @@ class ScoreMethod(Method):
                 return masks, self.round_info(stages, model, alive, masks, scores)
 
             pruned = stages.mask_stage(f"prune{index}", state,
-                                    {**self.mask_spec(), "round": index, "keep": overall, "layers": layers,
-                                     "prune_seed": stages.seed("prune")}, select_round)
+                                       {**self.mask_spec(), **self.round_spec(stages), "round": index, "keep": overall,
+                                        "layers": layers, "prune_seed": stages.seed("prune")}, select_round,
+                                       weights=self.prune_weights(state))
             rounds.append({"round": index, "density": overall, **pruned.result.get("info", {}),
                            "test_acc_after_pruning": pruned.result["after_pruning"]["test_acc"]})
             state = self.recovery_stage(stages, index, pruned, state)
