@@ -121,23 +121,17 @@ def chosen_option(argv: list[str], group: str) -> Optional[str]:
     return None if choice is None or not is_plain_value(choice) else choice
 
 
-def _chosen(argv: list[str], group: str, default: str) -> str:
-    """The option of ``group`` the command line selects (the last one wins, as in Hydra)."""
-    chosen = [a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith(f"{group}=")]
-    return chosen[-1] if chosen else default
-
-
 def check_override_types(argv: list[str]) -> None:
     """Type-check ``group.field=value`` overrides against the schemas before Hydra does it in a screenful, on the
     option the command really composes (``model=vgg model.depth=11``: depth is checked as VGG's)."""
     groups = schemas()
-    method = _chosen(argv, "method", "dense")
-    if "," not in method:
-        groups["method"] = get_method(method).Config
-    for group, default in (("model", "lenet300"), ("dataset", "fashion_mnist")):
-        option = _chosen(argv, group, default)
-        if "," not in option and option != "target" and (CONF / group / f"{option}.yaml").exists():
-            groups[group] = group_schema(group, option)  # target: its keys are the callable's, checked later
+    for group in ("method", "model", "dataset"):
+        option = chosen_option(argv, group)  # None: a sweep over options (each job is validated)
+        if option is None or option == "target" or not (CONF / group / f"{option}.yaml").exists():
+            groups.pop(group, None)  # target: its keys are the callable's, checked when it is built
+            continue
+        name = str(_yaml(CONF / group / f"{option}.yaml").get("name", option))
+        groups[group] = get_method(name).Config if group == "method" else group_schema(group, option)
     for arg in argv:
         key, sep, value = arg.lstrip("+~").partition("=")
         group, _, rest = key.partition(".")

@@ -241,18 +241,18 @@ def test_the_loop_checks_the_weights_the_last_step_leaves(tmp_path):
 # ------------------------------------------------------------------------------------------- declared shapes
 def test_declared_input_shapes_are_what_the_loaders_give(tmp_path):
     from datasets import INPUT_SHAPES, build_dataset, input_shape
-    from datasets.config import DatasetConfig
+    from datasets.config import dataset_config
     from tests.test_datasets import write_cifar, write_mnist_like
 
     write_mnist_like(tmp_path / "idx")
     write_cifar(tmp_path / "cifar", "cifar10")
     write_cifar(tmp_path / "cifar", "cifar100")
-    configs = [DatasetConfig(name="synthetic", input_shape=[3, 5, 7], val_size=10),
-               DatasetConfig(name="digits", val_size=10), DatasetConfig(name="mnist_5k", val_size=10),
-               DatasetConfig(name="fashion_mnist", data_dir=str(tmp_path / "idx"), val_size=10),
-               DatasetConfig(name="mnist", data_dir=str(tmp_path / "idx"), val_size=10),
-               DatasetConfig(name="cifar10", data_dir=str(tmp_path / "cifar"), val_size=10),
-               DatasetConfig(name="cifar100", data_dir=str(tmp_path / "cifar"), val_size=10)]
+    configs = [dataset_config(name="synthetic", input_shape=[3, 5, 7], val_size=10),
+               dataset_config(name="digits", val_size=10), dataset_config(name="mnist_5k", val_size=10),
+               dataset_config(name="fashion_mnist", data_dir=str(tmp_path / "idx"), val_size=10),
+               dataset_config(name="mnist", data_dir=str(tmp_path / "idx"), val_size=10),
+               dataset_config(name="cifar10", data_dir=str(tmp_path / "cifar"), val_size=10),
+               dataset_config(name="cifar100", data_dir=str(tmp_path / "cifar"), val_size=10)]
     assert {c.name for c in configs} == set(INPUT_SHAPES) | {"synthetic"}
     for cfg in configs:
         assert build_dataset(cfg).input_shape == input_shape(cfg), cfg.name
@@ -260,7 +260,7 @@ def test_declared_input_shapes_are_what_the_loaders_give(tmp_path):
 
 def test_idx_files_of_another_image_size_are_refused(tmp_path):
     from datasets import build_dataset
-    from datasets.config import DatasetConfig
+    from datasets.config import dataset_config
     from foundations.errors import UserError
     from tests.test_datasets import IDX_FILES, tagged_images, write_idx
 
@@ -268,4 +268,4 @@ def test_idx_files_of_another_image_size_are_refused(tmp_path):
                                        tagged_images(10, size=32), torch.zeros(10).numpy()]):
         write_idx(tmp_path / f"{stem}.gz", array)
     with pytest.raises(UserError, match="holds 32x32 images; MNIST is 28x28"):
-        build_dataset(DatasetConfig(name="mnist", data_dir=str(tmp_path), val_size=10))
+        build_dataset(dataset_config(name="mnist", data_dir=str(tmp_path), val_size=10))
