@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PYTEST_ARGS ?=
 
-.PHONY: setup data test test-fast lint demo survey reproduce report clean
+.PHONY: setup data test test-fast lint mutants demo survey reproduce report clean
 
 setup: $(STAMP) data
 
@@ -34,6 +34,10 @@ test: setup
 # The edit loop: everything but the tests marked slow (SLURM, kill -9, long trainings).
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# Planted bugs (tests/mutations.py): each is applied to a temporary copy and must make its tests fail.
+mutants: setup
+	$(BIN)/python tests/mutations.py
 
 lint: setup
 	$(BIN)/ruff check .

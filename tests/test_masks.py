@@ -56,16 +56,27 @@ def test_only_survivors_are_ranked():
     assert kept["a"].tolist() == [False, False, False, True, True] + [False] * 5
 
 
-def test_lottery_ladder_matches_the_paper_formula():
-    """LeNet-300-100, 20% per round, output layer at 10%: P_m(k) = (265,200·0.8^k + 1,000·0.9^k)/266,200."""
-    sizes = {"fc1": 784 * 300, "fc2": 300 * 100, "fc3": 100 * 10}
-    rates = {"fc1": 0.2, "fc2": 0.2, "fc3": 0.1}
-    steps = ladder(20, 0.0 + 0.8**20, layer_rates=rates, names=list(sizes))
-    for k in (3, 7, 15, 20):
-        _, layers = steps[k - 1]
-        kept = {n: round(layers[n] * sizes[n]) for n in sizes}
-        assert abs(kept["fc1"] + kept["fc2"] - 265_200 * 0.8**k) <= 2 and abs(kept["fc3"] - 1_000 * 0.9**k) <= 1
-        assert abs(sum(kept.values()) / 266_200 - (265_200 * 0.8**k + 1_000 * 0.9**k) / 266_200) < 3 / 266_200
+def test_lottery_levels_match_the_paper_ladder():
+    """LeNet-300-100, 20% per round, output layer at 10%: P_m(k) = (265,200·0.8^k + 1,000·0.9^k)/266,200, which gives
+    the paper's labels 51.3 / 21.1 / 3.6 / 1.2 % at rounds 3 / 7 / 15 / 20 (the ladder the lottery really uses)."""
+    from methods.lottery import Lottery, LotteryConfig
+
+    sizes = {"fc1.weight": 784 * 300, "fc2.weight": 300 * 100, "fc3.weight": 100 * 10}
+    p_m = {k: (265_200 * 0.8**k + 1_000 * 0.9**k) / 266_200 for k in range(1, 21)}
+    lottery = Lottery(LotteryConfig(rate=0.2, output_rate=0.1, scope="layerwise", sparsity=1 - p_m[20]))
+    levels = lottery.levels(sizes, "fc3")
+    assert len(levels) == 20
+    for k, label in ((3, 51.3), (7, 21.1), (15, 3.6), (20, 1.2)):
+        layers = levels[k - 1]
+        assert layers["fc1.weight"] == pytest.approx(0.8**k) and layers["fc3.weight"] == pytest.approx(0.9**k)
+        density = sum(sizes[n] * layers[n] for n in sizes) / 266_200
+        assert density == pytest.approx(p_m[k]) and round(100 * density, 1) == label
+
+
+def test_the_ladder_lands_on_the_target_removing_the_same_fraction_each_round():
+    steps = ladder(3, 0.125, names=["a", "b"])
+    assert [overall for overall, _ in steps] == pytest.approx([0.5, 0.25, 0.125])
+    assert all(layers == {"a": overall, "b": overall} for overall, layers in steps)
 
 
 def test_classifier_and_biases_are_configurable():

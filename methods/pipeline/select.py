@@ -63,18 +63,13 @@ def select(scores: dict[str, torch.Tensor], alive: Masks, *, scope: str, layer_t
     raise UserError(f"method.scope: must be one of {SCOPES} (got {scope!r})")
 
 
-def ladder(rounds: int, final_density: float, layer_rates: dict[str, float] | None = None,
-           names: list[str] | None = None) -> list[tuple[float, dict[str, float]]]:
-    """Per-round (global keep fraction, per-layer keep fractions) of an iterative schedule.
-
-    Without ``layer_rates`` every round removes the same fraction of what remains so that round ``rounds`` lands on
-    ``final_density`` exactly. With ``layer_rates`` (the lottery ticket's "prune p% per round, output at half rate"),
-    layer l keeps ``(1 - rate_l)^k`` after round k.
-    """
+def ladder(rounds: int, final_density: float, names: list[str] | None = None) -> list[tuple[float, dict[str, float]]]:
+    """Per-round (global keep fraction, per-layer keep fractions) of an iterative schedule: every round removes the
+    same fraction of what remains, so round ``rounds`` lands on ``final_density`` exactly (every layer alike). The
+    lottery ticket's per-layer rates are ``methods.lottery.Lottery.levels``."""
     per_round = final_density ** (1.0 / rounds)
     steps = []
     for k in range(1, rounds + 1):
         overall = per_round**k if k < rounds else final_density
-        layers = {n: (1 - layer_rates[n]) ** k for n in names} if layer_rates and names else {n: overall for n in names or []}
-        steps.append((overall, layers))
+        steps.append((overall, {n: overall for n in names or []}))
     return steps
