@@ -46,8 +46,14 @@ def _finish(model: object, cfg, shape: Shape, classes: int, generator: Optional[
             for module in model.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
                     module.weight.fill_(float(cfg.bn_weight_init))
-    check_forward(model, shape, classes, cfg.tag)
+    key = (repr(cfg), tuple(shape), classes)
+    if key not in _CHECKED:  # an experiment rebuilds its architecture for every stage: check it once per process
+        check_forward(model, shape, classes, cfg.tag)
+        _CHECKED.add(key)
     return model
+
+
+_CHECKED: set[tuple] = set()
 
 
 def check_forward(model: nn.Module, shape: Shape, classes: int, tag: str) -> None:
