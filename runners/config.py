@@ -63,7 +63,7 @@ def schemas() -> dict[str, type]:
 
 # The schemas the model and dataset YAMLs extend (``/schema/<group>/<name>@_here_``); the ``target`` YAMLs extend
 # none, as their keys are the callable's arguments.
-GROUP_SCHEMAS = {
+GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"builtin": ModelConfig, "torchvision": TorchvisionConfig},
     "dataset": {"base": dataset_schemas.DatasetConfig, "files": dataset_schemas.FilesConfig,
                 "synthetic": dataset_schemas.SyntheticConfig, "folder": dataset_schemas.FolderConfig},
