@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -320,20 +320,20 @@ def streamed_channel_stats(dataset: Dataset, num_workers: int = 0, batch_size: i
     Batches are merged with Chan et al.'s pairwise update (float64), so no pass holds the images in memory.
     ``channel_stats`` stays the in-memory definition: the built-in datasets' constants must not move by a rounding.
     """
-    count, mean, m2 = 0, None, None
+    count, mean, m2 = 0, torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
     for x, _ in loader:
         f = torch.as_tensor(x).transpose(0, 1).reshape(x.shape[1], -1).to(torch.float64) / 255.0
         n, batch_mean = f.shape[1], f.mean(1)
         batch_m2 = ((f - batch_mean[:, None]) ** 2).sum(1)
-        if mean is None:
+        if count == 0:
             count, mean, m2 = n, batch_mean, batch_m2
             continue
         delta, total = batch_mean - mean, count + n
         mean = mean + delta * (n / total)
         m2 = m2 + batch_m2 + delta ** 2 * (count * n / total)
         count = total
-    if mean is None:
+    if count == 0:
         raise UserError("dataset: the training split is empty; there is nothing to compute statistics on")
     std = (m2 / max(count - 1, 1)).sqrt()
     return mean.tolist(), std.tolist()
@@ -355,9 +355,9 @@ def cached(kind: str, key: dict, compute):
     return value
 
 
-def loader_bundle(cfg, train: Dataset, test: Dataset, val: Optional[Dataset], *, num_classes: int,
+def loader_bundle(cfg, train: Any, test: Any, val: Any, *, num_classes: int,
                   input_shape: tuple[int, int, int], stats_key: dict) -> DataBundle:
-    """Splits of Datasets of ``(uint8 (C, H, W), label)``: validation is ``val`` when the source has one, else
+    """Splits of (map-style, sized) Datasets of ``(uint8 (C, H, W), label)``: validation is ``val`` when the source has one, else
     carved from train with ``split_seed``; then ``train_limit``; the normalization is ``cfg.mean``/``cfg.std`` when
     given, else the statistics of the carved training split (computed once per ``stats_key`` and cached)."""
     if val is None:
@@ -380,7 +380,8 @@ def loader_bundle(cfg, train: Dataset, test: Dataset, val: Optional[Dataset], *,
     train_idx = limit_train(cfg, train_idx)
     norm = Normalization.from_config(cfg.normalize, mean, std)
     workers = cfg.num_workers
-    return DataBundle(name=cfg.name, input_shape=tuple(int(s) for s in input_shape), num_classes=num_classes,
+    c, h, w = (int(s) for s in input_shape)
+    return DataBundle(name=cfg.name, input_shape=(c, h, w), num_classes=num_classes,
                       train=LoaderSplit(Subset(train, train_idx.tolist()), norm, augment=cfg.augment,
                                         num_workers=workers),
                       val=LoaderSplit(val, norm, num_workers=workers), test=LoaderSplit(test, norm, num_workers=workers))

@@ -62,7 +62,7 @@ def _index(root: Path, files: dict[str, list[tuple[str, str]]]) -> dict:
     def compute() -> dict:
         from PIL import Image, UnidentifiedImageError
 
-        digest, sizes = hashlib.sha256(), {}
+        digest, sizes = hashlib.sha256(), dict[str, str]()
         for rel, _, _ in listing:
             data = (root / rel).read_bytes()
             digest.update(canonical([rel, hashlib.sha256(data).hexdigest()]).encode())
@@ -92,11 +92,11 @@ class ImageFiles(Dataset):
         from PIL import Image
 
         rel, label = self.samples[i]
-        with Image.open(self.root / rel) as image:
-            image = image.convert("RGB" if self.channels == 3 else "L")
-            if self.resize is not None and image.size != (self.resize[1], self.resize[0]):
-                image = image.resize((self.resize[1], self.resize[0]), Image.BILINEAR)
-            array = np.asarray(image, dtype=np.uint8)
+        with Image.open(self.root / rel) as file:
+            image = file.convert("RGB" if self.channels == 3 else "L")
+        if self.resize is not None and image.size != (self.resize[1], self.resize[0]):
+            image = image.resize((self.resize[1], self.resize[0]), Image.Resampling.BILINEAR)
+        array = np.asarray(image, dtype=np.uint8)
         x = torch.from_numpy(array.copy())
         return (x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1).contiguous()), label
 

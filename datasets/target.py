@@ -16,7 +16,7 @@ a keyword argument, or the callable's path, when the data changes).
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -68,7 +68,7 @@ def _label(label: Any) -> int:
 class Uint8Images(Dataset):
     """A user's Dataset as ``(uint8 (C, H, W), int)`` samples."""
 
-    def __init__(self, dataset: Dataset):
+    def __init__(self, dataset: Any):
         self.dataset = dataset
 
     def __len__(self) -> int:
@@ -81,7 +81,7 @@ class Uint8Images(Dataset):
         return as_uint8_image(sample[0]), _label(sample[1])
 
 
-def _call(cfg) -> dict[str, Dataset]:
+def _call(cfg) -> dict[str, Uint8Images]:
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
@@ -108,15 +108,17 @@ def _call(cfg) -> dict[str, Dataset]:
     return {split: Uint8Images(ds) for split, ds in splits.items()}
 
 
-def _survey(split: str, dataset: Dataset, num_workers: int) -> dict:
+def _survey(split: str, dataset: Uint8Images, num_workers: int) -> dict:
     """Shapes and labels of every item of one split, one sample at a time (a bad item is named)."""
-    shapes, low, high = {}, None, None
+    shapes: dict[str, int] = {}
+    low: Optional[int] = None
+    high: Optional[int] = None
     loader = DataLoader(_Indexed(dataset), batch_size=None, num_workers=num_workers)
     for i, (outcome, x, y) in enumerate(loader):
         if outcome:
             raise UserError(f"dataset._target_: {split} item {i}: {outcome}")
         shapes.setdefault("x".join(map(str, x.shape)), i)
-        low, high = (y, y) if low is None else (min(low, y), max(high, y))
+        low, high = (y, y) if low is None or high is None else (min(low, y), max(high, y))
     return {"shapes": shapes, "low": low, "high": high}
 
 

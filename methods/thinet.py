@@ -128,7 +128,7 @@ def pair_of(model: nn.Module, group: ChannelGroup) -> tuple[Optional[str], str]:
         return None, f"its channels feed {len(group.consumers)} layers"
     consumer = group.consumers[0]
     module = model.get_submodule(consumer)
-    width = module.in_channels if isinstance(module, nn.Conv2d) else module.in_features
+    width: int = module.in_channels if isinstance(module, nn.Conv2d) else module.in_features  # type: ignore[assignment]
     if isinstance(module, nn.Conv2d) and width != group.num_channels:
         return None, f"{consumer} reads {width} channels, {group.num_channels} of them from this layer (a concatenation)"
     if isinstance(module, nn.Linear) and width % group.num_channels:

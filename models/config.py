@@ -253,7 +253,7 @@ def model_config(cfg: Any) -> AnyModelConfig:
         return ModelConfig(name=cfg)
     from omegaconf import DictConfig, OmegaConf
 
-    node = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    node: dict = dict(OmegaConf.to_container(cfg, resolve=True)) if isinstance(cfg, DictConfig) else dict(cfg)  # type: ignore[arg-type]
     schema = schema_for(node.get("name", "lenet300"))
     if schema is TargetModelConfig:
         return typed_target(schema, node, TARGET_KEYS, "model")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -41,13 +41,19 @@ def _finish(model: object, cfg, shape: Shape, classes: int, generator: Optional[
     if cfg.init != NATIVE:
         initialize(model, cfg.init, generator, 1.0 if cfg.bn_weight_init is None else cfg.bn_weight_init)
     if cfg.bn_weight_init is not None:
-        model.bn_weight_init = float(cfg.bn_weight_init)  # a compacted copy's re-initialization reuses it
+        model.bn_weight_init = float(cfg.bn_weight_init)  # type: ignore[assignment]  # a compacted copy's re-init reuses it
         with torch.no_grad():
             for module in model.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
                     module.weight.fill_(float(cfg.bn_weight_init))
-    check_forward(model, shape, classes, cfg.tag)
+    key = (repr(cfg), tuple(shape), classes)
+    if key not in _CHECKED:  # an experiment rebuilds its architecture for every stage: check it once per process
+        check_forward(model, shape, classes, cfg.tag)
+        _CHECKED.add(key)
     return model
+
+
+_CHECKED: set[tuple] = set()
 
 
 def check_forward(model: nn.Module, shape: Shape, classes: int, tag: str) -> None:
@@ -92,11 +98,11 @@ def _conv_like(old: nn.Conv2d, in_channels: int, kernel: Optional[int] = None, s
                ) -> nn.Conv2d:
     """``old`` rebuilt with another input width (and kernel/stride), initialized as torchvision initializes its
     ResNet and MobileNet convs (He normal, fan_out)."""
-    kernel = kernel or old.kernel_size
-    padding = (kernel // 2) if isinstance(kernel, int) else old.padding
-    new = nn.Conv2d(in_channels, old.out_channels, kernel, stride=stride or old.stride, padding=padding,
-                    dilation=old.dilation, groups=old.groups if in_channels == old.in_channels else 1,
-                    bias=old.bias is not None)
+    size: Any = (kernel, kernel) if kernel else old.kernel_size
+    padding: Any = (kernel // 2, kernel // 2) if kernel else old.padding
+    steps: Any = (stride, stride) if stride else old.stride
+    new = nn.Conv2d(in_channels, old.out_channels, size, stride=steps, padding=padding, dilation=old.dilation,  # type: ignore[arg-type]
+                    groups=old.groups if in_channels == old.in_channels else 1, bias=old.bias is not None)
     nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
     if new.bias is not None:
         nn.init.zeros_(new.bias)
@@ -198,6 +204,7 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     runs). A dict that wraps it under ``state_dict``/``model_state_dict``/``model`` is unwrapped, and a
     ``module.`` prefix on every key (``DataParallel``) is dropped."""
     path = Path(path).expanduser()
+    state: Any
     try:
         if path.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file
@@ -209,10 +216,8 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         raise UserError(f"model.checkpoint: {path} is not a state dict torch.load(weights_only=True) / safetensors "
                         f"can read ({' '.join(str(err).split())[:200]}); save model.state_dict()") from None
     if isinstance(state, dict):
-        for key in _WRAPPERS:
-            if isinstance(state.get(key), dict):
-                state = state[key]
-                break
+        wrapped = [state[key] for key in _WRAPPERS if isinstance(state.get(key), dict)]
+        state = wrapped[0] if wrapped else state
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"model.checkpoint: {path} holds no mapping of names to tensors; save model.state_dict()")
     if all(k.startswith("module.") for k in state):

@@ -72,7 +72,7 @@ def schemas() -> dict[str, type]:
 
 # The schemas the model and dataset YAMLs extend (``/schema/<group>/<name>@_here_``); the ``target`` YAMLs extend
 # none, as their keys are the callable's arguments.
-GROUP_SCHEMAS = {
+GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"builtin": ModelConfig, "torchvision": TorchvisionConfig},
     "dataset": {"base": dataset_schemas.DatasetConfig, "files": dataset_schemas.FilesConfig,
                 "synthetic": dataset_schemas.SyntheticConfig, "folder": dataset_schemas.FolderConfig},
@@ -94,16 +94,18 @@ def _pick(sequence: Any, index: Any) -> Any:
 
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
+# The config groups a training run selects from (experiment/arm below experiment); conf/ also holds data that is not
+# a group of this entry point (claims, reproduction tiers), and the schemas are groups to Hydra that nobody selects.
+GROUPS = ("model", "dataset", "method", "train", "logger", "experiment")
 
 
 def selectable_groups() -> str:
-    """One line per config group a user selects from (``group: option, ...``), read from ``conf/``: the schemas
-    registered in the ConfigStore are groups to Hydra too, but nobody selects them."""
+    """One line per selectable config group (``group: option, ...``), read from ``conf/`` (``--help``)."""
     lines = []
     for folder in sorted(p for p in CONF.rglob("*") if p.is_dir()):
         group = folder.relative_to(CONF).as_posix()
         options = sorted(p.stem for p in folder.glob("*.yaml"))
-        if options and group.split("/")[0] != "hydra":
+        if options and group.split("/")[0] in GROUPS:
             lines.append(f"{group}: {', '.join(options)}")
     return "\n".join(lines)
 

@@ -119,7 +119,10 @@ class Experiment:
     def _stage(self, name: str, kind: str, spec: dict, parents: dict, compute: Callable[[StageFiles], dict]) -> Stage:
         def described(files: StageFiles) -> dict:
             # What rebuilds the stage's model without the data (export): not hashed, the identity decides it.
-            shape = {"input_shape": list(self.data.input_shape), "num_classes": self.data.num_classes}
+            norm = self.data.train.norm
+            shape = {"input_shape": list(self.data.input_shape), "num_classes": self.data.num_classes,
+                     "normalization": {"mean": [b / (255 * a) for a, b in zip(norm.scale, norm.shift)],
+                                       "std": [1 / (255 * a) for a in norm.scale]}}
             return {**compute(files), "model_input": shape}
 
         stage = self.store.get_or_compute(kind, {**self.identity, **spec}, {k: v for k, v in parents.items() if v},

@@ -9,8 +9,8 @@ channel plan where the method was structured), its validation-selected weights, 
 
 - ``state_dict``: ``weights.safetensors`` (the compacted architecture's state dict), ``plan.json`` (the channel plan
   over the unpruned architecture, when there is one), ``module.pt`` (the whole module, pickled: loadable wherever its
-  classes import — torchvision's, your package's). ``--sparse`` adds ``weights_sparse.pt``: the masked tensors as
-  sparse COO tensors (the rest dense), readable with ``torch.load(weights_only=True)``.
+  classes import — torchvision's, your package's). ``--sparse`` adds ``weights_sparse.pt`` (``sparse_state``): the
+  masked tensors as int32-indexed CSR matrices where that is smaller, readable with ``torch.load(weights_only=True)``.
 - ``torchscript``: ``model.torchscript.pt``, ``torch.jit.trace`` of the model.
 - ``export``: ``model.pt2``, a ``torch.export`` program with a dynamic batch dimension.
 - ``onnx``: ``model.onnx`` (opset of torch's dynamo exporter, dynamic batch), written where the ``onnx`` and
@@ -20,7 +20,8 @@ channel plan where the method was structured), its validation-selected weights, 
 Every export is verified before it lands in ``--out``: the artefact, loaded back by its own loader, is run on a
 batch of ``--batch`` seeded standard-normal inputs and its outputs compared with the stored model's:
 ``max |y - y_ref| <= atol + rtol * max |y_ref|`` with the tolerance of the format (``TOLERANCE``; state_dict is
-exact). The measured difference is in ``export.json``; a failed check writes nothing.
+exact). The measured difference, the files and their sizes are in ``export_<format>.json``; a failed check writes
+nothing.
 """
 
 from __future__ import annotations
@@ -95,8 +96,10 @@ def model_of(stage: Stage) -> tuple[nn.Module, dict]:
     base = build_model(cfg, shape, classes, generator(0))
     model = folded(stored_model(stage, base, torch.zeros(1, *shape))).cpu().eval()
     masked = sorted(stage.masks()) if stage.has_masks() else []
+    # The inputs the model expects: (pixels / 255 - mean) / std per channel, as prunelab fed it.
     return model, {"model": display_name(cfg), "model_config": identity, "input_shape": list(shape),
-                   "num_classes": classes, "structured": stage.has_plan(), "masked_tensors": masked}
+                   "num_classes": classes, "normalization": shape_info.get("normalization"),
+                   "structured": stage.has_plan(), "masked_tensors": masked}
 
 
 # ----------------------------------------------------------------------------------------------- formats
@@ -118,16 +121,37 @@ def _state_dict(model: nn.Module, stage: Stage, out: Path, sparse: bool, masked:
     checks["weights.safetensors"] = reloaded
     checks["module.pt"] = lambda x: torch.load(out / "module.pt", weights_only=False).eval()(x)
     if sparse:
-        torch.save({k: v.to_sparse() if k in masked else v for k, v in state.items()}, out / "weights_sparse.pt")
+        torch.save(sparse_state(state, masked), out / "weights_sparse.pt")
 
         def densified(x: torch.Tensor) -> torch.Tensor:
             copy = _same_architecture(model)
-            loaded = torch.load(out / "weights_sparse.pt", weights_only=True)
-            copy.load_state_dict({k: v.to_dense() if v.is_sparse else v for k, v in loaded.items()})
+            copy.load_state_dict(dense_state(torch.load(out / "weights_sparse.pt", weights_only=True)))
             return copy.eval()(x)
 
         checks["weights_sparse.pt"] = densified
     return checks
+
+
+def sparse_state(state: dict[str, torch.Tensor], masked: list[str]) -> dict:
+    """``{"sparse": CSR tensors, "shapes": their shapes, "dense": the rest}``: a masked tensor is stored as a CSR
+    matrix (rows = output channels, int32 indices: 8 bytes per nonzero) when that is smaller than dense (4 bytes per
+    entry, so below ~50% density)."""
+    out: dict[str, dict] = {"sparse": {}, "shapes": {}, "dense": {}}
+    for name, tensor in state.items():
+        nonzero = int((tensor != 0).sum()) if name in masked else tensor.numel()
+        if name in masked and tensor.dim() >= 2 and 8 * nonzero + 4 * (tensor.shape[0] + 1) < 4 * tensor.numel():
+            csr = tensor.reshape(tensor.shape[0], -1).to_sparse_csr()
+            out["sparse"][name] = torch.sparse_csr_tensor(csr.crow_indices().int(), csr.col_indices().int(),
+                                                          csr.values(), size=csr.shape)
+            out["shapes"][name] = list(tensor.shape)
+        else:
+            out["dense"][name] = tensor
+    return out
+
+
+def dense_state(stored: dict) -> dict[str, torch.Tensor]:
+    """``sparse_state`` undone (the README's two lines)."""
+    return {**stored["dense"], **{k: v.to_dense().reshape(stored["shapes"][k]) for k, v in stored["sparse"].items()}}
 
 
 def _same_architecture(model: nn.Module) -> nn.Module:
@@ -147,6 +171,8 @@ def _quiet():
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
         warnings.filterwarnings("ignore", message="Validating sparse tensor invariants")
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
         yield
 
 
@@ -224,7 +250,9 @@ def export(ref: str, fmt: str, out: str | Path, *, results: Optional[str] = None
         else:
             checks = _onnx(model, staging, x)
         verified = verify(checks, x, reference, TOLERANCE[fmt])
-        info = {"format": fmt, "source": stage.ref, **about, "files": sorted(p.name for p in staging.iterdir()),
+        files = sorted(p.name for p in staging.iterdir())
+        info = {"format": fmt, "source": stage.ref, **about, "files": files,
+                "bytes": {name: (staging / name).stat().st_size for name in files},
                 "verified": verified, "tolerance": {"atol": TOLERANCE[fmt][0], "rtol": TOLERANCE[fmt][1]},
                 "batch": batch, "params": sum(p.numel() for p in model.parameters()),
                 "params_nonzero": sum(int((p != 0).sum()) for p in model.parameters())}
@@ -233,7 +261,7 @@ def export(ref: str, fmt: str, out: str | Path, *, results: Optional[str] = None
         out.mkdir(exist_ok=True)
         for name in info["files"]:
             shutil.move(str(staging / name), out / name)
-    atomic_write_json(out / "export.json", info)
+    atomic_write_json(out / f"export_{fmt}.json", info)
     return info
 
 

@@ -30,13 +30,11 @@ from foundations.files import atomic_write_json
 from foundations.training import Diverged
 from methods import get_method
 from models import display_name
-from runners.config import ExperimentConfig, group_schema, register_schemas, schemas, validate
+from runners.config import CONF, GROUPS, ExperimentConfig, group_schema, register_schemas, schemas, validate
 from runners.experiment import experiment_hash, record_failure, recorded, run_experiment
 from runners.store import Store
 from runners.tracking import RunIdentity, Tracker, achieved_tag, artifact_name, make_tracker, table_of
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
-GROUPS = ("model", "dataset", "method", "train", "logger", "experiment")
 log = logging.getLogger("prunelab")
 GRAMMAR = "()[]{}$*"  # Hydra's sweep functions, lists, dicts, interpolations, globs: values left to Hydra as written
 

@@ -38,7 +38,8 @@ def run(bin_dir, *args, env=None):
 
 def test_the_entry_points_exist():
     assert {"prunelab-train": "runners.train:cli", "prunelab-report": "analysis.report:main",
-            "prunelab-export": "runners.export:main"}.items() <= scripts().items()
+            "prunelab-export": "runners.export:main", "prunelab-reproduce": "runners.reproduce:cli"}.items() <= \
+        scripts().items()
     import importlib
 
     for target in scripts().values():
@@ -79,9 +80,11 @@ def test_shell_completion_returns_group_names(bin_dir):
     assert "complete -o nospace -o default -F hydra_bash_completion prunelab-train" in install.stdout
 
 
-def test_report_and_export_scripts(bin_dir, tmp_path):
+def test_report_export_and_reproduce_scripts(bin_dir, tmp_path):
     result = run(bin_dir, "prunelab-report", "--help")
     assert result.returncode == 0 and result.stdout.startswith("usage: prunelab-report")
     result = run(bin_dir, "prunelab-export", "--help")
     assert result.returncode == 0 and result.stdout.startswith("usage: prunelab-export")
     assert "--format {state_dict,torchscript,export,onnx}" in result.stdout
+    result = run(bin_dir, "prunelab-reproduce", "--help")
+    assert result.returncode == 0 and "--claims" in result.stdout

@@ -30,7 +30,7 @@ def done(tmp_path_factory):
     root = tmp_path_factory.mktemp("store")
     out = {}
     for method in ("magnitude", "l1_filter"):
-        run = make_run(root, *MODEL, f"method={method}", "method.sparsity=0.6")
+        run = make_run(root, *MODEL, f"method={method}", f"method.sparsity={0.9 if method == 'magnitude' else 0.6}")
         store = Store(run.paths.results)
         record = run_experiment(run, store)
         exp = Experiment(run, store)
@@ -58,10 +58,14 @@ def test_state_dict_of_a_masked_model_folds_the_masks_and_stores_them_sparse(don
     masks = case["final"].masks()
     assert all(int((state[n] != 0).sum()) <= int(m.sum()) for n, m in masks.items())  # pruned entries are 0
     assert info["params_nonzero"] == case["record"]["params_nonzero"]
-    sparse = torch.load(tmp_path / "out" / "weights_sparse.pt", weights_only=True)
-    assert {k for k, v in sparse.items() if v.is_sparse} == set(masks) == set(info["masked_tensors"])
-    assert all(torch.equal(v.to_dense(), state[k]) for k, v in sparse.items())
-    assert json.loads((tmp_path / "out" / "export.json").read_text())["source"] == case["final"].ref
+    stored = torch.load(tmp_path / "out" / "weights_sparse.pt", weights_only=True)
+    assert set(masks) == set(info["masked_tensors"])
+    smaller = {n for n, m in masks.items() if 8 * int(m.sum()) + 4 * (m.shape[0] + 1) < 4 * m.numel()}
+    assert set(stored["sparse"]) == smaller and len(smaller) > len(masks) / 2  # CSR wherever it is smaller
+    dense = {**stored["dense"], **{k: v.to_dense().reshape(stored["shapes"][k]) for k, v in stored["sparse"].items()}}
+    assert dense.keys() == state.keys() and all(torch.equal(dense[k], state[k]) for k in state)
+    assert info["bytes"]["weights_sparse.pt"] < 0.5 * info["bytes"]["weights.safetensors"]  # 10% density
+    assert json.loads((tmp_path / "out" / "export_state_dict.json").read_text())["source"] == case["final"].ref
 
 
 def test_structured_export_is_the_compacted_architecture_with_its_plan(done, tmp_path):

@@ -262,3 +262,42 @@ def float_out_of_range():
 def test_target_refuses_normalized_float_images():
     with pytest.raises(UserError, match=r"^dataset\._target_: train item 0: float images must lie in \[0, 1\]"):
         build_dataset({"name": "target", "_target_": "tests.test_own_data.float_out_of_range", "val_size": 2})
+
+
+# ------------------------------------------------------------------------------------------------ in experiments
+def test_an_experiment_on_a_folder_is_named_by_its_content_not_its_path(tmp_path):
+    from runners.experiment import run_experiment
+    from runners.store import Store
+    from tests.conftest import make_run
+
+    write_folder(tmp_path / "data", {"train": 12, "test": 3}, shape=(6, 6))
+    args = ["dataset=folder", "dataset.val_size=6", "model=lenet300", "model.widths=[16]", "train.epochs=1",
+            "train.batch_size=16"]
+    store = Store(tmp_path / "results")
+    first = run_experiment(make_run(tmp_path, *args, f"dataset.data_dir={tmp_path / 'data'}"), store)
+    assert first["status"] == "ok" and first["dataset"] == "folder"
+    shutil.copytree(tmp_path / "data", tmp_path / "copy", copy_function=shutil.copy)
+    again = Store(tmp_path / "results")
+    assert run_experiment(make_run(tmp_path, *args, f"dataset.data_dir={tmp_path / 'copy'}"), again) == first
+    assert again.computed == []
+    Image.fromarray(np.zeros((6, 6, 3), np.uint8)).save(tmp_path / "copy" / "train" / "eel" / "000.png")
+    changed = Store(tmp_path / "results")
+    other = run_experiment(make_run(tmp_path, *args, f"dataset.data_dir={tmp_path / 'copy'}"), changed)
+    assert other["dense_stage"] != first["dense_stage"]
+
+
+def test_a_target_dataset_and_a_target_model_compose_through_hydra(tmp_path):
+    """The issue's spelling: ``dataset._target_=...`` / ``model._target_=...`` plus ``+key=value`` arguments."""
+    from runners.experiment import run_experiment
+    from runners.store import Store
+    from tests.conftest import make_run
+
+    run = make_run(tmp_path, "dataset=target", f"dataset._target_={TARGET}", "+dataset.kind=numpy",
+                   "+dataset.n_train=40", "dataset.val_size=8", "model=target",
+                   "model._target_=tests.test_own_model.TinyNet", "+model.hidden=5", "train.epochs=1",
+                   "train.batch_size=16", "method=magnitude", "method.sparsity=0.5", "method.recovery.epochs=1")
+    assert run.dataset.kwargs == {"kind": "numpy", "n_train": 40} and run.model.kwargs == {"hidden": 5}
+    record = run_experiment(run, Store(run.paths.results))
+    assert record["status"] == "ok" and record["model"] == "tests.test_own_model.TinyNet"
+    assert record["params_total"] == (2 * 5 * 9 + 5) + 2 * 5 + (5 * 3 + 3)  # conv, BN, fc: 2 channels in, 3 classes
+    assert record["density"] == pytest.approx(0.5, abs=0.02)
