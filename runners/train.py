@@ -82,8 +82,9 @@ def check_top_level_keys(argv: list[str]) -> None:
         group = key.lstrip("+")
         if sep and group in ("experiment", "experiment/arm") and is_plain_value(value, commas=True):
             for choice in value.split(","):
-                if (CONF / group / f"{choice}.yaml").exists():
-                    known |= _top_level_keys(CONF / group / f"{choice}.yaml")
+                if (CONF / group / f"{choice}.yaml").exists():  # its keys and the groups its defaults add
+                    path = CONF / group / f"{choice}.yaml"
+                    known |= _top_level_keys(path) | {g.split("@")[0] for g in _defaults_choices(path)}
     for arg in argv:
         if arg.startswith(("+", "-")) or "=" not in arg:
             continue
