@@ -1,18 +1,20 @@
 """Dataset registry: ``build_dataset(cfg) -> DataBundle`` with train / validation / test splits.
 
-Validation is always carved from the training set (``dataset.split_seed``), never from the test set.
+Validation is always carved from the training set (``dataset.split_seed``), never from the test set. A process
+builds each bundle once; ``cache_dir`` keeps decoded files for the next process (``datasets/cache.py``).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 from datasets import cifar, mnist_like, small
 from datasets.base import DataBundle, InMemorySplit, LoaderSplit, Normalization, carve_validation
 from datasets.config import DatasetConfig
 from foundations.errors import UserError
 
-Builder = Callable[[DatasetConfig], DataBundle]
+Builder = Callable[[DatasetConfig, Optional[Path]], DataBundle]
 
 REGISTRY: dict[str, Builder] = {
     "fashion_mnist": mnist_like.load,
@@ -25,8 +27,9 @@ REGISTRY: dict[str, Builder] = {
 }
 
 
-def build_dataset(cfg: Any) -> DataBundle:
-    """Load ``cfg.name``. ``cfg`` is a DatasetConfig, or a mapping / DictConfig of its fields."""
+def build_dataset(cfg: Any, cache_dir: Optional[Path] = None) -> DataBundle:
+    """Load ``cfg.name``. ``cfg`` is a DatasetConfig, or a mapping / DictConfig of its fields; ``cache_dir`` (e.g.
+    ``<results>/cache``) keeps the decoded source files for later processes."""
     if not isinstance(cfg, DatasetConfig):
         from omegaconf import DictConfig, OmegaConf
 
@@ -37,7 +40,7 @@ def build_dataset(cfg: Any) -> DataBundle:
             raise UserError(f"dataset: {err}") from None
     if cfg.name not in REGISTRY:
         raise UserError(f"dataset.name: unknown dataset {cfg.name!r}; choose one of {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[cfg.name](cfg)
+    return REGISTRY[cfg.name](cfg, cache_dir)
 
 
 __all__ = ["DataBundle", "DatasetConfig", "InMemorySplit", "LoaderSplit", "Normalization", "REGISTRY",

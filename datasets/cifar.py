@@ -11,6 +11,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from datasets import cache
 from datasets.base import DataBundle, make_bundle
 from datasets.mnist_like import cache_dir
 from foundations.errors import UserError
@@ -87,7 +88,7 @@ def download(name: str, data_dir: Optional[str]) -> None:
                         f"put the python batches in {root / spec['folder']} or set dataset.data_dir=DIR") from None
 
 
-def load(cfg) -> DataBundle:
+def load(cfg, cache_dir: Optional[Path] = None) -> DataBundle:
     spec = SPECS[cfg.name]
     try:
         folder = locate(cfg.name, cfg.data_dir)
@@ -96,7 +97,16 @@ def load(cfg) -> DataBundle:
             raise
         download(cfg.name, cfg.data_dir)
         folder = locate(cfg.name, cfg.data_dir)
-    train_x, train_y = read_batches(folder, spec["train"], spec["labels"])
-    test_x, test_y = read_batches(folder, spec["test"], spec["labels"])
-    return make_bundle(cfg, train_x, train_y, test_x, test_y, num_classes=spec["classes"], mean=spec["mean"],
-                       std=spec["std"])
+    sources = [folder / name for name in spec["train"] + spec["test"]]
+
+    def read() -> dict[str, torch.Tensor]:
+        train_x, train_y = read_batches(folder, spec["train"], spec["labels"])
+        test_x, test_y = read_batches(folder, spec["test"], spec["labels"])
+        return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+
+    def assemble() -> DataBundle:
+        x = cache.decoded(cfg.name, sources, read, cache_dir)
+        return make_bundle(cfg, x["train_x"], x["train_y"], x["test_x"], x["test_y"], num_classes=spec["classes"],
+                           mean=spec["mean"], std=spec["std"])
+
+    return cache.bundle(cfg, sources, assemble)

@@ -12,6 +12,7 @@ from typing import Optional
 
 import torch
 
+from datasets import cache
 from datasets.base import DataBundle, make_bundle
 from datasets.idx import read_idx
 from foundations.errors import UserError
@@ -88,7 +89,7 @@ def download(name: str, data_dir: Optional[str]) -> None:
                         f"{spec['hint']}, or set dataset.data_dir=DIR") from None
 
 
-def load(cfg) -> DataBundle:
+def load(cfg, cache_dir: Optional[Path] = None) -> DataBundle:
     data_dir = cfg.data_dir
     try:
         files = locate(cfg.name, data_dir)
@@ -97,6 +98,18 @@ def load(cfg) -> DataBundle:
             raise
         download(cfg.name, data_dir)
         files = locate(cfg.name, data_dir)
+    sources = [files[key] for key in FILES]
+
+    def assemble() -> DataBundle:
+        x = cache.decoded(cfg.name, sources, lambda: _read(files), cache_dir)
+        spec = SPECS[cfg.name]
+        return make_bundle(cfg, x["train_x"].unsqueeze(1), x["train_y"].long(), x["test_x"].unsqueeze(1),
+                           x["test_y"].long(), num_classes=10, mean=spec["mean"], std=spec["std"])
+
+    return cache.bundle(cfg, sources, assemble)
+
+
+def _read(files: dict[str, Path]) -> dict[str, torch.Tensor]:
     x = {key: read_idx(files[key]) for key in FILES}
     for split in ("train", "test"):
         images, labels = x[f"{split}_x"], x[f"{split}_y"]
@@ -104,6 +117,4 @@ def load(cfg) -> DataBundle:
             raise UserError(f"dataset.data_dir: {files[f'{split}_x']} ({tuple(images.shape)}) and "
                             f"{files[f'{split}_y']} ({tuple(labels.shape)}) are not a uint8 image file and its "
                             f"label file")
-    spec = SPECS[cfg.name]
-    return make_bundle(cfg, x["train_x"].unsqueeze(1), x["train_y"].long(), x["test_x"].unsqueeze(1),
-                       x["test_y"].long(), num_classes=10, mean=spec["mean"], std=spec["std"])
+    return x
