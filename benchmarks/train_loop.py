@@ -32,23 +32,30 @@ from runners.store import Store
 
 
 def hand_loop(model, data, cfg):
+    """The minimal PyTorch loop: one epoch, or ``cfg.iterations`` steps of it when set."""
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     model.train()
-    for x, y in data.train.batches(cfg.batch_size, shuffle=True, seed=epoch_seed(0, 0)):
+    steps = data.train.batches(cfg.batch_size, shuffle=True, seed=epoch_seed(0, 0))
+    for _, (x, y) in zip(range(cfg.iterations or data.train.num_batches(cfg.batch_size)), steps):
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
         opt.step()
 
 
-def interleaved_best(fns, repeats=3):
-    """Best-of-n wall time of each function, alternating them so that both see the same machine load."""
+def interleaved(fns, repeats=3):
+    """Every wall time of each function, alternating them (A, B, A, B, ...) so that all see the same machine load."""
     times = [[] for _ in fns]
     for _ in range(repeats):
         for fn, bucket in zip(fns, times):
             start = time.perf_counter()
             fn()
             bucket.append(time.perf_counter() - start)
-    return [min(bucket) for bucket in times]
+    return times
+
+
+def interleaved_best(fns, repeats=3):
+    """Best-of-n wall time of each function, measured interleaved."""
+    return [min(bucket) for bucket in interleaved(fns, repeats)]
 
 
 class NoEval:

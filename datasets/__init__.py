@@ -1,12 +1,14 @@
 """Dataset registry: ``build_dataset(cfg) -> DataBundle`` with train / validation / test splits.
 
 Validation is always carved from the training set (``dataset.split_seed``), never from the test set — except where
-the user's own data brings a validation split (``folder`` with ``val/``, a ``target`` returning one).
+the user's own data brings a validation split (``folder`` with ``val/``, a ``target`` returning one). A process
+builds each bundle once; ``decoded_cache`` keeps decoded files for the next process (``datasets/cache.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Optional
 
 from datasets import cifar, folder, mnist_like, small, target
@@ -14,7 +16,7 @@ from datasets.base import DataBundle, InMemorySplit, LoaderSplit, Normalization,
 from datasets.config import DatasetConfig, SyntheticConfig, dataset_config
 from foundations.checks import nondefault
 
-Builder = Callable[[DatasetConfig], DataBundle]
+Builder = Callable[[DatasetConfig, Optional[Path]], DataBundle]
 
 REGISTRY: dict[str, Builder] = {
     "fashion_mnist": mnist_like.load,
@@ -49,10 +51,11 @@ def input_shape(cfg: Any) -> Optional[tuple[int, int, int]]:
     return INPUT_SHAPES.get(cfg.name)
 
 
-def build_dataset(cfg: Any) -> DataBundle:
-    """Load ``cfg.name``. ``cfg`` is a DatasetConfig (any schema), or a mapping / DictConfig of its fields."""
+def build_dataset(cfg: Any, decoded_cache: Optional[Path] = None) -> DataBundle:
+    """Load ``cfg.name``. ``cfg`` is a DatasetConfig (any schema), or a mapping / DictConfig of its fields;
+    ``decoded_cache`` (e.g. ``<results>/cache``) keeps the decoded source files for later processes."""
     cfg = dataset_config(cfg)
-    return REGISTRY[cfg.name](cfg)
+    return REGISTRY[cfg.name](cfg, decoded_cache)
 
 
 def identity(cfg: Any) -> dict:

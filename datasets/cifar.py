@@ -12,6 +12,7 @@ from typing import Optional, TypedDict
 import numpy as np
 import torch
 
+from datasets import cache
 from datasets.base import DataBundle, cache_dir, make_bundle
 from foundations.errors import UserError
 
@@ -101,7 +102,7 @@ def download(name: str, data_dir: Optional[str]) -> None:
                         f"put the python batches in {root / spec['folder']} or set dataset.data_dir=DIR") from None
 
 
-def load(cfg) -> DataBundle:
+def load(cfg, decoded_cache: Optional[Path] = None) -> DataBundle:
     spec = SPECS[cfg.name]
     try:
         folder = locate(cfg.name, cfg.data_dir)
@@ -110,7 +111,16 @@ def load(cfg) -> DataBundle:
             raise
         download(cfg.name, cfg.data_dir)
         folder = locate(cfg.name, cfg.data_dir)
-    train_x, train_y = read_batches(folder, spec["train"], spec["labels"])
-    test_x, test_y = read_batches(folder, spec["test"], spec["labels"])
-    return make_bundle(cfg, train_x, train_y, test_x, test_y, num_classes=spec["classes"], mean=spec["mean"],
-                       std=spec["std"])
+    sources = [folder / name for name in spec["train"] + spec["test"]]
+
+    def read() -> dict[str, torch.Tensor]:
+        train_x, train_y = read_batches(folder, spec["train"], spec["labels"])
+        test_x, test_y = read_batches(folder, spec["test"], spec["labels"])
+        return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+
+    def assemble() -> DataBundle:
+        x = cache.decoded(cfg.name, sources, read, decoded_cache)
+        return make_bundle(cfg, x["train_x"], x["train_y"], x["test_x"], x["test_y"], num_classes=spec["classes"],
+                           mean=spec["mean"], std=spec["std"])
+
+    return cache.bundle(cfg, sources, assemble)

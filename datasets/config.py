@@ -16,7 +16,7 @@ every class): a stage hash covers the non-default fields, so splitting the schem
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from omegaconf import MISSING
 
@@ -97,7 +97,7 @@ class SyntheticConfig(DatasetConfig):
 def _check_stats(mean: Optional[list[float]], std: Optional[list[float]], channels: Optional[int]) -> None:
     _check((mean is None) == (std is None), "mean", "give both dataset.mean and dataset.std, or neither "
                                                     "(then they are computed on the training split and cached)")
-    if mean is None:
+    if mean is None or std is None:
         return
     _check(len(mean) == len(std) and len(mean) >= 1, "std",
            f"needs one value per channel, as dataset.mean (got {len(mean)} means and {len(std)} stds)")
@@ -113,7 +113,7 @@ class FolderConfig(DatasetConfig):
     data_dir: str = MISSING
     # null: validation is val/ when the folder has one, else 10% of train carved with split_seed;
     # an int: exactly that many carved from train (then the folder must not have val/)
-    val_size: Optional[int] = None
+    val_size: Optional[int] = None  # type: ignore[assignment]  # None = "the folder's val/"; the base says an int
     resize: Optional[list[int]] = None  # [height, width]; null: every image must already have one common size
     channels: int = 3  # 3: RGB, 1: greyscale (PIL conversion)
     mean: Optional[list[float]] = None  # per channel in [0, 1]; null: computed on the training split, cached
@@ -136,7 +136,7 @@ class TargetDatasetConfig(DatasetConfig):
     target: str = MISSING
     kwargs: dict[str, Any] = field(default_factory=dict)
     # null: val from the callable when it returns one, else 10% of train carved with split_seed; an int: carve it
-    val_size: Optional[int] = None
+    val_size: Optional[int] = None  # type: ignore[assignment]  # None = "the callable's val"; the base says an int
     num_classes: Optional[int] = None  # null: inferred from the training labels (checked on every split)
     mean: Optional[list[float]] = None
     std: Optional[list[float]] = None
@@ -168,6 +168,7 @@ def schema_for(name: str) -> type:
 def dataset_config(cfg: Any = None, **overrides: Any) -> DatasetConfig:
     """The typed config of ``cfg`` (a DatasetConfig of any class, a mapping or a DictConfig), in the schema of its
     dataset: a field that dataset does not have, or a bad type, is a one-line UserError."""
+    node: dict[str, Any]
     if isinstance(cfg, DatasetConfig):
         node = asdict(cfg)
     elif cfg is None:
@@ -175,11 +176,14 @@ def dataset_config(cfg: Any = None, **overrides: Any) -> DatasetConfig:
     else:
         from omegaconf import DictConfig, OmegaConf
 
-        node = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+        container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+        if not isinstance(container, dict):
+            raise UserError(f"dataset: must be a mapping of fields (got {type(container).__name__})")
+        node = {str(k): v for k, v in container.items()}
     node = {**node, **overrides}
     schema = schema_for(node.get("name", "fashion_mnist"))
-    if isinstance(cfg, schema) and not overrides:
+    if isinstance(cfg, DatasetConfig) and isinstance(cfg, schema) and not overrides:
         return cfg
     if schema is TargetDatasetConfig:
-        return typed_target(schema, node, TARGET_KEYS, "dataset")
-    return typed(schema, node, "dataset")
+        return cast(DatasetConfig, typed_target(schema, node, TARGET_KEYS, "dataset"))
+    return cast(DatasetConfig, typed(schema, node, "dataset"))

@@ -141,7 +141,8 @@ def identity(cfg) -> dict:
     return {"content": scan(cfg)[3]["digest"]}
 
 
-def load(cfg) -> DataBundle:
+def load(cfg, decoded_cache: Optional[Path] = None) -> DataBundle:
+    # Read through torchvision/the user's Dataset on demand: there is no decoded file to keep (decoded_cache unused).
     root, files, classes, index = scan(cfg)
     height, width = cfg.resize if cfg.resize is not None else map(int, next(iter(index["sizes"])).split("x"))
     splits = {s: ImageFiles(root, _samples(files, s, classes, root), cfg.channels, cfg.resize) for s in files}

@@ -11,6 +11,7 @@ from typing import Optional, TypedDict
 
 import torch
 
+from datasets import cache
 from datasets.base import DataBundle, cache_dir, make_bundle
 from datasets.idx import read_idx
 from foundations.errors import UserError
@@ -93,7 +94,7 @@ def download(name: str, data_dir: Optional[str]) -> None:
                         f"{spec['hint']}, or set dataset.data_dir=DIR") from None
 
 
-def load(cfg) -> DataBundle:
+def load(cfg, decoded_cache: Optional[Path] = None) -> DataBundle:
     data_dir = cfg.data_dir
     try:
         files = locate(cfg.name, data_dir)
@@ -102,6 +103,18 @@ def load(cfg) -> DataBundle:
             raise
         download(cfg.name, data_dir)
         files = locate(cfg.name, data_dir)
+    sources = [files[key] for key in FILES]
+
+    def assemble() -> DataBundle:
+        x = cache.decoded(cfg.name, sources, lambda: _read(files, cfg.name), decoded_cache)
+        spec = SPECS[cfg.name]
+        return make_bundle(cfg, x["train_x"].unsqueeze(1), x["train_y"].long(), x["test_x"].unsqueeze(1),
+                           x["test_y"].long(), num_classes=10, mean=spec["mean"], std=spec["std"])
+
+    return cache.bundle(cfg, sources, assemble)
+
+
+def _read(files: dict[str, Path], name: str) -> dict[str, torch.Tensor]:
     x = {key: read_idx(files[key]) for key in FILES}
     for split in ("train", "test"):
         images, labels = x[f"{split}_x"], x[f"{split}_y"]
@@ -111,7 +124,5 @@ def load(cfg) -> DataBundle:
                             f"label file")
         if tuple(images.shape[1:]) != SHAPE[1:]:
             raise UserError(f"dataset.data_dir: {files[f'{split}_x']} holds {'x'.join(map(str, images.shape[1:]))} "
-                            f"images; {SPECS[cfg.name]['title']} is {'x'.join(map(str, SHAPE[1:]))}")
-    spec = SPECS[cfg.name]
-    return make_bundle(cfg, x["train_x"].unsqueeze(1), x["train_y"].long(), x["test_x"].unsqueeze(1),
-                       x["test_y"].long(), num_classes=10, mean=spec["mean"], std=spec["std"])
+                            f"images; {SPECS[name]['title']} is {'x'.join(map(str, SHAPE[1:]))}")
+    return x

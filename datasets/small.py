@@ -5,9 +5,12 @@ seed (independent of ``dataset.split_seed``, which only moves the validation car
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
+from typing import Optional
 
 import torch
 
+from datasets import cache
 from datasets.base import DataBundle, make_bundle
 
 HOLDOUT_SEED = 20240601  # fixes the test carve of the packaged datasets for good
@@ -32,12 +35,16 @@ def _mnist_5k() -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.from_numpy(labels).long()
 
 
-def load_mnist_5k(cfg) -> DataBundle:
-    parts = holdout(*_mnist_5k(), 1000)  # indexing copies: the cached tensors are never handed out
-    return make_bundle(cfg, *parts, num_classes=10)
+def load_mnist_5k(cfg, decoded_cache: Optional[Path] = None) -> DataBundle:
+    # indexing copies: the cached tensors are never handed out
+    return cache.bundle(cfg, [], lambda: make_bundle(cfg, *holdout(*_mnist_5k(), 1000), num_classes=10))
 
 
-def load_digits(cfg) -> DataBundle:
+def load_digits(cfg, decoded_cache: Optional[Path] = None) -> DataBundle:
+    return cache.bundle(cfg, [], lambda: _digits(cfg))
+
+
+def _digits(cfg) -> DataBundle:
     from sklearn.datasets import load_digits as sklearn_digits
 
     digits = sklearn_digits()  # 1,797 images 8x8 with values 0..16
@@ -47,7 +54,11 @@ def load_digits(cfg) -> DataBundle:
     return make_bundle(cfg, *parts, num_classes=10)
 
 
-def load_synthetic(cfg) -> DataBundle:
+def load_synthetic(cfg, decoded_cache: Optional[Path] = None) -> DataBundle:
+    return cache.bundle(cfg, [], lambda: _synthetic(cfg))
+
+
+def _synthetic(cfg) -> DataBundle:
     """Gaussian blobs (as scikit-learn's ``make_blobs``) in pixel space: one random prototype image per class plus
     isotropic noise, clipped to uint8. Balanced classes, deterministic in ``dataset.seed``, and separable enough that
     a small MLP or CNN reaches high accuracy in a few epochs."""

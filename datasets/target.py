@@ -16,6 +16,7 @@ a keyword argument, or the callable's path, when the data changes).
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -139,7 +140,8 @@ class _Indexed(Dataset):
         return "", x, y
 
 
-def load(cfg) -> DataBundle:
+def load(cfg, decoded_cache: Optional[Path] = None) -> DataBundle:
+    # Read through torchvision/the user's Dataset on demand: there is no decoded file to keep (decoded_cache unused).
     splits = _call(cfg)
     if "val" in splits and cfg.val_size is not None:
         raise UserError(f"dataset.val_size: {cfg.target} returns a validation split; remove dataset.val_size (or "

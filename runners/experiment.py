@@ -59,7 +59,7 @@ def fold_state(state: dict) -> dict:
     return out
 
 
-def stored_model(stage: Stage, base: nn.Module, example_input: torch.Tensor, weights: Weights = "selected",
+def stored_model(stage: StageRef, base: nn.Module, example_input: torch.Tensor, weights: Weights = "selected",
                  masks: Optional[Masks] = None) -> nn.Module:
     """The model ``stage`` stores, rebuilt on ``base`` (a model of the experiment's architecture): compacted by the
     stage's channel plan, its weights loaded, masked by its masks (or ``masks``)."""
@@ -80,7 +80,7 @@ class Experiment:
         self.store = store
         self.tracker = tracker or Tracker()
         self.device = resolve_device(config.device)
-        self.data = build_dataset(config.dataset)
+        self.data = build_dataset(config.dataset, decoded_cache=Path(config.paths.results) / "cache")
         self.method = get_method(config.method.name)(config.method)
         self.train_config: TrainConfig = config.train
         self.progress = config.progress

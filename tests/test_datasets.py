@@ -127,6 +127,57 @@ def test_split_seed_moves_validation_and_train_limit_takes_the_head(tmp_path):
     assert limited.train.norm == a.train.norm
 
 
+def _count_reads(monkeypatch) -> list:
+    reads = []
+    real = mnist_like.read_idx
+    monkeypatch.setattr(mnist_like, "read_idx", lambda path: reads.append(Path(path).name) or real(path))
+    return reads
+
+
+def test_a_process_builds_a_bundle_once_per_config_and_source_files(tmp_path, monkeypatch):
+    reads = _count_reads(monkeypatch)
+    write_mnist_like(tmp_path, compress=False)
+    first = build_dataset(cfg(data_dir=str(tmp_path), val_size=40))
+    assert build_dataset(cfg(data_dir=str(tmp_path), val_size=40)) is first and len(reads) == 4
+    other = build_dataset(cfg(data_dir=str(tmp_path), val_size=30))  # another config: another bundle
+    assert len(other.val) == 30 and len(reads) == 8
+    # files replaced by others of the same size (new inodes) or rewritten with another size are read again
+    write_mnist_like(tmp_path / "next", compress=False, seed=5)
+    for stem in IDX_FILES:
+        (tmp_path / "next" / stem).replace(tmp_path / stem)
+    replaced = build_dataset(cfg(data_dir=str(tmp_path), val_size=40))
+    assert replaced is not first and len(reads) == 12
+    assert not torch.equal(replaced.test.images, first.test.images)
+    write_mnist_like(tmp_path, n_test=60, compress=False)
+    assert len(build_dataset(cfg(data_dir=str(tmp_path), val_size=40)).test) == 60
+
+
+def test_a_new_process_reads_the_decoded_files_from_the_disk_cache(tmp_path, monkeypatch):
+    from datasets import cache
+
+    write_mnist_like(tmp_path / "data")
+    store_cache = tmp_path / "results" / "cache"
+    first = build_dataset(cfg(data_dir=str(tmp_path / "data"), val_size=40), cache_dir=store_cache)
+    [cached] = list(store_cache.iterdir())
+    cache.clear()  # as a new process
+
+    def no_reads(path):
+        raise AssertionError(f"{path} decoded again")
+
+    monkeypatch.setattr(mnist_like, "read_idx", no_reads)
+    again = build_dataset(cfg(data_dir=str(tmp_path / "data"), val_size=40), cache_dir=store_cache)
+    for a, b in ((first.train, again.train), (first.val, again.val), (first.test, again.test)):
+        assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    # a damaged cache file is decoded again from the sources and rewritten
+    cached.write_bytes(cached.read_bytes()[:1000])
+    cache.clear()
+    monkeypatch.undo()
+    reads = _count_reads(monkeypatch)
+    repaired = build_dataset(cfg(data_dir=str(tmp_path / "data"), val_size=40), cache_dir=store_cache)
+    assert len(reads) == 4 and torch.equal(repaired.train.images, first.train.images)
+    assert cached.stat().st_size > 1000
+
+
 def test_torchvision_layouts_and_uncompressed_files(tmp_path):
     write_mnist_like(tmp_path / "tv" / "MNIST" / "raw", compress=False)  # torchvision keeps the extracted files
     data = build_dataset(cfg(name="mnist", data_dir=str(tmp_path / "tv"), val_size=10))
