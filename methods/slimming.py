@@ -152,7 +152,8 @@ def compose(previous: Optional[ChannelPlan], plan: ChannelPlan) -> ChannelPlan:
     keep = {}
     for key, kept in previous.keep.items():
         keep[key] = [kept[i] for i in plan.keep[key]] if key in plan.keep else list(kept)
-    return ChannelPlan(keep=keep, members={**previous.members, **plan.members})
+    # bn_channels index the base architecture's BNs: the first pass's (a later pass's index the compacted model)
+    return ChannelPlan(keep=keep, members={**previous.members, **plan.members}, bn_channels=previous.bn_channels)
 
 
 class Slimming(ChannelMethod):

@@ -253,12 +253,14 @@ def thinet_prune(model: nn.Module, pairs: list[tuple[ChannelGroup, str]], sample
                              "samples": int(X.shape[0])}
         if scale is not None:
             _scale_input_slices(current.get_submodule(consumer), C, kept, scale)
-        step = ChannelPlan(keep={group.name: kept}, members={group.name: dict(group.bn_of)})
+        step = ChannelPlan(keep={group.name: kept}, members={group.name: dict(group.bn_of)},
+                           bn_channels={group.name: dict(group.bn_channels)} if group.bn_channels else {})
         current = compact(current, step, example_input).eval()
         keep[group.name] = kept
         if fine_tune is not None and k < len(pairs) - 1:
             current = fine_tune(current, k).cpu().eval()
-    plan = ChannelPlan(keep=keep, members={g.name: dict(g.bn_of) for g, _ in pairs if g.name in keep})
+    plan = ChannelPlan(keep=keep, members={g.name: dict(g.bn_of) for g, _ in pairs if g.name in keep},
+                       bn_channels={g.name: dict(g.bn_channels) for g, _ in pairs if g.name in keep and g.bn_channels})
     return plan, current, {"thinet_selection_seconds": seconds, "thinet_reconstruction": recon}
 
 

@@ -9,6 +9,7 @@ from foundations.errors import UserError
 from methods.pipeline.channels import compact, mask_channels, prunable_channel_groups, select_channels
 from methods.pipeline.channels.plan import TraceError
 from methods.pipeline.masks import Prunable, classifier_name, prunable_names
+from methods.pipeline.scores.filters import bn_scale_scores
 from methods.thinet import layer_pairs
 from models import build_model, model_config
 
@@ -134,3 +135,46 @@ def test_channel_pruning_refusals_name_the_layer_and_the_reason():
     with pytest.raises(UserError, match=r"^channel pruning: Sequential has no prunable channel group \(its only "
                                         r"Conv2d/Linear is the classifier 1"):
         prunable_channel_groups(nn.Sequential(nn.Flatten(), nn.Linear(192, 4)), x)
+
+
+class Concat(nn.Module):
+    """Two branches concatenated (an Inception/DenseNet pattern): each producer owns a slice of the consumer's input."""
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 4):
+        super().__init__()
+        self.left = nn.Conv2d(in_channels, 6, 3, padding=1)
+        self.right = nn.Conv2d(in_channels, 4, 1)
+        self.bn = nn.BatchNorm2d(10)
+        self.merge = nn.Conv2d(10, 8, 3, padding=1)
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        y = torch.relu(self.bn(torch.cat([self.left(x), self.right(x)], 1)))
+        return self.fc(torch.relu(self.merge(y)).mean((2, 3)))
+
+
+def test_concatenated_branches_compact_to_their_slices():
+    model = Concat().eval()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-0.5, 0.5)
+        model.bn.bias.uniform_(-0.3, 0.3)
+    x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    groups = {g.name: g for g in prunable_channel_groups(model, x)}
+    assert {"left", "right", "merge"} <= set(groups) and groups["right"].num_channels == 4
+    plan = select_channels({"left": torch.arange(6.0), "right": torch.tensor([3.0, 0.0, 2.0, 1.0]),
+                            "merge": torch.arange(8.0)}, list(groups.values()), 0.5, scope="layerwise")
+    assert plan.keep == {"left": [3, 4, 5], "right": [0, 2], "merge": [4, 5, 6, 7]}
+    small = compact(model, plan, x).eval()
+    assert (small.left.out_channels, small.right.out_channels, small.bn.num_features, small.merge.in_channels) == \
+        (3, 2, 5, 5)
+    with torch.no_grad():
+        assert torch.allclose(small(x), mask_channels(model, plan).eval()(x), atol=1e-5)
+    # slimming reads each branch's γ in its slice of the BN after the concatenation
+    with torch.no_grad():
+        model.bn.weight.copy_(torch.linspace(-1.0, 0.8, 10))
+    scores = bn_scale_scores(model, [groups["left"], groups["right"]])  # merge has no BN: slimming refuses it
+    assert torch.equal(scores["left"], model.bn.weight.detach().abs()[:6])
+    assert torch.equal(scores["right"], model.bn.weight.detach().abs()[6:])
+    # ThiNet has no layer i+1 for a branch: the consumer also reads the other branch's channels
+    pairs = dict((g.name, c) for g, c in layer_pairs(model, list(groups.values())))
+    assert "left" not in pairs and "right" not in pairs

@@ -38,24 +38,42 @@ def _check_plain(model: nn.Module) -> None:
                             f"pass a plain model (methods.pipeline.masks.folded)")
 
 
-def _members(model: nn.Module, plan: ChannelPlan, example_input: Optional[torch.Tensor]) -> dict[str, dict]:
-    """Group key → {member layer: following BN or None}; traced when the plan does not record its members."""
+def _members(model: nn.Module, plan: ChannelPlan, example_input: Optional[torch.Tensor]
+             ) -> tuple[dict[str, dict], dict[str, dict[str, list[int]]]]:
+    """(group key → {member layer: following BN or None}, group key → {BN: its channel per group channel}); traced
+    when the plan does not record its members."""
     if all(key in plan.members for key in plan.keep):
-        return {key: plan.members[key] for key in plan.keep}
+        return {key: plan.members[key] for key in plan.keep}, dict(plan.bn_channels)
     if example_input is None:
         raise UserError("channel plan: the plan does not record its coupled layers (build it with select_channels "
                         "or ChannelPlan.for_groups), so mask_channels needs an example_input to trace the model")
     groups = {g.name: g for g in groups_from_graph(model, dependency_graph(model, example_input))}
-    out = {}
+    out, bns = {}, dict(plan.bn_channels)
     for key in plan.keep:
         if key in plan.members:
             out[key] = plan.members[key]
         elif key in groups:
             out[key] = {layer: groups[key].bn_of.get(layer) for layer in groups[key].layers}
+            if groups[key].bn_channels:
+                bns[key] = dict(groups[key].bn_channels)
         else:
             raise UserError(f"channel plan: {key} is not the key of a prunable channel group; "
                             f"groups: {', '.join(groups)}")
-    return out
+    return out, bns
+
+
+def _zero_bn(model: nn.Module, bn_name: str, channels: list[int]) -> None:
+    bn = model.get_submodule(bn_name)
+    if not isinstance(bn, nn.modules.batchnorm._BatchNorm):
+        raise UserError(f"channel plan: {bn_name} is a {type(bn).__name__}, not a BatchNorm")
+    if bn.weight is not None:
+        bn.weight[channels] = 0
+        bn.bias[channels] = 0
+    elif bn.running_mean is not None:
+        bn.running_mean[channels] = 0
+    else:
+        raise UserError(f"channel pruning: {bn_name} has neither affine parameters nor running statistics; "
+                        f"its removed channels cannot be masked to zero")
 
 
 @torch.no_grad()
@@ -65,11 +83,12 @@ def mask_channels(model: nn.Module, plan: ChannelPlan, example_input: Optional[t
     For every member layer of each group: the weight rows and bias of removed channels are zeroed; a following BN gets
     γ = β = 0 for them (then its output is 0 whatever the running statistics, in train and eval mode; a BN without
     affine parameters gets running_mean = 0 instead, which gives 0 in eval mode). A zero channel stays zero through
-    ReLU, max/avg-pooling and the residual sum because every layer feeding that sum is in the group. The consumers'
-    input weights are left untouched (they multiply zeros).
+    ReLU, max/avg-pooling and the residual sum because every layer feeding that sum is in the group. A BN after a
+    concatenation gets its slice of the group's channels zeroed (``ChannelPlan.bn_channels``). The consumers' input
+    weights are left untouched (they multiply zeros).
     """
     _check_plain(model)
-    members = _members(model, plan, example_input)
+    members, bn_channels = _members(model, plan, example_input)
     validate_plan(plan, {key: out_channels(model.get_submodule(key)) for key in plan.keep})
     masked = copy.deepcopy(model)
     for key, kept in plan.keep.items():
@@ -85,18 +104,11 @@ def mask_channels(model: nn.Module, plan: ChannelPlan, example_input: Optional[t
             module.weight[removed] = 0
             if module.bias is not None:
                 module.bias[removed] = 0
-            if bn_name is not None:
-                bn = masked.get_submodule(bn_name)
-                if not isinstance(bn, nn.modules.batchnorm._BatchNorm):
-                    raise UserError(f"channel plan: {bn_name} is a {type(bn).__name__}, not a BatchNorm")
-                if bn.weight is not None:
-                    bn.weight[removed] = 0
-                    bn.bias[removed] = 0
-                elif bn.running_mean is not None:
-                    bn.running_mean[removed] = 0
-                else:
-                    raise UserError(f"channel pruning: {bn_name} has neither affine parameters nor running statistics; "
-                                    f"its removed channels cannot be masked to zero")
+            if bn_name is not None and key not in bn_channels:
+                _zero_bn(masked, bn_name, removed.nonzero().flatten().tolist())
+        gone = removed.nonzero().flatten().tolist()
+        for bn_name, index in bn_channels.get(key, {}).items():
+            _zero_bn(masked, bn_name, [index[c] for c in gone])
     return masked
 
 

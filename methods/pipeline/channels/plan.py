@@ -52,6 +52,9 @@ class ChannelGroup:
     - ``consumers``: layers whose *input* channels are sliced (the "next layer" of ThiNet, Luo et al. 2017 §3). A
       Linear after a flatten consumes ``in_features / num_channels`` features per channel.
     - ``num_channels``: channels in the group (all members share it).
+    - ``bn_channels``: every BatchNorm the group's channels pass through → the BN channel of each group channel
+      (torch-pruning's index mapping): the identity for a BN right after a member, an offset slice for a BN after a
+      concatenation (DenseNet's transition BN, an Inception block's).
     """
 
     name: str
@@ -59,6 +62,7 @@ class ChannelGroup:
     bn_of: dict[str, Optional[str]]
     consumers: list[str]
     num_channels: int
+    bn_channels: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def bn(self) -> Optional[str]:
@@ -66,7 +70,13 @@ class ChannelGroup:
 
     @property
     def bns(self) -> list[str]:
+        if self.bn_channels:
+            return list(self.bn_channels)
         return [bn for layer in self.layers if (bn := self.bn_of.get(layer)) is not None]
+
+    def bn_index(self, bn: str) -> list[int]:
+        """The channels of ``bn`` that carry this group's channels 0..n-1."""
+        return self.bn_channels.get(bn, list(range(self.num_channels)))
 
 
 @dataclass
@@ -81,6 +91,7 @@ class ChannelPlan:
 
     keep: dict[str, list[int]]
     members: dict[str, dict[str, Optional[str]]] = field(default_factory=dict)
+    bn_channels: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # key → ChannelGroup.bn_channels
 
     @classmethod
     def for_groups(cls, groups: Sequence[ChannelGroup], keep: Mapping[str, Sequence[int]]) -> ChannelPlan:
@@ -91,12 +102,14 @@ class ChannelPlan:
             raise UserError(f"channel plan: {', '.join(unknown)} are not prunable channel groups; "
                             f"known groups: {', '.join(by_name)}")
         plan = cls(keep={k: sorted({int(i) for i in v}) for k, v in keep.items()},
-                   members={k: {layer: by_name[k].bn_of.get(layer) for layer in by_name[k].layers} for k in keep})
+                   members={k: {layer: by_name[k].bn_of.get(layer) for layer in by_name[k].layers} for k in keep},
+                   bn_channels={k: dict(by_name[k].bn_channels) for k in keep if by_name[k].bn_channels})
         validate_plan(plan, sizes={k: by_name[k].num_channels for k in keep})
         return plan
 
     def to_json(self) -> str:
-        return json.dumps({"keep": self.keep, "members": self.members}, sort_keys=True)
+        extra = {"bn_channels": self.bn_channels} if self.bn_channels else {}  # plans without it read as before
+        return json.dumps({"keep": self.keep, "members": self.members, **extra}, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> ChannelPlan:
@@ -104,7 +117,9 @@ class ChannelPlan:
         if not isinstance(data, dict) or not isinstance(data.get("keep"), dict):
             raise UserError("channel plan: JSON must be an object with a 'keep' mapping (layer -> kept channels)")
         return cls(keep={k: [int(i) for i in v] for k, v in data["keep"].items()},
-                   members={k: dict(v) for k, v in (data.get("members") or {}).items()})
+                   members={k: dict(v) for k, v in (data.get("members") or {}).items()},
+                   bn_channels={k: {bn: [int(i) for i in idx] for bn, idx in v.items()}
+                                for k, v in (data.get("bn_channels") or {}).items()})
 
     def layers_of(self, key: str) -> dict[str, Optional[str]]:
         """Member layer → following BN (or None) of group ``key``; a key without recorded members is a lone layer."""
@@ -182,8 +197,11 @@ def groups_from_graph(model: nn.Module, graph: tp.DependencyGraph, exclude: Sequ
     groups = []
     for group in graph.get_all_groups(ignored_layers=[classifier], root_module_types=(nn.Conv2d, nn.Linear)):
         layers, consumers, width = [], [], None
+        bn_channels: dict[str, list[int]] = {}
         for dep, idxs in group:
             module = dep.target.module
+            if isinstance(module, _BN) and module in names and graph.is_out_channel_pruning_fn(dep.handler):
+                bn_channels[names[module]] = [int(i) for i in idxs]
             if not isinstance(module, (nn.Conv2d, nn.Linear)) or module not in names:
                 continue
             if graph.is_out_channel_pruning_fn(dep.handler):
@@ -209,8 +227,13 @@ def groups_from_graph(model: nn.Module, graph: tp.DependencyGraph, exclude: Sequ
             node = graph.module2node[model.get_submodule(layer)]
             following = [n.module for n in node.outputs if isinstance(n.module, _BN)]
             bn_of[layer] = names[following[0]] if len(following) == 1 else None
-        groups.append(ChannelGroup(name=layers[0], layers=layers, bn_of=bn_of, consumers=consumers,
-                                   num_channels=out_channels(model.get_submodule(layers[0]))))
+        n = out_channels(model.get_submodule(layers[0]))
+        # Only a BN whose channels are not the identity needs its index list in the plan; in module order.
+        mapped = {bn: idx for bn, idx in sorted(bn_channels.items(), key=lambda item: order[item[0]])}
+        if all(idx == list(range(n)) for idx in mapped.values()) and set(mapped) == set(filter(None, bn_of.values())):
+            mapped = {}
+        groups.append(ChannelGroup(name=layers[0], layers=layers, bn_of=bn_of, consumers=consumers, num_channels=n,
+                                   bn_channels=mapped))
     return sorted(groups, key=lambda g: order[g.name])
 
 
