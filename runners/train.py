@@ -351,8 +351,15 @@ def main(cfg: DictConfig) -> float | None:
     return None if record is None else record.get("test_acc")
 
 
+# Hydra's own modes whose arguments are not overrides (``-sc query=bash`` asks for completions of ``bash``).
+_NOT_OVERRIDES = {"-sc", "--shell-completion"}
+
+
 def cli() -> None:
     register_schemas()
+    if _NOT_OVERRIDES & set(sys.argv[1:]):
+        main()
+        return
     try:
         check_group_choices(sys.argv[1:])
         check_top_level_keys(sys.argv[1:])

@@ -157,7 +157,7 @@ def test_a_new_process_reads_the_decoded_files_from_the_disk_cache(tmp_path, mon
 
     write_mnist_like(tmp_path / "data")
     store_cache = tmp_path / "results" / "cache"
-    first = build_dataset(cfg(data_dir=str(tmp_path / "data"), val_size=40), cache_dir=store_cache)
+    first = build_dataset(cfg(data_dir=str(tmp_path / "data"), val_size=40), decoded_cache=store_cache)
     [cached] = list(store_cache.iterdir())
     cache.clear()  # as a new process
 
@@ -165,7 +165,7 @@ def test_a_new_process_reads_the_decoded_files_from_the_disk_cache(tmp_path, mon
         raise AssertionError(f"{path} decoded again")
 
     monkeypatch.setattr(mnist_like, "read_idx", no_reads)
-    again = build_dataset(cfg(data_dir=str(tmp_path / "data"), val_size=40), cache_dir=store_cache)
+    again = build_dataset(cfg(data_dir=str(tmp_path / "data"), val_size=40), decoded_cache=store_cache)
     for a, b in ((first.train, again.train), (first.val, again.val), (first.test, again.test)):
         assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
     # a damaged cache file is decoded again from the sources and rewritten
@@ -173,7 +173,7 @@ def test_a_new_process_reads_the_decoded_files_from_the_disk_cache(tmp_path, mon
     cache.clear()
     monkeypatch.undo()
     reads = _count_reads(monkeypatch)
-    repaired = build_dataset(cfg(data_dir=str(tmp_path / "data"), val_size=40), cache_dir=store_cache)
+    repaired = build_dataset(cfg(data_dir=str(tmp_path / "data"), val_size=40), decoded_cache=store_cache)
     assert len(reads) == 4 and torch.equal(repaired.train.images, first.train.images)
     assert cached.stat().st_size > 1000
 
