@@ -14,7 +14,7 @@ class Dense(Method):
     Config = MethodConfig
     # nothing is pruned: the sparsity and the prunable set only change what the record reports
     result_neutral: ClassVar[frozenset[str]] = frozenset({"sparsity", "prunable.biases", "prunable.batchnorm",
-                                                          "prunable.classifier"})
+                                                          "prunable.classifier", "prunable.exclude"})
 
     def chain(self, stages: Stages) -> ExperimentRecord:
         dense = stages.dense_stage()

@@ -82,7 +82,7 @@ class Scratch(Method):
     # build_source: where the source comes from, not what it is; prunable: the source is configured by
     # source_overrides, scratch's own prunable set only changes what its record's density counts
     result_neutral: ClassVar[frozenset[str]] = frozenset({"build_source", "prunable.biases", "prunable.batchnorm",
-                                                          "prunable.classifier"})
+                                                          "prunable.classifier", "prunable.exclude"})
 
     def __init__(self, cfg):
         super().__init__(cfg)

@@ -34,7 +34,8 @@ RECOVERY = {"recovery.epochs": ([], ["method.recovery.epochs=2"]), "recovery.lr"
 COMMON = {"sparsity": ([], ["method.sparsity=0.6"]),
           "prunable.biases": ([], ["method.prunable.biases=true"]),
           "prunable.batchnorm": ([], ["method.prunable.batchnorm=true"]),
-          "prunable.classifier": ([], ["method.prunable.classifier=false"])}
+          "prunable.classifier": ([], ["method.prunable.classifier=false"]),
+          "prunable.exclude": ([], ["method.prunable.exclude=[fc1]"])}
 SCORE = {**COMMON, **RECOVERY,
          "scope": ([], ["method.scope=layerwise"]), "rounds": ([], ["method.rounds=2"]),
          "layer_density": ([], ["+method.layer_density={fc1.weight:0.5}"]),

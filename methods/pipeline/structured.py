@@ -48,7 +48,10 @@ class ChannelMethod(Method):
         return groups
 
     def plan_spec(self) -> dict:
-        return {k: v for k, v in nondefault(self.cfg).items() if k not in ("name", "recovery", "prunable")}
+        # Of the prunable set only `exclude` acts on channels (its groups are skipped); the other switches are
+        # weight-level and result-neutral here. An empty exclude adds nothing, so earlier hashes stay.
+        spec = {k: v for k, v in nondefault(self.cfg).items() if k not in ("name", "recovery", "prunable")}
+        return {**spec, **({"exclude": list(self.cfg.prunable.exclude)} if self.cfg.prunable.exclude else {})}
 
     def source(self, stages: Stages) -> tuple[StageRef, StageRef]:
         dense = stages.dense_stage()
