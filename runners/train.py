@@ -134,7 +134,7 @@ def check_override_types(argv: list[str]) -> None:
     for arg in argv:
         key, sep, value = arg.lstrip("+~").partition("=")
         group, _, rest = key.partition(".")
-        if not sep or not rest or group not in (*groups, "method") or not is_plain_value(value):
+        if not sep or not rest or group not in groups or not is_plain_value(value):
             continue
         # model/dataset: keys and types only; their cross-field checks (depth per architecture) need the whole node
         typed(groups[group], OmegaConf.from_dotlist([f"{rest}={value}"]), group,
