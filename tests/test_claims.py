@@ -1,9 +1,7 @@
 """Claims as data (analysis/claims.py): paired statistics, verdicts and their refusals on constructed records with
 known answers, and every shipped claim file checked against the jobs its experiments really run."""
 
-import itertools
 import math
-import shlex
 from dataclasses import asdict
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from analysis.claims import (
     select_claims,
 )
 from foundations.errors import UserError
+from runners.reproduce import jobs_of
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENT = "reproduce_test"
@@ -238,13 +237,6 @@ def test_shipped_claims_load_and_are_selected_by_number_or_id():
         select_claims(claims, "99")
 
 
-def expand(line: str) -> list[list[str]]:
-    """The jobs of one command line: every comma list is a sweep axis (Hydra's basic sweeper)."""
-    axes = [[f"{t.split('=', 1)[0]}={v}" for v in t.split("=", 1)[1].split(",")] if "," in t else [t]
-            for t in shlex.split(line)]
-    return [list(job) for job in itertools.product(*axes)]
-
-
 def predicted_record(tmp_path, job: list[str]) -> dict:
     """The record fields arms filter on, as the job would write them (composed exactly as the CLI does)."""
     from conftest import make_run
@@ -267,7 +259,7 @@ def test_every_arm_of_every_claim_is_exactly_one_job_of_its_experiments(tmp_path
     # a label typo or a filter no job satisfies would otherwise only show as "missing" after an hour of runs
     main = load_claim(ROOT / "conf" / "claims" / f"{claim_id}.yaml")
     for c in [main, *main.variants.values()]:
-        jobs = [predicted_record(tmp_path, job) for line in c.experiments for job in expand(line)]
+        jobs = [predicted_record(tmp_path, job) for line in c.experiments for job in jobs_of(line) or []]
         used = {side.arm for comp in c.comparisons for side in (comp.a, comp.b) if side is not None and side.arm}
         assert used, c.key
         for arm in c.arms:
