@@ -83,10 +83,12 @@ def is_reproduce_config(line: str) -> bool:
 
 
 def dense_line(line: str) -> Optional[str]:
-    """The dense arm of a reproduce line: its overrides but the arm and method ones, with ``+experiment/arm=dense``."""
+    """The dense models a reproduce line's after-training arms start from: its experiment, model and data overrides
+    with ``+experiment/arm=dense`` (an init override such as SNIP's is left out: at-init arms have no dense model)."""
     if not is_reproduce_config(line):
         return None
-    keep = [t for t in shlex.split(line) if not t.lstrip("+~").startswith(("experiment/arm=", "method.", "method="))]
+    keep = [t for t in shlex.split(line)
+            if t.startswith(("+experiment=", "model=", "dataset=", "dataset.")) and "," not in t]
     return " ".join(keep + ["+experiment/arm=dense"])
 
 

@@ -191,7 +191,7 @@ def test_monotone_judges_every_step_along_the_axis():
 
 # ------------------------------------------------------------------------------------------------ metrics, filters
 def test_derived_metrics():
-    r = {"test_loss_before_recovery": 0.9, "dense_test_loss": 0.3,
+    r = {"test_loss_before_recovery": 0.9, "test_loss_before_pruning": 0.3, "dense_test_loss": 0.2,
          "rounds": [{"predicted_loss_increase": 1.0, "measured_loss_increase": 0.5},
                     {"predicted_loss_increase": 0.2, "measured_loss_increase": 0.5}],
          "sparsity_trained_gamma_abs": {"bn1": [0.01, 0.2, 0.001, 0.5], "bn2": [0.04, 0.06]}}

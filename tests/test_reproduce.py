@@ -41,10 +41,10 @@ def test_plan_runs_each_line_once_dense_models_first_and_mnist_only_when_asked()
     assert all(dense_line(s.line) is None for s in mnist)  # the papers' own configs bring their own dense stage
 
 
-def test_dense_line_keeps_everything_but_the_arm_and_method():
-    assert dense_line("+experiment=reproduce_mlp model=lenet300 dataset=synthetic +experiment/arm=a,b "
-                      "method.sparsity=0.5") == "+experiment=reproduce_mlp model=lenet300 dataset=synthetic " \
-                                                "+experiment/arm=dense"
+def test_dense_line_keeps_the_experiment_model_and_data_only():
+    assert dense_line("+experiment=reproduce_mlp model=lenet300 dataset=synthetic dataset.train_limit=null "
+                      "+experiment/arm=a,b model.init=variance_scaling method.sparsity=0.5") == \
+        "+experiment=reproduce_mlp model=lenet300 dataset=synthetic dataset.train_limit=null +experiment/arm=dense"
 
 
 def test_command_appends_name_tier_and_seeds_last_and_passes_overrides_through(tmp_path):
