@@ -41,6 +41,15 @@ def test_plan_runs_each_line_once_dense_models_first_and_mnist_only_when_asked()
     assert all(dense_line(s.line) is None for s in mnist)  # the papers' own configs bring their own dense stage
 
 
+def test_the_tier_is_a_known_key_of_the_reproduce_configs_only():
+    from foundations.errors import UserError
+    from runners.train import check_top_level_keys
+
+    check_top_level_keys(["+experiment=reproduce_mlp", "+experiment/arm=snip", "reproduce.tier=smoke"])
+    with pytest.raises(UserError, match="reproduce.tier: no such config group or key"):
+        check_top_level_keys(["+experiment=survey_mlp", "reproduce.tier=smoke"])
+
+
 def test_dense_line_keeps_the_experiment_model_and_data_only():
     assert dense_line("+experiment=reproduce_mlp model=lenet300 dataset=synthetic dataset.train_limit=null "
                       "+experiment/arm=a,b model.init=variance_scaling method.sparsity=0.5") == \
