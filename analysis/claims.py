@@ -107,8 +107,9 @@ def _fraction_below(record: dict, path: str, threshold: float) -> Optional[float
 
 # name -> (function(record, **params), default params): what a claim's ``metric`` may name besides a field path
 DERIVED: dict[str, tuple[Callable[..., Optional[float]], dict]] = {
-    # test-loss increase right after pruning, before any retraining (OBD Fig. 1's y axis, on the test set)
-    "loss_increase_before_recovery": (_difference, {"a": "test_loss_before_recovery", "b": "dense_test_loss"}),
+    # test-loss increase of the (last) pruning step, before any retraining (OBD Fig. 1's y axis, on the test set),
+    # against the very weights that step pruned
+    "loss_increase_before_recovery": (_difference, {"a": "test_loss_before_recovery", "b": "test_loss_before_pruning"}),
     "acc_drop_before_recovery": (_difference, {"a": "dense_test_acc", "b": "test_acc_before_recovery"}),
     # OBD's measured over predicted training-loss increase of its (last) deletion: > 1 = the quadratic model
     # underestimates the damage

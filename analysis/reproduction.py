@@ -160,21 +160,28 @@ def _published(result: ClaimResult) -> str:
     return text
 
 
-def claim_section(result: ClaimResult, figures: list[Path], out_dir: Path, variant_sections: list[str]) -> str:
+def claim_section(result: ClaimResult, context: Context, figures: list[Path], out_dir: Path,
+                  variant_sections: list[str]) -> str:
     claim = result.claim
     lines = [f"## {claim.number}. {claim.id}", "", f"**Claim** ({claim.paper}; {claim.source}): {claim.sentence}", ""]
     lines += [f"**Setting**: {claim.setting}", ""] if claim.setting else []
-    lines += _judged(result)
+    lines += _judged(result, context)
     for path in figures:
         lines += [f"![{path.stem}]({os.path.relpath(path, out_dir)})", ""]
     lines += variant_sections
     return "\n".join(lines) + "\n"
 
 
-def _judged(result: ClaimResult) -> list[str]:
+def run_line(line: str, context: Context) -> str:
+    """The command a claim's line runs as (``runners.reproduce`` adds the tier to the reproduce_* configs)."""
+    tier = f" reproduce.tier={context.tier}" if "+experiment=reproduce_" in line else ""
+    return (f"python -m runners.train -m {line}{tier} name={context.experiment} "
+            f"seed={','.join(map(str, context.seeds))}")
+
+
+def _judged(result: ClaimResult, context: Context) -> list[str]:
     claim = result.claim
-    lines = ["**Experiments** (each with `seed=<tier seeds>`):", ""]
-    lines += [f"    python -m runners.train -m {line}" for line in claim.experiments] + [""]
+    lines = ["**Experiments**:", ""] + [f"    {run_line(line, context)}" for line in claim.experiments] + [""]
     lines += [f"**Verdict: {VERDICT_MARK[result.verdict]}.** {why(result)}", ""]
     lines += _arm_rows(result) + [""] + _part_rows(result) + [""]
     if result.evidence:
@@ -185,12 +192,13 @@ def _judged(result: ClaimResult) -> list[str]:
     return lines
 
 
-def variant_section(claim: Claim, result: Optional[ClaimResult], reason: Optional[str]) -> list[str]:
-    title = f"### {claim.variant.upper() if claim.variant == 'mnist' else claim.variant} variant"
+def variant_section(claim: Claim, context: Context, result: Optional[ClaimResult],
+                    reason: Optional[str]) -> list[str]:
+    title = f"### {str(claim.variant).upper() if claim.variant == 'mnist' else claim.variant} variant"
     if result is None:
         return [title, "", f"not run: {reason}", ""]
     lines = [title, "", f"**Setting**: {claim.setting}", ""]
-    return lines + _judged(result)
+    return lines + _judged(result, context)
 
 
 def summary_table(results: list[ClaimResult], variants: dict[str, dict[str, Any]]) -> list[str]:
@@ -395,12 +403,12 @@ def write_report(claims: list[Claim], records: list[dict], context: Context, out
             reason = context.not_run.get(variant.requires or name)
             if reason is not None and not has_records(variant, records, context.experiment):
                 variants.setdefault(claim.id, {})[name] = reason
-                variant_lines += variant_section(variant, None, reason)
+                variant_lines += variant_section(variant, context, None, reason)
                 continue
             v_result = evaluate(variant, records, experiment=context.experiment, seeds=context.seeds)
             variants.setdefault(claim.id, {})[name] = v_result
-            variant_lines += variant_section(variant, v_result, None)
-        sections.append(claim_section(result, figures, out.parent, variant_lines))
+            variant_lines += variant_section(variant, context, v_result, None)
+        sections.append(claim_section(result, context, figures, out.parent, variant_lines))
     text = "\n".join(header(context) + ["## Summary", ""] + summary_table(results, variants) + [""]) + "\n"
     text += "\n".join(sections)
     out.parent.mkdir(parents=True, exist_ok=True)

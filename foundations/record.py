@@ -57,8 +57,12 @@ class ExperimentRecord:
     early_stop_iteration: Optional[int] = None  # iteration of minimum validation loss of the final stage
     test_acc_before_recovery: Optional[float] = None  # right after the (last) pruning step, before any retraining
     test_loss_before_recovery: Optional[float] = None  # test cross-entropy at the same point (OBD Fig. 1's y axis)
+    # test cross-entropy of the weights that (last) pruning step started from — the dense model's last iterate or
+    # selected checkpoint (``prune_from``), or the previous round's retrained weights; None when never evaluated
+    # (pruning at initialization)
+    test_loss_before_pruning: Optional[float] = None
     dense_test_acc: Optional[float] = None  # the dense baseline the method started from
-    dense_test_loss: Optional[float] = None  # its test cross-entropy (the weights the method pruned)
+    dense_test_loss: Optional[float] = None  # its test cross-entropy (of the validation-selected checkpoint)
     # ---- provenance
     dense_stage: Optional[str] = None  # hash of the dense model, whatever the method names that stage
     final_stage: Optional[str] = None  # "kind/hash" of the stage whose weights the record reports

@@ -45,6 +45,14 @@ from runners.tracking import Tracker
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
+def measured(source: StageRef, weights: Weights) -> Optional[dict]:
+    """The source stage's own evaluation of the weights a prune stage starts from, without another pass: a training
+    stage evaluated its selected checkpoint and (its last row) its last iterate; an init stage or a snapshot was
+    never evaluated (None)."""
+    row = source.result.get({"selected": "selected", "last": "final"}[weights]) if isinstance(weights, str) else None
+    return {k: row[k] for k in ("val_loss", "val_acc", "test_loss", "test_acc")} if row else None
+
+
 def fold_state(state: dict) -> dict:
     """A pruned model's state dict (``w_orig``, ``w_mask``) as a plain one with the masks multiplied in."""
     out = {}
@@ -215,7 +223,8 @@ class Experiment:
             pruned = apply_masks(plain, new_masks)
             files.masks(new_masks)
             files.weights(fold_state(pruned.state_dict()))
-            return {"info": info, "after_pruning": self.accuracy(pruned), "layer_density": layer_density(new_masks)}
+            return {"info": info, "before_pruning": measured(source, weights), "after_pruning": self.accuracy(pruned),
+                    "layer_density": layer_density(new_masks)}
 
         return self._stage(name, "prune", self._prune_spec(spec, weights), {"source": source.hash}, compute)
 
@@ -227,7 +236,7 @@ class Experiment:
             plan, compacted, info = build(self.model_from(source, weights))
             files.plan(plan)
             files.weights(compacted.state_dict())
-            return {**info, "after_pruning": self.accuracy(compacted)}
+            return {**info, "before_pruning": measured(source, weights), "after_pruning": self.accuracy(compacted)}
 
         return self._stage(name, "prune", self._prune_spec(spec, weights), {"source": source.hash}, compute)
 
@@ -306,6 +315,7 @@ class Experiment:
             early_stop_iteration=final.result["early_stop_iteration"],
             test_acc_before_recovery=pruned.result["after_pruning"]["test_acc"] if pruned else None,
             test_loss_before_recovery=pruned.result["after_pruning"]["test_loss"] if pruned else None,
+            test_loss_before_pruning=(pruned.result.get("before_pruning") or {}).get("test_loss") if pruned else None,
             dense_test_acc=dense.result["selected"]["test_acc"] if dense else None,
             dense_test_loss=dense.result["selected"]["test_loss"] if dense else None,
             dense_stage=dense.hash if dense else None, final_stage=final.ref,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import shlex
 import subprocess
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from analysis.claims import CLAIMS_DIR, load_claims, select_claims
@@ -36,6 +38,9 @@ from analysis.reproduction import Context, duration, verdict_lines, write_report
 from datasets.mnist_like import locate
 from foundations.errors import UserError
 from foundations.files import atomic_write_json
+from runners.config import register_schemas, validate
+from runners.experiment import experiment_spec
+from runners.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
@@ -78,10 +83,12 @@ def is_reproduce_config(line: str) -> bool:
 
 
 def dense_line(line: str) -> Optional[str]:
-    """The dense arm of a reproduce line: its overrides but the arm and method ones, with ``+experiment/arm=dense``."""
+    """The dense models a reproduce line's after-training arms start from: its experiment, model and data overrides
+    with ``+experiment/arm=dense`` (an init override such as SNIP's is left out: at-init arms have no dense model)."""
     if not is_reproduce_config(line):
         return None
-    keep = [t for t in shlex.split(line) if not t.lstrip("+~").startswith(("experiment/arm=", "method.", "method="))]
+    keep = [t for t in shlex.split(line)
+            if t.startswith(("+experiment=", "model=", "dataset=", "dataset.")) and "," not in t]
     return " ".join(keep + ["+experiment/arm=dense"])
 
 
@@ -103,6 +110,41 @@ def plan(claims, *, mnist: bool) -> list[Sweep]:
         if owner not in sweep.claims:
             sweep.claims.append(owner)
     return list(lines.values())
+
+
+def jobs_of(line: str) -> Optional[list[list[str]]]:
+    """The jobs of one command line as Hydra's basic sweeper makes them (every comma list is an axis, the last
+    varying fastest); None for sweep syntax other than plain comma lists (``range(...)``, globs)."""
+    tokens = shlex.split(line)
+    if any(c in t.split("=", 1)[-1] for t in tokens for c in "()[]{}*$"):
+        return None
+    axes = [[f"{t.split('=', 1)[0]}={v}" for v in t.split("=", 1)[1].split(",")] if "," in t else [t] for t in tokens]
+    return [list(job) for job in itertools.product(*axes)]
+
+
+def sweep_done(sweep: Sweep, *, tier: str, seeds: list[int], extra: list[str], results: Path) -> bool:
+    """Whether every job of the sweep already has a finished record in the store, so launching it (workers, Hydra,
+    data loading per job) would only read them back. Composed exactly as the jobs compose their configs; anything
+    that does not compose here simply runs."""
+    jobs = jobs_of(sweep.line)
+    if jobs is None:
+        return False
+    store = Store(results)
+    tier_args = [f"reproduce.tier={tier}"] if is_reproduce_config(sweep.line) else []
+    science = [o for o in extra if not o.lstrip("+~").startswith("hydra")]  # the launcher never changes a record
+    register_schemas()
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            for job in jobs:
+                for seed in seeds:
+                    cfg = compose("config", overrides=[*job, *tier_args, f"name={record_name(tier)}",
+                                                       f"paths.results={results}", *science, f"seed={seed}"])
+                    found = store.find("experiment", experiment_spec(validate(cfg)))
+                    if found is None or found.result.get("status") != "ok":
+                        return False
+    except Exception:
+        return False
+    return True
 
 
 def keys_of(overrides: list[str]) -> set[str]:
@@ -151,13 +193,19 @@ def git_commit() -> str:
         return "unknown"
 
 
-def run_sweeps(sweeps: list[Sweep], *, tier: str, seeds: list[int], extra: list[str], base: Path) -> list[dict]:
+def run_sweeps(sweeps: list[Sweep], *, tier: str, seeds: list[int], extra: list[str], base: Path,
+               results: Path) -> list[dict]:
     outcomes = []
     for k, sweep in enumerate(sweeps, start=1):
         cmd = command(sweep, tier=tier, seeds=seeds, extra=extra, sweep_dir=base / f"{k:02d}")
         print(f"\n== reproduce {k}/{len(sweeps)} ({', '.join(sweep.claims)}): {sweep.line} seed="
               f"{','.join(map(str, seeds))}", flush=True)
         start = time.perf_counter()
+        if sweep_done(sweep, tier=tier, seeds=seeds, extra=extra, results=results):
+            print(f"== reproduce {k}/{len(sweeps)}: every job's record is in the store; not launched", flush=True)
+            outcomes.append({"line": sweep.line, "claims": sweep.claims, "returncode": 0, "seconds": 0.0,
+                             "skipped": True})
+            continue
         code = subprocess.run(cmd, cwd=ROOT).returncode
         seconds = time.perf_counter() - start
         print(f"== reproduce {k}/{len(sweeps)}: {'done' if code == 0 else f'exit code {code}'} in "
@@ -199,7 +247,7 @@ def run_and_record(sweeps: list[Sweep], *, tier: str, seeds: list[int], extra: l
     """Run the sweeps; the header (and ``run.json`` beside the figures) says how long and what it computed."""
     before = count_stages(results)
     start = time.perf_counter()
-    outcomes = run_sweeps(sweeps, tier=tier, seeds=seeds, extra=extra, base=base)
+    outcomes = run_sweeps(sweeps, tier=tier, seeds=seeds, extra=extra, base=base, results=results)
     seconds = time.perf_counter() - start
     computed = count_stages(results) - before
     meta = {"command": command_text, "date": now(), "commit": git_commit(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import errno
+import importlib
 import logging
 import os
 import sys
@@ -212,7 +213,11 @@ def configure_torch(threads: int | None, device: str) -> None:
         torch.use_deterministic_algorithms(True)
         # Deterministic mode also fills every new tensor with NaN, a guard against kernels that read memory they
         # never wrote; ours do not (results are bitwise identical without it) and the fill costs 6-11 % per step.
-        torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]  # a module property
+        # Looked up by name: `python -m runners.train` runs this module as __main__, so joblib (cloudpickle) pickles its
+        # functions by value with every torch submodule their code names, and this one (a module subclass with a
+        # property) does not pickle: a `torch.utils.deterministic` attribute chain here broke every joblib sweep.
+        deterministic = sys.modules.get("torch.utils.deterministic") or importlib.import_module("torch.utils.deterministic")
+        deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]  # a module property
 
 
 def summarize(record: dict) -> str:

@@ -1,9 +1,7 @@
 """Claims as data (analysis/claims.py): paired statistics, verdicts and their refusals on constructed records with
 known answers, and every shipped claim file checked against the jobs its experiments really run."""
 
-import itertools
 import math
-import shlex
 from dataclasses import asdict
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from analysis.claims import (
     select_claims,
 )
 from foundations.errors import UserError
+from runners.reproduce import jobs_of
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENT = "reproduce_test"
@@ -192,7 +191,7 @@ def test_monotone_judges_every_step_along_the_axis():
 
 # ------------------------------------------------------------------------------------------------ metrics, filters
 def test_derived_metrics():
-    r = {"test_loss_before_recovery": 0.9, "dense_test_loss": 0.3,
+    r = {"test_loss_before_recovery": 0.9, "test_loss_before_pruning": 0.3, "dense_test_loss": 0.2,
          "rounds": [{"predicted_loss_increase": 1.0, "measured_loss_increase": 0.5},
                     {"predicted_loss_increase": 0.2, "measured_loss_increase": 0.5}],
          "sparsity_trained_gamma_abs": {"bn1": [0.01, 0.2, 0.001, 0.5], "bn2": [0.04, 0.06]}}
@@ -238,13 +237,6 @@ def test_shipped_claims_load_and_are_selected_by_number_or_id():
         select_claims(claims, "99")
 
 
-def expand(line: str) -> list[list[str]]:
-    """The jobs of one command line: every comma list is a sweep axis (Hydra's basic sweeper)."""
-    axes = [[f"{t.split('=', 1)[0]}={v}" for v in t.split("=", 1)[1].split(",")] if "," in t else [t]
-            for t in shlex.split(line)]
-    return [list(job) for job in itertools.product(*axes)]
-
-
 def predicted_record(tmp_path, job: list[str]) -> dict:
     """The record fields arms filter on, as the job would write them (composed exactly as the CLI does)."""
     from conftest import make_run
@@ -267,7 +259,7 @@ def test_every_arm_of_every_claim_is_exactly_one_job_of_its_experiments(tmp_path
     # a label typo or a filter no job satisfies would otherwise only show as "missing" after an hour of runs
     main = load_claim(ROOT / "conf" / "claims" / f"{claim_id}.yaml")
     for c in [main, *main.variants.values()]:
-        jobs = [predicted_record(tmp_path, job) for line in c.experiments for job in expand(line)]
+        jobs = [predicted_record(tmp_path, job) for line in c.experiments for job in jobs_of(line) or []]
         used = {side.arm for comp in c.comparisons for side in (comp.a, comp.b) if side is not None and side.arm}
         assert used, c.key
         for arm in c.arms:

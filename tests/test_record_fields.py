@@ -2,6 +2,7 @@
 model's, the method's whole config, slimming's |γ| after sparsity training — each against an answer computed here
 from the stage files."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 from conftest import SYNTH, make_run
@@ -32,17 +33,27 @@ def lenet(run, data, state):
     return model
 
 
-def test_loss_right_after_pruning_and_of_the_dense_model(tmp_path):
-    run = make_run(tmp_path, *MAGNITUDE)
+@pytest.mark.parametrize("prune_from,weights", [("last", "last"), ("selected", "selected")])
+def test_loss_right_after_pruning_and_before_it(tmp_path, prune_from, weights):
+    run = make_run(tmp_path, *MAGNITUDE, f"method.prune_from={prune_from}", "train.epochs=3")
     store = Store(run.paths.results)
     record = run_experiment(run, store)
     data = build_dataset(run.dataset)
-    dense = store.at(f"train/{record['stage_hashes']['dense']}").weights()
+    stage = store.at(f"train/{record['stage_hashes']['dense']}")
+    assert stage.result["selected"]["iteration"] != stage.result["final"]["iteration"]  # so the two cases differ
+    pruned_from = stage.weights(weights)
     masks = store.at(f"prune/{record['stage_hashes']['prune1']}").masks()
-    pruned = {k: v * masks[k] if k in masks else v for k, v in dense.items()}
-    assert abs(record["dense_test_loss"] - mean_test_loss(lenet(run, data, dense), data.test)) < 1e-5
+    pruned = {k: v * masks[k] if k in masks else v for k, v in pruned_from.items()}
+    assert abs(record["test_loss_before_pruning"] - mean_test_loss(lenet(run, data, pruned_from), data.test)) < 1e-5
     assert abs(record["test_loss_before_recovery"] - mean_test_loss(lenet(run, data, pruned), data.test)) < 1e-5
-    assert record["test_loss_before_recovery"] > record["dense_test_loss"]  # 80 % of the weights gone
+    assert abs(record["dense_test_loss"] - mean_test_loss(lenet(run, data, stage.weights("selected")), data.test)) < 1e-5
+    assert record["test_loss_before_recovery"] > record["test_loss_before_pruning"]  # 80 % of the weights gone
+
+
+def test_pruning_at_initialization_has_no_loss_before_pruning(tmp_path):
+    run = make_run(tmp_path, *SYNTH, "method=random", "method.sparsity=0.5")
+    record = run_experiment(run, Store(run.paths.results))
+    assert record["test_loss_before_pruning"] is None and record["test_loss_before_recovery"] is not None
 
 
 def test_method_config_holds_every_field_defaults_too(tmp_path):

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from analysis.claims import load_claims, parse_claim
-from runners.reproduce import command, dense_line, load_tiers, plan
+from runners.reproduce import command, dense_line, jobs_of, load_tiers, plan
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,10 +41,19 @@ def test_plan_runs_each_line_once_dense_models_first_and_mnist_only_when_asked()
     assert all(dense_line(s.line) is None for s in mnist)  # the papers' own configs bring their own dense stage
 
 
-def test_dense_line_keeps_everything_but_the_arm_and_method():
-    assert dense_line("+experiment=reproduce_mlp model=lenet300 dataset=synthetic +experiment/arm=a,b "
-                      "method.sparsity=0.5") == "+experiment=reproduce_mlp model=lenet300 dataset=synthetic " \
-                                                "+experiment/arm=dense"
+def test_the_tier_is_a_known_key_of_the_reproduce_configs_only():
+    from foundations.errors import UserError
+    from runners.train import check_top_level_keys
+
+    check_top_level_keys(["+experiment=reproduce_mlp", "+experiment/arm=snip", "reproduce.tier=smoke"])
+    with pytest.raises(UserError, match="reproduce.tier: no such config group or key"):
+        check_top_level_keys(["+experiment=survey_mlp", "reproduce.tier=smoke"])
+
+
+def test_dense_line_keeps_the_experiment_model_and_data_only():
+    assert dense_line("+experiment=reproduce_mlp model=lenet300 dataset=synthetic dataset.train_limit=null "
+                      "+experiment/arm=a,b model.init=variance_scaling method.sparsity=0.5") == \
+        "+experiment=reproduce_mlp model=lenet300 dataset=synthetic dataset.train_limit=null +experiment/arm=dense"
 
 
 def test_command_appends_name_tier_and_seeds_last_and_passes_overrides_through(tmp_path):
@@ -57,6 +66,15 @@ def test_command_appends_name_tier_and_seeds_last_and_passes_overrides_through(t
     assert "hydra/launcher=joblib" in cmd and "hydra.launcher.n_jobs=2" in cmd
     assert "logger=wandb" in cmd and "logger=none" not in cmd  # a given override wins over the runner's default
     assert "progress=false" in cmd and f"hydra.sweep.dir={tmp_path}" in cmd
+
+
+def test_jobs_of_a_line_are_hydras_product_with_the_last_axis_fastest():
+    assert jobs_of("+experiment=x +experiment/arm=a,b method.sparsity=0.5,0.9") == [
+        ["+experiment=x", "+experiment/arm=a", "method.sparsity=0.5"],
+        ["+experiment=x", "+experiment/arm=a", "method.sparsity=0.9"],
+        ["+experiment=x", "+experiment/arm=b", "method.sparsity=0.5"],
+        ["+experiment=x", "+experiment/arm=b", "method.sparsity=0.9"]]
+    assert jobs_of("+experiment=x seed=range(3)") is None  # other sweep syntax: never skipped, always launched
 
 
 TINY_CLAIM = {
@@ -109,6 +127,7 @@ def test_a_run_writes_the_report_and_a_second_run_computes_nothing(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     meta = json.loads((tmp_path / "results" / "report" / "reproduction" / "run.json").read_text())
     assert "; 0 stages computed" in meta["wall_time"]
+    assert all(sweep["skipped"] for sweep in meta["sweeps"])  # every record found: no sweep even launched
     assert body(report) == first_body
 
     only = reproduce(tmp_path, "--report-only")
