@@ -11,7 +11,8 @@ Printed, all measured in this run (every comparison interleaved A, B, A, B, ...;
 2. per model (Fashion-MNIST, 55k images, batch 128): the epoch time of ``foundations.training.train`` (without
    evaluation) as a multiple of its FLOP floor = multiply-adds per image x 2 FLOPs x 3 (forward + backward) x images
    / floor; framework / hand-written loop (``benchmarks/train_loop.hand_loop``); masked / dense at sparsity 0.9
-   (random layerwise masks on every Conv/Linear weight, trained as a masked train stage trains);
+   (random layerwise masks on every Conv/Linear weight, trained as a masked train stage trains), and the same for
+   the masked path before ``masked_training`` (pruning pre-hooks + re-zeroing weights and optimizer state per step);
 3. per-job overhead of a mini-sweep run through the CLI (basic launcher, fresh store in a temp folder): job wall
    time - the wall times of the stages it computed, median over the jobs;
 4. survey time from the records: the sum over jobs of all their stages (no reuse) vs the stages actually computed.
@@ -42,7 +43,7 @@ from benchmarks.train_loop import NoEval, hand_loop, interleaved  # noqa: E402
 from datasets import build_dataset  # noqa: E402
 from datasets.config import DatasetConfig  # noqa: E402
 from foundations.training import Hooks, TrainConfig, train  # noqa: E402
-from methods.masks import Prunable, apply_masks, keep_masked, prunable_names  # noqa: E402
+from methods.pipeline.masks import Prunable, apply_masks, masked_training, prunable_names  # noqa: E402
 from models import build_model  # noqa: E402
 from models.config import ModelConfig  # noqa: E402
 from runners.metrics import count_flops  # noqa: E402
@@ -85,38 +86,53 @@ def random_masks(model: torch.nn.Module, sparsity: float = SPARSITY) -> dict[str
     return {n: torch.rand(params[n].shape, generator=gen) >= sparsity for n in prunable_names(model, Prunable())}
 
 
-def masked_hooks(model: torch.nn.Module) -> Hooks:
-    """The hooks a masked train stage trains with (runners/experiment.py: train_stage)."""
-    return Hooks([], [keep_masked])
+def rezero_after_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """The masked path before ``masked_training`` (the 'prune hooks' column): the pruning pre-hook computes
+    ``weight_orig * mask`` every forward, and every pruned weight and optimizer-state entry is re-zeroed after each
+    step."""
+    with torch.no_grad():
+        for module in model.modules():
+            for buffer_name, mask in module.named_buffers(recurse=False):
+                if buffer_name.endswith("_mask"):
+                    weight = getattr(module, f"{buffer_name[:-5]}_orig")
+                    weight.mul_(mask)
+                    for value in optimizer.state.get(weight, {}).values():
+                        if torch.is_tensor(value) and value.shape == weight.shape:
+                            value.mul_(mask)
 
 
-def framework(name: str, data, cfg: TrainConfig, masks=None) -> None:
+def framework(name: str, data, cfg: TrainConfig, masks=None, prune_hooks: bool = False) -> None:
+    """Train as a train stage trains (runners/experiment.py: train_stage), masked when ``masks`` are given."""
     model = fresh(name, data)
-    hooks = None
     if masks is not None:
         apply_masks(model, masks)
-        hooks = masked_hooks(model)
-    train(model, NoEval(data), cfg, data_seed=0, device=torch.device("cpu"), hooks=hooks, progress=False)
+    if prune_hooks:
+        train(model, NoEval(data), cfg, data_seed=0, device=torch.device("cpu"), hooks=Hooks([], [rezero_after_step]),
+              progress=False)
+        return
+    with masked_training(model) as hooks:
+        train(model, NoEval(data), cfg, data_seed=0, device=torch.device("cpu"), hooks=hooks, progress=False)
 
 
 def model_rows(data, names, iterations: dict[str, int], repeats: int, floor: float) -> list[str]:
     per_epoch = data.train.num_batches(128)
     lines = [f"models: epoch = {per_epoch} steps of batch 128, estimated from the first n steps (best of {repeats})",
              f"{'model':<9} {'MACs/image':>11} {'epoch s':>8} {'floor s':>8} {'x floor':>8} {'target':>7} "
-             f"{'framework/hand':>15} {'masked/dense':>13} {'target':>7}"]
+             f"{'framework/hand':>15} {'masked/dense':>13} {'target':>7} {'prune hooks/dense':>18}"]
     for name in names:
         n = iterations[name]
         cfg = TrainConfig(iterations=n, batch_size=128, lr=LR, weight_decay=5e-4)
         masks = random_masks(fresh(name, data))
-        dense, hand, masked = (min(t) for t in interleaved([lambda: framework(name, data, cfg),
-                                                              lambda: hand_loop(fresh(name, data), data, cfg),
-                                                              lambda: framework(name, data, cfg, masks)], repeats))
+        dense, hand, masked, hooked = (min(t) for t in interleaved(
+            [lambda: framework(name, data, cfg), lambda: hand_loop(fresh(name, data), data, cfg),
+             lambda: framework(name, data, cfg, masks), lambda: framework(name, data, cfg, masks, prune_hooks=True)],
+            repeats))
         macs = count_flops(fresh(name, data), data.input_shape)["flops_dense"]
         epoch = dense / n * per_epoch
         floor_s = macs * 2 * 3 * len(data.train) / (floor * 1e9)
         lines.append(f"{name:<9} {macs:>11,} {epoch:>8.2f} {floor_s:>8.2f} {epoch / floor_s:>8.2f} "
                      f"{_target(FLOOR_TARGET.get(name)):>7} {dense / hand:>15.3f} {masked / dense:>13.3f} "
-                     f"{_target(MASKED_TARGET.get(name)):>7}   n={n}")
+                     f"{_target(MASKED_TARGET.get(name)):>7} {hooked / dense:>18.3f}   n={n}")
     return lines
 
 

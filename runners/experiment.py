@@ -32,7 +32,15 @@ from foundations.training import Hooks, TrainConfig, evaluate, resolve_device, t
 from methods import get_method
 from methods.pipeline.api import BuildFn, SelectFn, StageRef, Weights
 from methods.pipeline.channels import compact
-from methods.pipeline.masks import Masks, apply_masks, current_masks, folded, keep_masked, layer_density, prunable_names
+from methods.pipeline.masks import (
+    Masks,
+    apply_masks,
+    current_masks,
+    folded,
+    layer_density,
+    masked_training,
+    prunable_names,
+)
 from models import build_model, display_name, load_checkpoint
 from models import identity as model_identity
 from models.config import NATIVE
@@ -181,17 +189,18 @@ class Experiment:
 
         def compute(files: StageFiles) -> dict:
             model = self.model_from(start, weights, masks=masks.masks() if masks is not None else None)
-            stage_hooks = copy.copy(hooks) if hooks else Hooks()
             attached = current_masks(model)
-            if attached:
-                stage_hooks = Hooks(list(stage_hooks.before_step), [*stage_hooks.after_step, keep_masked])
 
             def on_eval(row: dict) -> None:
                 self.tracker.log_stage(name, [row])  # live; a reused stage's stored rows are logged by runners.train
 
-            outcome = train(model, self.data, train_cfg, data_seed=data_seed, device=self.device, hooks=stage_hooks,
-                            start_iteration=start_iteration, snapshots=snapshots, checkpoint=files.checkpoint,
-                            on_eval=on_eval, progress=self.progress, desc=f"{self.method.name}:{name}")
+            with masked_training(model) as masking:
+                stage_hooks = Hooks([*(hooks.before_step if hooks else []), *masking.before_step],
+                                    [*(hooks.after_step if hooks else []), *masking.after_step])
+                outcome = train(model, self.data, train_cfg, data_seed=data_seed, device=self.device,
+                                hooks=stage_hooks, start_iteration=start_iteration, snapshots=snapshots,
+                                checkpoint=files.checkpoint, on_eval=on_eval, progress=self.progress,
+                                desc=f"{self.method.name}:{name}")
             files.weights(fold_state(outcome.selected_state))
             files.weights(fold_state(model.state_dict()), "last")
             for iteration, state in outcome.snapshots.items():

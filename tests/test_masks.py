@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from methods.pipeline.masks import Prunable, apply_masks, density, folded, keep_masked, prunable_names
+from methods.pipeline.masks import Prunable, apply_masks, density, folded, masked_training, prunable_names
 from methods.pipeline.select import ladder, select
 
 
@@ -11,24 +11,93 @@ def net():
     return nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 5))
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_pruned_weights_stay_exactly_zero(optimizer):
+def _optimizer(kind: str, params) -> torch.optim.Optimizer:
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-2)
+    return torch.optim.Adam(params, lr=0.01, weight_decay=1e-2)
+
+
+def _batches(n: int = 60):
+    gen = torch.Generator().manual_seed(3)
+    return [(torch.randn(16, 20, generator=gen), torch.randint(0, 5, (16,), generator=gen)) for _ in range(n)]
+
+
+def _masked_net():
     model = net()
-    masks = {n: torch.rand_like(p) > 0.5 for n, p in model.named_parameters() if n.endswith("weight")}
-    apply_masks(model, masks)
-    params = [p for p in model.parameters()]
-    opt = (torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-2) if optimizer == "sgd"
-           else torch.optim.Adam(params, lr=0.01, weight_decay=1e-2))
-    for _ in range(100):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(torch.randn(16, 20)), torch.randint(0, 5, (16,))).backward()
-        opt.step()
-        keep_masked(model, opt)
+    gen = torch.Generator().manual_seed(2)
+    masks = {n: torch.rand(p.shape, generator=gen) > 0.5 for n, p in model.named_parameters() if n.endswith("weight")}
+    return apply_masks(model, masks), masks
+
+
+def _step(model, opt, x, y, before=(), after=()):
+    opt.zero_grad(set_to_none=True)
+    nn.functional.cross_entropy(model(x), y).backward()
+    for hook in before:
+        hook(model)
+    opt.step()
+    for hook in after:
+        hook(model, opt)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_pruned_weights_and_their_optimizer_state_stay_exactly_zero_after_every_step(optimizer):
+    model, masks = _masked_net()
+    opt = _optimizer(optimizer, list(model.parameters()))
+
+    def revive(m):  # a gradient hook that writes into pruned entries (slimming-like): the mask must win
+        for module in (m[0], m[2]):
+            module.weight_orig.grad.add_(1.0)
+
+    with masked_training(model) as masking:
+        for x, y in _batches():
+            _step(model, opt, x, y, [revive, *masking.before_step], masking.after_step)
+            for module, name in ((model[0], "0.weight"), (model[2], "2.weight")):
+                pruned = ~masks[name]
+                assert torch.all(module.weight_orig[pruned] == 0)
+                for value in opt.state[module.weight_orig].values():
+                    if torch.is_tensor(value) and value.shape == pruned.shape:
+                        assert torch.all(value[pruned] == 0)
     plain = folded(model)
     for name, mask in masks.items():
         weight = dict(plain.named_parameters())[name]
         assert torch.all(weight[~mask] == 0)
         assert torch.all(weight[mask] != 0)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_masked_training_is_bitwise_the_pruning_hooks_path(optimizer):
+    """The reference: torch.nn.utils.prune's forward pre-hook (weight = weight_orig * mask every forward) and every
+    pruned weight and optimizer-state entry re-zeroed after each step."""
+    fast, _ = _masked_net()
+    slow, _ = _masked_net()
+    fast_opt, slow_opt = _optimizer(optimizer, list(fast.parameters())), _optimizer(optimizer, list(slow.parameters()))
+
+    def rezero(model, opt):
+        with torch.no_grad():
+            for module in (model[0], model[2]):
+                module.weight_orig.mul_(module.weight_mask)
+                for value in opt.state[module.weight_orig].values():
+                    if torch.is_tensor(value) and value.shape == module.weight_orig.shape:
+                        value.mul_(module.weight_mask)
+
+    keys = list(fast.state_dict())
+    with masked_training(fast) as masking:
+        for x, y in _batches():
+            _step(fast, fast_opt, x, y, masking.before_step, masking.after_step)
+            _step(slow, slow_opt, x, y, (), [rezero])
+    assert list(fast.state_dict()) == keys
+    for (name, a), b in zip(fast.state_dict().items(), slow.state_dict().values()):
+        assert torch.equal(a, b), name
+    x = torch.randn(8, 20)
+    assert torch.equal(fast(x), slow(x))  # the hooks are back: the forward is the masked one again
+    assert torch.equal(folded(fast)(x), folded(slow)(x))
+
+
+def test_masked_training_leaves_an_unmasked_model_alone():
+    model = net()
+    with masked_training(model) as masking:
+        assert not masking.before_step and not masking.after_step
+    assert list(model.state_dict()) == list(net().state_dict())
 
 
 def test_global_prunes_the_small_weight_layer_more_and_layerwise_evenly():
