@@ -62,5 +62,7 @@ reproduce: setup
 report: setup
 	$(BIN)/python -m analysis.report
 
+# results/report/reproduction/ is committed (REPRODUCTION.md's figures): clean keeps it
 clean:
-	rm -rf outputs multirun results/runs results/report
+	rm -rf outputs multirun results/runs results/cache
+	find results/report -mindepth 1 -maxdepth 1 ! -name reproduction -exec rm -rf {} + 2>/dev/null || true
