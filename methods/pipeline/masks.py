@@ -6,10 +6,12 @@ dict holds ``weight_orig`` and ``weight_mask``. ``folded`` exports a plain copy 
 Training a masked model goes through ``masked_training``, not through the pruning hooks: recomputing
 ``weight_orig * mask`` in a forward pre-hook every step, and re-zeroing every optimizer-state tensor after every step,
 made masked training 1.3-1.6x slower than dense. Inside it the forward reads ``weight_orig`` itself (its pruned
-entries are exactly zero), the gradients are masked in one fused in-place step after the other gradient hooks, and
-the weights are re-zeroed in one more. The numbers are bitwise those of the hooks (``grad * mask`` is what autograd
-computes through ``weight_orig * mask``), and the optimizer state needs no re-zeroing: with a zero gradient and a zero
-weight, SGD's momentum (and its weight decay, Nesterov) and Adam's moments stay exactly zero at the pruned entries.
+entries are exactly zero) and the gradients are masked in one fused in-place step after the other gradient hooks.
+The numbers are bitwise those of the hooks (``grad * mask`` is what autograd computes through ``weight_orig * mask``),
+and nothing needs re-zeroing after the step: with a zero gradient, a zero weight and zero state, SGD's update
+(momentum, Nesterov, weight decay) and Adam's (both moments, L2 decay) are exactly zero at the pruned entries, so the
+weights and the optimizer state stay zero (tests/test_masks.py checks both after every step). Re-zeroing the weights
+anyway cost 6 % of a LeNet-300-100 step.
 """
 
 from __future__ import annotations
@@ -192,10 +194,6 @@ def masked_training(model: nn.Module) -> Iterator[Hooks]:
         if present:
             torch._foreach_mul_([g for g, _ in present], [m for _, m in present])
 
-    @torch.no_grad()
-    def zero_pruned(_model: nn.Module, _optimizer: torch.optim.Optimizer) -> None:
-        torch._foreach_mul_(weights, masks)
-
     with torch.no_grad():
         torch._foreach_mul_(weights, masks)
     for module, hooks in saved:
@@ -205,7 +203,7 @@ def masked_training(model: nn.Module) -> Iterator[Hooks]:
     for (module, name), weight in zip(pruned, weights):
         module.__dict__[name] = weight  # a plain attribute, as the hook sets it: not a second registered parameter
     try:
-        yield Hooks([mask_gradients], [zero_pruned])
+        yield Hooks([mask_gradients], [])
     finally:
         for module, hooks in saved:
             module._forward_pre_hooks.clear()
