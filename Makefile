@@ -48,8 +48,11 @@ demo: setup
 	$(BIN)/python -m runners.train
 
 # The sweep's on_multirun_end callback writes results/report/survey_mlp/ and prints where; a re-run reuses the store.
+# Two jobs at a time, one torch thread each: 544 s against 1,618 s for one job at a time on two threads (fresh
+# stores, back to back, 2026-12-03; benchmarks/speed.py's floor 181 -> 144 GFLOP/s). SURVEY_LAUNCHER= for the basic one.
+SURVEY_LAUNCHER ?= hydra/launcher=joblib hydra.launcher.n_jobs=2
 survey: setup
-	$(BIN)/python -m runners.train -m +experiment=survey_mlp
+	$(BIN)/python -m runners.train -m +experiment=survey_mlp $(SURVEY_LAUNCHER)
 
 # Every paper claim of conf/claims/ (default tier: 3 seeds), then REPRODUCTION.md and results/report/reproduction/;
 # a re-run trains nothing. REPRODUCE_ARGS="--claims 4,5" | "--report-only" | "--tier paper"; the launcher: two jobs

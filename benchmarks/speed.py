@@ -13,6 +13,9 @@ Printed, all measured in this run (every comparison interleaved A, B, A, B, ...;
    / floor; framework / hand-written loop (``benchmarks/train_loop.hand_loop``); masked / dense at sparsity 0.9
    (random layerwise masks on every Conv/Linear weight, trained as a masked train stage trains), and the same for
    the masked path before ``masked_training`` (pruning pre-hooks + re-zeroing weights and optimizer state per step);
+   for conv nets, which train channels-last on the CPU by default, the NCHW layout / the default; and the
+   model's Conv2d/Linear kernels alone (each layer timed in isolation at its batch-128 shape, forward + backward)
+   as a multiple of the same floor: the part of the gap to the floor that is PyTorch's kernels, not the framework;
 3. per-job overhead of a mini-sweep run through the CLI (basic launcher, fresh store in a temp folder): job wall
    time - the wall times of the stages it computed, median over the jobs;
 4. survey time from the records: the sum over jobs of all their stages (no reuse) vs the stages actually computed.
@@ -30,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +46,7 @@ import torch  # noqa: E402
 from benchmarks.train_loop import NoEval, hand_loop, interleaved  # noqa: E402
 from datasets import build_dataset  # noqa: E402
 from datasets.config import DatasetConfig  # noqa: E402
-from foundations.training import Hooks, TrainConfig, train  # noqa: E402
+from foundations.training import Hooks, TrainConfig, channels_last, is_convolutional, train  # noqa: E402
 from methods.pipeline.masks import Prunable, apply_masks, masked_training, prunable_names  # noqa: E402
 from models import build_model  # noqa: E402
 from models.config import ModelConfig  # noqa: E402
@@ -114,25 +118,60 @@ def framework(name: str, data, cfg: TrainConfig, masks=None, prune_hooks: bool =
         train(model, NoEval(data), cfg, data_seed=0, device=torch.device("cpu"), hooks=hooks, progress=False)
 
 
+def kernels_alone(name: str, data, nhwc: bool, steps: int = 20, repeats: int = 3) -> float:
+    """Seconds per training step of the model's Conv2d/Linear layers alone, each timed in isolation at its own
+    input shape (batch 128; forward, and backward to its input and weight): what PyTorch's CPU kernels need for the
+    multiply-adds the FLOP floor counts. The rest of a step (BN, pooling, ReLU, loss, optimizer) is not in it."""
+    model, shapes = fresh(name, data), {}
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    def note(module, args) -> None:  # a pre-hook's return value would replace the input
+        shapes[module] = args[0].shape
+
+    handles = [m.register_forward_pre_hook(note) for m in layers]
+    model(torch.zeros(128, *data.input_shape))
+    for handle in handles:
+        handle.remove()
+    layout = torch.channels_last if nhwc else torch.contiguous_format
+    total = 0.0
+    for layer in layers:
+        layer.to(memory_format=layout)
+        x = torch.randn(shapes[layer])
+        x = (x.contiguous(memory_format=layout) if x.dim() == 4 else x).requires_grad_(layer is not layers[0])
+
+        def step(layer=layer, x=x):
+            for _ in range(steps):
+                layer.zero_grad(set_to_none=True)
+                layer(x).sum().backward()
+
+        step()  # oneDNN primitives created outside the timing
+        total += min(interleaved([step], repeats)[0]) / steps
+    return total
+
+
 def model_rows(data, names, iterations: dict[str, int], repeats: int, floor: float) -> list[str]:
     per_epoch = data.train.num_batches(128)
     lines = [f"models: epoch = {per_epoch} steps of batch 128, estimated from the first n steps (best of {repeats})",
              f"{'model':<9} {'MACs/image':>11} {'epoch s':>8} {'floor s':>8} {'x floor':>8} {'target':>7} "
-             f"{'framework/hand':>15} {'masked/dense':>13} {'target':>7} {'prune hooks/dense':>18}"]
+             f"{'framework/hand':>15} {'masked/dense':>13} {'target':>7} {'prune hooks/dense':>18} {'NCHW/default':>13} "
+             f"{'kernels x floor':>16}"]
     for name in names:
         n = iterations[name]
         cfg = TrainConfig(iterations=n, batch_size=128, lr=LR, weight_decay=5e-4)
         masks = random_masks(fresh(name, data))
-        dense, hand, masked, hooked = (min(t) for t in interleaved(
-            [lambda: framework(name, data, cfg), lambda: hand_loop(fresh(name, data), data, cfg),
-             lambda: framework(name, data, cfg, masks), lambda: framework(name, data, cfg, masks, prune_hooks=True)],
-            repeats))
+        nhwc = bool(channels_last(None, is_convolutional(fresh(name, data)), torch.device("cpu")))
+        runs = [lambda: framework(name, data, cfg), lambda: hand_loop(fresh(name, data), data, cfg, nhwc),
+                lambda: framework(name, data, cfg, masks), lambda: framework(name, data, cfg, masks, prune_hooks=True)]
+        if nhwc:  # the conv default (channels-last) against the NCHW layout it replaced
+            runs.append(lambda: framework(name, data, replace(cfg, channels_last=False)))
+        dense, hand, masked, hooked, *nchw = (min(t) for t in interleaved(runs, repeats))
         macs = count_flops(fresh(name, data), data.input_shape)["flops_dense"]
         epoch = dense / n * per_epoch
         floor_s = macs * 2 * 3 * len(data.train) / (floor * 1e9)
+        kernels = kernels_alone(name, data, nhwc, repeats=repeats) * per_epoch
         lines.append(f"{name:<9} {macs:>11,} {epoch:>8.2f} {floor_s:>8.2f} {epoch / floor_s:>8.2f} "
                      f"{_target(FLOOR_TARGET.get(name)):>7} {dense / hand:>15.3f} {masked / dense:>13.3f} "
-                     f"{_target(MASKED_TARGET.get(name)):>7} {hooked / dense:>18.3f}   n={n}")
+                     f"{_target(MASKED_TARGET.get(name)):>7} {hooked / dense:>18.3f} "
+                     f"{f'{nchw[0] / dense:.3f}' if nchw else '-':>13} {kernels / floor_s:>16.2f}   n={n}")
     return lines
 
 

@@ -31,12 +31,17 @@ from runners.experiment import run_experiment
 from runners.store import Store
 
 
-def hand_loop(model, data, cfg):
-    """The minimal PyTorch loop: one epoch, or ``cfg.iterations`` steps of it when set."""
+def hand_loop(model, data, cfg, nhwc: bool = False):
+    """The minimal PyTorch loop: one epoch, or ``cfg.iterations`` steps of it when set; ``nhwc``: model and batches
+    channels-last, the layout train() runs a conv net in on the CPU."""
+    layout = torch.channels_last if nhwc else torch.contiguous_format
+    model.to(memory_format=layout)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     model.train()
     steps = data.train.batches(cfg.batch_size, shuffle=True, seed=epoch_seed(0, 0))
     for _, (x, y) in zip(range(cfg.iterations or data.train.num_batches(cfg.batch_size)), steps):
+        if nhwc:
+            x = x.contiguous(memory_format=layout)
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
         opt.step()

@@ -13,6 +13,7 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Optional
 
@@ -28,7 +29,7 @@ from foundations.files import atomic_write_json
 from foundations.hashing import stage_hash
 from foundations.record import ExperimentRecord
 from foundations.seeds import generator
-from foundations.training import Hooks, TrainConfig, evaluate, resolve_device, train
+from foundations.training import Hooks, TrainConfig, channels_last, evaluate, is_convolutional, resolve_device, train
 from methods import get_method
 from methods.pipeline.api import BuildFn, SelectFn, StageRef, Weights
 from methods.pipeline.channels import compact
@@ -124,6 +125,10 @@ class Experiment:
         seed = self.seed("init") if seed is None else seed
         return build_model(self.config.model, self.data.input_shape, self.data.num_classes, generator=generator(seed))
 
+    @cached_property
+    def convolutional(self) -> bool:
+        return is_convolutional(self.base_model())
+
     def model_from(self, stage: StageRef, weights: Weights = "selected", masks: Optional[Masks] = None) -> nn.Module:
         """The model a stage stores (compacted by its plan, masked by its masks), on the experiment's device."""
         return stored_model(stage, self.base_model().to(self.device), self.example_input, weights, masks)
@@ -186,6 +191,9 @@ class Experiment:
         ``extra`` must describe anything in ``hooks`` that changes the result (it is hashed).
         """
         data_seed = self.seed("data")
+        # the layout train() would pick, resolved here so that the hash says it (conv nets only)
+        train_cfg = replace(train_cfg, channels_last=channels_last(train_cfg.channels_last, self.convolutional,
+                                                                   self.device))
 
         def compute(files: StageFiles) -> dict:
             model = self.model_from(start, weights, masks=masks.masks() if masks is not None else None)

@@ -101,6 +101,12 @@ MUTANTS = [
            ("tests/test_masks.py",)),
     Mutant("masked training leaves the pre-hooks detached", "methods/pipeline/masks.py",
            "            module._forward_pre_hooks.update(hooks)", "            pass", ("tests/test_masks.py",)),
+    Mutant("the train hash leaves out the conv layout train() picks", "runners/experiment.py",
+           "        train_cfg = replace(train_cfg, channels_last=channels_last(", "        train_cfg = replace(train_cfg, "
+           "channels_last=train_cfg.channels_last or (lambda *a: None)(", ("tests/test_layout.py",)),
+    Mutant("conv nets train NCHW whatever the layout says", "foundations/training/loop.py",
+           "    layout = torch.channels_last if nhwc else", "    layout = torch.contiguous_format if nhwc else",
+           ("tests/test_layout.py",)),
     Mutant("divergence goes unnoticed", "foundations/training/loop.py",
            "        if first >= 0:\n            raise Diverged", "        if first < -1:\n            raise Diverged",
            ("tests/test_fail_loudly.py::test_the_loop_stops_at_the_first_non_finite_loss",)),

@@ -52,7 +52,7 @@ class Interrupt(Exception):
     pass
 
 
-def _train(tmp_path, checkpoint, fail_at=None):
+def _train(tmp_path, checkpoint, fail_at=None, model_name="lenet300"):
     from datasets import build_dataset
     from datasets.config import DatasetConfig
     from models import build_model
@@ -60,7 +60,7 @@ def _train(tmp_path, checkpoint, fail_at=None):
 
     torch.manual_seed(0)
     data = build_dataset(DatasetConfig(name="synthetic", val_size=200))
-    model = build_model(ModelConfig(name="lenet300"), data.input_shape, data.num_classes, torch.Generator().manual_seed(0))
+    model = build_model(ModelConfig(name=model_name), data.input_shape, data.num_classes, torch.Generator().manual_seed(0))
 
     def on_eval(row):
         if fail_at is not None and row["epoch"] >= fail_at:
@@ -71,13 +71,14 @@ def _train(tmp_path, checkpoint, fail_at=None):
                  progress=False)
 
 
-def test_resume_after_interruption_gives_identical_numbers(tmp_path):
-    straight = _train(tmp_path, None)
+@pytest.mark.parametrize("model_name", ["lenet300", "conv_bn"])  # conv_bn trains channels-last on the CPU
+def test_resume_after_interruption_gives_identical_numbers(tmp_path, model_name):
+    straight = _train(tmp_path, None, model_name=model_name)
     checkpoint = tmp_path / "checkpoint.pt"
     with pytest.raises(Interrupt):
-        _train(tmp_path, checkpoint, fail_at=3)  # killed during epoch 3: the epoch-2 checkpoint survives
+        _train(tmp_path, checkpoint, fail_at=3, model_name=model_name)  # killed in epoch 3: epoch 2's checkpoint
     assert checkpoint.exists()
-    resumed = _train(tmp_path, checkpoint)
+    resumed = _train(tmp_path, checkpoint, model_name=model_name)
     assert resumed.metrics == straight.metrics
     assert all(torch.equal(resumed.selected_state[k], straight.selected_state[k]) for k in straight.selected_state)
 

@@ -5,12 +5,14 @@ from foundations.training.loop import (
     Diverged,
     Hooks,
     TrainOutcome,
+    channels_last,
     eval_mode,
     evaluate,
+    is_convolutional,
     resolve_device,
     total_iterations,
     train,
 )
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "Diverged", "Hooks", "TrainConfig", "TrainOutcome", "eval_mode", "evaluate",
-           "resolve_device", "total_iterations", "train"]
+__all__ = ["OPTIMIZERS", "SCHEDULES", "Diverged", "Hooks", "TrainConfig", "TrainOutcome", "channels_last", "eval_mode",
+           "evaluate", "is_convolutional", "resolve_device", "total_iterations", "train"]

@@ -36,6 +36,7 @@ class TrainConfig:
     batch_size: int = 128
     eval_every: int = 0  # iterations between evaluations; 0 = once per epoch
     selection: str = "val_acc"  # which checkpoint the record reports: best val_acc, min val_loss, or last
+    channels_last: Optional[bool] = None  # NHWC layout for a network with 2-d convolutions; None: on the CPU only
 
     @property
     def empty(self) -> bool:

@@ -107,6 +107,23 @@ def lr_factor(cfg: TrainConfig, iteration: int, total: int) -> float:
     return warmup
 
 
+def is_convolutional(model: nn.Module) -> bool:
+    return any(isinstance(module, nn.Conv2d) for module in model.modules())
+
+
+def channels_last(requested: Optional[bool], convolutional: bool, device: torch.device) -> Optional[bool]:
+    """Whether a network trains in the NHWC (channels-last) layout; ``None`` where it has no 2-d convolution.
+
+    On the CPU oneDNN's convolutions run ~1.5x faster in NHWC than in NCHW (``benchmarks/speed.py --conv``, conv_bn
+    and LeNet-5, 2 threads), deterministically, but the sums run in another order: not NCHW's bitwise numbers, so
+    the resolved layout is part of a train stage's hash. Without convolutions the layout changes nothing (``None``,
+    not hashed). The default (``requested`` None) is NHWC on the CPU; on a GPU it stays NCHW (not measured here).
+    """
+    if not convolutional:
+        return None
+    return device.type == "cpu" if requested is None else requested
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "adam":
@@ -141,7 +158,8 @@ def evaluate(model: nn.Module, split, device: torch.device, batch_size: int = 10
 
 
 def _state_copy(model: nn.Module) -> dict:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    # contiguous whatever the training layout: the stored weights (safetensors) and every later stage see NCHW
+    return {k: v.detach().clone(memory_format=torch.contiguous_format) for k, v in model.state_dict().items()}
 
 
 def _load_checkpoint(path: Optional[Path]) -> Optional[dict]:
@@ -183,7 +201,9 @@ def train(
     iteration k). ``snapshots`` lists iterations whose weights are kept (the rewind points).
     """
     hooks = hooks or Hooks()
-    model.to(device)
+    nhwc = channels_last(cfg.channels_last, is_convolutional(model), device)
+    layout = torch.channels_last if nhwc else torch.contiguous_format
+    model.to(device, memory_format=layout)
     optimizer = make_optimizer(model, cfg)
     per_epoch = data.train.num_batches(cfg.batch_size)
     total = total_iterations(cfg, per_epoch)
@@ -213,6 +233,8 @@ def train(
                                                           device=device)):
             if index < offset:  # rewinding into the middle of an epoch: same data order as the original run
                 continue
+            if nhwc and x.dim() == 4:
+                x = x.contiguous(memory_format=layout)
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * lr_factor(cfg, iteration, total)
             optimizer.zero_grad(set_to_none=True)
@@ -246,6 +268,8 @@ def train(
                                           "iteration": iteration, "metrics": metrics, "snapshots": kept,
                                           "selected_state": selected_state, "rng": torch.get_rng_state()})
     bar.close()
+    if nhwc:
+        model.to(memory_format=torch.contiguous_format)
     if not metrics:  # a zero-length schedule (train.epochs=0, a checkpoint): the start weights, evaluated
         metrics.append(_eval_row(model, data, device, iteration, per_epoch, None, 0.0))
         selected_state = _state_copy(model)
