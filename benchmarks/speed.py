@@ -398,7 +398,7 @@ def main(argv=None) -> None:
     data = build_dataset(DatasetConfig())
     per_epoch = data.train.num_batches(128)
     iterations = {n: per_epoch if args.epoch else args.iterations or (25 if n in CONVS else 100) for n in names}
-    configure_torch(2, "cpu")  # as every CPU job runs
+    configure_torch(2, "cpu")  # the floor's count; jobs default to 1 thread (--threads shows why)
     for line in header():
         print(line, flush=True)
     floor = matmul_floor()

@@ -108,7 +108,7 @@ class Experiment:
         # that does not descend from it (a re-initialization) does not depend on it.
         self.checkpoint_id: Optional[str] = spec["model"].pop("checkpoint", None)
         self.from_checkpoint = self.checkpoint_id is not None
-        self.identity = {"model": spec["model"], "dataset": spec["dataset"]}
+        self.identity = {"model": spec["model"], "dataset": spec["dataset"], **compute_identity(config)}
         self.stage_hashes: dict[str, str] = {}
         self.wall_time: dict[str, float] = {}
         self.reused: dict[str, bool] = {}
@@ -357,11 +357,17 @@ def source_experiment_config(config: ExperimentConfig, overrides: dict) -> Exper
     return replace(config, method=typed(get_method(name).Config, node, "method.source"))
 
 
+def compute_identity(config: ExperimentConfig) -> dict:
+    """What of the process changes every stage's numbers: the CPU thread count, where it is not the default 1."""
+    threads = config.cpu_threads()
+    return {"threads": threads} if threads not in (None, 1) else {}
+
+
 def experiment_spec(config: ExperimentConfig) -> dict:
     """What identifies an experiment's record (its folder under ``runs/experiment/``)."""
     return {"model": model_identity(config.model), "dataset": data_identity(config.dataset),
             "method": nondefault(config.method), "train": nondefault(config.train), "seed": config.seed,
-            "seeds": nondefault(config.seeds), "experiment": config.sweep}
+            "seeds": nondefault(config.seeds), "experiment": config.sweep, **compute_identity(config)}
 
 
 def experiment_hash(config: ExperimentConfig) -> str:
@@ -381,6 +387,9 @@ def run_experiment(config: ExperimentConfig, store: Store, tracker: Optional[Tra
     existing = recorded(config, store)
     if existing is not None:
         return existing.result
+    threads = config.cpu_threads()
+    if threads:  # what the hash says computes, however run_experiment is called
+        torch.set_num_threads(threads)
     exp = Experiment(config, store, tracker)
     exp.method.check_schedule(exp)  # first: a method's own checks may measure the (empty) schedule
     exp.method.validate(exp)

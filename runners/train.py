@@ -197,12 +197,10 @@ def storage_error(err: BaseException, root: str) -> Optional[UserError]:
 def configure_process(config: ExperimentConfig) -> None:
     hydra_node = cast(DictConfig, HydraConfig.get())  # typed as the HydraConf schema; at run time a DictConfig
     launcher = str(OmegaConf.select(hydra_node, "launcher._target_", default=""))
-    if "joblib" in launcher.lower():
-        # Parallel jobs on a few cores: one torch thread each, and no DataLoader worker processes inside workers.
-        config.threads = config.threads or 1
+    if "joblib" in launcher.lower():  # parallel jobs on a few cores: no DataLoader worker processes inside workers
         config.dataset.num_workers = 0
         config.progress = False
-    configure_torch(config.threads, config.device)
+    configure_torch(config.cpu_threads(), config.device)
 
 
 def configure_torch(threads: int | None, device: str) -> None:

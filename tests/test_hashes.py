@@ -135,3 +135,19 @@ def test_flipping_a_field_changes_a_stage_hash_unless_declared_neutral(tmp_path,
         if (before != after) == (field in neutral):
             wrong.append(f"{field} ({'declared neutral but changes a hash' if field in neutral else 'changes no hash'})")
     assert not wrong, f"{method}: {wrong}"
+
+
+def test_the_cpu_thread_count_is_hashed_unless_it_is_the_default_one(tmp_path):
+    """Threads change the numbers (parallel sums in another order), so a count other than the default 1 is in every
+    stage's hash and the experiment's; run_experiment runs on the count the hash names."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        default, one = stage_hashes(tmp_path, "dense"), stage_hashes(tmp_path, "dense", "threads=1")
+        two = stage_hashes(tmp_path, "dense", "threads=2")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert default == one
+    assert all(two[name] != one[name] for name in one)
