@@ -104,16 +104,17 @@ def latency_setting(model: nn.Module) -> dict:
     return {"device": str(_device(model)), "threads": torch.get_num_threads()}
 
 
-def measure_latency_ms(model: nn.Module, input_shape, batch_sizes=(1, 256), min_run_time: float = 0.2) -> dict[str, float]:
+def measure_latency_ms(model: nn.Module, input_shape, batch_sizes=(1, 256), min_run_time: float = 0.1) -> dict[str, float]:
     """Median wall time (ms) of one forward pass per batch size, in eval mode under ``torch.inference_mode``, on the
     model's own device and with this process's torch thread count (:func:`latency_setting`).
 
     ``torch.utils.benchmark.Timer.blocked_autorange`` picks how many forwards make one timed block (so that timer
     overhead is negligible for a 0.01 ms MLP), runs blocks for at least ``min_run_time`` seconds and synchronizes
     CUDA around each block (a CUDA forward only queues kernels). Keys are the batch sizes as strings ("1", "256").
-    The model is not modified. 0.2 s per batch size: at 0.5 s the four timings of a structured job (dense and
-    pruned, two batch sizes) were ~3 s of its overhead, and six repeats spread by 18-56 % at either length (the
-    machine's noise, not the timer's).
+    The model is not modified. 0.1 s per batch size: the four timings of a structured job (dense and pruned, two
+    batch sizes, each also estimating its block size for up to ``min_run_time``) were ~3 s of its overhead at 0.5 s;
+    at 0.2 s a survey's structured jobs still had 1.6-1.8 s of overhead against 0.3 s for the others. Six
+    repeats spread by 18-56 % at 0.2 and 0.5 s alike (the machine's noise, not the timer's).
     """
     import logging
 
