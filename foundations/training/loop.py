@@ -203,7 +203,8 @@ def train(
     hooks = hooks or Hooks()
     nhwc = channels_last(cfg.channels_last, is_convolutional(model), device)
     layout = torch.channels_last if nhwc else torch.contiguous_format
-    model.to(device, memory_format=layout)
+    model.to(device)
+    model.to(memory_format=layout)
     optimizer = make_optimizer(model, cfg)
     per_epoch = data.train.num_batches(cfg.batch_size)
     total = total_iterations(cfg, per_epoch)
