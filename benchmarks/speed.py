@@ -124,6 +124,7 @@ def kernels_alone(name: str, data, nhwc: bool, steps: int = 20, repeats: int = 3
     multiply-adds the FLOP floor counts. The rest of a step (BN, pooling, ReLU, loss, optimizer) is not in it."""
     model, shapes = fresh(name, data), {}
     layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+
     def note(module, args) -> None:  # a pre-hook's return value would replace the input
         shapes[module] = args[0].shape
 
@@ -157,14 +158,15 @@ def model_rows(data, names, iterations: dict[str, int], repeats: int, floor: flo
     for name in names:
         n = iterations[name]
         cfg = TrainConfig(iterations=n, batch_size=128, lr=LR, weight_decay=5e-4)
-        masks = random_masks(fresh(name, data))
-        nhwc = bool(channels_last(None, is_convolutional(fresh(name, data)), torch.device("cpu")))
+        probe = fresh(name, data)  # read only: the masks' shapes, the layout, the multiply-adds
+        masks = random_masks(probe)
+        nhwc = bool(channels_last(None, is_convolutional(probe), torch.device("cpu")))
         runs = [lambda: framework(name, data, cfg), lambda: hand_loop(fresh(name, data), data, cfg, nhwc),
                 lambda: framework(name, data, cfg, masks), lambda: framework(name, data, cfg, masks, prune_hooks=True)]
         if nhwc:  # the conv default (channels-last) against the NCHW layout it replaced
             runs.append(lambda: framework(name, data, replace(cfg, channels_last=False)))
         dense, hand, masked, hooked, *nchw = (min(t) for t in interleaved(runs, repeats))
-        macs = count_flops(fresh(name, data), data.input_shape)["flops_dense"]
+        macs = count_flops(probe, data.input_shape)["flops_dense"]
         epoch = dense / n * per_epoch
         floor_s = macs * 2 * 3 * len(data.train) / (floor * 1e9)
         kernels = kernels_alone(name, data, nhwc, repeats=repeats) * per_epoch
