@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/speed.py --store results --experiment survey_mlp   # reuse in a finished survey
     .venv/bin/python benchmarks/speed.py --threads              # 1 vs 2 threads, idle and with a competing process
     .venv/bin/python benchmarks/speed.py --conv                 # channels_last / torch.compile / mkldnn off
+    .venv/bin/python benchmarks/speed.py --latency              # the records' latency timer vs blocked_autorange
 
 Printed, all measured in this run (every comparison interleaved A, B, A, B, ...; best of ``--repeats``):
 1. the floor: single-precision matrix-multiply throughput at 2 threads (GFLOP/s, 2048x2048 sgemm);
@@ -18,7 +19,10 @@ Printed, all measured in this run (every comparison interleaved A, B, A, B, ...;
    as a multiple of the same floor: the part of the gap to the floor that is PyTorch's kernels, not the framework;
 3. per-job overhead of a mini-sweep run through the CLI (basic launcher, fresh store in a temp folder): job wall
    time - the wall times of the stages it computed, median over the jobs;
-4. survey time from the records: the sum over jobs of all their stages (no reuse) vs the stages actually computed.
+4. survey time from the records: the sum over jobs of all their stages (no reuse) vs the stages actually computed;
+5. (--latency) a structured job's latency timing (dense and a half-width model, batch 1 and 256) by
+   ``runners.metrics.measure_latency_ms`` against ``Timer.blocked_autorange(0.1)``: seconds, and the speed-ups each
+   reports (median and range over the repeats).
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ from foundations.training import Hooks, TrainConfig, channels_last, is_convoluti
 from methods.pipeline.masks import Prunable, apply_masks, masked_training, prunable_names  # noqa: E402
 from models import build_model  # noqa: E402
 from models.config import ModelConfig  # noqa: E402
-from runners.metrics import count_flops  # noqa: E402
+from runners.metrics import count_flops, measure_latency_ms  # noqa: E402
 from runners.train import configure_torch  # noqa: E402
 
 MODELS = ("lenet300", "mlp_bn", "conv_bn", "lenet5")
@@ -366,6 +370,45 @@ def conv_lines(data, names, steps: int, repeats: int) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------------- main
+# ----------------------------------------------------------------------------------------------------- latency
+def autorange_ms(model: torch.nn.Module, shape, batch_sizes=(1, 256)) -> dict[str, float]:
+    """What the records' timer replaced: torch's block-size search, then blocks for 0.1 s."""
+    from torch.utils import benchmark
+
+    gen, out = torch.Generator().manual_seed(0), {}
+    with torch.inference_mode():
+        for batch in batch_sizes:
+            timer = benchmark.Timer(stmt="model(x)", globals={"model": model, "x": torch.randn(batch, *shape, generator=gen)},
+                                    num_threads=torch.get_num_threads())
+            out[str(batch)] = timer.blocked_autorange(min_run_time=0.1).median * 1000.0
+    return out
+
+
+def latency_lines(data, names, repeats: int) -> list[str]:
+    torch.set_num_threads(1)  # as a job
+    lines = ["latency timing of a structured job (dense + half width, batch 1 and 256), 1 thread, interleaved:"]
+    for name in names:
+        dense = fresh(name, data).eval()
+        linears = [m for m in dense.modules() if isinstance(m, torch.nn.Linear)][:-1]  # the hidden layers
+        widths = [m.out_features // 2 for m in linears]
+        half = build_model(ModelConfig(name=name, widths=widths), data.input_shape, data.num_classes).eval()
+        timers = {"measure_latency_ms": lambda m: measure_latency_ms(m, data.input_shape),
+                  "blocked_autorange": lambda m: autorange_ms(m, data.input_shape)}
+        seconds, speedups = {k: [] for k in timers}, {k: [] for k in timers}
+        for _ in range(max(repeats, 5)):
+            for key, timed in timers.items():
+                start = time.perf_counter()
+                d, p = timed(dense), timed(half)
+                seconds[key].append(time.perf_counter() - start)
+                speedups[key].append((d["1"] / p["1"], d["256"] / p["256"]))
+        for key in timers:
+            at1, at256 = zip(*speedups[key])
+            lines.append(f"  {name:9} {key:19} {statistics.median(seconds[key]):.2f} s per job; speed-up at batch 1 "
+                         f"{statistics.median(at1):.3f} [{min(at1):.3f}, {max(at1):.3f}], at 256 "
+                         f"{statistics.median(at256):.3f} [{min(at256):.3f}, {max(at256):.3f}]")
+    return lines
+
+
 def parse(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--models", default=",".join(MODELS))
@@ -379,6 +422,7 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--experiment", default=None, help="with --store: only this experiment name")
     ap.add_argument("--threads", action="store_true", help="also: the thread study (~10 min)")
     ap.add_argument("--conv", action="store_true", help="also: the conv-net study (compiles: minutes)")
+    ap.add_argument("--latency", action="store_true", help="also: the latency timer against blocked_autorange")
     ap.add_argument("--worker", nargs="+", metavar="MODEL STEPS THREADS [cli]", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
@@ -420,6 +464,9 @@ def main(argv=None) -> None:
     if args.conv:
         for line in conv_lines(data, [n for n in names if n in CONVS], max(10, iterations.get("conv_bn", 25)),
                                args.repeats):
+            print(line, flush=True)
+    if args.latency:
+        for line in latency_lines(data, [n for n in ("lenet300", "mlp_bn") if n in names], args.repeats):
             print(line, flush=True)
     print(f"floor again at the end: {matmul_floor():.1f} GFLOP/s, load average {os.getloadavg()[0]:.1f}", flush=True)
 

@@ -2,7 +2,9 @@
 Network Pruning", ICLR 2019, as its code defines them (``Eric-mingjie/rethinking-network-pruning``).
 
 Take the result of another pruning experiment — a channel plan (structured) or a mask (unstructured) — keep only
-its *architecture*, re-initialize randomly with the baseline init and train normally:
+its *architecture*, re-initialize randomly with the baseline init and train normally. A plan's architecture is its
+widths (how many channels each group keeps, not which), so two sources that leave the same widths — slimming and
+ThiNet often do on an MLP — share the scratch stages instead of training the same network twice:
 
 - ``budget=E`` (Scratch-E): the dense model's epochs (``train``).
 - ``budget=B`` (Scratch-B): the same computation, epochs = round(E · FLOPs_dense / FLOPs_pruned), where a mask counts
@@ -121,7 +123,7 @@ class Scratch(Method):
             raise UserError(f"method.source: the {self.cfg.source} experiment left neither a channel plan nor a mask; "
                             f"scratch needs a pruned architecture")
         seed = self.cfg.reinit_seed if self.cfg.reinit_seed is not None else stages.seed("init") + REINIT_OFFSET
-        init = stages.init_stage("scratch_init", seed=seed, plan=source_final if structured else None)
+        init = stages.init_stage("scratch_init", seed=seed, architecture=source_final.plan() if structured else None)
         flops = self.flops_of(stages, record) if self.cfg.budget == "B" else None
         train_cfg = self.budget_config(stages, flops)
         final = stages.train_stage("scratch", init, train_cfg, masks=None if structured else source_final)

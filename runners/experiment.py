@@ -32,7 +32,7 @@ from foundations.seeds import generator
 from foundations.training import Hooks, TrainConfig, channels_last, evaluate, is_convolutional, resolve_device, train
 from methods import get_method
 from methods.pipeline.api import BuildFn, SelectFn, StageRef, Weights
-from methods.pipeline.channels import compact
+from methods.pipeline.channels import ChannelPlan, compact
 from methods.pipeline.masks import (
     Masks,
     apply_masks,
@@ -153,35 +153,41 @@ class Experiment:
         self.wall_time[name] = 0.0 if stage.reused else stage.result["wall_time_s"]
         return stage
 
-    def init_stage(self, name: str = "init", *, seed: Optional[int] = None, plan: Optional[StageRef] = None,
+    def init_stage(self, name: str = "init", *, seed: Optional[int] = None, architecture: Optional[ChannelPlan] = None,
                    prepare: Optional[Callable[[nn.Module], None]] = None, extra: Optional[dict] = None) -> Stage:
-        """Freshly initialized weights (of the plan's architecture when ``plan`` is given: Scratch-E/B).
+        """Freshly initialized weights, of the architecture a channel plan leaves when one is given (Scratch-E/B).
 
-        With ``model.checkpoint``, the experiment's own init (no other seed, no plan) is the checkpoint's weights:
-        whatever starts from "the init" (the dense stage, pruning at init, lottery rewinding) starts from it.
+        The architecture is the plan's widths (``ChannelPlan.architecture``), not its kept channels: the stage is
+        hashed by the widths, so sources whose plans leave the same widths share it and whatever trains from it.
+
+        With ``model.checkpoint``, the experiment's own init (no other seed, no architecture) is the checkpoint's
+        weights: whatever starts from "the init" (the dense stage, pruning at init, lottery rewinding) starts from it.
         """
-        loads = self.from_checkpoint and seed is None and plan is None
+        loads = self.from_checkpoint and seed is None and architecture is None
         seed = self.seed("init") if seed is None else seed
+        widths = architecture.architecture() if architecture is not None else None
 
         def compute(files: StageFiles) -> dict:
             model = self.base_model(seed)
             if loads:
                 load_checkpoint(model, self.config.model.checkpoint)
-            if plan is not None:
-                model = compact(model, plan.plan(), self.example_input)
-                if self.config.model.init != NATIVE:  # the plan's architecture drawn afresh with its own fans
+            if widths is not None:
+                model = compact(model, widths, self.example_input)
+                if self.config.model.init != NATIVE:  # the architecture drawn afresh with its own fans
                     initialize(model, self.config.model.init, generator(seed))
                 # native (torchvision, a callable): a constructor's own scheme cannot be re-run on the narrower
-                # network; the fresh draw of the full model under this seed, cut to the plan, is that scheme's
-                # weights (their scale follows the unpruned fans)
-                files.plan(plan.plan())
+                # network; the fresh draw of the full model under this seed, cut to its first channels, is that
+                # scheme's weights (their scale follows the unpruned fans)
+                files.plan(widths)
             if prepare is not None:
                 prepare(model)
             files.weights(model.state_dict())
             return {"checkpoint": self.checkpoint_id} if loads else {"init_seed": seed}
 
-        spec = {"checkpoint": self.checkpoint_id} if loads else {"init_seed": seed}
-        return self._stage(name, "init", {**spec, "extra": extra}, {"plan": plan and plan.hash}, compute)
+        spec: dict[str, Any] = {"checkpoint": self.checkpoint_id} if loads else {"init_seed": seed}
+        if widths is not None:
+            spec["widths"] = widths.widths()
+        return self._stage(name, "init", {**spec, "extra": extra}, {}, compute)
 
     def train_stage(self, name: str, start: StageRef, train_cfg: TrainConfig, *, weights: Weights = "selected",
                     masks: Optional[StageRef] = None, hooks: Optional[Hooks] = None, extra: Optional[dict] = None,

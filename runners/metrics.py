@@ -14,7 +14,8 @@ MACs. FLOPs are not speed, so structured results also report measured latency.
 
 from __future__ import annotations
 
-from typing import Optional
+import statistics
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -104,17 +105,13 @@ def latency_setting(model: nn.Module) -> dict:
     return {"device": str(_device(model)), "threads": torch.get_num_threads()}
 
 
-def measure_latency_ms(model: nn.Module, input_shape, batch_sizes=(1, 256), min_run_time: float = 0.1) -> dict[str, float]:
+def measure_latency_ms(model: nn.Module, input_shape, batch_sizes=(1, 256), min_run_time: float = 0.05) -> dict[str, float]:
     """Median wall time (ms) of one forward pass per batch size, in eval mode under ``torch.inference_mode``, on the
     model's own device and with this process's torch thread count (:func:`latency_setting`).
 
-    ``torch.utils.benchmark.Timer.blocked_autorange`` picks how many forwards make one timed block (so that timer
-    overhead is negligible for a 0.01 ms MLP), runs blocks for at least ``min_run_time`` seconds and synchronizes
-    CUDA around each block (a CUDA forward only queues kernels). Keys are the batch sizes as strings ("1", "256").
-    The model is not modified. 0.1 s per batch size: the four timings of a structured job (dense and pruned, two
-    batch sizes, each also estimating its block size for up to ``min_run_time``) were ~3 s of its overhead at 0.5 s;
-    at 0.2 s a survey's structured jobs still had 1.6-1.8 s of overhead against 0.3 s for the others. Six
-    repeats spread by 18-56 % at 0.2 and 0.5 s alike (the machine's noise, not the timer's).
+    Timed with ``torch.utils.benchmark.Timer`` (its timer synchronizes CUDA around each block: a CUDA forward only
+    queues kernels) in blocks of ~10 ms, for at least ``min_run_time`` seconds and 3 blocks (:func:`_median_block`).
+    Keys are the batch sizes as strings ("1", "256"). The model is not modified.
     """
     import logging
 
@@ -129,5 +126,23 @@ def measure_latency_ms(model: nn.Module, input_shape, batch_sizes=(1, 256), min_
         for batch in batch_sizes:
             x = torch.randn(batch, *input_shape, generator=gen).to(device)
             timer = benchmark.Timer(stmt="model(x)", globals={"model": model, "x": x}, num_threads=threads)
-            out[str(batch)] = float(timer.blocked_autorange(min_run_time=min_run_time).median * 1000.0)
+            out[str(batch)] = _median_block(timer, min_run_time) * 1000.0
     return out
+
+
+def _median_block(timer: Any, min_run_time: float, block: float = 0.01, min_blocks: int = 3) -> float:
+    """Seconds per call: the median over blocks of ~``block`` seconds, run for ``min_run_time`` and ``min_blocks``.
+
+    ``Timer.blocked_autorange`` does the same after searching a block size by powers of ten until the timer's overhead
+    is 1e-4 of a block: for a 0.1 ms forward that search alone ran 1,111 forwards, and the four timings of a
+    structured job took 0.9 s. Blocks sized from one warm call last ~10 ms, where a ~1 µs timer overhead is the same
+    1e-4. ``benchmarks/speed.py --latency`` compares the two: the same speed-ups, as tight over repeats, in a third
+    of the time.
+    """
+    timer.timeit(1)  # warm-up: the first call allocates and builds the kernels' primitives
+    once = timer.timeit(1).median
+    number = max(1, int(block / max(once, 1e-7)))
+    blocks: list[float] = []
+    while sum(blocks) * number < min_run_time or len(blocks) < min_blocks:
+        blocks.append(timer.timeit(number).median)
+    return float(statistics.median(blocks))

@@ -60,6 +60,39 @@ def test_scratch_e_reuses_the_source_and_keeps_the_dense_epochs(tmp_path):
     assert second["stage_hashes"]["scratch"] != first["stage_hashes"]["scratch"]
 
 
+def test_a_scratch_init_is_the_fresh_draw_of_the_widths_whichever_channels_the_plan_kept(tmp_path):
+    from methods.pipeline.channels import ChannelPlan, compact, prunable_channel_groups
+    from models.init import initialize
+
+    exp = Experiment(make_run(tmp_path, *MLP_BN), Store(tmp_path / "results"))
+    groups = prunable_channel_groups(exp.base_model(), exp.example_input)
+    plan = lambda keep: ChannelPlan.for_groups(groups, keep)  # noqa: E731
+    odd, low = plan({"fc1": range(1, 40, 2), "fc2": range(10)}), plan({"fc1": range(20), "fc2": range(10, 20)})
+    a, b = exp.init_stage("a", seed=7, architecture=odd), exp.init_stage("b", seed=7, architecture=low)
+    assert a.hash == b.hash and b.reused
+    # the independent answer: the old construction (cut the fresh draw by the source's own channels, re-draw)
+    expected = initialize(compact(exp.base_model(7), odd, exp.example_input), exp.config.model.init,
+                          torch.Generator().manual_seed(7)).state_dict()
+    got = exp.model_from(a).state_dict()
+    assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in got)
+    # the stage's plan keeps the first channels: with model.init=native (no re-draw) the weights are the fresh draw's
+    # first channels, so they too follow from the hashed widths alone
+    assert a.plan().keep == {"fc1": list(range(20)), "fc2": list(range(10))}
+    narrower = exp.init_stage("c", seed=7, architecture=plan({"fc1": range(20), "fc2": range(5)}))
+    assert narrower.hash != a.hash and exp.model_from(narrower).fc2.out_features == 5
+    assert exp.init_stage("d", seed=8, architecture=odd).hash != a.hash
+
+
+def test_sources_leaving_the_same_widths_share_the_scratch_training(tmp_path):
+    first, exp = experiment(tmp_path, *MLP_BN, *L1_SOURCE)
+    second, _ = experiment(tmp_path, *MLP_BN, *L1_SOURCE, "method.source=random_channel")
+    plans = [exp.stage_at(r["source_stage"]).plan() for r in (first, second)]
+    assert plans[0].widths() == plans[1].widths() and plans[0].keep != plans[1].keep
+    assert second["stages_reused"]["scratch_init"] and second["stages_reused"]["scratch"]
+    assert second["final_stage"] == first["final_stage"] and second["source_stage"] != first["source_stage"]
+    assert second["label"] == "scratch-E (random_channel)"
+
+
 def test_scratch_of_a_mask_keeps_the_mask_fixed_and_counts_nonzero_flops(tmp_path):
     record, exp = experiment(tmp_path, "dataset=synthetic", "model=lenet300", "train.epochs=2", "method=scratch",
                              "method.source=magnitude", "method.sparsity=0.8", "method.budget=B",

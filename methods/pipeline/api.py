@@ -64,7 +64,7 @@ class Stages(Protocol):
     train_config: TrainConfig  # the dense schedule (`train` group)
     progress: bool  # show progress bars
     model_name: str
-    from_checkpoint: bool  # model.checkpoint: "the init" (init_stage with no other seed or plan) is its weights
+    from_checkpoint: bool  # model.checkpoint: "the init" (init_stage with no other seed or architecture) is its weights
     model_init: str  # the initialization scheme of the model config (`model.init`)
 
     def seed(self, purpose: str) -> int: ...  # "init" | "data" | "prune"
@@ -78,7 +78,7 @@ class Stages(Protocol):
 
     def model_from(self, stage: StageRef, weights: Weights = "selected") -> nn.Module: ...  # compacted and masked
 
-    def init_stage(self, name: str = "init", *, seed: Optional[int] = None, plan: Optional[StageRef] = None,
+    def init_stage(self, name: str = "init", *, seed: Optional[int] = None, architecture: Optional[ChannelPlan] = None,
                    prepare: Optional[Callable[[nn.Module], None]] = None,
                    extra: Optional[dict] = None) -> StageRef: ...
 

@@ -121,6 +121,17 @@ class ChannelPlan:
                    bn_channels={k: {bn: [int(i) for i in idx] for bn, idx in v.items()}
                                 for k, v in (data.get("bn_channels") or {}).items()})
 
+    def widths(self) -> dict[str, int]:
+        """Kept channels per group key: the architecture the plan leaves, whichever channels it keeps."""
+        return {key: len(kept) for key, kept in sorted(self.keep.items())}
+
+    def architecture(self) -> ChannelPlan:
+        """The plan keeping the *first* ``len(kept)`` channels of each group: the same architecture, without the
+        memory of which channels were kept. Scratch-E/B start from it, so a fresh init depends on the widths alone
+        and two sources that leave the same widths share their scratch stages."""
+        return ChannelPlan(keep={key: list(range(n)) for key, n in self.widths().items()},
+                           members=dict(self.members), bn_channels=dict(self.bn_channels))
+
     def layers_of(self, key: str) -> dict[str, Optional[str]]:
         """Member layer → following BN (or None) of group ``key``; a key without recorded members is a lone layer."""
         return self.members.get(key) or {key: None}
