@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/speed.py --epoch --repeats 5    # whole epochs instead of the first steps
     .venv/bin/python benchmarks/speed.py --store results --experiment survey_mlp   # reuse in a finished survey
     .venv/bin/python benchmarks/speed.py --threads              # 1 vs 2 threads, idle and with a competing process
-    .venv/bin/python benchmarks/speed.py --conv                 # channels_last / torch.compile / mkldnn off
+    .venv/bin/python benchmarks/speed.py --conv                 # channels_last / torch.compile / mkldnn off (item 6)
     .venv/bin/python benchmarks/speed.py --latency              # the records' latency timer vs blocked_autorange
 
 Printed, all measured in this run (every comparison interleaved A, B, A, B, ...; best of ``--repeats``):
@@ -21,8 +21,12 @@ Printed, all measured in this run (every comparison interleaved A, B, A, B, ...;
    time - the wall times of the stages it computed, median over the jobs;
 4. survey time from the records: the sum over jobs of all their stages (no reuse) vs the stages actually computed;
 5. (--latency) a structured job's latency timing (dense and a half-width model, batch 1 and 256) by
-   ``runners.metrics.measure_latency_ms`` against ``Timer.blocked_autorange(0.1)``: seconds, and the speed-ups each
-   reports (median and range over the repeats).
+   ``runners.metrics.measure_latency_ms`` (the models' blocks in turns), by the same timer one model at a time, and
+   by ``Timer.blocked_autorange(0.1)``: seconds, and the speed-ups each reports (median and range over the
+   repeats), idle and beside one busy process per core;
+6. (--conv) training steps of the conv nets in channels-last, with oneDNN off, under ``torch.compile`` (inductor) and
+   both, and of mlp_bn under ``torch.compile`` (whether fusing BN, ReLU and the loss closes the gap that its GEMMs
+   leave to the floor): speed-up over eager, and whether each is deterministic and equal to eager.
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ from runners.train import configure_torch  # noqa: E402
 
 MODELS = ("lenet300", "mlp_bn", "conv_bn", "lenet5")
 CONVS = ("conv_bn", "lenet5")
+CONV_VARIANTS = ("eager", "channels_last", "mkldnn off", "compile", "compile channels_last")
+MLP_VARIANTS = ("eager", "compile")  # inductor fuses BN, ReLU and the loss: the part of mlp_bn's gap not in its GEMMs
 FLOOR_TARGET = {"mlp_bn": 2.0, "conv_bn": 3.0}
 MASKED_TARGET = {"lenet300": 1.1, "mlp_bn": 1.1, "conv_bn": 1.1}
 SPARSITY = 0.9
@@ -316,13 +322,13 @@ def thread_lines(names, iterations: dict[str, int], repeats: int) -> list[str]:
     return lines
 
 
-# ----------------------------------------------------------------------------------------------------- conv nets
-def conv_lines(data, names, steps: int, repeats: int) -> list[str]:
+# ----------------------------------------------------------------------------------------------------- compile
+def compile_lines(data, steps: dict[str, int], repeats: int) -> list[str]:
     import hashlib
 
     import torch.nn.functional as F
 
-    batches = [b for _, b in zip(range(steps), data.train.batches(128, shuffle=True, seed=0))]
+    batches = [b for _, b in zip(range(max(steps.values())), data.train.batches(128, shuffle=True, seed=0))]
 
     def make(name, variant):
         model = fresh(name, data)
@@ -336,7 +342,7 @@ def conv_lines(data, names, steps: int, repeats: int) -> list[str]:
         model, forward, opt = state or make(name, variant)
         torch.backends.mkldnn.enabled = "mkldnn off" not in variant
         try:
-            for x, y in batches:
+            for x, y in batches[:steps[name]]:
                 if "channels_last" in variant:
                     x = x.contiguous(memory_format=torch.channels_last)
                 opt.zero_grad(set_to_none=True)
@@ -347,11 +353,11 @@ def conv_lines(data, names, steps: int, repeats: int) -> list[str]:
         return hashlib.sha256(b"".join(v.detach().contiguous().numpy().tobytes()
                                        for v in model.state_dict().values())).hexdigest()[:12]
 
-    variants = ["NCHW", "channels_last", "mkldnn off", "compile", "compile channels_last"]
-    lines = [f"conv nets: ms per step over {steps} steps (best of {repeats}, interleaved; compiled models timed after "
-             f"their compilation), speed-up vs NCHW eager, and whether {steps} steps from the same init give the "
-             f"same weights twice (deterministic) and the same as NCHW (equal numbers)"]
-    for name in names:
+    lines = [f"layouts and compilation: ms per step (best of {repeats}, interleaved; compiled models timed after their "
+             f"compilation), speed-up vs eager (NCHW for conv nets), and whether the same steps from the same init give "
+             f"the same weights twice (deterministic) and the same as eager (equal numbers)"]
+    for name in steps:
+        variants = CONV_VARIANTS if name in CONVS else MLP_VARIANTS
         states, compile_s = {}, {}
         for variant in variants:
             start = time.perf_counter()
@@ -359,17 +365,16 @@ def conv_lines(data, names, steps: int, repeats: int) -> list[str]:
             run(name, variant, states[variant])  # compiles, creates oneDNN primitives
             compile_s[variant] = time.perf_counter() - start
         times = interleaved([lambda v=v: run(name, v, states[v]) for v in variants], repeats)
-        reference = run(name, "NCHW")
+        reference = run(name, "eager")
         base = min(times[0])
         for variant, t in zip(variants, times):
             first, second = run(name, variant), run(name, variant)
-            lines.append(f"  {name:<8} {variant:<22} {min(t) / steps * 1000:8.2f} ms  {base / min(t):5.2f}x  "
-                         f"deterministic {first == second!s:<5}  equal to NCHW {first == reference!s:<5}  "
+            lines.append(f"  {name:<8} {variant:<22} {min(t) / steps[name] * 1000:8.2f} ms  {base / min(t):5.2f}x  "
+                         f"deterministic {first == second!s:<5}  equal to eager {first == reference!s:<5}  "
                          f"first pass {compile_s[variant]:.1f} s")
     return lines
 
 
-# ----------------------------------------------------------------------------------------------------- main
 # ----------------------------------------------------------------------------------------------------- latency
 def autorange_ms(model: torch.nn.Module, shape, batch_sizes=(1, 256)) -> dict[str, float]:
     """What the records' timer replaced: torch's block-size search, then blocks for 0.1 s."""
@@ -386,29 +391,48 @@ def autorange_ms(model: torch.nn.Module, shape, batch_sizes=(1, 256)) -> dict[st
 
 def latency_lines(data, names, repeats: int) -> list[str]:
     torch.set_num_threads(1)  # as a job
-    lines = ["latency timing of a structured job (dense + half width, batch 1 and 256), 1 thread, interleaved:"]
+    lines = ["latency timing of a structured job (dense + half width, batch 1 and 256), 1 thread, interleaved, "
+             f"{max(repeats, 10)} repeats: median [range] of the speed-ups, idle and beside {os.cpu_count()} busy "
+             "processes:"]
     for name in names:
         dense = fresh(name, data).eval()
         linears = [m for m in dense.modules() if isinstance(m, torch.nn.Linear)][:-1]  # the hidden layers
         widths = [m.out_features // 2 for m in linears]
         half = build_model(ModelConfig(name=name, widths=widths), data.input_shape, data.num_classes).eval()
-        timers = {"measure_latency_ms": lambda m: measure_latency_ms(m, data.input_shape),
-                  "blocked_autorange": lambda m: autorange_ms(m, data.input_shape)}
-        seconds, speedups = {k: [] for k in timers}, {k: [] for k in timers}
-        for _ in range(max(repeats, 5)):
-            for key, timed in timers.items():
-                start = time.perf_counter()
-                d, p = timed(dense), timed(half)
-                seconds[key].append(time.perf_counter() - start)
-                speedups[key].append((d["1"] / p["1"], d["256"] / p["256"]))
-        for key in timers:
-            at1, at256 = zip(*speedups[key])
-            lines.append(f"  {name:9} {key:19} {statistics.median(seconds[key]):.2f} s per job; speed-up at batch 1 "
-                         f"{statistics.median(at1):.3f} [{min(at1):.3f}, {max(at1):.3f}], at 256 "
-                         f"{statistics.median(at256):.3f} [{min(at256):.3f}, {max(at256):.3f}]")
+        shape = data.input_shape
+        timers = {"measure_latency_ms": lambda d, p: measure_latency_ms({"d": d, "p": p}, shape).values(),
+                  "one model at a time": lambda d, p: (measure_latency_ms({"m": m}, shape)["m"] for m in (d, p)),
+                  "blocked_autorange": lambda d, p: (autorange_ms(m, shape) for m in (d, p))}
+        for load in ("idle", "loaded"):
+            busy = [competitor(120.0) for _ in range(os.cpu_count() or 1)] if load == "loaded" else []
+            try:
+                seconds, speedups = _latency_repeats(timers, dense, half, max(repeats, 10))
+            finally:
+                for process in busy:
+                    process.kill()
+            for key in timers:
+                at1, at256 = zip(*speedups[key])
+                lines.append(f"  {name:9} {load:6} {key:19} {statistics.median(seconds[key]):.2f} s per job; speed-up "
+                             f"at batch 1 {_spread(at1)}, at 256 {_spread(at256)}")
     return lines
 
 
+def _latency_repeats(timers, dense, half, repeats: int):
+    seconds, speedups = {k: [] for k in timers}, {k: [] for k in timers}
+    for _ in range(repeats):
+        for key, timed in timers.items():
+            start = time.perf_counter()
+            d, p = timed(dense, half)
+            seconds[key].append(time.perf_counter() - start)
+            speedups[key].append((d["1"] / p["1"], d["256"] / p["256"]))
+    return seconds, speedups
+
+
+def _spread(values) -> str:
+    return f"{statistics.median(values):.3f} [{min(values):.3f}, {max(values):.3f}]"
+
+
+# ----------------------------------------------------------------------------------------------------- main
 def parse(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--models", default=",".join(MODELS))
@@ -421,7 +445,8 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--store", type=Path, default=None, help="also: reuse in this results folder (e.g. results)")
     ap.add_argument("--experiment", default=None, help="with --store: only this experiment name")
     ap.add_argument("--threads", action="store_true", help="also: the thread study (~10 min)")
-    ap.add_argument("--conv", action="store_true", help="also: the conv-net study (compiles: minutes)")
+    ap.add_argument("--conv", action="store_true",
+                    help="also: channels_last / torch.compile / oneDNN off (conv nets), torch.compile (mlp_bn): minutes")
     ap.add_argument("--latency", action="store_true", help="also: the latency timer against blocked_autorange")
     ap.add_argument("--worker", nargs="+", metavar="MODEL STEPS THREADS [cli]", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
@@ -462,8 +487,8 @@ def main(argv=None) -> None:
                                  args.repeats):
             print(line, flush=True)
     if args.conv:
-        for line in conv_lines(data, [n for n in names if n in CONVS], max(10, iterations.get("conv_bn", 25)),
-                               args.repeats):
+        studied = {n: max(10, iterations[n]) for n in names if n in CONVS or n in FLOOR_TARGET}
+        for line in compile_lines(data, studied, args.repeats):
             print(line, flush=True)
     if args.latency:
         for line in latency_lines(data, [n for n in ("lenet300", "mlp_bn") if n in names], args.repeats):

@@ -321,8 +321,7 @@ class Experiment:
         latency, setting = None, {"device": None, "threads": None}
         if final.has_plan():  # timed on the job's own device: a CUDA job's latency is a CUDA latency
             base_on, plain_on = copy.deepcopy(base).to(self.device), copy.deepcopy(plain).to(self.device)
-            latency = {"dense": measure.measure_latency_ms(base_on, self.data.input_shape),
-                       "pruned": measure.measure_latency_ms(plain_on, self.data.input_shape)}
+            latency = measure.measure_latency_ms({"dense": base_on, "pruned": plain_on}, self.data.input_shape)
             setting = measure.latency_setting(plain_on)
         return ExperimentRecord(
             experiment=self.config.sweep, method=self.method.name, label=self.method.label(self),

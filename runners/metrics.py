@@ -14,7 +14,8 @@ MACs. FLOPs are not speed, so structured results also report measured latency.
 
 from __future__ import annotations
 
-import statistics
+import contextlib
+from collections.abc import Mapping
 from typing import Any, Optional
 
 import torch
@@ -105,13 +106,16 @@ def latency_setting(model: nn.Module) -> dict:
     return {"device": str(_device(model)), "threads": torch.get_num_threads()}
 
 
-def measure_latency_ms(model: nn.Module, input_shape, batch_sizes=(1, 256), min_run_time: float = 0.05) -> dict[str, float]:
-    """Median wall time (ms) of one forward pass per batch size, in eval mode under ``torch.inference_mode``, on the
-    model's own device and with this process's torch thread count (:func:`latency_setting`).
+def measure_latency_ms(models: Mapping[str, nn.Module], input_shape, batch_sizes=(1, 256),
+                       min_run_time: float = 0.1) -> dict[str, dict[str, float]]:
+    """Wall time (ms) of one forward pass of each of ``models`` per batch size, in eval mode under
+    ``torch.inference_mode``, on the models' own device and with this process's torch thread count
+    (:func:`latency_setting`): ``{"dense": {"1": 0.09, "256": 2.1}, "pruned": {...}}`` for
+    ``{"dense": ..., "pruned": ...}``. Keys are the batch sizes as strings. The models are not modified.
 
     Timed with ``torch.utils.benchmark.Timer`` (its timer synchronizes CUDA around each block: a CUDA forward only
-    queues kernels) in blocks of ~10 ms, for at least ``min_run_time`` seconds and 3 blocks (:func:`_median_block`).
-    Keys are the batch sizes as strings ("1", "256"). The model is not modified.
+    queues kernels) in blocks of ~10 ms, the models' blocks taking turns, until each has run ``min_run_time``
+    seconds and 3 blocks; each model's latency is its fastest block's time per forward (:func:`_fastest_blocks`).
     """
     import logging
 
@@ -119,30 +123,44 @@ def measure_latency_ms(model: nn.Module, input_shape, batch_sizes=(1, 256), min_
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     from torch.utils import benchmark
 
-    device, threads = _device(model), torch.get_num_threads()
+    devices = {_device(m) for m in models.values()}
+    if len(devices) != 1:
+        raise ValueError(f"latency compares models on one device; these are on {sorted(map(str, devices))}")
+    device, threads = devices.pop(), torch.get_num_threads()
     gen = torch.Generator().manual_seed(0)
-    out: dict[str, float] = {}
-    with torch.inference_mode(), eval_mode(model):
+    out: dict[str, dict[str, float]] = {name: {} for name in models}
+    with torch.inference_mode(), contextlib.ExitStack() as stack:
+        for model in models.values():
+            stack.enter_context(eval_mode(model))
         for batch in batch_sizes:
             x = torch.randn(batch, *input_shape, generator=gen).to(device)
-            timer = benchmark.Timer(stmt="model(x)", globals={"model": model, "x": x}, num_threads=threads)
-            out[str(batch)] = _median_block(timer, min_run_time) * 1000.0
+            timers = [benchmark.Timer(stmt="model(x)", globals={"model": m, "x": x}, num_threads=threads)
+                      for m in models.values()]
+            for name, seconds in zip(models, _fastest_blocks(timers, min_run_time)):
+                out[name][str(batch)] = seconds * 1000.0
     return out
 
 
-def _median_block(timer: Any, min_run_time: float, block: float = 0.01, min_blocks: int = 3) -> float:
-    """Seconds per call: the median over blocks of ~``block`` seconds, run for ``min_run_time`` and ``min_blocks``.
+def _fastest_blocks(timers: list[Any], min_run_time: float, block: float = 0.01, min_blocks: int = 3) -> list[float]:
+    """Seconds per call of each timer in its fastest block of ~``block`` seconds; the timers' blocks take turns until
+    each has run ``min_run_time`` seconds and ``min_blocks`` blocks.
 
-    ``Timer.blocked_autorange`` does the same after searching a block size by powers of ten until the timer's overhead
-    is 1e-4 of a block: for a 0.1 ms forward that search alone ran 1,111 forwards, and the four timings of a
-    structured job took 0.9 s. Blocks sized from one warm call last ~10 ms, where a ~1 µs timer overhead is the same
-    1e-4. ``benchmarks/speed.py --latency`` compares the two: the same speed-ups, as tight over repeats, in a third
-    of the time.
+    ``Timer.blocked_autorange`` searches a block size by powers of ten until the timer's overhead is 1e-4 of a block:
+    for a 0.1 ms forward that search alone ran 1,111 forwards, and a structured job's timing took 0.9 s. Blocks sized
+    from one warm call last ~10 ms, where a ~1 µs timer overhead is the same 1e-4.
+
+    Turns and the fastest block, because a record's speed-up is a ratio of two latencies and a user's machine is
+    rarely idle: another process on the cores only ever adds time, turns spread it over both models, and the fastest
+    of ~10 blocks is one it missed. Beside two busy processes on 2 cores (``benchmarks/speed.py --latency``, 10
+    repeats), a half-width lenet300's speed-up at batch 1 ranged 1.393-1.405 taking turns, 0.756-2.695 timing one
+    model after the other with this same timer, and 0.900-1.867 by ``blocked_autorange``; idle, all three 1.40 ± 0.01.
     """
-    timer.timeit(1)  # warm-up: the first call allocates and builds the kernels' primitives
-    once = timer.timeit(1).median
-    number = max(1, int(block / max(once, 1e-7)))
-    blocks: list[float] = []
-    while sum(blocks) * number < min_run_time or len(blocks) < min_blocks:
-        blocks.append(timer.timeit(number).median)
-    return float(statistics.median(blocks))
+    numbers = []
+    for timer in timers:
+        timer.timeit(1)  # warm-up: the first call allocates and builds the kernels' primitives
+        numbers.append(max(1, int(block / max(timer.timeit(1).median, 1e-7))))
+    blocks: list[list[float]] = [[] for _ in timers]
+    while any(sum(b) * n < min_run_time or len(b) < min_blocks for b, n in zip(blocks, numbers)):
+        for timer, number, times in zip(timers, numbers, blocks):
+            times.append(timer.timeit(number).median)
+    return [float(min(times)) for times in blocks]

@@ -73,7 +73,7 @@ MUTANTS = [
     Mutant("Scratch re-initializes with the source's own init seed", "methods/scratch.py",
            'else stages.seed("init") + REINIT_OFFSET', 'else stages.seed("init")', ("tests/test_scratch.py",)),
     Mutant("latency reports a block's time, not a forward's", "runners/metrics.py",
-           "blocks.append(timer.timeit(number).median)", "blocks.append(timer.timeit(number).median * number)",
+           "times.append(timer.timeit(number).median)", "times.append(timer.timeit(number).median * number)",
            ("tests/test_metrics.py",)),
     Mutant("a scratch init is not hashed by the widths it draws", "runners/experiment.py",
            'spec["widths"] = widths.widths()', 'pass', ("tests/test_scratch.py",)),

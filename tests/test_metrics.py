@@ -127,12 +127,39 @@ def test_count_params_values_and_masks():
         count_params(model, {"fc2.weight": torch.ones(3, 3, dtype=torch.bool)})
 
 
-def test_latency_reports_positive_medians_and_leaves_the_model_alone():
-    model = build("conv_bn").train()
-    result = measure_latency_ms(model, MNIST, batch_sizes=(1, 16), min_run_time=0.05)
-    assert set(result) == {"1", "16"} and all(isinstance(v, float) and v > 0 for v in result.values())
-    assert model.training and all(m.training for m in model.modules())
+def test_latency_reports_positive_times_per_model_and_leaves_the_models_alone():
+    model, other = build("conv_bn").train(), build("lenet5").eval()
+    result = measure_latency_ms({"dense": model, "pruned": other}, MNIST, batch_sizes=(1, 16), min_run_time=0.05)
+    assert set(result) == {"dense", "pruned"} and all(set(r) == {"1", "16"} for r in result.values())
+    assert all(isinstance(v, float) and v > 0 for r in result.values() for v in r.values())
+    assert model.training and all(m.training for m in model.modules()) and not other.training
     assert torch.all(model.bn1.running_mean == 0)
+
+
+def test_latency_times_the_models_in_turns(monkeypatch):
+    """A speed-up is a ratio of two latencies: the models' blocks alternate, so a burst of another process's work
+    lands on both rather than on whichever model was being timed."""
+    from torch.utils import benchmark
+
+    order = []
+    real = benchmark.Timer
+
+    class Spy(real):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.tag = kwargs["globals"]["model"].tag
+
+        def timeit(self, number=1000000):
+            order.append(self.tag)
+            return super().timeit(number)
+
+    monkeypatch.setattr(benchmark, "Timer", Spy)
+    a, b = build("lenet300"), build("lenet300")
+    a.tag, b.tag = "a", "b"
+    measure_latency_ms({"a": a, "b": b}, MNIST, batch_sizes=(1,), min_run_time=0.03)
+    timed = order[4:]  # after each model's warm-up and sizing calls
+    assert order[:4] == ["a", "a", "b", "b"] and len(timed) >= 6
+    assert timed == ["a", "b"] * (len(timed) // 2)
 
 
 def test_latency_is_timed_on_the_jobs_own_threads_and_device(monkeypatch):
@@ -151,7 +178,7 @@ def test_latency_is_timed_on_the_jobs_own_threads_and_device(monkeypatch):
     try:
         torch.set_num_threads(2)
         model = build("lenet300")
-        measure_latency_ms(model, MNIST, batch_sizes=(1,), min_run_time=0.01)
+        measure_latency_ms({"dense": model}, MNIST, batch_sizes=(1,), min_run_time=0.01)
         assert latency_setting(model) == {"device": "cpu", "threads": 2}
     finally:
         torch.set_num_threads(before)
@@ -162,5 +189,12 @@ def test_latency_times_the_forward_not_the_timer():
     """A forward of 256 examples through LeNet-300-100 costs far more than one of a single example; a timer that
     measured its own overhead (or a stale block) would report about the same for both."""
     model = build("lenet300")
-    result = measure_latency_ms(model, MNIST, batch_sizes=(1, 256), min_run_time=0.05)
+    result = measure_latency_ms({"dense": model}, MNIST, batch_sizes=(1, 256), min_run_time=0.05)["dense"]
     assert result["256"] > 5 * result["1"]
+
+
+def test_latency_refuses_models_on_two_devices():
+    model = build("lenet300")
+    model.fc1.to("meta")
+    with pytest.raises(ValueError, match="one device"):
+        measure_latency_ms({"dense": build("lenet300"), "pruned": model}, MNIST)
