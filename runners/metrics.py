@@ -15,7 +15,9 @@ MACs. FLOPs are not speed, so structured results also report measured latency.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+import functools
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Optional
 
 import torch
@@ -113,20 +115,14 @@ def measure_latency_ms(models: Mapping[str, nn.Module], input_shape, batch_sizes
     (:func:`latency_setting`): ``{"dense": {"1": 0.09, "256": 2.1}, "pruned": {...}}`` for
     ``{"dense": ..., "pruned": ...}``. Keys are the batch sizes as strings. The models are not modified.
 
-    Timed with ``torch.utils.benchmark.Timer`` (its timer synchronizes CUDA around each block: a CUDA forward only
-    queues kernels) in blocks of ~10 ms, the models' blocks taking turns, until each has run ``min_run_time``
-    seconds and 3 blocks; each model's latency is its fastest block's time per forward (:func:`_fastest_blocks`).
+    Timed in blocks of ~10 ms (CUDA synchronized around each: a CUDA forward only queues kernels), the models'
+    blocks taking turns, until each has run ``min_run_time`` seconds and 3 blocks; each model's latency is its
+    fastest block's time per forward (:func:`_fastest_blocks`).
     """
-    import logging
-
-    # torch.utils.benchmark imports cpp_extension, which warns "No CUDA runtime is found" on every CPU-only job.
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    from torch.utils import benchmark
-
     devices = {_device(m) for m in models.values()}
     if len(devices) != 1:
         raise ValueError(f"latency compares models on one device; these are on {sorted(map(str, devices))}")
-    device, threads = devices.pop(), torch.get_num_threads()
+    device = devices.pop()
     gen = torch.Generator().manual_seed(0)
     out: dict[str, dict[str, float]] = {name: {} for name in models}
     with torch.inference_mode(), contextlib.ExitStack() as stack:
@@ -134,33 +130,44 @@ def measure_latency_ms(models: Mapping[str, nn.Module], input_shape, batch_sizes
             stack.enter_context(eval_mode(model))
         for batch in batch_sizes:
             x = torch.randn(batch, *input_shape, generator=gen).to(device)
-            timers = [benchmark.Timer(stmt="model(x)", globals={"model": m, "x": x}, num_threads=threads)
-                      for m in models.values()]
-            for name, seconds in zip(models, _fastest_blocks(timers, min_run_time)):
+            forwards = [functools.partial(model, x) for model in models.values()]
+            for name, seconds in zip(models, _fastest_blocks(forwards, device, min_run_time)):
                 out[name][str(batch)] = seconds * 1000.0
     return out
 
 
-def _fastest_blocks(timers: list[Any], min_run_time: float, block: float = 0.01, min_blocks: int = 3) -> list[float]:
-    """Seconds per call of each timer in its fastest block of ~``block`` seconds; the timers' blocks take turns until
-    each has run ``min_run_time`` seconds and ``min_blocks`` blocks.
+def _block(forward: Callable[[], Any], number: int, device: torch.device) -> float:
+    """Seconds per call of ``number`` calls of ``forward``."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(number):
+        forward()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) / number
 
-    ``Timer.blocked_autorange`` searches a block size by powers of ten until the timer's overhead is 1e-4 of a block:
-    for a 0.1 ms forward that search alone ran 1,111 forwards, and a structured job's timing took 0.9 s. Blocks sized
-    from one warm call last ~10 ms, where a ~1 µs timer overhead is the same 1e-4.
+
+def _fastest_blocks(forwards: Sequence[Callable[[], Any]], device: torch.device, min_run_time: float,
+                    block: float = 0.01, min_blocks: int = 3) -> list[float]:
+    """Seconds per call of each of ``forwards`` in its fastest block of ~``block`` seconds; the blocks take turns
+    until each has run ``min_run_time`` seconds and ``min_blocks`` blocks.
 
     Turns and the fastest block, because a record's speed-up is a ratio of two latencies and a user's machine is
     rarely idle: another process on the cores only ever adds time, turns spread it over both models, and the fastest
     of ~10 blocks is one it missed. Beside two busy processes on 2 cores (``benchmarks/speed.py --latency``, 10
-    repeats), a half-width lenet300's speed-up at batch 1 ranged 1.393-1.405 taking turns, 0.756-2.695 timing one
-    model after the other with this same timer, and 0.900-1.867 by ``blocked_autorange``; idle, all three 1.40 ± 0.01.
+    repeats), a half-width mlp_bn's speed-up at batch 1 ranged 1.43-1.48 taking turns, 0.79-2.75 timing one model
+    after the other, and 0.75-1.84 by ``torch.utils.benchmark``'s ``blocked_autorange``; idle, the medians were
+    1.41-1.47. A plain clock, not ``torch.utils.benchmark.Timer``: its ``timeit`` runs two uncounted warm-up calls
+    before each block (40 % more forwards at batch 256), and ``blocked_autorange`` searches a block size by powers
+    of ten (1,111 forwards of a 0.1 ms model before the first block).
     """
     numbers = []
-    for timer in timers:
-        timer.timeit(1)  # warm-up: the first call allocates and builds the kernels' primitives
-        numbers.append(max(1, int(block / max(timer.timeit(1).median, 1e-7))))
-    blocks: list[list[float]] = [[] for _ in timers]
+    for forward in forwards:
+        _block(forward, 1, device)  # warm-up: the first call allocates and builds the kernels' primitives
+        numbers.append(max(1, int(block / max(_block(forward, 1, device), 1e-7))))
+    blocks: list[list[float]] = [[] for _ in forwards]
     while any(sum(b) * n < min_run_time or len(b) < min_blocks for b, n in zip(blocks, numbers)):
-        for timer, number, times in zip(timers, numbers, blocks):
-            times.append(timer.timeit(number).median)
+        for forward, number, times in zip(forwards, numbers, blocks):
+            times.append(_block(forward, number, device))
     return [float(min(times)) for times in blocks]

@@ -73,7 +73,13 @@ MUTANTS = [
     Mutant("Scratch re-initializes with the source's own init seed", "methods/scratch.py",
            'else stages.seed("init") + REINIT_OFFSET', 'else stages.seed("init")', ("tests/test_scratch.py",)),
     Mutant("latency reports a block's time, not a forward's", "runners/metrics.py",
-           "times.append(timer.timeit(number).median)", "times.append(timer.timeit(number).median * number)",
+           "    return (time.perf_counter() - start) / number", "    return time.perf_counter() - start",
+           ("tests/test_metrics.py",)),
+    Mutant("latency times one model after the other, not in turns", "runners/metrics.py",
+           "    while any(sum(b) * n < min_run_time or len(b) < min_blocks for b, n in zip(blocks, numbers)):\n"
+           "        for forward, number, times in zip(forwards, numbers, blocks):\n",
+           "    for forward, number, times in zip(forwards, numbers, blocks):\n"
+           "        while sum(times) * number < min_run_time or len(times) < min_blocks:\n",
            ("tests/test_metrics.py",)),
     Mutant("a scratch init is not hashed by the widths it draws", "runners/experiment.py",
            'spec["widths"] = widths.widths()', 'pass', ("tests/test_scratch.py",)),

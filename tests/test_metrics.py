@@ -136,53 +136,37 @@ def test_latency_reports_positive_times_per_model_and_leaves_the_models_alone():
     assert torch.all(model.bn1.running_mean == 0)
 
 
-def test_latency_times_the_models_in_turns(monkeypatch):
+def forwards_seen(model: torch.nn.Module, tag: str, log: list) -> None:
+    """Note (tag, input device, torch threads) at each forward of ``model``."""
+    model.register_forward_pre_hook(lambda module, args: log.append((tag, args[0].device, torch.get_num_threads())))
+
+
+def test_latency_times_the_models_in_turns():
     """A speed-up is a ratio of two latencies: the models' blocks alternate, so a burst of another process's work
     lands on both rather than on whichever model was being timed."""
-    from torch.utils import benchmark
-
-    order = []
-    real = benchmark.Timer
-
-    class Spy(real):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.tag = kwargs["globals"]["model"].tag
-
-        def timeit(self, number=1000000):
-            order.append(self.tag)
-            return super().timeit(number)
-
-    monkeypatch.setattr(benchmark, "Timer", Spy)
+    log: list = []
     a, b = build("lenet300"), build("lenet300")
-    a.tag, b.tag = "a", "b"
+    forwards_seen(a, "a", log)
+    forwards_seen(b, "b", log)
     measure_latency_ms({"a": a, "b": b}, MNIST, batch_sizes=(1,), min_run_time=0.03)
-    timed = order[4:]  # after each model's warm-up and sizing calls
-    assert order[:4] == ["a", "a", "b", "b"] and len(timed) >= 6
-    assert timed == ["a", "b"] * (len(timed) // 2)
+    runs = [tag for i, (tag, *_) in enumerate(log) if i == 0 or log[i - 1][0] != tag]  # a a a b b a a ... -> a b a
+    assert runs == ["a", "b"] * (len(runs) // 2)
+    assert len(runs) >= 2 * (1 + 3)  # warm-up and sizing calls, then at least 3 blocks each, in turns
 
 
-def test_latency_is_timed_on_the_jobs_own_threads_and_device(monkeypatch):
-    """torch.utils.benchmark.Timer defaults to ONE thread: a job running on 2 must be timed on 2, as recorded."""
-    from torch.utils import benchmark
-
-    seen = []
-    real = benchmark.Timer
-
-    def spy(*args, **kwargs):
-        seen.append((kwargs["num_threads"], kwargs["globals"]["x"].device))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(benchmark, "Timer", spy)
+def test_latency_is_timed_on_the_jobs_own_threads_and_device():
+    """A job running on 2 threads is timed on 2 (torch.utils.benchmark.Timer would default to ONE), as recorded."""
+    log: list = []
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
         model = build("lenet300")
+        forwards_seen(model, "m", log)
         measure_latency_ms({"dense": model}, MNIST, batch_sizes=(1,), min_run_time=0.01)
         assert latency_setting(model) == {"device": "cpu", "threads": 2}
     finally:
         torch.set_num_threads(before)
-    assert seen == [(2, torch.device("cpu"))]
+    assert log and {(device, threads) for _, device, threads in log} == {(torch.device("cpu"), 2)}
 
 
 def test_latency_times_the_forward_not_the_timer():
