@@ -48,6 +48,7 @@ mutants: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python tests/import_graph.py
 

@@ -113,8 +113,10 @@ DERIVED: dict[str, tuple[Callable[..., Optional[float]], dict]] = {
     "acc_drop_before_recovery": (_difference, {"a": "dense_test_acc", "b": "test_acc_before_recovery"}),
     # OBD's measured over predicted training-loss increase of its (last) deletion: > 1 = the quadratic model
     # underestimates the damage
-    "obd_measured_over_predicted": (_ratio, {"a": "rounds.-1.measured_loss_increase",
-                                             "b": "rounds.-1.predicted_loss_increase"}),
+    "obd_measured_over_predicted": (
+        _ratio,
+        {"a": "rounds.-1.measured_loss_increase", "b": "rounds.-1.predicted_loss_increase"},
+    ),
     # slimming: fraction of the BN scales |γ| after sparsity training that are below `threshold`
     "gamma_fraction_below": (_fraction_below, {"path": "sparsity_trained_gamma_abs", "threshold": 0.05}),
 }
@@ -139,8 +141,9 @@ def metric_name(metric: Any) -> str:
 
 def metric_value(record: dict, metric: Any) -> Optional[float]:
     """A claim metric of one record: a derived metric (``name`` or ``{name: ..., param: ...}``) or a field path."""
-    name, params = (metric["name"], {k: v for k, v in metric.items() if k != "name"}) if isinstance(metric, dict) \
-        else (metric, {})
+    name, params = (
+        (metric["name"], {k: v for k, v in metric.items() if k != "name"}) if isinstance(metric, dict) else (metric, {})
+    )
     if name in DERIVED:
         function, defaults = DERIVED[name]
         return function(record, **{**defaults, **params})
@@ -300,12 +303,36 @@ def _comparison(raw: dict, claim: dict, where: str) -> Comparison:
     tolerance = _number(raw.get("tolerance"))
     if relation in ("at_least", "approx") and (tolerance is None or tolerance < 0):
         _fail(where, f"{relation} needs a tolerance >= 0")
-    return Comparison(a=a, relation=relation, b=b, threshold=float(raw.get("threshold", 0.0)), tolerance=tolerance,
-                      format=raw.get("format"))
+    return Comparison(
+        a=a,
+        relation=relation,
+        b=b,
+        threshold=float(raw.get("threshold", 0.0)),
+        tolerance=tolerance,
+        format=raw.get("format"),
+    )
 
 
-CLAIM_KEYS = {"id", "number", "paper", "source", "sentence", "setting", "experiments", "where", "metric", "at", "arms",
-              "comparisons", "published", "evidence", "figures", "notes", "requires", "variants"}
+CLAIM_KEYS = {
+    "id",
+    "number",
+    "paper",
+    "source",
+    "sentence",
+    "setting",
+    "experiments",
+    "where",
+    "metric",
+    "at",
+    "arms",
+    "comparisons",
+    "published",
+    "evidence",
+    "figures",
+    "notes",
+    "requires",
+    "variants",
+}
 COMPARISON_KEYS = {"a", "b", "relation", "threshold", "tolerance", "direction", "format"}
 
 
@@ -345,13 +372,27 @@ def parse_claim(raw: dict, where: str, variant: Optional[str] = None) -> Claim:
     comparisons = [_comparison(c, raw, f"{where}.comparisons[{i}]") for i, c in enumerate(raw["comparisons"])]
     for i, item in enumerate(raw.get("evidence") or []):
         _check_evidence(item, raw, f"{where}.evidence[{i}]")
-    claim = Claim(id=str(raw["id"]), number=int(raw["number"]), paper=str(raw["paper"]), source=str(raw["source"]),
-                  sentence=" ".join(str(raw["sentence"]).split()), experiments=list(raw["experiments"]),
-                  arms=dict(raw["arms"]), comparisons=comparisons, metric=raw.get("metric", "test_acc"),
-                  setting=" ".join(str(raw.get("setting", "")).split()), where=dict(raw.get("where") or {}),
-                  at_key=at.get("key"), at_values=list(at.get("values") or []), published=raw.get("published"),
-                  evidence=list(raw.get("evidence") or []), figures=list(raw.get("figures") or []),
-                  notes=" ".join(str(raw.get("notes", "")).split()), requires=raw.get("requires"), variant=variant)
+    claim = Claim(
+        id=str(raw["id"]),
+        number=int(raw["number"]),
+        paper=str(raw["paper"]),
+        source=str(raw["source"]),
+        sentence=" ".join(str(raw["sentence"]).split()),
+        experiments=list(raw["experiments"]),
+        arms=dict(raw["arms"]),
+        comparisons=comparisons,
+        metric=raw.get("metric", "test_acc"),
+        setting=" ".join(str(raw.get("setting", "")).split()),
+        where=dict(raw.get("where") or {}),
+        at_key=at.get("key"),
+        at_values=list(at.get("values") or []),
+        published=raw.get("published"),
+        evidence=list(raw.get("evidence") or []),
+        figures=list(raw.get("figures") or []),
+        notes=" ".join(str(raw.get("notes", "")).split()),
+        requires=raw.get("requires"),
+        variant=variant,
+    )
     for name, changes in (raw.get("variants") or {}).items():
         if variant is not None:
             _fail(f"{where}.variants", "a variant cannot have variants")
@@ -445,8 +486,7 @@ def arm_records(claim: Claim, records: list[dict], arm: str, at: Any, experiment
     filters = dict(claim.arms[arm])
     if claim.at_key and at is not None and claim.at_key not in filters:
         filters[claim.at_key] = at
-    return [r for r in records if r.get("experiment") == experiment and matches(r, claim.where)
-            and matches(r, filters)]
+    return [r for r in records if r.get("experiment") == experiment and matches(r, claim.where) and matches(r, filters)]
 
 
 def side_values(claim: Claim, records: list[dict], side: Side, at: Any, seeds: list[int], experiment: str) -> Values:
@@ -462,8 +502,10 @@ def side_values(claim: Claim, records: list[dict], side: Side, at: Any, seeds: l
         mine = [r for r in found if r.get("seed") == seed]
         ok = [r for r in mine if r.get("status") == "ok"]
         if len(ok) > 1:
-            out.problems.append(f"{where}, seed {seed}: {len(ok)} records fit the arm (different configs under one "
-                                f"experiment name); narrow the arm's filters or use a fresh store")
+            out.problems.append(
+                f"{where}, seed {seed}: {len(ok)} records fit the arm (different configs under one "
+                f"experiment name); narrow the arm's filters or use a fresh store"
+            )
         elif not ok:
             failed = [r for r in mine if r.get("status") != "ok"]
             error = str(failed[0].get("error") or "no error message").splitlines()[0][:200] if failed else ""
@@ -486,9 +528,20 @@ def format_for(metric: Any, explicit: Optional[str] = None) -> str:
     return "percent" if any(k in name for k in ("acc", "density", "fraction", "sparsity")) else "number"
 
 
-def _part(claim: Claim, comparison: Comparison, a: Values, b: Values, at: Any, text: str, seeds: list[int],
-          relation: str, threshold: float) -> Part:
-    part = Part(text=text, at=at, comparison=comparison, a=a, b=b, format=format_for(comparison.a.metric, comparison.format))
+def _part(
+    claim: Claim,
+    comparison: Comparison,
+    a: Values,
+    b: Values,
+    at: Any,
+    text: str,
+    seeds: list[int],
+    relation: str,
+    threshold: float,
+) -> Part:
+    part = Part(
+        text=text, at=at, comparison=comparison, a=a, b=b, format=format_for(comparison.a.metric, comparison.format)
+    )
     problems = a.problems + b.problems
     for seed in seeds:
         da, db = a.dense.get(seed), b.dense.get(seed)
@@ -514,8 +567,11 @@ def comparison_text(comparison: Comparison, a: Values, b: Values, fmt: str) -> s
     if comparison.relation in ("at_least", "approx"):
         tol = f"{(comparison.tolerance or 0.0) * scale:g}{unit}"
         return f"{a.label} {_SYMBOL[comparison.relation]} {b.label} {'−' if comparison.relation == 'at_least' else '±'} {tol}"
-    shift = f" {'+' if comparison.threshold > 0 else '−'} {abs(comparison.threshold) * scale:g}{unit}" \
-        if comparison.threshold else ""
+    shift = (
+        f" {'+' if comparison.threshold > 0 else '−'} {abs(comparison.threshold) * scale:g}{unit}"
+        if comparison.threshold
+        else ""
+    )
     return f"{a.label} {_SYMBOL[comparison.relation]} {b.label}{shift}"
 
 
@@ -527,15 +583,27 @@ def evaluate(claim: Claim, records: list[dict], *, experiment: str, seeds: list[
     for comparison in claim.comparisons:
         if comparison.relation == "monotone":
             for lo, hi in zip(axis, axis[1:]):
-                a = side_values(claim, records, Side(comparison.a.arm, comparison.a.metric, at=hi), hi, seeds,
-                                experiment)
-                b = side_values(claim, records, Side(comparison.a.arm, comparison.a.metric, at=lo), lo, seeds,
-                                experiment)
+                a = side_values(
+                    claim, records, Side(comparison.a.arm, comparison.a.metric, at=hi), hi, seeds, experiment
+                )
+                b = side_values(
+                    claim, records, Side(comparison.a.arm, comparison.a.metric, at=lo), lo, seeds, experiment
+                )
                 a.label, b.label = f"{a.label} @ {hi:g}", f"{b.label} @ {lo:g}"
                 relation = "greater" if comparison.direction == "increasing" else "less"
-                parts.append(_part(claim, comparison, a, b, f"{lo:g} → {hi:g}",
-                                   f"{comparison.a.arm} {comparison.direction} ({metric_name(comparison.a.metric)})",
-                                   seeds, relation, 0.0))
+                parts.append(
+                    _part(
+                        claim,
+                        comparison,
+                        a,
+                        b,
+                        f"{lo:g} → {hi:g}",
+                        f"{comparison.a.arm} {comparison.direction} ({metric_name(comparison.a.metric)})",
+                        seeds,
+                        relation,
+                        0.0,
+                    )
+                )
             continue
         other = comparison.b if comparison.b is not None else Side(value=0.0)
         fixed_at = comparison.a.at if comparison.a.at is not None else other.at
@@ -543,14 +611,30 @@ def evaluate(claim: Claim, records: list[dict], *, experiment: str, seeds: list[
             a = side_values(claim, records, comparison.a, at, seeds, experiment)
             b = side_values(claim, records, other, at, seeds, experiment)
             fmt = format_for(comparison.a.metric, comparison.format)
-            parts.append(_part(claim, comparison, a, b, at, comparison_text(comparison, a, b, fmt), seeds,
-                               comparison.relation, comparison.threshold))
+            parts.append(
+                _part(
+                    claim,
+                    comparison,
+                    a,
+                    b,
+                    at,
+                    comparison_text(comparison, a, b, fmt),
+                    seeds,
+                    comparison.relation,
+                    comparison.threshold,
+                )
+            )
     verdict = overall([p.verdict for p in parts])
     reasons = [f"{p.text}{_at(claim, p.at)}: {p.reason}" for p in parts if p.reason]
-    return ClaimResult(claim=claim, parts=parts, verdict=verdict, reasons=reasons,
-                       evidence=evidence_lines(claim, records, experiment, seeds),
-                       arm_table=arm_table(claim, records, experiment, seeds),
-                       published=published_line(claim, records, experiment, seeds))
+    return ClaimResult(
+        claim=claim,
+        parts=parts,
+        verdict=verdict,
+        reasons=reasons,
+        evidence=evidence_lines(claim, records, experiment, seeds),
+        arm_table=arm_table(claim, records, experiment, seeds),
+        published=published_line(claim, records, experiment, seeds),
+    )
 
 
 def _at(claim: Claim, at: Any) -> str:
@@ -561,11 +645,18 @@ def arm_table(claim: Claim, records: list[dict], experiment: str, seeds: list[in
     rows = []
     for arm in claim.arms:
         fixed = claim.at_key in claim.arms[arm] if claim.at_key else True
-        for at in ([None] if fixed else claim.at_values or [None]):
+        for at in [None] if fixed else claim.at_values or [None]:
             values = side_values(claim, records, Side(arm, claim.metric), at, seeds, experiment)
             summary = values.summary
-            rows.append({"arm": arm, "at": at, "n": len(values.by_seed), "mean": summary and summary[0],
-                         "std": summary and summary[1]})
+            rows.append(
+                {
+                    "arm": arm,
+                    "at": at,
+                    "n": len(values.by_seed),
+                    "mean": summary and summary[0],
+                    "std": summary and summary[1],
+                }
+            )
     return rows
 
 

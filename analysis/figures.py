@@ -24,18 +24,50 @@ if TYPE_CHECKING:
 WIDTH_IN, HEIGHT_IN = 3.4, 2.6
 DPI = 200
 RC: dict[RcKeyType, Any] = {
-    "font.size": 7.5, "axes.titlesize": 8, "axes.labelsize": 7.5, "xtick.labelsize": 7, "ytick.labelsize": 7,
-    "legend.fontsize": 7, "axes.linewidth": 0.6, "xtick.major.width": 0.6, "ytick.major.width": 0.6,
-    "xtick.minor.width": 0.4, "ytick.minor.width": 0.4, "grid.linewidth": 0.4, "grid.alpha": 0.35,
-    "lines.linewidth": 1.0, "lines.markersize": 3.8, "pdf.fonttype": 42, "ps.fonttype": 42,
-    "legend.frameon": False, "legend.handlelength": 1.8, "legend.columnspacing": 1.0, "legend.borderaxespad": 0.3,
-    "axes.spines.top": False, "axes.spines.right": False, "savefig.dpi": DPI,
+    "font.size": 7.5,
+    "axes.titlesize": 8,
+    "axes.labelsize": 7.5,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "legend.fontsize": 7,
+    "axes.linewidth": 0.6,
+    "xtick.major.width": 0.6,
+    "ytick.major.width": 0.6,
+    "xtick.minor.width": 0.4,
+    "ytick.minor.width": 0.4,
+    "grid.linewidth": 0.4,
+    "grid.alpha": 0.35,
+    "lines.linewidth": 1.0,
+    "lines.markersize": 3.8,
+    "pdf.fonttype": 42,
+    "ps.fonttype": 42,
+    "legend.frameon": False,
+    "legend.handlelength": 1.8,
+    "legend.columnspacing": 1.0,
+    "legend.borderaxespad": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "savefig.dpi": DPI,
 }
 DENSE_COLOR = "0.35"
 
 # Colour-blind-aware first picks (Okabe–Ito, then Tol's muted set); grey is reserved for the dense reference.
-PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#882255",
-           "#999933", "#44AA99", "#332288", "#661100", "#AA4499", "#6699CC"]
+PALETTE = [
+    "#0072B2",
+    "#D55E00",
+    "#009E73",
+    "#CC79A7",
+    "#E69F00",
+    "#56B4E9",
+    "#000000",
+    "#882255",
+    "#999933",
+    "#44AA99",
+    "#332288",
+    "#661100",
+    "#AA4499",
+    "#6699CC",
+]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "d", "8", "*"]
 
 
@@ -71,17 +103,24 @@ def style_map(labels) -> dict[str, Style]:
     so one report uses one style per label in all its figures."""
     labels = set(labels)
     # a known label with extra notes ("scratch-B (slimming, cap 2×)") keeps its style unless the plain one is here too
-    styles = {label: KNOWN_STYLES[base] for label in labels
-              if (base := re.sub(r", [^()]*\)$", ")", label)) in KNOWN_STYLES and (base == label or base not in labels)}
+    styles = {
+        label: KNOWN_STYLES[base]
+        for label in labels
+        if (base := re.sub(r", [^()]*\)$", ")", label)) in KNOWN_STYLES and (base == label or base not in labels)
+    }
     used = set(styles.values())
-    pool = [Style(PALETTE[i], MARKERS[(i + j) % len(MARKERS)], ("-", "--", "-.", ":")[j % 4])
-            for j in range(4) for i in range(len(PALETTE))]
+    pool = [
+        Style(PALETTE[i], MARKERS[(i + j) % len(MARKERS)], ("-", "--", "-.", ":")[j % 4])
+        for j in range(4)
+        for i in range(len(PALETTE))
+    ]
     used_colors = {s.color for s in used}
     used_markers = {s.marker for s in used}
     known_colors = {s.color for s in KNOWN_STYLES.values()}
     # Prefer solid lines, a colour no label of this report has, a colour no known method owns, a free marker.
-    pool.sort(key=lambda s: (s.linestyle != "-", s.color in used_colors, s.color in known_colors,
-                             s.marker in used_markers))
+    pool.sort(
+        key=lambda s: (s.linestyle != "-", s.color in used_colors, s.color in known_colors, s.marker in used_markers)
+    )
     free = [s for s in pool if s not in set(KNOWN_STYLES.values())]
     for i, label in enumerate(sorted(set(labels) - set(styles), key=lambda s: (s.casefold(), s))):
         styles[label] = free[i % len(free)]
@@ -90,13 +129,23 @@ def style_map(labels) -> dict[str, Style]:
 
 def curve(group: pd.DataFrame, x: pd.Series) -> pd.DataFrame:
     """Per (label, sparsity): mean x and test accuracy (%) mean/std over seeds, sorted by x."""
-    data = pd.DataFrame({"label": group["label"], "kind": group["kind"], "sparsity": group["sparsity"], "x": x,
-                         "acc": 100 * group["acc"]}).dropna(subset=["x", "acc"])
+    data = pd.DataFrame(
+        {
+            "label": group["label"],
+            "kind": group["kind"],
+            "sparsity": group["sparsity"],
+            "x": x,
+            "acc": 100 * group["acc"],
+        }
+    ).dropna(subset=["x", "acc"])
     data = data[np.isfinite(data["x"]) & (data["x"] > 0)]
     if data.empty:
         return pd.DataFrame(columns=["label", "kind", "x", "mean", "std", "n"])
-    out = (data.groupby(["label", "kind", "sparsity"], sort=True)
-           .agg(x=("x", "mean"), mean=("acc", "mean"), std=("acc", "std"), n=("acc", "count")).reset_index())
+    out = (
+        data.groupby(["label", "kind", "sparsity"], sort=True)
+        .agg(x=("x", "mean"), mean=("acc", "mean"), std=("acc", "std"), n=("acc", "count"))
+        .reset_index()
+    )
     out["std"] = out["std"].fillna(0.0)
     return out.sort_values(["label", "x"], kind="stable").reset_index(drop=True)
 
@@ -111,13 +160,23 @@ def _log_axis(ax, values: np.ndarray) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def accuracy_figure(points: pd.DataFrame, styles: dict[str, Style], *, title: str, xlabel: str, stem: Path,
-                    dense: Optional[Stat], dense_x: Optional[float] = None, log_x: bool = True,
-                    invert_x: bool = False) -> list[Path]:
+def accuracy_figure(
+    points: pd.DataFrame,
+    styles: dict[str, Style],
+    *,
+    title: str,
+    xlabel: str,
+    stem: Path,
+    dense: Optional[Stat],
+    dense_x: Optional[float] = None,
+    log_x: bool = True,
+    invert_x: bool = False,
+) -> list[Path]:
     """Mean line + ±1 std band per method, dense accuracy as a dashed line (and a star at ``dense_x``)."""
     kinds: dict[str, str] = dict(zip(points["label"], points["kind"])) if "kind" in points.columns else {}
-    labels = sorted(dict.fromkeys(points["label"]),
-                    key=lambda s: (KIND_ORDER.get(kinds.get(s, ""), 2), s.casefold(), s))
+    labels = sorted(
+        dict.fromkeys(points["label"]), key=lambda s: (KIND_ORDER.get(kinds.get(s, ""), 2), s.casefold(), s)
+    )
     n_entries = len(labels) + (dense is not None) + (dense is not None and dense_x is not None)
     outside = n_entries > 4
     longest = max([len(label) for label in labels] + [5])
@@ -132,22 +191,41 @@ def accuracy_figure(points: pd.DataFrame, styles: dict[str, Style], *, title: st
             pts = points[points["label"] == label]
             x, mean, std = pts["x"].to_numpy(float), pts["mean"].to_numpy(float), pts["std"].to_numpy(float)
             ax.fill_between(x, mean - std, mean + std, color=style.color, alpha=0.15, linewidth=0, zorder=1)
-            (line,) = ax.plot(x, mean, color=style.color, marker=style.marker, linestyle=style.linestyle,
-                              markeredgecolor="white", markeredgewidth=0.4, label=label, zorder=3)
+            (line,) = ax.plot(
+                x,
+                mean,
+                color=style.color,
+                marker=style.marker,
+                linestyle=style.linestyle,
+                markeredgecolor="white",
+                markeredgewidth=0.4,
+                label=label,
+                zorder=3,
+            )
             if len(x) == 1 and std[0] > 0:  # a band needs two points: show the spread as an error bar
-                ax.errorbar(x, mean, yerr=std, fmt="none", ecolor=style.color, elinewidth=0.7, capsize=1.5,
-                            zorder=2)
+                ax.errorbar(x, mean, yerr=std, fmt="none", ecolor=style.color, elinewidth=0.7, capsize=1.5, zorder=2)
             handles.append(line)
         if dense is not None:
             d_mean = 100 * dense.mean
             d_std = 100 * dense.std if math.isfinite(dense.std) else 0.0
             if d_std > 0:
                 ax.axhspan(d_mean - d_std, d_mean + d_std, color=DENSE_COLOR, alpha=0.12, linewidth=0, zorder=0)
-            handles.append(ax.axhline(d_mean, color=DENSE_COLOR, linestyle="--", linewidth=0.9, zorder=2,
-                                      label="dense"))
+            handles.append(
+                ax.axhline(d_mean, color=DENSE_COLOR, linestyle="--", linewidth=0.9, zorder=2, label="dense")
+            )
             if dense_x is not None:
-                (star,) = ax.plot([dense_x], [d_mean], linestyle="none", marker="*", markersize=8, color="black",
-                                  markeredgecolor="white", markeredgewidth=0.4, zorder=4, label="dense (latency)")
+                (star,) = ax.plot(
+                    [dense_x],
+                    [d_mean],
+                    linestyle="none",
+                    marker="*",
+                    markersize=8,
+                    color="black",
+                    markeredgecolor="white",
+                    markeredgewidth=0.4,
+                    zorder=4,
+                    label="dense (latency)",
+                )
                 handles.append(star)
         xs = np.concatenate([points["x"].to_numpy(float), [dense_x] if dense_x is not None else []])
         if log_x and len(xs):
@@ -185,20 +263,38 @@ def build_figures(df: pd.DataFrame, fig_dir: Path, styles: Optional[dict[str, St
         views = [
             ("acc_vs_compression", compression, "Compression ratio (total / nonzero params, ×)", False),
             ("acc_vs_density", 100 / compression, "Remaining parameters (% of total)", True),
-            ("acc_vs_speedup", numeric(pruned, "speedup_theoretical"),
-             "Theoretical speedup (dense / effective FLOPs, ×)", False),
+            (
+                "acc_vs_speedup",
+                numeric(pruned, "speedup_theoretical"),
+                "Theoretical speedup (dense / effective FLOPs, ×)",
+                False,
+            ),
         ]
         for name, x, xlabel, invert in views:
             points = curve(pruned, x)
             if not points.empty:
-                paths += accuracy_figure(points, styles, title=title, xlabel=xlabel, dense=dense,
-                                         stem=base.parent / f"{base.name}_{name}", invert_x=invert)
+                paths += accuracy_figure(
+                    points,
+                    styles,
+                    title=title,
+                    xlabel=xlabel,
+                    dense=dense,
+                    stem=base.parent / f"{base.name}_{name}",
+                    invert_x=invert,
+                )
         structured = pruned[pruned["kind"] == "structured"]
         points = curve(structured, numeric(structured, LATENCY_COLUMN))
         if not points.empty:
             d_lat = numeric(structured, DENSE_LATENCY_COLUMN).dropna()
             devices = ", ".join(sorted({str(d) for d in structured["latency_device"].dropna()})) or "cpu"
-            paths += accuracy_figure(points, styles, title=title, xlabel=f"Measured latency on {devices}, batch of 256 (ms)",
-                                     dense=dense, dense_x=float(d_lat.mean()) if len(d_lat) else None,
-                                     stem=base.parent / f"{base.name}_acc_vs_latency", log_x=False)
+            paths += accuracy_figure(
+                points,
+                styles,
+                title=title,
+                xlabel=f"Measured latency on {devices}, batch of 256 (ms)",
+                dense=dense,
+                dense_x=float(d_lat.mean()) if len(d_lat) else None,
+                stem=base.parent / f"{base.name}_acc_vs_latency",
+                log_x=False,
+            )
     return paths

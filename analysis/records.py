@@ -47,6 +47,7 @@ def flatten(record: Mapping, prefix: str = "") -> dict[str, Any]:
 
 def _sort_key(record: Mapping) -> tuple:
     """Row order independent of where the record came from; ties broken by the record's own content."""
+
     def text(v):
         return "" if v is None else str(v)
 
@@ -57,9 +58,16 @@ def _sort_key(record: Mapping) -> tuple:
             return math.inf
         return math.inf if math.isnan(f) else f
 
-    return (text(record.get("experiment")), text(record.get("dataset")), text(record.get("model")),
-            text(record.get("kind")), text(record.get("label")), num(record.get("target_sparsity")),
-            num(record.get("seed")), json.dumps(record, sort_keys=True, default=str))
+    return (
+        text(record.get("experiment")),
+        text(record.get("dataset")),
+        text(record.get("model")),
+        text(record.get("kind")),
+        text(record.get("label")),
+        num(record.get("target_sparsity")),
+        num(record.get("seed")),
+        json.dumps(record, sort_keys=True, default=str),
+    )
 
 
 def records_to_frame(items: Iterable[tuple[Mapping, str]]) -> pd.DataFrame:
@@ -129,8 +137,7 @@ def record_from_wandb(summary: Any, config: Any) -> dict:
     logged metric series (``stage/metric``) and media; fields missing from the summary are taken from the config."""
     summary = _plain(summary) or {}
     config = _plain(config) or {}
-    record = {k: v for k, v in summary.items()
-              if not k.startswith("_") and "/" not in k and not _is_media(v)}
+    record = {k: v for k, v in summary.items() if not k.startswith("_") and "/" not in k and not _is_media(v)}
     # the config's key for the experiment name is `name` (`experiment` in runs logged before the rename)
     for field, keys in (("experiment", ("name", "experiment")), ("seed", ("seed",))):
         value = next((config[k] for k in keys if not isinstance(config.get(k), (dict, list, type(None)))), None)
@@ -187,7 +194,9 @@ def load_wandb(entity: Optional[str], project: str, api: Any = None) -> pd.DataF
     if skipped:
         log.info("skipped %d W&B runs without an experiment record: %s", len(skipped), ", ".join(skipped[:10]))
     if repeated:
-        log.info("left out %d W&B runs repeating an experiment already read: %s", len(repeated), ", ".join(repeated[:10]))
+        log.info(
+            "left out %d W&B runs repeating an experiment already read: %s", len(repeated), ", ".join(repeated[:10])
+        )
     df = records_to_frame(found.values())
     df.attrs[ATTR_SOURCE] = f"W&B project {path}"
     df.attrs[ATTR_UNREADABLE] = []

@@ -70,9 +70,11 @@ def failed_lines(excluded: pd.DataFrame) -> list[str]:
     lines = []
     for _, row in excluded.iterrows():
         label = row["label"] if isinstance(row["label"], str) and row["label"] else text(row["method"])
-        lines.append(f"{label} @ {_fmt_opt_sparsity(row['target_sparsity'])}, seed {_fmt_seed(row['seed'])}"
-                     f" ({text(row['dataset'])} / {text(row['model'])}, experiment {text(row['experiment'])}): "
-                     f"{row['reason']}")
+        lines.append(
+            f"{label} @ {_fmt_opt_sparsity(row['target_sparsity'])}, seed {_fmt_seed(row['seed'])}"
+            f" ({text(row['dataset'])} / {text(row['model'])}, experiment {text(row['experiment'])}): "
+            f"{row['reason']}"
+        )
     return lines
 
 
@@ -81,15 +83,18 @@ def duplicate_lines(prepared: pd.DataFrame) -> list[str]:
     if prepared.empty:
         return []
     keys = ["dataset", "model", "kind", "label", "sparsity", "seed"]
-    key = pd.Series(["|".join(map(str, row)) for row in prepared[keys].itertuples(index=False)],
-                    index=prepared.index, dtype=object)
+    key = pd.Series(
+        ["|".join(map(str, row)) for row in prepared[keys].itertuples(index=False)], index=prepared.index, dtype=object
+    )
     dup = prepared[key.duplicated(keep=False)]
     lines = []
     for _, group in dup.groupby(key[key.duplicated(keep=False)], sort=True):
         row = group.iloc[0]
         experiments = ", ".join(sorted({str(e) for e in group["experiment"]}))
-        lines.append(f"{row['label']} @ {fmt_sparsity(row['sparsity'])}, seed {_fmt_seed(row['seed'])} "
-                     f"({row['dataset']} / {row['model']}): {len(group)} records (experiments: {experiments})")
+        lines.append(
+            f"{row['label']} @ {fmt_sparsity(row['sparsity'])}, seed {_fmt_seed(row['seed'])} "
+            f"({row['dataset']} / {row['model']}): {len(group)} records (experiments: {experiments})"
+        )
     return lines
 
 
@@ -105,14 +110,33 @@ def compact_summary(prepared: pd.DataFrame) -> str:
             top = cell["sparsity"].max()
             at_top = cell.loc[cell["sparsity"] == top, "acc"]
             levels = sorted(cell["sparsity"].dropna().unique())
-            span = (fmt_sparsity(levels[0]) if len(levels) == 1 else
-                    f"{fmt_sparsity(levels[0])}–{fmt_sparsity(levels[-1])} ({len(levels)})") if levels else "?"
-            rows.append([f"{dataset} / {model}", kind, label, len(cell), span,
-                         _stat_str(at_top.mean(), at_top.std()) + f" @ {fmt_sparsity(top)}"])
+            span = (
+                (
+                    fmt_sparsity(levels[0])
+                    if len(levels) == 1
+                    else f"{fmt_sparsity(levels[0])}–{fmt_sparsity(levels[-1])} ({len(levels)})"
+                )
+                if levels
+                else "?"
+            )
+            rows.append(
+                [
+                    f"{dataset} / {model}",
+                    kind,
+                    label,
+                    len(cell),
+                    span,
+                    _stat_str(at_top.mean(), at_top.std()) + f" @ {fmt_sparsity(top)}",
+                ]
+            )
     if not rows:
         return "(no usable records)"
-    return tabulate(rows, headers=["dataset / model", "kind", "method", "runs", "sparsities",
-                                   "test acc % (at highest sparsity)"], tablefmt="simple", disable_numparse=True)
+    return tabulate(
+        rows,
+        headers=["dataset / model", "kind", "method", "runs", "sparsities", "test acc % (at highest sparsity)"],
+        tablefmt="simple",
+        disable_numparse=True,
+    )
 
 
 def _stat_str(mean: float, std: float) -> str:
@@ -146,8 +170,10 @@ def generate_report(df: pd.DataFrame, out_dir: str | Path) -> dict[str, list[Pat
 
     for table in tables:
         stem = out_dir / "tables" / table.name
-        outputs["tables"] += [_write(stem.with_suffix(".md"), to_markdown(table, heading="##")),
-                              _write(stem.with_suffix(".tex"), to_latex(table))]
+        outputs["tables"] += [
+            _write(stem.with_suffix(".md"), to_markdown(table, heading="##")),
+            _write(stem.with_suffix(".tex"), to_latex(table)),
+        ]
         stem.parent.mkdir(parents=True, exist_ok=True)
         table.long.to_csv(stem.with_suffix(".csv"), index=False)
         outputs["tables"].append(stem.with_suffix(".csv"))
@@ -165,24 +191,36 @@ def generate_report(df: pd.DataFrame, out_dir: str | Path) -> dict[str, list[Pat
     return outputs
 
 
-def render_summary(df: pd.DataFrame, tables: list[Table], outputs: dict[str, list[Path]], excluded: pd.DataFrame,
-                   prepared: pd.DataFrame, out_dir: Path) -> str:
+def render_summary(
+    df: pd.DataFrame,
+    tables: list[Table],
+    outputs: dict[str, list[Path]],
+    excluded: pd.DataFrame,
+    prepared: pd.DataFrame,
+    out_dir: Path,
+) -> str:
     unreadable = df.attrs.get(ATTR_UNREADABLE) or []
     experiments = sorted({str(e) for e in df["experiment"].dropna()})
-    lines = ["# prunelab report", "",
-             f"Source: {df.attrs.get(ATTR_SOURCE, 'records')}; experiments: {', '.join(experiments) or '—'}.", "",
-             f"Records: {len(df)} ({len(prepared)} used, {len(excluded)} excluded"
-             f"{f', {len(unreadable)} unreadable record file(s) skipped' if unreadable else ''}). "
-             "Accuracy is test accuracy in %, mean ± sample standard deviation (ddof=1) over seeds; "
-             "(n=k) marks cells with fewer seeds than the table's maximum.", ""]
+    lines = [
+        "# prunelab report",
+        "",
+        f"Source: {df.attrs.get(ATTR_SOURCE, 'records')}; experiments: {', '.join(experiments) or '—'}.",
+        "",
+        f"Records: {len(df)} ({len(prepared)} used, {len(excluded)} excluded"
+        f"{f', {len(unreadable)} unreadable record file(s) skipped' if unreadable else ''}). "
+        "Accuracy is test accuracy in %, mean ± sample standard deviation (ddof=1) over seeds; "
+        "(n=k) marks cells with fewer seeds than the table's maximum.",
+        "",
+    ]
 
     def rel(p: Path) -> str:
         return p.relative_to(out_dir).as_posix()
 
     lines += ["## Files", ""]
     for table in tables:
-        lines.append(f"- [{table.title}](tables/{table.name}.md) (also `tables/{table.name}.tex`, "
-                     f"`tables/{table.name}.csv`)")
+        lines.append(
+            f"- [{table.title}](tables/{table.name}.md) (also `tables/{table.name}.tex`, `tables/{table.name}.csv`)"
+        )
     pngs = [p for p in outputs["figures"] if p.suffix == ".png"]
     for png in pngs:
         lines.append(f"- [{png.stem}]({rel(png)}) (also `{rel(png.with_suffix('.pdf'))}`)")
@@ -211,10 +249,16 @@ def render_summary(df: pd.DataFrame, tables: list[Table], outputs: dict[str, lis
 
 def report_inputs(df: pd.DataFrame, args: argparse.Namespace, out_dir: Path) -> dict:
     """What a report was made of, as its W&B run's config: where the records came from and which ones."""
-    return {"source": args.source, "results": str(Path(args.results).resolve()) if args.source == "local" else None,
-            "wandb_project": f"{args.entity}/{args.project}" if args.entity else args.project,
-            "experiment_filter": args.experiment, "experiments": sorted({str(e) for e in df["experiment"].dropna()}),
-            "records": int(len(df)), "record_sources": [str(s) for s in df["source"]], "out": str(out_dir.resolve())}
+    return {
+        "source": args.source,
+        "results": str(Path(args.results).resolve()) if args.source == "local" else None,
+        "wandb_project": f"{args.entity}/{args.project}" if args.entity else args.project,
+        "experiment_filter": args.experiment,
+        "experiments": sorted({str(e) for e in df["experiment"].dropna()}),
+        "records": int(len(df)),
+        "record_sources": [str(s) for s in df["source"]],
+        "out": str(out_dir.resolve()),
+    }
 
 
 def report_group(df: pd.DataFrame) -> Optional[str]:
@@ -223,8 +267,15 @@ def report_group(df: pd.DataFrame) -> Optional[str]:
     return names.pop() if len(names) == 1 else None
 
 
-def log_to_wandb(outputs: dict[str, list[Path]], out_dir: Path, *, entity: Optional[str] = None,
-                 project: str = "prunelab", group: Optional[str] = None, config: Optional[dict] = None) -> bool:
+def log_to_wandb(
+    outputs: dict[str, list[Path]],
+    out_dir: Path,
+    *,
+    entity: Optional[str] = None,
+    project: str = "prunelab",
+    group: Optional[str] = None,
+    config: Optional[dict] = None,
+) -> bool:
     """Log the CSV tables (as ``wandb.Table``) and PNG figures to a W&B run of job type "report", in the sweep's
     ``group`` next to its experiments, with the report's inputs as its ``config``. Mode: ``WANDB_MODE`` (default
     offline); the offline run lands in ``<out_dir>/wandb/``. Any failure is a warning: the report on disk is what
@@ -234,9 +285,18 @@ def log_to_wandb(outputs: dict[str, list[Path]], out_dir: Path, *, entity: Optio
     try:
         import wandb
 
-        run = wandb.init(project=project, entity=entity, mode=mode, dir=str(out_dir), job_type="report",
-                         group=group, name=f"report {group}" if group else "report", config=config or {},
-                         reinit="finish_previous", settings=wandb.Settings(silent=True, console="off"))
+        run = wandb.init(
+            project=project,
+            entity=entity,
+            mode=mode,
+            dir=str(out_dir),
+            job_type="report",
+            group=group,
+            name=f"report {group}" if group else "report",
+            config=config or {},
+            reinit="finish_previous",
+            settings=wandb.Settings(silent=True, console="off"),
+        )
         for path in outputs.get("tables", []):
             if path.suffix == ".csv":
                 run.log({f"tables/{path.stem}": wandb.Table(dataframe=pd.read_csv(path))})
@@ -260,19 +320,34 @@ def log_to_wandb(outputs: dict[str, list[Path]], out_dir: Path, *, entity: Optio
 
 def build_parser() -> argparse.ArgumentParser:
     installed = os.path.basename(sys.argv[0]) == "prunelab-report"  # the console script (pyproject.toml)
-    parser = argparse.ArgumentParser(prog="prunelab-report" if installed else "python -m analysis.report", description=__doc__.replace("``", ""),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", default="results",
-                        help="results root holding runs/experiment/ (default: %(default)s)")
-    parser.add_argument("--experiment", action="append", metavar="GLOB",
-                        help="only records whose `experiment` matches this glob; repeatable (default: all)")
+    parser = argparse.ArgumentParser(
+        prog="prunelab-report" if installed else "python -m analysis.report",
+        description=__doc__.replace("``", ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--results", default="results", help="results root holding runs/experiment/ (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--experiment",
+        action="append",
+        metavar="GLOB",
+        help="only records whose `experiment` matches this glob; repeatable (default: all)",
+    )
     parser.add_argument("--out", default=None, help="output folder (default: <results>/report)")
-    parser.add_argument("--source", choices=["local", "wandb"], default="local",
-                        help="read the local store or the W&B project's run summaries (default: %(default)s)")
+    parser.add_argument(
+        "--source",
+        choices=["local", "wandb"],
+        default="local",
+        help="read the local store or the W&B project's run summaries (default: %(default)s)",
+    )
     parser.add_argument("--entity", default=None, help="W&B entity (default: your default entity)")
     parser.add_argument("--project", default="prunelab", help="W&B project (default: %(default)s)")
-    parser.add_argument("--wandb", action="store_true",
-                        help="also log tables and figures to a W&B 'report' run (mode: $WANDB_MODE, default offline)")
+    parser.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also log tables and figures to a W&B 'report' run (mode: $WANDB_MODE, default offline)",
+    )
     return parser
 
 
@@ -281,19 +356,25 @@ def load(args: argparse.Namespace) -> pd.DataFrame:
         try:
             df = load_wandb(args.entity, args.project)
         except Exception as err:
-            raise UserError(f"--source wandb: could not read runs of {args.entity or '<default entity>'}/"
-                            f"{args.project} ({type(err).__name__}: {err}); use --source local") from err
+            raise UserError(
+                f"--source wandb: could not read runs of {args.entity or '<default entity>'}/"
+                f"{args.project} ({type(err).__name__}: {err}); use --source local"
+            ) from err
     else:
         df = load_local(args.results)
         if df.empty and not df.attrs.get(ATTR_UNREADABLE):
-            raise UserError(f"--results: no experiment records under {Path(args.results) / 'runs' / 'experiment'}; "
-                            "run experiments first (make survey) or point --results at a results folder")
+            raise UserError(
+                f"--results: no experiment records under {Path(args.results) / 'runs' / 'experiment'}; "
+                "run experiments first (make survey) or point --results at a results folder"
+            )
     if args.experiment:
         available = sorted({str(e) for e in df["experiment"].dropna()})
         df = filter_experiments(df, args.experiment)
         if df.empty:
-            raise UserError(f"--experiment: {', '.join(args.experiment)} matches no record; experiments present: "
-                            f"{', '.join(available) or 'none'}")
+            raise UserError(
+                f"--experiment: {', '.join(args.experiment)} matches no record; experiments present: "
+                f"{', '.join(available) or 'none'}"
+            )
     return df
 
 
@@ -319,8 +400,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"  {line}")
     unreadable = df.attrs.get(ATTR_UNREADABLE) or []
     if unreadable:
-        print(f"{len(unreadable)} unreadable record file{'s' if len(unreadable) != 1 else ''} skipped "
-              f"(listed in summary.md)")
+        print(
+            f"{len(unreadable)} unreadable record file{'s' if len(unreadable) != 1 else ''} skipped "
+            f"(listed in summary.md)"
+        )
     for group, paths in outputs.items():
         if paths:
             folders = sorted({str(p.parent) for p in paths})
@@ -328,10 +411,18 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"{group:8s} {len(paths):3d} file{'s' if len(paths) != 1 else ' '} ({kinds}) in {', '.join(folders)}")
     if args.wandb:
         sweep = report_group(df)
-        if log_to_wandb(outputs, out_dir, entity=args.entity, project=args.project, group=sweep,
-                        config=report_inputs(df, args, out_dir)):
-            print(f"W&B: logged to a 'report' run of {args.project} (group {sweep or 'none'}, mode "
-                  f"{os.environ.get('WANDB_MODE', 'offline')}) under {out_dir / 'wandb'}")
+        if log_to_wandb(
+            outputs,
+            out_dir,
+            entity=args.entity,
+            project=args.project,
+            group=sweep,
+            config=report_inputs(df, args, out_dir),
+        ):
+            print(
+                f"W&B: logged to a 'report' run of {args.project} (group {sweep or 'none'}, mode "
+                f"{os.environ.get('WANDB_MODE', 'offline')}) under {out_dir / 'wandb'}"
+            )
     return 0
 
 

@@ -44,8 +44,13 @@ from analysis.figures import RC as _RC
 from foundations.files import atomic_write_text
 
 RC: Any = dict(_RC)  # the survey figures' style (Any: matplotlib types rc keys as literals)
-VERDICT_MARK = {CONFIRMED: "✅ confirmed", REFUTED: "❌ refuted", INCONCLUSIVE: "➖ inconclusive", MIXED: "◐ mixed",
-                NO_VERDICT: "⚠️ no verdict"}
+VERDICT_MARK = {
+    CONFIRMED: "✅ confirmed",
+    REFUTED: "❌ refuted",
+    INCONCLUSIVE: "➖ inconclusive",
+    MIXED: "◐ mixed",
+    NO_VERDICT: "⚠️ no verdict",
+}
 
 
 @dataclass
@@ -74,8 +79,10 @@ def _diff(part: Part) -> str:
         return "—"
     s, fmt = part.stats, part.format
     unit = " pp" if fmt == "percent" else ""
-    return (f"{format_value(s.mean, fmt, signed=True)}{unit} "
-            f"[{format_value(s.low, fmt, signed=True)}, {format_value(s.high, fmt, signed=True)}]")
+    return (
+        f"{format_value(s.mean, fmt, signed=True)}{unit} "
+        f"[{format_value(s.low, fmt, signed=True)}, {format_value(s.high, fmt, signed=True)}]"
+    )
 
 
 def _mean_std(values, fmt: str) -> str:
@@ -99,9 +106,15 @@ def why(result: ClaimResult) -> str:
             at = _fmt_at(claim, p.at)
             number = f"A − B = {_diff(p)}" if numbers else ""
             by_text.setdefault(p.text, []).append(f"{at} ({number})" if at and number else at or number)
-        return "; ".join(text + (f" at {', '.join(items)}" if any(_fmt_at(claim, p.at) for p in parts) else
-                                 (f" ({', '.join(items)})" if numbers else ""))
-                         for text, items in by_text.items())
+        return "; ".join(
+            text
+            + (
+                f" at {', '.join(items)}"
+                if any(_fmt_at(claim, p.at) for p in parts)
+                else (f" ({', '.join(items)})" if numbers else "")
+            )
+            for text, items in by_text.items()
+        )
 
     sentences = []
     if groups.get(CONFIRMED):
@@ -111,8 +124,12 @@ def why(result: ClaimResult) -> str:
     if groups.get(INCONCLUSIVE):
         sentences.append(f"Undecided (the interval straddles the bound): {where(groups[INCONCLUSIVE], True)}.")
     if result.reasons:
-        sentences.append("No verdict: " + "; ".join(result.reasons[:6]) +
-                         (f" (+{len(result.reasons) - 6} more)" if len(result.reasons) > 6 else "") + ".")
+        sentences.append(
+            "No verdict: "
+            + "; ".join(result.reasons[:6])
+            + (f" (+{len(result.reasons) - 6} more)" if len(result.reasons) > 6 else "")
+            + "."
+        )
     return " ".join(sentences)
 
 
@@ -138,12 +155,25 @@ def _row(cells: list[str]) -> str:
 def _part_rows(result: ClaimResult) -> list[str]:
     claim = result.claim
     axis = [claim.at_key] if claim.at_key else []
-    lines = [_row(["comparison", *axis, "A", "B", f"A − B [{CONFIDENCE * 100:g} % CI]", "n", "verdict"]),
-             _row(["---"] * (6 + len(axis)))]
+    lines = [
+        _row(["comparison", *axis, "A", "B", f"A − B [{CONFIDENCE * 100:g} % CI]", "n", "verdict"]),
+        _row(["---"] * (6 + len(axis))),
+    ]
     for p in result.parts:
         at = [_fmt_at(claim, p.at)] if axis else []
-        lines.append(_row([p.text, *at, _mean_std(p.a, p.format), _mean_std(p.b, p.format), _diff(p),
-                           str(p.stats.n) if p.stats else "—", VERDICT_MARK[p.verdict]]))
+        lines.append(
+            _row(
+                [
+                    p.text,
+                    *at,
+                    _mean_std(p.a, p.format),
+                    _mean_std(p.b, p.format),
+                    _diff(p),
+                    str(p.stats.n) if p.stats else "—",
+                    VERDICT_MARK[p.verdict],
+                ]
+            )
+        )
     return lines
 
 
@@ -155,13 +185,18 @@ def _published(result: ClaimResult) -> str:
     if pub.get("value") is not None and "ours" in pub:
         fmt = pub.get("format", "number")
         ours = pub["ours"]
-        mine = "not run" if ours is None else f"{format_value(ours[0], fmt)} ± {format_value(ours[1], fmt).replace(' %', '')} (n = {ours[2]})"
+        mine = (
+            "not run"
+            if ours is None
+            else f"{format_value(ours[0], fmt)} ± {format_value(ours[1], fmt).replace(' %', '')} (n = {ours[2]})"
+        )
         text += f" **Paper {format_value(pub['value'], fmt)} · ours {mine}.**"
     return text
 
 
-def claim_section(result: ClaimResult, context: Context, figures: list[Path], out_dir: Path,
-                  variant_sections: list[str]) -> str:
+def claim_section(
+    result: ClaimResult, context: Context, figures: list[Path], out_dir: Path, variant_sections: list[str]
+) -> str:
     claim = result.claim
     lines = [f"## {claim.number}. {claim.id}", "", f"**Claim** ({claim.paper}; {claim.source}): {claim.sentence}", ""]
     lines += [f"**Setting**: {claim.setting}", ""] if claim.setting else []
@@ -175,8 +210,7 @@ def claim_section(result: ClaimResult, context: Context, figures: list[Path], ou
 def run_line(line: str, context: Context) -> str:
     """The command a claim's line runs as (``runners.reproduce`` adds the tier to the reproduce_* configs)."""
     tier = f" reproduce.tier={context.tier}" if "+experiment=reproduce_" in line else ""
-    return (f"python -m runners.train -m {line}{tier} name={context.experiment} "
-            f"seed={','.join(map(str, context.seeds))}")
+    return f"python -m runners.train -m {line}{tier} name={context.experiment} seed={','.join(map(str, context.seeds))}"
 
 
 def _judged(result: ClaimResult, context: Context) -> list[str]:
@@ -192,8 +226,7 @@ def _judged(result: ClaimResult, context: Context) -> list[str]:
     return lines
 
 
-def variant_section(claim: Claim, context: Context, result: Optional[ClaimResult],
-                    reason: Optional[str]) -> list[str]:
+def variant_section(claim: Claim, context: Context, result: Optional[ClaimResult], reason: Optional[str]) -> list[str]:
     title = f"### {str(claim.variant).upper() if claim.variant == 'mnist' else claim.variant} variant"
     if result is None:
         return [title, "", f"not run: {reason}", ""]
@@ -207,34 +240,45 @@ def summary_table(results: list[ClaimResult], variants: dict[str, dict[str, Any]
         c = r.claim
         anchor = f"#{c.number}-{c.id}"
         counts = {v: sum(p.verdict == v for p in r.parts) for v in (CONFIRMED, REFUTED, INCONCLUSIVE, NO_VERDICT)}
-        detail = ", ".join(f"{n} {v}" for v, n in counts.items() if n) if sum(bool(n) for n in counts.values()) > 1 \
-            else ""
+        detail = (
+            ", ".join(f"{n} {v}" for v, n in counts.items() if n) if sum(bool(n) for n in counts.values()) > 1 else ""
+        )
         mnist = variants.get(c.id, {}).get("mnist")
-        mnist_text = "—" if mnist is None else (VERDICT_MARK[mnist.verdict] if isinstance(mnist, ClaimResult)
-                                                 else f"not run: {mnist}")
-        lines.append(f"| {c.number} | [{c.id}]({anchor}) | {c.source} | "
-                     f"{VERDICT_MARK[r.verdict]}{f' ({detail} parts)' if detail else ''} | {mnist_text} |")
+        mnist_text = (
+            "—"
+            if mnist is None
+            else (VERDICT_MARK[mnist.verdict] if isinstance(mnist, ClaimResult) else f"not run: {mnist}")
+        )
+        lines.append(
+            f"| {c.number} | [{c.id}]({anchor}) | {c.source} | "
+            f"{VERDICT_MARK[r.verdict]}{f' ({detail} parts)' if detail else ''} | {mnist_text} |"
+        )
     return lines
 
 
 def header(context: Context) -> list[str]:
     h = context.header
     knobs = ", ".join(f"{k} {v}" for k, v in context.knobs.items() if k != "seeds")
-    lines = ["# Reproduction report", "",
-             "Every claim of `conf/claims/` judged on this repository's own runs (README › Reproduction). "
-             "Regenerated by the command below; do not edit by hand.", "",
-             f"- **Command**: `{h.get('command', '?')}`",
-             f"- **Date**: {h.get('date', '?')} · **commit** `{h.get('commit', '?')}`",
-             f"- **Wall time**: {h.get('wall_time', '?')}" + (f" (claims run: {h['claims_run']})"
-                                                               if h.get("claims_run") else ""),
-             f"- **Tier** `{context.tier}`: seeds {', '.join(map(str, context.seeds))}; {knobs}",
-             f"- **Records**: experiment `{context.experiment}` in the store; Fashion-MNIST has no published "
-             f"tables in any of the papers, so only relative claims are judged on it.",
-             f"- **Verdicts**: paired differences A − B over seeds (the same seed gives the same dense model and "
-             f"data order), {CONFIDENCE * 100:g} % Student-t interval of their mean. Confirmed: the interval lies on the "
-             f"claimed side of the bound (inside ± tolerance for ≈); refuted: it lies on the other side; "
-             f"inconclusive: it straddles the bound; mixed: some parts confirmed, some refuted. A claim with "
-             f"missing or failed runs, or fewer than {MIN_SEEDS} seeds, gets no verdict.", ""]
+    lines = [
+        "# Reproduction report",
+        "",
+        "Every claim of `conf/claims/` judged on this repository's own runs (README › Reproduction). "
+        "Regenerated by the command below; do not edit by hand.",
+        "",
+        f"- **Command**: `{h.get('command', '?')}`",
+        f"- **Date**: {h.get('date', '?')} · **commit** `{h.get('commit', '?')}`",
+        f"- **Wall time**: {h.get('wall_time', '?')}"
+        + (f" (claims run: {h['claims_run']})" if h.get("claims_run") else ""),
+        f"- **Tier** `{context.tier}`: seeds {', '.join(map(str, context.seeds))}; {knobs}",
+        f"- **Records**: experiment `{context.experiment}` in the store; Fashion-MNIST has no published "
+        f"tables in any of the papers, so only relative claims are judged on it.",
+        f"- **Verdicts**: paired differences A − B over seeds (the same seed gives the same dense model and "
+        f"data order), {CONFIDENCE * 100:g} % Student-t interval of their mean. Confirmed: the interval lies on the "
+        f"claimed side of the bound (inside ± tolerance for ≈); refuted: it lies on the other side; "
+        f"inconclusive: it straddles the bound; mixed: some parts confirmed, some refuted. A claim with "
+        f"missing or failed runs, or fewer than {MIN_SEEDS} seeds, gets no verdict.",
+        "",
+    ]
     return lines
 
 
@@ -276,8 +320,16 @@ def curve_figure(claim: Claim, spec: dict, records: list[dict], context: Context
             if not len(x):
                 continue
             style = styles[label]
-            ax.errorbar(x, mean, yerr=std, color=style.color, marker=style.marker, linestyle=style.linestyle,
-                        capsize=1.5, label=label)
+            ax.errorbar(
+                x,
+                mean,
+                yerr=std,
+                color=style.color,
+                marker=style.marker,
+                linestyle=style.linestyle,
+                capsize=1.5,
+                label=label,
+            )
             drawn += 1
         if not drawn:
             return None
@@ -294,10 +346,19 @@ def curve_figure(claim: Claim, spec: dict, records: list[dict], context: Context
 def lth_ladder_figure(claim: Claim, spec: dict, records: list[dict], context: Context, out: Path) -> Optional[Path]:
     """Test accuracy of every lottery level (from the records' ``levels``) against the density, the controls
     (reinit, shuffle) at their density and the dense accuracy."""
-    ticket_filter = {k: v for k, v in claim.arms[spec["ticket"]].items() if k != claim.at_key and k != "target_sparsity"}
+    ticket_filter = {
+        k: v for k, v in claim.arms[spec["ticket"]].items() if k != claim.at_key and k != "target_sparsity"
+    }
     where = {k: v for k, v in claim.where.items() if k != "target_sparsity"}
-    lottery = [r for r in records if r.get("experiment") == context.experiment and r.get("status") == "ok"
-               and matches(r, where) and matches(r, ticket_filter) and r.get("seed") in context.seeds]
+    lottery = [
+        r
+        for r in records
+        if r.get("experiment") == context.experiment
+        and r.get("status") == "ok"
+        and matches(r, where)
+        and matches(r, ticket_filter)
+        and r.get("seed") in context.seeds
+    ]
     ladder: dict[float, dict[int, float]] = {}
     for r in lottery:
         for level in r.get("levels") or []:
@@ -309,20 +370,38 @@ def lth_ladder_figure(claim: Claim, spec: dict, records: list[dict], context: Co
         ax = fig.add_subplot()
         xs = sorted(ladder, reverse=True)
         mean = np.array([100 * np.mean(list(ladder[x].values())) for x in xs], float)
-        std = np.array([100 * np.std(list(ladder[x].values()), ddof=1) if len(ladder[x]) > 1 else 0.0 for x in xs],
-                       float)
+        std = np.array(
+            [100 * np.std(list(ladder[x].values()), ddof=1) if len(ladder[x]) > 1 else 0.0 for x in xs], float
+        )
         styles = style_map(["lottery", *spec.get("controls", {})])
-        ax.errorbar([100 * x for x in xs], mean, yerr=std, color=styles["lottery"].color, marker="D", capsize=1.5,
-                    label="ticket (reset to init)")
+        ax.errorbar(
+            [100 * x for x in xs],
+            mean,
+            yerr=std,
+            color=styles["lottery"].color,
+            marker="D",
+            capsize=1.5,
+            label="ticket (reset to init)",
+        )
         for label, arm in spec.get("controls", {}).items():
             found = arm_records(claim, records, arm, None, context.experiment)
-            points = [(100 * r["density"], 100 * r["test_acc"]) for r in found
-                      if r.get("status") == "ok" and r.get("seed") in context.seeds]
+            points = [
+                (100 * r["density"], 100 * r["test_acc"])
+                for r in found
+                if r.get("status") == "ok" and r.get("seed") in context.seeds
+            ]
             if points:
                 px, py = np.array(points).T
-                ax.errorbar([px.mean()], [py.mean()], yerr=[py.std(ddof=1) if len(py) > 1 else 0.0],
-                            color=styles[label].color, marker=styles[label].marker, linestyle="none", capsize=1.5,
-                            label=label)
+                ax.errorbar(
+                    [px.mean()],
+                    [py.mean()],
+                    yerr=[py.std(ddof=1) if len(py) > 1 else 0.0],
+                    color=styles[label].color,
+                    marker=styles[label].marker,
+                    linestyle="none",
+                    capsize=1.5,
+                    label=label,
+                )
         dense = [float(r["dense_test_acc"]) for r in lottery if r.get("dense_test_acc") is not None]
         if dense:
             ax.axhline(100 * float(np.mean(dense)), color=DENSE_COLOR, linestyle="--", label="dense")
@@ -339,14 +418,18 @@ def lth_ladder_figure(claim: Claim, spec: dict, records: list[dict], context: Co
         return _save(fig, out / f"{spec['name']}.png")
 
 
-def gamma_histogram_figure(claim: Claim, spec: dict, records: list[dict], context: Context,
-                           out: Path) -> Optional[Path]:
+def gamma_histogram_figure(
+    claim: Claim, spec: dict, records: list[dict], context: Context, out: Path
+) -> Optional[Path]:
     """|γ| after sparsity training (record ``sparsity_trained_gamma_abs``), one histogram per arm, one seed."""
     seed = spec.get("seed", context.seeds[0] if context.seeds else 0)
     series = {}
     for label, arm in spec["arms"].items():
-        found = [r for r in arm_records(claim, records, arm, None, context.experiment)
-                 if r.get("status") == "ok" and r.get("seed") == seed]
+        found = [
+            r
+            for r in arm_records(claim, records, arm, None, context.experiment)
+            if r.get("status") == "ok" and r.get("seed") == seed
+        ]
         gammas = record_value(found[0], "sparsity_trained_gamma_abs") if len(found) == 1 else None
         if isinstance(gammas, dict):
             series[label] = np.abs(np.array([g for layer in gammas.values() for g in layer], float))
@@ -387,8 +470,9 @@ def has_records(claim: Claim, records: list[dict], experiment: str) -> bool:
     return any(r.get("experiment") == experiment and matches(r, claim.where) for r in records)
 
 
-def write_report(claims: list[Claim], records: list[dict], context: Context, out: Path,
-                 figures_dir: Path) -> tuple[Path, list[ClaimResult]]:
+def write_report(
+    claims: list[Claim], records: list[dict], context: Context, out: Path, figures_dir: Path
+) -> tuple[Path, list[ClaimResult]]:
     """Evaluate ``claims`` on ``records`` and write the report to ``out``; figures land in ``figures_dir``."""
     out = Path(out)
     results: list[ClaimResult] = []
@@ -425,4 +509,3 @@ def duration(seconds: float) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min {secs:02d} s" if hours else f"{minutes} min {secs:02d} s"
-

@@ -47,8 +47,13 @@ def main():
             train(fresh, NoEval(data), cfg, data_seed=0, device=torch.device("cpu"), progress=False)
 
         def diagonal(estimator, model=model, params=params):
-            return lambda: hessian_diagonal(model, params, data.train.batches(1000, shuffle=False), estimator,
-                                            n_samples=SAMPLES_OF.get(estimator, SAMPLES))
+            return lambda: hessian_diagonal(
+                model,
+                params,
+                data.train.batches(1000, shuffle=False),
+                estimator,
+                n_samples=SAMPLES_OF.get(estimator, SAMPLES),
+            )
 
         supported, refused = [], {}
         for estimator in ESTIMATORS:  # a 10-example trial: some estimators refuse some architectures
@@ -61,8 +66,11 @@ def main():
         print(f"{name}: one training epoch {times[0]:.2f} s; Hessian diagonal over {SAMPLES:,} examples:")
         for estimator, seconds in zip(supported, times[1:]):
             n = SAMPLES_OF.get(estimator, SAMPLES)
-            print(f"  {estimator:<17} {seconds:7.2f} s = {seconds / times[0]:5.2f} epochs"
-                  + (f"   (over {n:,} examples)" if n != SAMPLES else ""), flush=True)
+            print(
+                f"  {estimator:<17} {seconds:7.2f} s = {seconds / times[0]:5.2f} epochs"
+                + (f"   (over {n:,} examples)" if n != SAMPLES else ""),
+                flush=True,
+            )
         for estimator, why in refused.items():
             print(f"  {estimator:<17} not available: {why}")
 

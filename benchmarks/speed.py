@@ -121,8 +121,15 @@ def framework(name: str, data, cfg: TrainConfig, masks=None, prune_hooks: bool =
     if masks is not None:
         apply_masks(model, masks)
     if prune_hooks:
-        train(model, NoEval(data), cfg, data_seed=0, device=torch.device("cpu"), hooks=Hooks([], [rezero_after_step]),
-              progress=False)
+        train(
+            model,
+            NoEval(data),
+            cfg,
+            data_seed=0,
+            device=torch.device("cpu"),
+            hooks=Hooks([], [rezero_after_step]),
+            progress=False,
+        )
         return
     with masked_training(model) as hooks:
         train(model, NoEval(data), cfg, data_seed=0, device=torch.device("cpu"), hooks=hooks, progress=False)
@@ -161,18 +168,24 @@ def kernels_alone(name: str, data, nhwc: bool, steps: int = 20, repeats: int = 3
 
 def model_rows(data, names, iterations: dict[str, int], repeats: int, floor: float) -> list[str]:
     per_epoch = data.train.num_batches(128)
-    lines = [f"models: epoch = {per_epoch} steps of batch 128, estimated from the first n steps (best of {repeats})",
-             f"{'model':<9} {'MACs/image':>11} {'epoch s':>8} {'floor s':>8} {'x floor':>8} {'target':>7} "
-             f"{'framework/hand':>15} {'masked/dense':>13} {'target':>7} {'prune hooks/dense':>18} {'NCHW/default':>13} "
-             f"{'kernels x floor':>16}"]
+    lines = [
+        f"models: epoch = {per_epoch} steps of batch 128, estimated from the first n steps (best of {repeats})",
+        f"{'model':<9} {'MACs/image':>11} {'epoch s':>8} {'floor s':>8} {'x floor':>8} {'target':>7} "
+        f"{'framework/hand':>15} {'masked/dense':>13} {'target':>7} {'prune hooks/dense':>18} {'NCHW/default':>13} "
+        f"{'kernels x floor':>16}",
+    ]
     for name in names:
         n = iterations[name]
         cfg = TrainConfig(iterations=n, batch_size=128, lr=LR, weight_decay=5e-4)
         probe = fresh(name, data)  # read only: the masks' shapes, the layout, the multiply-adds
         masks = random_masks(probe)
         nhwc = bool(channels_last(None, is_convolutional(probe), torch.device("cpu")))
-        runs = [lambda: framework(name, data, cfg), lambda: hand_loop(fresh(name, data), data, cfg, nhwc),
-                lambda: framework(name, data, cfg, masks), lambda: framework(name, data, cfg, masks, prune_hooks=True)]
+        runs = [
+            lambda: framework(name, data, cfg),
+            lambda: hand_loop(fresh(name, data), data, cfg, nhwc),
+            lambda: framework(name, data, cfg, masks),
+            lambda: framework(name, data, cfg, masks, prune_hooks=True),
+        ]
         if nhwc:  # the conv default (channels-last) against the NCHW layout it replaced
             runs.append(lambda: framework(name, data, replace(cfg, channels_last=False)))
         dense, hand, masked, hooked, *nchw = (min(t) for t in interleaved(runs, repeats))
@@ -180,10 +193,12 @@ def model_rows(data, names, iterations: dict[str, int], repeats: int, floor: flo
         epoch = dense / n * per_epoch
         floor_s = macs * 2 * 3 * len(data.train) / (floor * 1e9)
         kernels = kernels_alone(name, data, nhwc, repeats=repeats) * per_epoch
-        lines.append(f"{name:<9} {macs:>11,} {epoch:>8.2f} {floor_s:>8.2f} {epoch / floor_s:>8.2f} "
-                     f"{_target(FLOOR_TARGET.get(name)):>7} {dense / hand:>15.3f} {masked / dense:>13.3f} "
-                     f"{_target(MASKED_TARGET.get(name)):>7} {hooked / dense:>18.3f} "
-                     f"{f'{nchw[0] / dense:.3f}' if nchw else '-':>13} {kernels / floor_s:>16.2f}   n={n}")
+        lines.append(
+            f"{name:<9} {macs:>11,} {epoch:>8.2f} {floor_s:>8.2f} {epoch / floor_s:>8.2f} "
+            f"{_target(FLOOR_TARGET.get(name)):>7} {dense / hand:>15.3f} {masked / dense:>13.3f} "
+            f"{_target(MASKED_TARGET.get(name)):>7} {hooked / dense:>18.3f} "
+            f"{f'{nchw[0] / dense:.3f}' if nchw else '-':>13} {kernels / floor_s:>16.2f}   n={n}"
+        )
     return lines
 
 
@@ -195,8 +210,18 @@ def _target(value) -> str:
 def run_sweep(root: Path, arms: str, levels: str) -> Path:
     """The mini-sweep through the CLI, as `make survey` runs it (basic launcher, default logger)."""
     sweep_dir = root / "multirun"
-    cmd = [PY, "-m", "runners.train", "-m", *SWEEP, f"+experiment/arm={arms}", f"level={levels}",
-           f"paths.results={root / 'results'}", f"hydra.sweep.dir={sweep_dir}", "progress=false"]
+    cmd = [
+        PY,
+        "-m",
+        "runners.train",
+        "-m",
+        *SWEEP,
+        f"+experiment/arm={arms}",
+        f"level={levels}",
+        f"paths.results={root / 'results'}",
+        f"hydra.sweep.dir={sweep_dir}",
+        "progress=false",
+    ]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"mini-sweep failed ({' '.join(cmd)}):\n{done.stderr[-3000:]}")
@@ -218,8 +243,10 @@ def job_overheads(sweep_dir: Path, stages: dict[str, dict]) -> list[tuple[str, f
     """(label, job wall, walls of the stages it computed) per job of a sequential sweep: a job spans from the end of
     the previous one (the first from the sweep's start marker) to its result.json; its stages are those finished
     in that span."""
-    jobs = sorted((p / "result.json" for p in sweep_dir.iterdir() if (p / "result.json").exists()),
-                  key=lambda p: p.stat().st_mtime)
+    jobs = sorted(
+        (p / "result.json" for p in sweep_dir.iterdir() if (p / "result.json").exists()),
+        key=lambda p: p.stat().st_mtime,
+    )
     start = (sweep_dir / ".sweep_size").stat().st_mtime
     out = []
     for record in jobs:
@@ -234,8 +261,12 @@ def reuse_summary(records: list[dict], stages: dict[str, dict]) -> tuple[float, 
     """(sum over records of all their stages' walls, sum over the distinct stages, counts of both)."""
     listed = [h for r in records for h in (r.get("stage_hashes") or {}).values() if h in stages]
     distinct = set(listed)
-    return (sum(stages[h]["wall_time_s"] for h in listed), sum(stages[h]["wall_time_s"] for h in distinct),
-            len(listed), len(distinct))
+    return (
+        sum(stages[h]["wall_time_s"] for h in listed),
+        sum(stages[h]["wall_time_s"] for h in distinct),
+        len(listed),
+        len(distinct),
+    )
 
 
 def sweep_lines(arms: str, levels: str) -> list[str]:
@@ -245,31 +276,40 @@ def sweep_lines(arms: str, levels: str) -> list[str]:
         total = time.perf_counter() - start
         stages = stage_results(Path(tmp) / "results")
         jobs = job_overheads(sweep_dir, stages)
-        records = [json.loads((p / "result.json").read_text()) for p in sweep_dir.iterdir()
-                   if (p / "result.json").exists()]
+        records = [
+            json.loads((p / "result.json").read_text()) for p in sweep_dir.iterdir() if (p / "result.json").exists()
+        ]
     overheads = [wall - computed for _, wall, computed in jobs]
-    lines = [f"mini-sweep through the CLI ({len(jobs)} jobs: arms {arms}, levels {levels}; "
-             f"{' '.join(SWEEP[1:])}): {total:.1f} s",
-             f"  per-job overhead (job wall - its stages' walls): median {statistics.median(overheads):.2f} s "
-             f"(target <= 1 s), first job {overheads[0]:.2f} s, max {max(overheads):.2f} s, "
-             f"sum {sum(overheads):.1f} s = {sum(overheads) / total:.0%} of the sweep"]
-    lines += [f"    {label:<24} wall {wall:6.2f} s  stages {computed:6.2f} s  overhead {wall - computed:5.2f} s"
-              for label, wall, computed in jobs]
+    lines = [
+        f"mini-sweep through the CLI ({len(jobs)} jobs: arms {arms}, levels {levels}; "
+        f"{' '.join(SWEEP[1:])}): {total:.1f} s",
+        f"  per-job overhead (job wall - its stages' walls): median {statistics.median(overheads):.2f} s "
+        f"(target <= 1 s), first job {overheads[0]:.2f} s, max {max(overheads):.2f} s, "
+        f"sum {sum(overheads):.1f} s = {sum(overheads) / total:.0%} of the sweep",
+    ]
+    lines += [
+        f"    {label:<24} wall {wall:6.2f} s  stages {computed:6.2f} s  overhead {wall - computed:5.2f} s"
+        for label, wall, computed in jobs
+    ]
     lines.append(_reuse_line("  mini-sweep", records, stages, "jobs"))
     return lines
 
 
 def _reuse_line(what: str, records: list[dict], stages: dict[str, dict], unit: str) -> str:
     everything, computed, listed, distinct = reuse_summary(records, stages)
-    return (f"{what} time from the records ({len(records)} {unit}): all their stages {everything:.1f} s "
-            f"({listed} stage runs) vs stages computed {computed:.1f} s ({distinct}): "
-            f"reuse saves {everything / max(computed, 1e-9):.2f}x")
+    return (
+        f"{what} time from the records ({len(records)} {unit}): all their stages {everything:.1f} s "
+        f"({listed} stage runs) vs stages computed {computed:.1f} s ({distinct}): "
+        f"reuse saves {everything / max(computed, 1e-9):.2f}x"
+    )
 
 
 def store_lines(results: Path, experiment: str | None) -> list[str]:
     stages = stage_results(results)
     records = [json.loads(p.read_text()) for p in (results / "runs" / "experiment").glob("*/result.json")]
-    records = [r for r in records if r.get("status") == "ok" and (experiment is None or r.get("experiment") == experiment)]
+    records = [
+        r for r in records if r.get("status") == "ok" and (experiment is None or r.get("experiment") == experiment)
+    ]
     return [_reuse_line(f"store {results} ({experiment or 'all experiments'})", records, stages, "records")]
 
 
@@ -291,16 +331,21 @@ def competitor(seconds: float) -> subprocess.Popen:
 
 
 # label: (threads, environment, set up as the CLI: runners imported before torch)
-THREAD_SETTINGS = {"1 thread, OpenMP defaults": (1, {}, False), "2 threads, OpenMP defaults": (2, {}, False),
-                   "1 thread, OMP_WAIT_POLICY=PASSIVE": (1, {"OMP_WAIT_POLICY": "PASSIVE"}, False),
-                   "2 threads, OMP_WAIT_POLICY=PASSIVE": (2, {"OMP_WAIT_POLICY": "PASSIVE"}, False),
-                   "2 threads, as the CLI sets up": (2, {}, True)}
+THREAD_SETTINGS = {
+    "1 thread, OpenMP defaults": (1, {}, False),
+    "2 threads, OpenMP defaults": (2, {}, False),
+    "1 thread, OMP_WAIT_POLICY=PASSIVE": (1, {"OMP_WAIT_POLICY": "PASSIVE"}, False),
+    "2 threads, OMP_WAIT_POLICY=PASSIVE": (2, {"OMP_WAIT_POLICY": "PASSIVE"}, False),
+    "2 threads, as the CLI sets up": (2, {}, True),
+}
 
 
 def thread_lines(names, iterations: dict[str, int], repeats: int) -> list[str]:
     base_env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    lines = [f"threads: ms per training step, median of {repeats}, each in a fresh process, interleaved; "
-             f"'+1 busy' = one competing CPU-bound process"]
+    lines = [
+        f"threads: ms per training step, median of {repeats}, each in a fresh process, interleaved; "
+        f"'+1 busy' = one competing CPU-bound process"
+    ]
     for name in names:
         times = {(k, busy): [] for k in THREAD_SETTINGS for busy in (False, True)}
         for _ in range(repeats):
@@ -308,9 +353,21 @@ def thread_lines(names, iterations: dict[str, int], repeats: int) -> list[str]:
                 for key, (threads, env, cli) in THREAD_SETTINGS.items():
                     rival = competitor(300) if busy else None
                     try:
-                        out = subprocess.run([PY, __file__, "--worker", name, str(iterations[name]), str(threads),
-                                              *(["cli"] if cli else [])],
-                                             env={**base_env, **env}, capture_output=True, text=True, timeout=900)
+                        out = subprocess.run(
+                            [
+                                PY,
+                                __file__,
+                                "--worker",
+                                name,
+                                str(iterations[name]),
+                                str(threads),
+                                *(["cli"] if cli else []),
+                            ],
+                            env={**base_env, **env},
+                            capture_output=True,
+                            text=True,
+                            timeout=900,
+                        )
                         times[(key, busy)].append(float(out.stdout.split()[-1]))
                     finally:
                         if rival is not None:
@@ -342,7 +399,7 @@ def compile_lines(data, steps: dict[str, int], repeats: int) -> list[str]:
         model, forward, opt = state or make(name, variant)
         torch.backends.mkldnn.enabled = "mkldnn off" not in variant
         try:
-            for x, y in batches[:steps[name]]:
+            for x, y in batches[: steps[name]]:
                 if "channels_last" in variant:
                     x = x.contiguous(memory_format=torch.channels_last)
                 opt.zero_grad(set_to_none=True)
@@ -350,12 +407,15 @@ def compile_lines(data, steps: dict[str, int], repeats: int) -> list[str]:
                 opt.step()
         finally:
             torch.backends.mkldnn.enabled = True
-        return hashlib.sha256(b"".join(v.detach().contiguous().numpy().tobytes()
-                                       for v in model.state_dict().values())).hexdigest()[:12]
+        return hashlib.sha256(
+            b"".join(v.detach().contiguous().numpy().tobytes() for v in model.state_dict().values())
+        ).hexdigest()[:12]
 
-    lines = [f"layouts and compilation: ms per step (best of {repeats}, interleaved; compiled models timed after their "
-             f"compilation), speed-up vs eager (NCHW for conv nets), and whether the same steps from the same init give "
-             f"the same weights twice (deterministic) and the same as eager (equal numbers)"]
+    lines = [
+        f"layouts and compilation: ms per step (best of {repeats}, interleaved; compiled models timed after their "
+        f"compilation), speed-up vs eager (NCHW for conv nets), and whether the same steps from the same init give "
+        f"the same weights twice (deterministic) and the same as eager (equal numbers)"
+    ]
     for name in steps:
         variants = CONV_VARIANTS if name in CONVS else MLP_VARIANTS
         states, compile_s = {}, {}
@@ -369,9 +429,11 @@ def compile_lines(data, steps: dict[str, int], repeats: int) -> list[str]:
         base = min(times[0])
         for variant, t in zip(variants, times):
             first, second = run(name, variant), run(name, variant)
-            lines.append(f"  {name:<8} {variant:<22} {min(t) / steps[name] * 1000:8.2f} ms  {base / min(t):5.2f}x  "
-                         f"deterministic {first == second!s:<5}  equal to eager {first == reference!s:<5}  "
-                         f"first pass {compile_s[variant]:.1f} s")
+            lines.append(
+                f"  {name:<8} {variant:<22} {min(t) / steps[name] * 1000:8.2f} ms  {base / min(t):5.2f}x  "
+                f"deterministic {first == second!s:<5}  equal to eager {first == reference!s:<5}  "
+                f"first pass {compile_s[variant]:.1f} s"
+            )
     return lines
 
 
@@ -383,26 +445,33 @@ def autorange_ms(model: torch.nn.Module, shape, batch_sizes=(1, 256)) -> dict[st
     gen, out = torch.Generator().manual_seed(0), {}
     with torch.inference_mode():
         for batch in batch_sizes:
-            timer = benchmark.Timer(stmt="model(x)", globals={"model": model, "x": torch.randn(batch, *shape, generator=gen)},
-                                    num_threads=torch.get_num_threads())
+            timer = benchmark.Timer(
+                stmt="model(x)",
+                globals={"model": model, "x": torch.randn(batch, *shape, generator=gen)},
+                num_threads=torch.get_num_threads(),
+            )
             out[str(batch)] = timer.blocked_autorange(min_run_time=0.1).median * 1000.0
     return out
 
 
 def latency_lines(data, names, repeats: int) -> list[str]:
     torch.set_num_threads(1)  # as a job
-    lines = ["latency timing of a structured job (dense + half width, batch 1 and 256), 1 thread, interleaved, "
-             f"{max(repeats, 10)} repeats: median [range] of the speed-ups, idle and beside {os.cpu_count()} busy "
-             "processes:"]
+    lines = [
+        "latency timing of a structured job (dense + half width, batch 1 and 256), 1 thread, interleaved, "
+        f"{max(repeats, 10)} repeats: median [range] of the speed-ups, idle and beside {os.cpu_count()} busy "
+        "processes:"
+    ]
     for name in names:
         dense = fresh(name, data).eval()
         linears = [m for m in dense.modules() if isinstance(m, torch.nn.Linear)][:-1]  # the hidden layers
         widths = [m.out_features // 2 for m in linears]
         half = build_model(ModelConfig(name=name, widths=widths), data.input_shape, data.num_classes).eval()
         shape = data.input_shape
-        timers = {"measure_latency_ms": lambda d, p: measure_latency_ms({"d": d, "p": p}, shape).values(),
-                  "one model at a time": lambda d, p: (measure_latency_ms({"m": m}, shape)["m"] for m in (d, p)),
-                  "blocked_autorange": lambda d, p: (autorange_ms(m, shape) for m in (d, p))}
+        timers = {
+            "measure_latency_ms": lambda d, p: measure_latency_ms({"d": d, "p": p}, shape).values(),
+            "one model at a time": lambda d, p: (measure_latency_ms({"m": m}, shape)["m"] for m in (d, p)),
+            "blocked_autorange": lambda d, p: (autorange_ms(m, shape) for m in (d, p)),
+        }
         for load in ("idle", "loaded"):
             busy = [competitor(120.0) for _ in range(os.cpu_count() or 1)] if load == "loaded" else []
             try:
@@ -412,8 +481,10 @@ def latency_lines(data, names, repeats: int) -> list[str]:
                     process.kill()
             for key in timers:
                 at1, at256 = zip(*speedups[key])
-                lines.append(f"  {name:9} {load:6} {key:19} {statistics.median(seconds[key]):.2f} s per job; speed-up "
-                             f"at batch 1 {_spread(at1)}, at 256 {_spread(at256)}")
+                lines.append(
+                    f"  {name:9} {load:6} {key:19} {statistics.median(seconds[key]):.2f} s per job; speed-up "
+                    f"at batch 1 {_spread(at1)}, at 256 {_spread(at256)}"
+                )
     return lines
 
 
@@ -445,19 +516,30 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--store", type=Path, default=None, help="also: reuse in this results folder (e.g. results)")
     ap.add_argument("--experiment", default=None, help="with --store: only this experiment name")
     ap.add_argument("--threads", action="store_true", help="also: the thread study (~10 min)")
-    ap.add_argument("--conv", action="store_true",
-                    help="also: channels_last / torch.compile / oneDNN off (conv nets), torch.compile (mlp_bn): minutes")
+    ap.add_argument(
+        "--conv",
+        action="store_true",
+        help="also: channels_last / torch.compile / oneDNN off (conv nets), torch.compile (mlp_bn): minutes",
+    )
     ap.add_argument("--latency", action="store_true", help="also: the latency timer against blocked_autorange")
     ap.add_argument("--worker", nargs="+", metavar="MODEL STEPS THREADS [cli]", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
 
 def header() -> list[str]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return [f"prunelab speed benchmark, {datetime.datetime.now():%Y-%m-%d %H:%M}, torch {torch.__version__}, {cpu}, "
-            f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start, "
-            f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}"]
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return [
+        f"prunelab speed benchmark, {datetime.datetime.now():%Y-%m-%d %H:%M}, torch {torch.__version__}, {cpu}, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}"
+    ]
 
 
 def main(argv=None) -> None:
@@ -483,8 +565,9 @@ def main(argv=None) -> None:
         for line in store_lines(args.store, args.experiment):
             print(line, flush=True)
     if args.threads:
-        for line in thread_lines([n for n in ("mlp_bn", "conv_bn") if n in names] or names[:1], iterations,
-                                 args.repeats):
+        for line in thread_lines(
+            [n for n in ("mlp_bn", "conv_bn") if n in names] or names[:1], iterations, args.repeats
+        ):
             print(line, flush=True)
     if args.conv:
         studied = {n: max(10, iterations[n]) for n in names if n in CONVS or n in FLOOR_TARGET}

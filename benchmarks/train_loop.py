@@ -76,27 +76,49 @@ def main():
     data = build_dataset(DatasetConfig())
     cfg = TrainConfig(epochs=1, batch_size=128, lr=0.05, weight_decay=5e-4)
     fresh = lambda: build_model(ModelConfig(name="lenet300"), data.input_shape, 10, torch.Generator().manual_seed(0))  # noqa: E731
-    ours, hand = interleaved_best([
-        lambda: train(fresh(), NoEval(data), cfg, data_seed=0, device=torch.device("cpu"), progress=False),
-        lambda: hand_loop(fresh(), data, cfg)])
-    print(f"epoch time, LeNet-300-100 on Fashion-MNIST (55k, batch 128): framework {ours:.2f} s, "
-          f"hand-written {hand:.2f} s, ratio {ours / hand:.3f} (target <= 1.05)")
+    ours, hand = interleaved_best(
+        [
+            lambda: train(fresh(), NoEval(data), cfg, data_seed=0, device=torch.device("cpu"), progress=False),
+            lambda: hand_loop(fresh(), data, cfg),
+        ]
+    )
+    print(
+        f"epoch time, LeNet-300-100 on Fashion-MNIST (55k, batch 128): framework {ours:.2f} s, "
+        f"hand-written {hand:.2f} s, ratio {ours / hand:.3f} (target <= 1.05)"
+    )
 
     register_schemas()
     conf = str(Path(__file__).resolve().parent.parent / "conf")
     with tempfile.TemporaryDirectory() as root, initialize_config_dir(config_dir=conf, version_base="1.3"):
-        runs = [validate(compose("config", overrides=["logger=none", "progress=false", f"paths.results={root}",
-                                                      "train.epochs=2", "dataset.train_limit=20000", *extra]))
-                for extra in ([], *[["method=magnitude", f"method.sparsity={s}", "method.recovery.epochs=1"]
-                                    for s in (0.5, 0.8, 0.9)])]
+        runs = [
+            validate(
+                compose(
+                    "config",
+                    overrides=[
+                        "logger=none",
+                        "progress=false",
+                        f"paths.results={root}",
+                        "train.epochs=2",
+                        "dataset.train_limit=20000",
+                        *extra,
+                    ],
+                )
+            )
+            for extra in (
+                [],
+                *[["method=magnitude", f"method.sparsity={s}", "method.recovery.epochs=1"] for s in (0.5, 0.8, 0.9)],
+            )
+        ]
         timings = []
         for _ in range(2):
             start = time.perf_counter()
             for run in runs:
                 run_experiment(run, Store(root))
             timings.append(time.perf_counter() - start)
-    print(f"4-experiment mini-sweep: empty store {timings[0]:.1f} s, re-run with stage reuse {timings[1]:.2f} s "
-          f"({timings[0] / timings[1]:.0f}x)")
+    print(
+        f"4-experiment mini-sweep: empty store {timings[0]:.1f} s, re-run with stage reuse {timings[1]:.2f} s "
+        f"({timings[0] / timings[1]:.0f}x)"
+    )
 
 
 if __name__ == "__main__":

@@ -36,8 +36,12 @@ NOT_IDENTITY = ("data_dir", "download", "num_workers")
 # What each dataset gives, declared (the loaders produce and check exactly this), so that a model can be checked
 # against its input before any data is read or any stage is written.
 INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
-    "fashion_mnist": mnist_like.SHAPE, "mnist": mnist_like.SHAPE, "mnist_5k": small.MNIST_5K_SHAPE,
-    "digits": small.DIGITS_SHAPE, "cifar10": cifar.SHAPE, "cifar100": cifar.SHAPE,
+    "fashion_mnist": mnist_like.SHAPE,
+    "mnist": mnist_like.SHAPE,
+    "mnist_5k": small.MNIST_5K_SHAPE,
+    "digits": small.DIGITS_SHAPE,
+    "cifar10": cifar.SHAPE,
+    "cifar100": cifar.SHAPE,
 }
 
 
@@ -68,5 +72,17 @@ def identity(cfg: Any) -> dict:
     return out
 
 
-__all__ = ["DataBundle", "DatasetConfig", "INPUT_SHAPES", "InMemorySplit", "LoaderSplit", "Normalization", "REGISTRY",
-           "build_dataset", "carve_validation", "dataset_config", "identity", "input_shape"]
+__all__ = [
+    "DataBundle",
+    "DatasetConfig",
+    "INPUT_SHAPES",
+    "InMemorySplit",
+    "LoaderSplit",
+    "Normalization",
+    "REGISTRY",
+    "build_dataset",
+    "carve_validation",
+    "dataset_config",
+    "identity",
+    "input_shape",
+]

@@ -120,7 +120,7 @@ def _epoch_plan(n: int, batch_size: int, shuffle: bool, seed: int, drop_last: bo
     gen = torch.Generator().manual_seed(int(seed))
     order = torch.randperm(n, generator=gen) if shuffle else torch.arange(n)
     params = _augment_params(n, gen) if augment and shuffle else None
-    return [order[i * batch_size:(i + 1) * batch_size] for i in range(count)], params
+    return [order[i * batch_size : (i + 1) * batch_size] for i in range(count)], params
 
 
 def _subset_index(length: int, n: int, seed: int) -> Tensor:
@@ -150,8 +150,15 @@ class InMemorySplit:
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
         return _num_batches(len(self), batch_size, drop_last)
 
-    def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0, drop_last: bool = False,
-                device: Union[str, torch.device] = "cpu") -> Iterator[tuple[Tensor, Tensor]]:
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        device: Union[str, torch.device] = "cpu",
+    ) -> Iterator[tuple[Tensor, Tensor]]:
         """Float32 normalized x (B, C, H, W) and int64 y. Augmentation (if on) applies to shuffled passes only, so
         evaluation passes over the training split see clean images."""
         device = torch.device(device)
@@ -171,8 +178,9 @@ class InMemorySplit:
         return InMemorySplit(self.images[index], self.labels[index], self.norm, self.augment)
 
     def as_loader(self, num_workers: int) -> LoaderSplit:
-        return LoaderSplit(MemoryDataset(self.images, self.labels), self.norm, augment=self.augment,
-                           num_workers=num_workers)
+        return LoaderSplit(
+            MemoryDataset(self.images, self.labels), self.norm, augment=self.augment, num_workers=num_workers
+        )
 
 
 class MemoryDataset(Dataset):
@@ -217,15 +225,27 @@ class LoaderSplit:
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
         return _num_batches(len(self), batch_size, drop_last)
 
-    def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0, drop_last: bool = False,
-                device: Union[str, torch.device] = "cpu") -> Iterator[tuple[Tensor, Tensor]]:
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        device: Union[str, torch.device] = "cpu",
+    ) -> Iterator[tuple[Tensor, Tensor]]:
         device = torch.device(device)
         plan, params = _epoch_plan(len(self), batch_size, shuffle, seed, drop_last, self.augment)
         if not plan:
             return
         normalize = self.norm.on(device)
-        loader = DataLoader(self.dataset, batch_sampler=[index.tolist() for index in plan], collate_fn=_collate,
-                            num_workers=self.num_workers, pin_memory=device.type == "cuda")
+        loader = DataLoader(
+            self.dataset,
+            batch_sampler=[index.tolist() for index in plan],
+            collate_fn=_collate,
+            num_workers=self.num_workers,
+            pin_memory=device.type == "cuda",
+        )
         for index, (x, y) in zip(plan, loader):
             x, y = torch.as_tensor(x), torch.as_tensor(y)
             if x.dtype != torch.uint8:
@@ -236,8 +256,9 @@ class LoaderSplit:
 
     def subset(self, n: int, seed: int) -> LoaderSplit:
         index = _subset_index(len(self), n, seed)
-        return LoaderSplit(Subset(self.dataset, index.tolist()), self.norm, augment=self.augment,
-                           num_workers=self.num_workers)
+        return LoaderSplit(
+            Subset(self.dataset, index.tolist()), self.norm, augment=self.augment, num_workers=self.num_workers
+        )
 
 
 Split = Union[InMemorySplit, LoaderSplit]
@@ -260,8 +281,9 @@ def carve_validation(n_train: int, val_size: int, split_seed: int) -> tuple[Tens
     Both index sets are sorted, so the training split keeps the file order (``train_limit`` takes its head).
     """
     if not 0 <= val_size < n_train:
-        raise UserError(f"dataset.val_size: must be >= 0 and smaller than the training set of {n_train} examples "
-                        f"(got {val_size})")
+        raise UserError(
+            f"dataset.val_size: must be >= 0 and smaller than the training set of {n_train} examples (got {val_size})"
+        )
     order = torch.randperm(n_train, generator=torch.Generator().manual_seed(int(split_seed)))
     return order[val_size:].sort().values, order[:val_size].sort().values
 
@@ -271,14 +293,25 @@ def limit_train(cfg, train_idx: Tensor) -> Tensor:
     if cfg.train_limit is None:
         return train_idx
     if cfg.train_limit > len(train_idx):
-        raise UserError(f"dataset.train_limit: must be at most the {len(train_idx)} training examples left after "
-                        f"the validation carve (got {cfg.train_limit}); lower it or set it to null")
-    return train_idx[:cfg.train_limit]
+        raise UserError(
+            f"dataset.train_limit: must be at most the {len(train_idx)} training examples left after "
+            f"the validation carve (got {cfg.train_limit}); lower it or set it to null"
+        )
+    return train_idx[: cfg.train_limit]
 
 
-def make_bundle(cfg, train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, *, num_classes: int,
-                mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
-                name: Optional[str] = None) -> DataBundle:
+def make_bundle(
+    cfg,
+    train_x: Tensor,
+    train_y: Tensor,
+    test_x: Tensor,
+    test_y: Tensor,
+    *,
+    num_classes: int,
+    mean: Optional[Sequence[float]] = None,
+    std: Optional[Sequence[float]] = None,
+    name: Optional[str] = None,
+) -> DataBundle:
     """Carve validation out of train, apply ``train_limit``, choose the normalization and build the splits.
 
     ``mean``/``std`` are the dataset's published constants; without them they are computed on the training split
@@ -287,22 +320,32 @@ def make_bundle(cfg, train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: T
     name = name or cfg.name
     for what, y in (("training", train_y), ("test", test_y)):
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-            raise UserError(f"dataset.data_dir: {name} {what} labels must lie in [0, {num_classes}) "
-                            f"(found {int(y.min())}..{int(y.max())}); the files are not {name}")
+            raise UserError(
+                f"dataset.data_dir: {name} {what} labels must lie in [0, {num_classes}) "
+                f"(found {int(y.min())}..{int(y.max())}); the files are not {name}"
+            )
     train_idx, val_idx = carve_validation(len(train_y), cfg.val_size, cfg.split_seed)
     if mean is None or std is None:
         mean, std = channel_stats(train_x[train_idx])
     train_idx = limit_train(cfg, train_idx)
     norm = Normalization.from_config(cfg.normalize, mean, std)
-    in_memory = [InMemorySplit(train_x[train_idx], train_y[train_idx], norm, augment=cfg.augment),
-                 InMemorySplit(train_x[val_idx], train_y[val_idx], norm),
-                 InMemorySplit(test_x, test_y, norm)]
+    in_memory = [
+        InMemorySplit(train_x[train_idx], train_y[train_idx], norm, augment=cfg.augment),
+        InMemorySplit(train_x[val_idx], train_y[val_idx], norm),
+        InMemorySplit(test_x, test_y, norm),
+    ]
     splits: list[Split] = list(in_memory)
     if cfg.num_workers > 0:
         splits = [split.as_loader(cfg.num_workers) for split in in_memory]
     channels, height, width = (int(s) for s in train_x.shape[1:])
-    return DataBundle(name=name, input_shape=(channels, height, width), num_classes=num_classes,
-                      train=splits[0], val=splits[1], test=splits[2])
+    return DataBundle(
+        name=name,
+        input_shape=(channels, height, width),
+        num_classes=num_classes,
+        train=splits[0],
+        val=splits[1],
+        test=splits[2],
+    )
 
 
 # --------------------------------------------------------------------------------------------------- Dataset sources
@@ -313,8 +356,9 @@ def default_val_size(n_train: int) -> int:
     return max(1, n_train // 10)
 
 
-def streamed_channel_stats(dataset: Dataset, num_workers: int = 0, batch_size: int = 256
-                           ) -> tuple[list[float], list[float]]:
+def streamed_channel_stats(
+    dataset: Dataset, num_workers: int = 0, batch_size: int = 256
+) -> tuple[list[float], list[float]]:
     """Per-channel mean and (unbiased) std, in [0, 1] pixel units, of a Dataset of uint8 images read once in batches.
 
     Batches are merged with Chan et al.'s pairwise update (float64), so no pass holds the images in memory.
@@ -331,7 +375,7 @@ def streamed_channel_stats(dataset: Dataset, num_workers: int = 0, batch_size: i
             continue
         delta, total = batch_mean - mean, count + n
         mean = mean + delta * (n / total)
-        m2 = m2 + batch_m2 + delta ** 2 * (count * n / total)
+        m2 = m2 + batch_m2 + delta**2 * (count * n / total)
         count = total
     if count == 0:
         raise UserError("dataset: the training split is empty; there is nothing to compute statistics on")
@@ -355,8 +399,9 @@ def cached(kind: str, key: dict, compute):
     return value
 
 
-def loader_bundle(cfg, train: Any, test: Any, val: Any, *, num_classes: int,
-                  input_shape: tuple[int, int, int], stats_key: dict) -> DataBundle:
+def loader_bundle(
+    cfg, train: Any, test: Any, val: Any, *, num_classes: int, input_shape: tuple[int, int, int], stats_key: dict
+) -> DataBundle:
     """Splits of (map-style, sized) Datasets of ``(uint8 (C, H, W), label)``: validation is ``val`` when the source has one, else
     carved from train with ``split_seed``; then ``train_limit``; the normalization is ``cfg.mean``/``cfg.std`` when
     given, else the statistics of the carved training split (computed once per ``stats_key`` and cached)."""
@@ -374,14 +419,21 @@ def loader_bundle(cfg, train: Any, test: Any, val: Any, *, num_classes: int,
             raise UserError(f"dataset.mean: needs one value per channel of the images ({channels}); got {len(mean)}")
     else:
         carved = Subset(train, train_idx.tolist())
-        stats = cached("stats", {**stats_key, "val_size": cfg.val_size, "split_seed": cfg.split_seed},
-                       lambda: streamed_channel_stats(carved, cfg.num_workers))
+        stats = cached(
+            "stats",
+            {**stats_key, "val_size": cfg.val_size, "split_seed": cfg.split_seed},
+            lambda: streamed_channel_stats(carved, cfg.num_workers),
+        )
         mean, std = stats
     train_idx = limit_train(cfg, train_idx)
     norm = Normalization.from_config(cfg.normalize, mean, std)
     workers = cfg.num_workers
     c, h, w = (int(s) for s in input_shape)
-    return DataBundle(name=cfg.name, input_shape=(c, h, w), num_classes=num_classes,
-                      train=LoaderSplit(Subset(train, train_idx.tolist()), norm, augment=cfg.augment,
-                                        num_workers=workers),
-                      val=LoaderSplit(val, norm, num_workers=workers), test=LoaderSplit(test, norm, num_workers=workers))
+    return DataBundle(
+        name=cfg.name,
+        input_shape=(c, h, w),
+        num_classes=num_classes,
+        train=LoaderSplit(Subset(train, train_idx.tolist()), norm, augment=cfg.augment, num_workers=workers),
+        val=LoaderSplit(val, norm, num_workers=workers),
+        test=LoaderSplit(test, norm, num_workers=workers),
+    )

@@ -51,8 +51,9 @@ def bundle(cfg, sources: Iterable[Path], build: Callable[[], object]):
     return built
 
 
-def decoded(tag: str, sources: Iterable[Path], decode: Callable[[], dict[str, Tensor]],
-            cache_dir: Optional[Path]) -> dict[str, Tensor]:
+def decoded(
+    tag: str, sources: Iterable[Path], decode: Callable[[], dict[str, Tensor]], cache_dir: Optional[Path]
+) -> dict[str, Tensor]:
     """``decode()`` (the parsed, validated arrays of ``sources``), or its copy in ``cache_dir`` from an earlier
     process. A cache file that cannot be read is decoded again and rewritten; a cache that cannot be written (a
     read-only or full disk) only costs the decode."""

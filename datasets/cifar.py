@@ -31,12 +31,28 @@ class CifarSpec(TypedDict):
 
 SHAPE = (3, 32, 32)
 SPECS: dict[str, CifarSpec] = {
-    "cifar10": {"title": "CIFAR-10", "folder": "cifar-10-batches-py", "train": [f"data_batch_{i}" for i in range(1, 6)],
-                "test": ["test_batch"], "labels": "labels", "classes": 10, "torchvision": "CIFAR10",
-                "mean": [0.4914, 0.4822, 0.4465], "std": [0.2470, 0.2435, 0.2616]},
-    "cifar100": {"title": "CIFAR-100", "folder": "cifar-100-python", "train": ["train"], "test": ["test"],
-                 "labels": "fine_labels", "classes": 100, "torchvision": "CIFAR100",
-                 "mean": [0.5071, 0.4865, 0.4409], "std": [0.2673, 0.2564, 0.2762]},
+    "cifar10": {
+        "title": "CIFAR-10",
+        "folder": "cifar-10-batches-py",
+        "train": [f"data_batch_{i}" for i in range(1, 6)],
+        "test": ["test_batch"],
+        "labels": "labels",
+        "classes": 10,
+        "torchvision": "CIFAR10",
+        "mean": [0.4914, 0.4822, 0.4465],
+        "std": [0.2470, 0.2435, 0.2616],
+    },
+    "cifar100": {
+        "title": "CIFAR-100",
+        "folder": "cifar-100-python",
+        "train": ["train"],
+        "test": ["test"],
+        "labels": "fine_labels",
+        "classes": 100,
+        "torchvision": "CIFAR100",
+        "mean": [0.5071, 0.4865, 0.4409],
+        "std": [0.2673, 0.2564, 0.2762],
+    },
 }
 
 
@@ -59,11 +75,15 @@ def read_batches(folder: Path, names: list[str], label_key: str) -> tuple[torch.
             labels = np.asarray(_field(batch, label_key), dtype=np.int64)
         except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError, AttributeError) as err:
             detail = f"missing key {err}" if isinstance(err, KeyError) else " ".join(str(err).split())
-            raise UserError(f"dataset.data_dir: {path} is not a readable CIFAR python batch ({detail}); "
-                            f"re-download it or fix dataset.data_dir") from None
+            raise UserError(
+                f"dataset.data_dir: {path} is not a readable CIFAR python batch ({detail}); "
+                f"re-download it or fix dataset.data_dir"
+            ) from None
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != math.prod(SHAPE) or len(labels) != len(data):
-            raise UserError(f"dataset.data_dir: {path}: expected uint8 data (N, 3072) and N labels, got "
-                            f"{data.dtype} {data.shape} and {len(labels)} labels; re-download it")
+            raise UserError(
+                f"dataset.data_dir: {path}: expected uint8 data (N, 3072) and N labels, got "
+                f"{data.dtype} {data.shape} and {len(labels)} labels; re-download it"
+            )
         xs.append(data.reshape(-1, *SHAPE))  # rows are 1024 R, 1024 G, 1024 B values, each row-major 32x32
         ys.append(labels)
     return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
@@ -83,9 +103,11 @@ def locate(name: str, data_dir: Optional[str]) -> Path:
         if all((folder / f).is_file() for f in spec["train"] + spec["test"]):
             return folder
     files = ", ".join(spec["train"] + spec["test"])
-    raise UserError(f"dataset.data_dir: {name} python batches ({files}) not found in "
-                    f"{' or '.join(str(f) for f in folders)}; set dataset.data_dir=DIR (the folder containing "
-                    f"{spec['folder']}/), or dataset.download=true to fetch them with torchvision")
+    raise UserError(
+        f"dataset.data_dir: {name} python batches ({files}) not found in "
+        f"{' or '.join(str(f) for f in folders)}; set dataset.data_dir=DIR (the folder containing "
+        f"{spec['folder']}/), or dataset.download=true to fetch them with torchvision"
+    )
 
 
 def download(name: str, data_dir: Optional[str]) -> None:
@@ -98,8 +120,10 @@ def download(name: str, data_dir: Optional[str]) -> None:
         getattr(torchvision.datasets, spec["torchvision"])(str(root), train=True, download=True)
     except Exception as err:  # no network, proxy, disk full: all end the same way for the user
         message = " ".join(str(err).split()) or type(err).__name__
-        raise UserError(f"dataset.download: torchvision could not download {spec['title']} into {root} ({message}); "
-                        f"put the python batches in {root / spec['folder']} or set dataset.data_dir=DIR") from None
+        raise UserError(
+            f"dataset.download: torchvision could not download {spec['title']} into {root} ({message}); "
+            f"put the python batches in {root / spec['folder']} or set dataset.data_dir=DIR"
+        ) from None
 
 
 def load(cfg, decoded_cache: Optional[Path] = None) -> DataBundle:
@@ -120,7 +144,15 @@ def load(cfg, decoded_cache: Optional[Path] = None) -> DataBundle:
 
     def assemble() -> DataBundle:
         x = cache.decoded(cfg.name, sources, read, decoded_cache)
-        return make_bundle(cfg, x["train_x"], x["train_y"], x["test_x"], x["test_y"], num_classes=spec["classes"],
-                           mean=spec["mean"], std=spec["std"])
+        return make_bundle(
+            cfg,
+            x["train_x"],
+            x["train_y"],
+            x["test_x"],
+            x["test_y"],
+            num_classes=spec["classes"],
+            mean=spec["mean"],
+            std=spec["std"],
+        )
 
     return cache.bundle(cfg, sources, assemble)

@@ -50,13 +50,22 @@ class DatasetConfig:
     def validate(self) -> None:
         """Range checks that need no data; the checks against the training-set size run when the data loads."""
         _check(isinstance(self.name, str) and bool(self.name), "name", f"must be a dataset name (got {self.name!r})")
-        _check(self.val_size is None or self.val_size >= 0, "val_size",
-               f"must be >= 0 and smaller than the training set (got {self.val_size})")
+        _check(
+            self.val_size is None or self.val_size >= 0,
+            "val_size",
+            f"must be >= 0 and smaller than the training set (got {self.val_size})",
+        )
         _check(self.split_seed >= 0, "split_seed", f"must be >= 0 (got {self.split_seed})")
-        _check(self.train_limit is None or self.train_limit >= 1, "train_limit",
-               f"must be >= 1 or null for the whole training split (got {self.train_limit})")
-        _check(self.normalize in NORMALIZATIONS, "normalize",
-               f"must be one of {', '.join(NORMALIZATIONS)} (got {self.normalize!r})")
+        _check(
+            self.train_limit is None or self.train_limit >= 1,
+            "train_limit",
+            f"must be >= 1 or null for the whole training split (got {self.train_limit})",
+        )
+        _check(
+            self.normalize in NORMALIZATIONS,
+            "normalize",
+            f"must be one of {', '.join(NORMALIZATIONS)} (got {self.normalize!r})",
+        )
         _check(self.num_workers >= 0, "num_workers", f"must be >= 0 (got {self.num_workers})")
 
 
@@ -69,8 +78,11 @@ class FilesConfig(DatasetConfig):
 
     def validate(self) -> None:
         super().validate()
-        _check(self.data_dir is None or bool(str(self.data_dir).strip()), "data_dir",
-               "must be a folder or null for the default search path (got an empty string)")
+        _check(
+            self.data_dir is None or bool(str(self.data_dir).strip()),
+            "data_dir",
+            "must be a folder or null for the default search path (got an empty string)",
+        )
 
 
 @dataclass
@@ -88,21 +100,31 @@ class SyntheticConfig(DatasetConfig):
         _check(self.num_train >= 1, "num_train", f"must be >= 1 (got {self.num_train})")
         _check(self.num_test >= 1, "num_test", f"must be >= 1 (got {self.num_test})")
         shape = list(self.input_shape)
-        _check(len(shape) == 3 and all(int(s) >= 1 for s in shape), "input_shape",
-               f"must be [channels, height, width] with every entry >= 1 (got {shape})")
+        _check(
+            len(shape) == 3 and all(int(s) >= 1 for s in shape),
+            "input_shape",
+            f"must be [channels, height, width] with every entry >= 1 (got {shape})",
+        )
         _check(self.num_classes >= 2, "num_classes", f"must be >= 2 (got {self.num_classes})")
         _check(self.seed >= 0, "seed", f"must be >= 0 (got {self.seed})")
 
 
 def _check_stats(mean: Optional[list[float]], std: Optional[list[float]], channels: Optional[int]) -> None:
-    _check((mean is None) == (std is None), "mean", "give both dataset.mean and dataset.std, or neither "
-                                                    "(then they are computed on the training split and cached)")
+    _check(
+        (mean is None) == (std is None),
+        "mean",
+        "give both dataset.mean and dataset.std, or neither (then they are computed on the training split and cached)",
+    )
     if mean is None or std is None:
         return
-    _check(len(mean) == len(std) and len(mean) >= 1, "std",
-           f"needs one value per channel, as dataset.mean (got {len(mean)} means and {len(std)} stds)")
-    _check(channels is None or len(mean) == channels, "mean",
-           f"needs one value per channel: {channels} (got {len(mean)})")
+    _check(
+        len(mean) == len(std) and len(mean) >= 1,
+        "std",
+        f"needs one value per channel, as dataset.mean (got {len(mean)} means and {len(std)} stds)",
+    )
+    _check(
+        channels is None or len(mean) == channels, "mean", f"needs one value per channel: {channels} (got {len(mean)})"
+    )
     _check(all(s > 0 for s in std), "std", f"must be positive (got {list(std)})")
 
 
@@ -122,8 +144,11 @@ class FolderConfig(DatasetConfig):
     def validate(self) -> None:
         super().validate()
         _check(bool(str(self.data_dir).strip()), "data_dir", "must be the folder holding train/ and test/")
-        _check(self.resize is None or (len(self.resize) == 2 and min(self.resize) >= 1), "resize",
-               f"must be [height, width] with positive entries, or null (got {self.resize})")
+        _check(
+            self.resize is None or (len(self.resize) == 2 and min(self.resize) >= 1),
+            "resize",
+            f"must be [height, width] with positive entries, or null (got {self.resize})",
+        )
         _check(self.channels in (1, 3), "channels", f"must be 1 (greyscale) or 3 (RGB) (got {self.channels})")
         _check_stats(self.mean, self.std, self.channels)
 
@@ -144,19 +169,38 @@ class TargetDatasetConfig(DatasetConfig):
     def validate(self) -> None:
         super().validate()
         _check("." in str(self.target), "_target_", f"must be a dotted path to a callable (got {self.target!r})")
-        _check(self.num_classes is None or self.num_classes >= 2, "num_classes",
-               f"must be >= 2 or null to infer it (got {self.num_classes})")
+        _check(
+            self.num_classes is None or self.num_classes >= 2,
+            "num_classes",
+            f"must be >= 2 or null to infer it (got {self.num_classes})",
+        )
         _check_stats(self.mean, self.std, None)
 
 
 SCHEMAS: dict[str, type] = {
-    "fashion_mnist": FilesConfig, "mnist": FilesConfig, "cifar10": FilesConfig, "cifar100": FilesConfig,
-    "mnist_5k": DatasetConfig, "digits": DatasetConfig, "synthetic": SyntheticConfig,
-    "folder": FolderConfig, "target": TargetDatasetConfig,
+    "fashion_mnist": FilesConfig,
+    "mnist": FilesConfig,
+    "cifar10": FilesConfig,
+    "cifar100": FilesConfig,
+    "mnist_5k": DatasetConfig,
+    "digits": DatasetConfig,
+    "synthetic": SyntheticConfig,
+    "folder": FolderConfig,
+    "target": TargetDatasetConfig,
 }
 # The target dataset's own keys; every other key of its YAML node goes to the callable.
-TARGET_KEYS = ("name", "val_size", "split_seed", "train_limit", "normalize", "augment", "num_workers",
-               "num_classes", "mean", "std")
+TARGET_KEYS = (
+    "name",
+    "val_size",
+    "split_seed",
+    "train_limit",
+    "normalize",
+    "augment",
+    "num_workers",
+    "num_classes",
+    "mean",
+    "std",
+)
 
 
 def schema_for(name: str) -> type:

@@ -36,8 +36,10 @@ def _root(cfg) -> Path:
     root = Path(cfg.data_dir).expanduser()
     for split in ("train", "test"):
         if not (root / split).is_dir():
-            raise UserError(f"dataset.data_dir: {root} has no {split}/ folder; an ImageFolder tree needs "
-                            f"train/<class>/<images> and test/<class>/<images> (val/ is optional)")
+            raise UserError(
+                f"dataset.data_dir: {root} has no {split}/ folder; an ImageFolder tree needs "
+                f"train/<class>/<images> and test/<class>/<images> (val/ is optional)"
+            )
     return root
 
 
@@ -49,8 +51,12 @@ def _files(root: Path) -> dict[str, list[tuple[str, str]]]:
         if not folder.is_dir():
             continue
         classes = sorted(d for d in folder.iterdir() if d.is_dir())
-        out[split] = [(str(p.relative_to(root)), cls.name) for cls in classes for p in sorted(cls.rglob("*"))
-                      if p.is_file() and p.suffix.lower() in EXTENSIONS]
+        out[split] = [
+            (str(p.relative_to(root)), cls.name)
+            for cls in classes
+            for p in sorted(cls.rglob("*"))
+            if p.is_file() and p.suffix.lower() in EXTENSIONS
+        ]
     return out
 
 
@@ -70,8 +76,9 @@ def _index(root: Path, files: dict[str, list[tuple[str, str]]]) -> dict:
                 with Image.open(io.BytesIO(data)) as image:
                     sizes.setdefault(f"{image.size[1]}x{image.size[0]}", rel)  # height x width -> first file
             except (UnidentifiedImageError, OSError) as err:
-                raise UserError(f"dataset.data_dir: {root / rel} is not a readable image ({err}); remove or "
-                                f"replace it") from None
+                raise UserError(
+                    f"dataset.data_dir: {root / rel} is not a readable image ({err}); remove or replace it"
+                ) from None
         return {"digest": digest.hexdigest(), "sizes": sizes}
 
     return cached("folder-index", {"listing": listing}, compute)
@@ -105,8 +112,10 @@ def _samples(files: dict, split: str, classes: list[str], root: Path) -> list[tu
     lookup = {c: i for i, c in enumerate(classes)}
     extra = sorted({c for _, c in files[split]} - set(lookup))
     if extra:
-        raise UserError(f"dataset.data_dir: {root / split} has class folder {extra[0]!r} that train/ lacks; "
-                        f"every class must have training images")
+        raise UserError(
+            f"dataset.data_dir: {root / split} has class folder {extra[0]!r} that train/ lacks; "
+            f"every class must have training images"
+        )
     return [(rel, lookup[c]) for rel, c in files[split]]
 
 
@@ -118,21 +127,27 @@ def scan(cfg) -> tuple[Path, dict, list[str], dict]:
     classes = sorted({c for _, c in files["train"]})
     empty = sorted(set(present) - set(classes))
     if empty:
-        raise UserError(f"dataset.data_dir: {root / 'train' / empty[0]} holds no image "
-                        f"({', '.join(EXTENSIONS)}); add images or remove the folder")
+        raise UserError(
+            f"dataset.data_dir: {root / 'train' / empty[0]} holds no image "
+            f"({', '.join(EXTENSIONS)}); add images or remove the folder"
+        )
     if len(classes) < 2:
-        raise UserError(f"dataset.data_dir: {root / 'train'} must hold at least two class folders of images "
-                        f"(found {len(classes)})")
+        raise UserError(
+            f"dataset.data_dir: {root / 'train'} must hold at least two class folders of images (found {len(classes)})"
+        )
     if not files["test"]:
         raise UserError(f"dataset.data_dir: {root / 'test'} holds no image in class folders")
     if "val" in files and cfg.val_size is not None:
-        raise UserError(f"dataset.val_size: {root} has a val/ folder, which is the validation split; remove "
-                        f"dataset.val_size (or the val/ folder to carve validation from train)")
+        raise UserError(
+            f"dataset.val_size: {root} has a val/ folder, which is the validation split; remove "
+            f"dataset.val_size (or the val/ folder to carve validation from train)"
+        )
     index = _index(root, files)
     if cfg.resize is None and len(index["sizes"]) > 1:
         (a, fa), (b, fb) = list(index["sizes"].items())[:2]
-        raise UserError(f"dataset.resize: the images differ in size ({fa}: {a}, {fb}: {b}); set "
-                        f"dataset.resize=[height,width]")
+        raise UserError(
+            f"dataset.resize: the images differ in size ({fa}: {a}, {fb}: {b}); set dataset.resize=[height,width]"
+        )
     return root, files, classes, index
 
 
@@ -149,5 +164,12 @@ def load(cfg, decoded_cache: Optional[Path] = None) -> DataBundle:
     if "val" not in splits and cfg.val_size is None:
         cfg = replace(cfg, val_size=default_val_size(len(splits["train"])))
     stats_key = {"folder": index["digest"], "channels": cfg.channels, "resize": cfg.resize}
-    return loader_bundle(cfg, splits["train"], splits["test"], splits.get("val"), num_classes=len(classes),
-                         input_shape=(cfg.channels, int(height), int(width)), stats_key=stats_key)
+    return loader_bundle(
+        cfg,
+        splits["train"],
+        splits["test"],
+        splits.get("val"),
+        num_classes=len(classes),
+        input_shape=(cfg.channels, int(height), int(width)),
+        stats_key=stats_key,
+    )

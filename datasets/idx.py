@@ -17,8 +17,14 @@ import torch
 
 from foundations.errors import UserError
 
-_DTYPES: dict[int, np.dtype[Any]] = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-           0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_DTYPES: dict[int, np.dtype[Any]] = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -43,7 +49,7 @@ def read_idx(path: Union[str, Path]) -> torch.Tensor:
     offset = 4 + 4 * ndim
     if ndim == 0 or len(data) < offset:
         raise _bad(path, f"truncated or corrupt IDX header ({len(data)} bytes)")
-    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     dtype = _DTYPES[data[2]]
     expected = offset + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
     if len(data) != expected:

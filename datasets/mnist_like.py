@@ -16,8 +16,12 @@ from datasets.base import DataBundle, cache_dir, make_bundle
 from datasets.idx import read_idx
 from foundations.errors import UserError
 
-FILES = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
-         "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte"}
+FILES = {
+    "train_x": "train-images-idx3-ubyte",
+    "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte",
+    "test_y": "t10k-labels-idx1-ubyte",
+}
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 SHAPE = (1, 28, 28)  # declared, so that models are checked against it before any data is read
 
@@ -32,11 +36,22 @@ class IdxSpec(TypedDict):
 
 
 SPECS: dict[str, IdxSpec] = {
-    "fashion_mnist": {"title": "Fashion-MNIST", "folder": "fashion-mnist", "torchvision": "FashionMNIST",
-                      "mean": [0.2860], "std": [0.3530],
-                      "hint": "install it with 'apt-get install dataset-fashion-mnist' (Debian/Ubuntu)"},
-    "mnist": {"title": "MNIST", "folder": "mnist", "torchvision": "MNIST", "mean": [0.1307], "std": [0.3081],
-              "hint": "put the four MNIST IDX files (train-images-idx3-ubyte.gz, ...) in a folder"},
+    "fashion_mnist": {
+        "title": "Fashion-MNIST",
+        "folder": "fashion-mnist",
+        "torchvision": "FashionMNIST",
+        "mean": [0.2860],
+        "std": [0.3530],
+        "hint": "install it with 'apt-get install dataset-fashion-mnist' (Debian/Ubuntu)",
+    },
+    "mnist": {
+        "title": "MNIST",
+        "folder": "mnist",
+        "torchvision": "MNIST",
+        "mean": [0.1307],
+        "std": [0.3081],
+        "hint": "put the four MNIST IDX files (train-images-idx3-ubyte.gz, ...) in a folder",
+    },
 }
 
 
@@ -48,8 +63,11 @@ def search_folders(name: str, data_dir: Optional[str]) -> list[Path]:
         return [root, root / spec["torchvision"] / "raw"]
     cache = cache_dir()
     # The bare cache root is never searched directly: MNIST and Fashion-MNIST use the same file names.
-    folders = [cache / spec["folder"], cache / spec["folder"] / spec["torchvision"] / "raw",
-               cache / spec["torchvision"] / "raw"]
+    folders = [
+        cache / spec["folder"],
+        cache / spec["folder"] / spec["torchvision"] / "raw",
+        cache / spec["torchvision"] / "raw",
+    ]
     return ([DEBIAN_DIR] if name == "fashion_mnist" else []) + folders
 
 
@@ -74,9 +92,11 @@ def locate(name: str, data_dir: Optional[str]) -> dict[str, Path]:
             partial = f" ({folder} lacks {missing})"
     spec = SPECS[name]
     where = ", ".join(str(f) for f in folders)
-    raise UserError(f"dataset.data_dir: {name} IDX files not found in {where}{partial or ''}; {spec['hint']}, "
-                    f"or set dataset.data_dir=DIR (a folder with the four IDX files, or a torchvision root), "
-                    f"or dataset.download=true to fetch them with torchvision")
+    raise UserError(
+        f"dataset.data_dir: {name} IDX files not found in {where}{partial or ''}; {spec['hint']}, "
+        f"or set dataset.data_dir=DIR (a folder with the four IDX files, or a torchvision root), "
+        f"or dataset.download=true to fetch them with torchvision"
+    )
 
 
 def download(name: str, data_dir: Optional[str]) -> None:
@@ -90,8 +110,10 @@ def download(name: str, data_dir: Optional[str]) -> None:
         getattr(torchvision.datasets, spec["torchvision"])(str(root), train=True, download=True)  # fetches all four
     except Exception as err:  # no network, proxy, disk full: all end the same way for the user
         message = " ".join(str(err).split()) or type(err).__name__
-        raise UserError(f"dataset.download: torchvision could not download {spec['title']} into {root} ({message}); "
-                        f"{spec['hint']}, or set dataset.data_dir=DIR") from None
+        raise UserError(
+            f"dataset.download: torchvision could not download {spec['title']} into {root} ({message}); "
+            f"{spec['hint']}, or set dataset.data_dir=DIR"
+        ) from None
 
 
 def load(cfg, decoded_cache: Optional[Path] = None) -> DataBundle:
@@ -108,8 +130,16 @@ def load(cfg, decoded_cache: Optional[Path] = None) -> DataBundle:
     def assemble() -> DataBundle:
         x = cache.decoded(cfg.name, sources, lambda: _read(files, cfg.name), decoded_cache)
         spec = SPECS[cfg.name]
-        return make_bundle(cfg, x["train_x"].unsqueeze(1), x["train_y"].long(), x["test_x"].unsqueeze(1),
-                           x["test_y"].long(), num_classes=10, mean=spec["mean"], std=spec["std"])
+        return make_bundle(
+            cfg,
+            x["train_x"].unsqueeze(1),
+            x["train_y"].long(),
+            x["test_x"].unsqueeze(1),
+            x["test_y"].long(),
+            num_classes=10,
+            mean=spec["mean"],
+            std=spec["std"],
+        )
 
     return cache.bundle(cfg, sources, assemble)
 
@@ -119,10 +149,14 @@ def _read(files: dict[str, Path], name: str) -> dict[str, torch.Tensor]:
     for split in ("train", "test"):
         images, labels = x[f"{split}_x"], x[f"{split}_y"]
         if images.dtype != torch.uint8 or images.dim() != 3 or labels.dim() != 1 or len(images) != len(labels):
-            raise UserError(f"dataset.data_dir: {files[f'{split}_x']} ({tuple(images.shape)}) and "
-                            f"{files[f'{split}_y']} ({tuple(labels.shape)}) are not a uint8 image file and its "
-                            f"label file")
+            raise UserError(
+                f"dataset.data_dir: {files[f'{split}_x']} ({tuple(images.shape)}) and "
+                f"{files[f'{split}_y']} ({tuple(labels.shape)}) are not a uint8 image file and its "
+                f"label file"
+            )
         if tuple(images.shape[1:]) != SHAPE[1:]:
-            raise UserError(f"dataset.data_dir: {files[f'{split}_x']} holds {'x'.join(map(str, images.shape[1:]))} "
-                            f"images; {SPECS[name]['title']} is {'x'.join(map(str, SHAPE[1:]))}")
+            raise UserError(
+                f"dataset.data_dir: {files[f'{split}_x']} holds {'x'.join(map(str, images.shape[1:]))} "
+                f"images; {SPECS[name]['title']} is {'x'.join(map(str, SHAPE[1:]))}"
+            )
     return x

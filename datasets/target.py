@@ -50,8 +50,10 @@ def as_uint8_image(image: Any) -> torch.Tensor:
         return x.contiguous()
     if x.is_floating_point():
         if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
-            raise ValueError(f"float images must lie in [0, 1] (got {float(x.min()):.3g}..{float(x.max()):.3g}); "
-                             f"return them unnormalized: prunelab normalizes (dataset.normalize, mean/std)")
+            raise ValueError(
+                f"float images must lie in [0, 1] (got {float(x.min()):.3g}..{float(x.max()):.3g}); "
+                f"return them unnormalized: prunelab normalizes (dataset.normalize, mean/std)"
+            )
         return (x * 255).round().to(torch.uint8).contiguous()
     raise ValueError(f"images must be uint8 or float in [0, 1] (got {x.dtype})")
 
@@ -94,18 +96,24 @@ def _call(cfg) -> dict[str, Uint8Images]:
     if isinstance(out, dict):
         unknown = sorted(set(out) - {"train", "val", "test"})
         if unknown or "train" not in out or "test" not in out:
-            raise UserError(f"dataset._target_: {cfg.target} returned a dict with keys {sorted(out)}; it must "
-                            f"have train and test (and optionally val)")
+            raise UserError(
+                f"dataset._target_: {cfg.target} returned a dict with keys {sorted(out)}; it must "
+                f"have train and test (and optionally val)"
+            )
         splits = dict(out)
     elif isinstance(out, (tuple, list)) and len(out) in (2, 3):
         splits = dict(zip(("train", "test") if len(out) == 2 else ("train", "val", "test"), out))
     else:
-        raise UserError(f"dataset._target_: {cfg.target} must return (train, test), (train, val, test) or a dict "
-                        f"of Datasets (got {type(out).__name__})")
+        raise UserError(
+            f"dataset._target_: {cfg.target} must return (train, test), (train, val, test) or a dict "
+            f"of Datasets (got {type(out).__name__})"
+        )
     for split, ds in splits.items():
         if not (hasattr(ds, "__getitem__") and hasattr(ds, "__len__")) or len(ds) == 0:
-            raise UserError(f"dataset._target_: the {split} split {cfg.target} returned is not a non-empty "
-                            f"map-style Dataset (it needs __len__ and __getitem__)")
+            raise UserError(
+                f"dataset._target_: the {split} split {cfg.target} returned is not a non-empty "
+                f"map-style Dataset (it needs __len__ and __getitem__)"
+            )
     return {split: Uint8Images(ds) for split, ds in splits.items()}
 
 
@@ -144,10 +152,14 @@ def load(cfg, decoded_cache: Optional[Path] = None) -> DataBundle:
     # Read through torchvision/the user's Dataset on demand: there is no decoded file to keep (decoded_cache unused).
     splits = _call(cfg)
     if "val" in splits and cfg.val_size is not None:
-        raise UserError(f"dataset.val_size: {cfg.target} returns a validation split; remove dataset.val_size (or "
-                        f"return only train and test to carve validation from train)")
+        raise UserError(
+            f"dataset.val_size: {cfg.target} returns a validation split; remove dataset.val_size (or "
+            f"return only train and test to carve validation from train)"
+        )
     if "val" not in splits:
-        cfg = replace(cfg, val_size=cfg.val_size if cfg.val_size is not None else default_val_size(len(splits["train"])))
+        cfg = replace(
+            cfg, val_size=cfg.val_size if cfg.val_size is not None else default_val_size(len(splits["train"]))
+        )
         carve_validation(len(splits["train"]), cfg.val_size, cfg.split_seed)  # a bad val_size fails before the pass
     key = {"target": cfg.target, "kwargs": cfg.kwargs}
     survey = cached("target-survey", key, lambda: {s: _survey(s, ds, cfg.num_workers) for s, ds in splits.items()})
@@ -157,17 +169,27 @@ def load(cfg, decoded_cache: Optional[Path] = None) -> DataBundle:
             shapes.setdefault(shape, (split, i))
     if len(shapes) > 1:
         (a, (sa, ia)), (b, (sb, ib)) = list(shapes.items())[:2]
-        raise UserError(f"dataset._target_: images differ in shape ({sa} item {ia}: {a}, {sb} item {ib}: {b}); "
-                        f"every image must have one (C, H, W)")
+        raise UserError(
+            f"dataset._target_: images differ in shape ({sa} item {ia}: {a}, {sb} item {ib}: {b}); "
+            f"every image must have one (C, H, W)"
+        )
     shape = tuple(int(s) for s in next(iter(shapes)).split("x"))
     num_classes = cfg.num_classes if cfg.num_classes is not None else survey["train"]["high"] + 1
     for split, seen in survey.items():
         if seen["low"] < 0 or seen["high"] >= num_classes:
             source = "dataset.num_classes" if cfg.num_classes is not None else "the training labels"
-            raise UserError(f"dataset.num_classes: {split} labels span {seen['low']}..{seen['high']} but {source} "
-                            f"give {num_classes} classes; labels must lie in [0, num_classes)")
+            raise UserError(
+                f"dataset.num_classes: {split} labels span {seen['low']}..{seen['high']} but {source} "
+                f"give {num_classes} classes; labels must lie in [0, num_classes)"
+            )
     if num_classes < 2:
         raise UserError(f"dataset._target_: the training labels hold one class ({num_classes}); a classifier needs two")
-    return loader_bundle(cfg, splits["train"], splits["test"], splits.get("val"), num_classes=num_classes,
-                         input_shape=shape, stats_key=key)
-
+    return loader_bundle(
+        cfg,
+        splits["train"],
+        splits["test"],
+        splits.get("val"),
+        num_classes=num_classes,
+        input_shape=shape,
+        stats_key=key,
+    )

@@ -67,8 +67,11 @@ def split_target(node: dict, own: tuple[str, ...]) -> dict:
     if "target" in node:
         return node
     mine = {k: v for k, v in node.items() if k in own}
-    return {**mine, "target": node.get("_target_", REQUIRED),
-            "kwargs": {k: v for k, v in node.items() if k not in own and k != "_target_"}}
+    return {
+        **mine,
+        "target": node.get("_target_", REQUIRED),
+        "kwargs": {k: v for k, v in node.items() if k not in own and k != "_target_"},
+    }
 
 
 def typed_target(schema: type, node: dict, own: tuple[str, ...], prefix: str) -> Any:

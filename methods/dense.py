@@ -13,8 +13,9 @@ class Dense(Method):
     kind = "dense"
     Config = MethodConfig
     # nothing is pruned: the sparsity and the prunable set only change what the record reports
-    result_neutral: ClassVar[frozenset[str]] = frozenset({"sparsity", "prunable.biases", "prunable.batchnorm",
-                                                          "prunable.classifier", "prunable.exclude"})
+    result_neutral: ClassVar[frozenset[str]] = frozenset(
+        {"sparsity", "prunable.biases", "prunable.batchnorm", "prunable.classifier", "prunable.exclude"}
+    )
 
     def chain(self, stages: Stages) -> ExperimentRecord:
         dense = stages.dense_stage()

@@ -32,7 +32,11 @@ class L1FilterConfig(ChannelConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(self.tied_groups in TIED, "method.tied_groups", f"must be one of {', '.join(TIED)} (got {self.tied_groups!r})")
+        check(
+            self.tied_groups in TIED,
+            "method.tied_groups",
+            f"must be one of {', '.join(TIED)} (got {self.tied_groups!r})",
+        )
 
 
 class L1Filter(ChannelMethod):
@@ -47,8 +51,10 @@ class L1Filter(ChannelMethod):
             return groups
         single = [g for g in groups if len(g.layers) == 1]
         if not single:
-            raise UserError("method.tied_groups: every channel group of this model is residual-tied; "
-                            "use method.tied_groups=first_layer to prune them ranked by their first layer")
+            raise UserError(
+                "method.tied_groups: every channel group of this model is residual-tied; "
+                "use method.tied_groups=first_layer to prune them ranked by their first layer"
+            )
         return single
 
     def channel_scores(self, stages: Stages, model, groups):

@@ -43,9 +43,14 @@ class LotteryConfig(MethodConfig):
         super().__post_init__()
         check(0 < self.rate < 1, "method.rate", f"must be in (0, 1) (got {self.rate})")
         check(self.output_rate is None or 0 <= self.output_rate < 1, "method.output_rate", "must be in [0, 1)")
-        check(self.scope in ("global", "layerwise"), "method.scope", f"must be global or layerwise (got {self.scope!r})")
-        check(self.output_rate is None or self.scope == "layerwise", "method.output_rate",
-              "a separate output-layer rate needs scope=layerwise (as in Frankle & Carbin's LeNet)")
+        check(
+            self.scope in ("global", "layerwise"), "method.scope", f"must be global or layerwise (got {self.scope!r})"
+        )
+        check(
+            self.output_rate is None or self.scope == "layerwise",
+            "method.output_rate",
+            "a separate output-layer rate needs scope=layerwise (as in Frankle & Carbin's LeNet)",
+        )
         check(self.rewind_iteration >= 0, "method.rewind_iteration", f"must be >= 0 (got {self.rewind_iteration})")
         check(self.control in ("none", "reinit", "shuffle"), "method.control", "must be none, reinit or shuffle")
 
@@ -72,22 +77,30 @@ class Lottery(Method):
     def validate(self, stages: Stages) -> None:
         total = total_iterations(stages.train_config, stages.data.train.num_batches(stages.train_config.batch_size))
         if self.cfg.rewind_iteration >= total:
-            raise UserError(f"method.rewind_iteration: {self.cfg.rewind_iteration} is beyond the training length "
-                            f"({total} iterations)")
+            raise UserError(
+                f"method.rewind_iteration: {self.cfg.rewind_iteration} is beyond the training length "
+                f"({total} iterations)"
+            )
         base = stages.base_model()
         params = dict(base.named_parameters())
         self.levels({n: params[n].numel() for n in stages.prunable(base)}, classifier_name(base))
 
     def levels(self, sizes: dict[str, int], head: str) -> list[dict[str, float]]:
         """Per-layer keep fractions of each level; the last level's exponent is solved to hit the target exactly."""
-        rates = {n: (self.cfg.output_rate if self.cfg.output_rate is not None and n.startswith(head + ".") else self.cfg.rate)
-                 for n in sizes}
+        rates = {
+            n: (
+                self.cfg.output_rate if self.cfg.output_rate is not None and n.startswith(head + ".") else self.cfg.rate
+            )
+            for n in sizes
+        }
         target = 1 - self.cfg.sparsity
         floor = _floor(rates, sizes)
         if target <= floor + 1e-12 and self.cfg.sparsity > 0:
-            raise UserError(f"method.sparsity: {self.cfg.sparsity:g} is unreachable: the tensors pruned at rate 0 "
-                            f"(method.output_rate=0) keep {floor:.4f} of the prunable weights at every level; ask for "
-                            f"less than {1 - floor:.4f} or set method.output_rate > 0")
+            raise UserError(
+                f"method.sparsity: {self.cfg.sparsity:g} is unreachable: the tensors pruned at rate 0 "
+                f"(method.output_rate=0) keep {floor:.4f} of the prunable weights at every level; ask for "
+                f"less than {1 - floor:.4f} or set method.output_rate > 0"
+            )
         count = 0
         while _density(rates, sizes, count) > target + 1e-12:
             count += 1
@@ -114,14 +127,27 @@ class Lottery(Method):
                 scores = magnitude_scores(model, alive)
                 return select(scores, alive, scope=self.cfg.scope, layer_targets=layers, global_target=overall), {}
 
-            spec = {"rate": self.cfg.rate, "output_rate": self.cfg.output_rate, "scope": self.cfg.scope,
-                    "level": level, "keep": round(overall, 12), "rewind_iteration": k,
-                    **({"prunable": prunable} if (prunable := nondefault(self.cfg.prunable)) else {})}
+            spec = {
+                "rate": self.cfg.rate,
+                "output_rate": self.cfg.output_rate,
+                "scope": self.cfg.scope,
+                "level": level,
+                "keep": round(overall, 12),
+                "rewind_iteration": k,
+                **({"prunable": prunable} if (prunable := nondefault(self.cfg.prunable)) else {}),
+            }
             pruned = stages.mask_stage(f"prune{level}", state, spec, magnitude, weights="last")
-            state = stages.train_stage(f"level{level}", rewind, stages.train_config, weights=weights, masks=pruned,
-                                       start_iteration=k)
-            history.append({"level": level, "density": overall, "early_stop_iteration": state.result["early_stop_iteration"],
-                            "test_acc": state.result["selected"]["test_acc"]})
+            state = stages.train_stage(
+                f"level{level}", rewind, stages.train_config, weights=weights, masks=pruned, start_iteration=k
+            )
+            history.append(
+                {
+                    "level": level,
+                    "density": overall,
+                    "early_stop_iteration": state.result["early_stop_iteration"],
+                    "test_acc": state.result["selected"]["test_acc"],
+                }
+            )
         if self.cfg.control == "reinit":
             fresh = stages.init_stage("reinit", seed=stages.seed("init") + REINIT_OFFSET)
             state = stages.train_stage("control", fresh, stages.train_config, masks=pruned, start_iteration=k)
@@ -134,8 +160,9 @@ class Lottery(Method):
                 return shuffled(alive, seed), {}
 
             control = stages.mask_stage("shuffle", pruned, {"shuffle_seed": seed}, shuffle)
-            state = stages.train_stage("control", rewind, stages.train_config, weights=weights, masks=control,
-                                       start_iteration=k)
+            state = stages.train_stage(
+                "control", rewind, stages.train_config, weights=weights, masks=control, start_iteration=k
+            )
         return stages.finish(state, pruned=pruned, dense=dense, levels=history)
 
 

@@ -52,9 +52,16 @@ class OptimalBrainDamage(ScoreMethod):
     def scores(self, stages: Stages, model, alive):
         model = model.to(stages.device)
         params = {n: p for n, p in model.named_parameters() if n in alive}
-        hdiag = hessian_diagonal(model, params, self._samples(stages).batches(512, device=stages.device), self.cfg.estimator,
-                                 n_samples=self.cfg.samples, probes=self.cfg.probes,
-                                 generator=torch.Generator().manual_seed(stages.seed("prune")), progress=stages.progress)
+        hdiag = hessian_diagonal(
+            model,
+            params,
+            self._samples(stages).batches(512, device=stages.device),
+            self.cfg.estimator,
+            n_samples=self.cfg.samples,
+            probes=self.cfg.probes,
+            generator=torch.Generator().manual_seed(stages.seed("prune")),
+            progress=stages.progress,
+        )
         return obd_saliency({n: p.detach().cpu() for n, p in params.items()}, hdiag)
 
     def round_info(self, stages: Stages, model, alive, masks, scores) -> dict:
@@ -68,7 +75,10 @@ class OptimalBrainDamage(ScoreMethod):
             after = self._loss(stages, model)
             for n, value in saved.items():
                 params[n].copy_(value)
-        return {"predicted_loss_increase": predicted_loss_increase(scores, removed), "measured_loss_increase": after - before}
+        return {
+            "predicted_loss_increase": predicted_loss_increase(scores, removed),
+            "measured_loss_increase": after - before,
+        }
 
     @torch.no_grad()
     def _loss(self, stages: Stages, model) -> float:

@@ -32,16 +32,24 @@ VARIANTS = ("layerwise", "global", "shuffle")
 class RandomConfig(ScoreConfig):
     variant: str = "layerwise"
     when: str = "init"
-    source: dict = field(default_factory=dict)  # shuffle: the experiment whose mask is shuffled, e.g. {name: snip, sparsity: 0.9}
+    source: dict = field(
+        default_factory=dict
+    )  # shuffle: the experiment whose mask is shuffled, e.g. {name: snip, sparsity: 0.9}
     build_source: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.variant in VARIANTS, "method.variant", f"must be one of {VARIANTS} (got {self.variant!r})")
-        check(self.variant != "shuffle" or bool(self.source.get("name")), "method.source",
-              "variant=shuffle needs the experiment to shuffle, e.g. method.source={name: snip, sparsity: 0.9}")
-        check(self.variant != "shuffle" or self.rounds == 1, "method.rounds",
-              f"variant=shuffle permutes another experiment's mask once (got rounds={self.rounds}); set method.rounds=1")
+        check(
+            self.variant != "shuffle" or bool(self.source.get("name")),
+            "method.source",
+            "variant=shuffle needs the experiment to shuffle, e.g. method.source={name: snip, sparsity: 0.9}",
+        )
+        check(
+            self.variant != "shuffle" or self.rounds == 1,
+            "method.rounds",
+            f"variant=shuffle permutes another experiment's mask once (got rounds={self.rounds}); set method.rounds=1",
+        )
 
 
 class RandomPruning(ScoreMethod):
@@ -55,23 +63,28 @@ class RandomPruning(ScoreMethod):
             return [f"shuffled {self.cfg.source.get('name')}"]
         ignored = {self.cfg.scope}  # the variant, not `scope`, decides how random scores are selected
         return ([self.cfg.variant] if self.cfg.variant != "layerwise" else []) + [
-            n for n in super().variant_notes() if n not in ignored]
+            n for n in super().variant_notes() if n not in ignored
+        ]
 
     def validate(self, stages: Stages) -> None:
         super().validate(stages)
         if self.cfg.variant == "shuffle":
             name = self.cfg.source.get("name")
             if name in registry() and get_method(name).kind != "unstructured":
-                raise UserError(f"method.source: {name} prunes channels (a channel plan, no weight mask); shuffle "
-                                f"needs a weight-level source such as snip, magnitude or lottery")
+                raise UserError(
+                    f"method.source: {name} prunes channels (a channel plan, no weight mask); shuffle "
+                    f"needs a weight-level source such as snip, magnitude or lottery"
+                )
             self._source_stage(stages)
 
     def _source_stage(self, stages: Stages):
         record = stages.source_experiment(dict(self.cfg.source), build=self.cfg.build_source)
         stage = stages.stage_at(record.final_ref())
         if not stage.has_masks():
-            raise UserError(f"method.source: the {record.method} experiment left no weight mask ({stage.ref}); "
-                            f"shuffle needs a weight-level source such as snip, magnitude or lottery")
+            raise UserError(
+                f"method.source: the {record.method} experiment left no weight mask ({stage.ref}); "
+                f"shuffle needs a weight-level source such as snip, magnitude or lottery"
+            )
         return stage
 
     def mask_spec(self) -> dict:

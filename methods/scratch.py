@@ -63,13 +63,16 @@ class ScratchConfig(MethodConfig):
         check(self.budget in ("E", "B"), "method.budget", f"must be E or B (got {self.budget!r})")
         check(self.budget_cap is None or self.budget_cap >= 1, "method.budget_cap", "must be >= 1")
         check(self.epochs_rounding in ("round", "floor"), "method.epochs_rounding", "must be round or floor")
-        check(self.flops in FLOP_COUNTS, "method.flops", f"must be one of {', '.join(FLOP_COUNTS)} (got {self.flops!r})")
+        check(
+            self.flops in FLOP_COUNTS, "method.flops", f"must be one of {', '.join(FLOP_COUNTS)} (got {self.flops!r})"
+        )
         check(self.source != "scratch", "method.source", "scratch needs a pruning method as its source")
         check(self.source != "dense", "method.source", "dense has nothing pruned; choose a pruning method")
 
 
-def scratch_b_length(length: int, flops_dense: float, flops_pruned: float, *, cap: Optional[float] = None,
-                     rounding: str = "round") -> int:
+def scratch_b_length(
+    length: int, flops_dense: float, flops_pruned: float, *, cap: Optional[float] = None, rounding: str = "round"
+) -> int:
     """Scratch-B's training length: ``length`` · FLOPs_dense / FLOPs_pruned, capped at ``cap`` × ``length``."""
     ratio = flops_dense / max(flops_pruned, 1)
     if cap is not None:
@@ -83,8 +86,9 @@ class Scratch(Method):
     Config = ScratchConfig
     # build_source: where the source comes from, not what it is; prunable: the source is configured by
     # source_overrides, scratch's own prunable set only changes what its record's density counts
-    result_neutral: ClassVar[frozenset[str]] = frozenset({"build_source", "prunable.biases", "prunable.batchnorm",
-                                                          "prunable.classifier", "prunable.exclude"})
+    result_neutral: ClassVar[frozenset[str]] = frozenset(
+        {"build_source", "prunable.biases", "prunable.batchnorm", "prunable.classifier", "prunable.exclude"}
+    )
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -120,18 +124,27 @@ class Scratch(Method):
         source_final = stages.stage_at(record.final_ref())
         structured = source_final.has_plan()
         if not structured and not source_final.has_masks():
-            raise UserError(f"method.source: the {self.cfg.source} experiment left neither a channel plan nor a mask; "
-                            f"scratch needs a pruned architecture")
+            raise UserError(
+                f"method.source: the {self.cfg.source} experiment left neither a channel plan nor a mask; "
+                f"scratch needs a pruned architecture"
+            )
         seed = self.cfg.reinit_seed if self.cfg.reinit_seed is not None else stages.seed("init") + REINIT_OFFSET
         init = stages.init_stage("scratch_init", seed=seed, architecture=source_final.plan() if structured else None)
         flops = self.flops_of(stages, record) if self.cfg.budget == "B" else None
         train_cfg = self.budget_config(stages, flops)
         final = stages.train_stage("scratch", init, train_cfg, masks=None if structured else source_final)
-        return stages.finish(final, dense=stages.dense_stage(), source=self.source_config(),
-                             source_test_acc=record.test_acc, source_stage=record.final_stage,
-                             budget=self.cfg.budget, scratch_epochs=train_cfg.epochs,
-                             scratch_iterations=train_cfg.iterations, channel_sparsity=record.channel_sparsity,
-                             scratch_flops=flops)
+        return stages.finish(
+            final,
+            dense=stages.dense_stage(),
+            source=self.source_config(),
+            source_test_acc=record.test_acc,
+            source_stage=record.final_stage,
+            budget=self.cfg.budget,
+            scratch_epochs=train_cfg.epochs,
+            scratch_iterations=train_cfg.iterations,
+            channel_sparsity=record.channel_sparsity,
+            scratch_flops=flops,
+        )
 
     def flops_of(self, stages: Stages, source_record: ExperimentRecord) -> dict:
         """FLOPs of the dense and the source's pruned model, counted as ``method.flops`` says."""

@@ -110,10 +110,16 @@ class SlimmingConfig(ChannelConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check(math.isfinite(self.lam) and self.lam >= 0, "method.lam", f"must be a finite number >= 0 (got {self.lam})")
-        check(self.bn_weight_init is None or math.isfinite(self.bn_weight_init), "method.bn_weight_init",
-              f"must be a finite number or null (got {self.bn_weight_init})")
-        check(self.fine_tune in FINE_TUNE, "method.fine_tune",
-              f"must be one of {', '.join(FINE_TUNE)} (got {self.fine_tune!r})")
+        check(
+            self.bn_weight_init is None or math.isfinite(self.bn_weight_init),
+            "method.bn_weight_init",
+            f"must be a finite number or null (got {self.bn_weight_init})",
+        )
+        check(
+            self.fine_tune in FINE_TUNE,
+            "method.fine_tune",
+            f"must be one of {', '.join(FINE_TUNE)} (got {self.fine_tune!r})",
+        )
         check(self.passes >= 1, "method.passes", f"must be >= 1 (got {self.passes})")
 
 
@@ -141,8 +147,11 @@ def set_bn_weight(value: float):
 
 def gamma_abs(model: nn.Module, weights: dict[str, torch.Tensor]) -> dict[str, list[float]]:
     """|γ| of every affine BN layer of ``model``'s architecture in ``weights`` (Fig. 4's histograms)."""
-    return {name: weights[f"{name}.weight"].abs().tolist() for name, module in model.named_modules()
-            if isinstance(module, _BN) and module.weight is not None}
+    return {
+        name: weights[f"{name}.weight"].abs().tolist()
+        for name, module in model.named_modules()
+        if isinstance(module, _BN) and module.weight is not None
+    }
 
 
 def compose(previous: Optional[ChannelPlan], plan: ChannelPlan) -> ChannelPlan:
@@ -169,9 +178,13 @@ class Slimming(ChannelMethod):
     def validate(self, stages: Stages) -> None:
         model = stages.base_model()
         if not any(isinstance(m, _BN) and m.weight is not None for m in model.modules()):
-            raise UserError(f"method=slimming: model {stages.model_name} has no BatchNorm scales γ to regularize and "
-                            f"prune; use a model with BN (built in: {BN_MODELS}, not model.batchnorm=false)")
-        bn_scale_scores(model, prunable_channel_groups(model, stages.example_input, self.cfg.prunable.exclude))  # every group needs a BN
+            raise UserError(
+                f"method=slimming: model {stages.model_name} has no BatchNorm scales γ to regularize and "
+                f"prune; use a model with BN (built in: {BN_MODELS}, not model.batchnorm=false)"
+            )
+        bn_scale_scores(
+            model, prunable_channel_groups(model, stages.example_input, self.cfg.prunable.exclude)
+        )  # every group needs a BN
 
     def channel_scores(self, stages: Stages, model, groups):
         return bn_scale_scores(model, groups)
@@ -179,8 +192,13 @@ class Slimming(ChannelMethod):
     def select(self, model: nn.Module, example_input: torch.Tensor) -> ChannelPlan:
         """The global-threshold plan over ``model``'s own channels (scores = |γ|)."""
         groups = prunable_channel_groups(model, example_input, self.cfg.prunable.exclude)
-        return select_channels(bn_scale_scores(model, groups), groups, self.cfg.sparsity, scope=self.cfg.scope,
-                               min_keep_fraction=self.cfg.min_keep_fraction)
+        return select_channels(
+            bn_scale_scores(model, groups),
+            groups,
+            self.cfg.sparsity,
+            scope=self.cfg.scope,
+            min_keep_fraction=self.cfg.min_keep_fraction,
+        )
 
     def recovery(self) -> Recovery:
         return self.fine_tune_recovery()
@@ -198,10 +216,14 @@ class Slimming(ChannelMethod):
         if gamma is None or stages.from_checkpoint:  # a trained start keeps its own γ (see the module docstring)
             init = stages.init_stage()
         else:
-            init = stages.init_stage("slimming_init", prepare=set_bn_weight(gamma),
-                                  extra={"bn_weight_init": gamma})
-        return stages.train_stage("sparsity", init, stages.train_config, hooks=Hooks(before_step=[sparsity_hook(self.cfg.lam)]),
-                               extra={"slimming_l1_bn": self.cfg.lam})
+            init = stages.init_stage("slimming_init", prepare=set_bn_weight(gamma), extra={"bn_weight_init": gamma})
+        return stages.train_stage(
+            "sparsity",
+            init,
+            stages.train_config,
+            hooks=Hooks(before_step=[sparsity_hook(self.cfg.lam)]),
+            extra={"slimming_l1_bn": self.cfg.lam},
+        )
 
     def chain(self, stages: Stages) -> ExperimentRecord:
         dense = stages.dense_stage()
@@ -212,9 +234,13 @@ class Slimming(ChannelMethod):
         pruned: Optional[StageRef] = None
         for k in range(1, self.cfg.passes + 1):
             if pruned is not None:  # pass k > 1 starts from pass k − 1's compacted model
-                source = stages.train_stage(f"sparsity_{k}", pruned, fine_tune,
-                                         hooks=Hooks(before_step=[sparsity_hook(self.cfg.lam)]),
-                                         extra={"slimming_l1_bn": self.cfg.lam})
+                source = stages.train_stage(
+                    f"sparsity_{k}",
+                    pruned,
+                    fine_tune,
+                    hooks=Hooks(before_step=[sparsity_hook(self.cfg.lam)]),
+                    extra={"slimming_l1_bn": self.cfg.lam},
+                )
             previous = source.plan() if source.has_plan() else None
 
             def build(model, previous=previous):
@@ -222,22 +248,30 @@ class Slimming(ChannelMethod):
                 step = self.select(model, stages.example_input)
                 plan = compose(previous, step)
                 validate_plan(plan, {key: out_channels(base.get_submodule(key)) for key in plan.keep})
-                info = {"channel_sparsity": channel_sparsity(plan, base),
-                        "pass_channel_sparsity": channel_sparsity(step, model)}
+                info = {
+                    "channel_sparsity": channel_sparsity(plan, base),
+                    "pass_channel_sparsity": channel_sparsity(step, model),
+                }
                 return plan, compact(model, step, stages.example_input), info
 
             name = "prune" if k == 1 else f"prune_{k}"
-            pruned = stages.plan_stage(name, source, {**self.plan_spec(), "pass": k,
-                                                   "prune_seed": stages.seed("prune")}, build)
+            pruned = stages.plan_stage(
+                name, source, {**self.plan_spec(), "pass": k, "prune_seed": stages.seed("prune")}, build
+            )
             per_pass.append(pruned.result["pass_channel_sparsity"])
         if pruned is None:
             raise UserError(f"method.passes: must be >= 1 (got {self.cfg.passes})")
         final = stages.train_stage("recover", pruned, fine_tune)
-        return stages.finish(final, pruned=pruned, dense=dense, channel_sparsity=pruned.result["channel_sparsity"],
-                          channel_sparsity_per_pass=per_pass,
-                          sparsity_trained_test_acc=sparse.result["selected"]["test_acc"],
-                          sparsity_trained_gamma_abs=gamma_abs(base, sparse.weights()),
-                          fine_tune=self.cfg.fine_tune)
+        return stages.finish(
+            final,
+            pruned=pruned,
+            dense=dense,
+            channel_sparsity=pruned.result["channel_sparsity"],
+            channel_sparsity_per_pass=per_pass,
+            sparsity_trained_test_acc=sparse.result["selected"]["test_acc"],
+            sparsity_trained_gamma_abs=gamma_abs(base, sparse.weights()),
+            fine_tune=self.cfg.fine_tune,
+        )
 
 
 METHOD = Slimming

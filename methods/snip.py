@@ -33,7 +33,11 @@ class SnipConfig(ScoreConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(self.batch_size >= 1, "method.batch_size", f"SNIP needs a mini-batch of at least 1 example (got {self.batch_size})")
+        check(
+            self.batch_size >= 1,
+            "method.batch_size",
+            f"SNIP needs a mini-batch of at least 1 example (got {self.batch_size})",
+        )
         check(self.batches >= 1, "method.batches", f"must be >= 1 (got {self.batches})")
         check(self.when == "init", "method.when", "SNIP prunes at initialization (when=init)")
 
@@ -46,7 +50,15 @@ class Snip(ScoreMethod):
     Config = SnipConfig
     # pruned at init, then trained with the dense schedule: no recovery schedule, no trained weights to choose from
     result_neutral: ClassVar[frozenset[str]] = frozenset(
-        {"prune_from", "recovery.epochs", "recovery.lr", "recovery.lr_scale", "recovery.schedule", "recovery.milestones"})
+        {
+            "prune_from",
+            "recovery.epochs",
+            "recovery.lr",
+            "recovery.lr_scale",
+            "recovery.schedule",
+            "recovery.milestones",
+        }
+    )
 
     def mask_spec(self) -> dict:
         # the mask does not depend on which init is trained afterwards: both variants share the prune stage

@@ -92,19 +92,37 @@ class ThiNetConfig(ChannelConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(self.scope == "layerwise", "method.scope",
-              f"ThiNet prunes the same fraction of every layer (§4); only layerwise is defined (got {self.scope!r})")
+        check(
+            self.scope == "layerwise",
+            "method.scope",
+            f"ThiNet prunes the same fraction of every layer (§4); only layerwise is defined (got {self.scope!r})",
+        )
         check(self.n_images >= 1, "method.n_images", f"must be >= 1 (got {self.n_images})")
-        check(self.locations_per_image >= 1, "method.locations_per_image",
-              f"must be >= 1 (got {self.locations_per_image})")
-        check(self.selection in SELECTIONS, "method.selection",
-              f"must be one of {', '.join(SELECTIONS)} (got {self.selection!r})")
-        check(self.layer_fine_tune_epochs >= 0, "method.layer_fine_tune_epochs",
-              f"must be >= 0 (got {self.layer_fine_tune_epochs})")
-        check(self.layer_fine_tune_iterations is None or self.layer_fine_tune_iterations >= 0,
-              "method.layer_fine_tune_iterations", f"must be >= 0 (got {self.layer_fine_tune_iterations})")
-        check(self.layer_fine_tune_lr_scale > 0, "method.layer_fine_tune_lr_scale",
-              f"must be > 0 (got {self.layer_fine_tune_lr_scale})")
+        check(
+            self.locations_per_image >= 1,
+            "method.locations_per_image",
+            f"must be >= 1 (got {self.locations_per_image})",
+        )
+        check(
+            self.selection in SELECTIONS,
+            "method.selection",
+            f"must be one of {', '.join(SELECTIONS)} (got {self.selection!r})",
+        )
+        check(
+            self.layer_fine_tune_epochs >= 0,
+            "method.layer_fine_tune_epochs",
+            f"must be >= 0 (got {self.layer_fine_tune_epochs})",
+        )
+        check(
+            self.layer_fine_tune_iterations is None or self.layer_fine_tune_iterations >= 0,
+            "method.layer_fine_tune_iterations",
+            f"must be >= 0 (got {self.layer_fine_tune_iterations})",
+        )
+        check(
+            self.layer_fine_tune_lr_scale > 0,
+            "method.layer_fine_tune_lr_scale",
+            f"must be > 0 (got {self.layer_fine_tune_lr_scale})",
+        )
         check(self.batch_size >= 1, "method.batch_size", f"must be >= 1 (got {self.batch_size})")
 
 
@@ -130,22 +148,28 @@ def pair_of(model: nn.Module, group: ChannelGroup) -> tuple[Optional[str], str]:
     module = model.get_submodule(consumer)
     width: int = module.in_channels if isinstance(module, nn.Conv2d) else module.in_features  # type: ignore[assignment]
     if isinstance(module, nn.Conv2d) and width != group.num_channels:
-        return None, f"{consumer} reads {width} channels, {group.num_channels} of them from this layer (a concatenation)"
+        return (
+            None,
+            f"{consumer} reads {width} channels, {group.num_channels} of them from this layer (a concatenation)",
+        )
     if isinstance(module, nn.Linear) and width % group.num_channels:
         return None, f"{consumer} reads {width} features, not a multiple of the {group.num_channels} channels"
     return consumer, ""
 
 
-def layer_pairs(model: nn.Module, groups: list[ChannelGroup], layers: Optional[list[str]] = None
-                ) -> list[tuple[ChannelGroup, str]]:
+def layer_pairs(
+    model: nn.Module, groups: list[ChannelGroup], layers: Optional[list[str]] = None
+) -> list[tuple[ChannelGroup, str]]:
     """(group of layer i, name of layer i+1) for every group ThiNet can prune (``pair_of``), in module order."""
     pairs = [(g, consumer) for g in groups for consumer, _ in [pair_of(model, g)] if consumer is not None]
     if layers is not None:
         known = [g.name for g, _ in pairs]
         unknown = [name for name in layers if name not in known]
         if unknown:
-            raise UserError(f"method.layers: {', '.join(map(str, unknown))} not a prunable ThiNet layer; "
-                            f"choose from {', '.join(known) or '(none)'}")
+            raise UserError(
+                f"method.layers: {', '.join(map(str, unknown))} not a prunable ThiNet layer; "
+                f"choose from {', '.join(known) or '(none)'}"
+            )
         pairs = [(g, c) for g, c in pairs if g.name in set(layers)]
     return pairs
 
@@ -219,10 +243,17 @@ def _scale_input_slices(layer: nn.Module, channels: int, kept: list[int], scale:
     view[:, index, :] *= scale.to(weight.dtype).view(1, -1, 1)
 
 
-def thinet_prune(model: nn.Module, pairs: list[tuple[ChannelGroup, str]], sample, cfg: ThiNetConfig, *,
-                 generator: torch.Generator, example_input: torch.Tensor,
-                 fine_tune: Optional[Callable[[nn.Module, int], nn.Module]] = None,
-                 progress: bool = False) -> tuple[ChannelPlan, nn.Module, dict]:
+def thinet_prune(
+    model: nn.Module,
+    pairs: list[tuple[ChannelGroup, str]],
+    sample,
+    cfg: ThiNetConfig,
+    *,
+    generator: torch.Generator,
+    example_input: torch.Tensor,
+    fine_tune: Optional[Callable[[nn.Module, int], nn.Module]] = None,
+    progress: bool = False,
+) -> tuple[ChannelPlan, nn.Module, dict]:
     """Prune ``pairs`` layer by layer from the plain (unpruned) ``model`` (not modified).
 
     ``fine_tune(model, k)`` is called after layer k (all but the last) and returns the fine-tuned model. Returns the
@@ -249,18 +280,27 @@ def thinet_prune(model: nn.Module, pairs: list[tuple[ChannelGroup, str]], sample
         seconds[group.name] = time.perf_counter() - start
         norm = float((y.double() ** 2).sum()) or 1.0
         rescaled = reconstruction_error(X, y, kept, scale) / norm if scale is not None else None
-        recon[group.name] = {"unscaled": reconstruction_error(X, y, kept) / norm, "rescaled": rescaled,
-                             "samples": int(X.shape[0])}
+        recon[group.name] = {
+            "unscaled": reconstruction_error(X, y, kept) / norm,
+            "rescaled": rescaled,
+            "samples": int(X.shape[0]),
+        }
         if scale is not None:
             _scale_input_slices(current.get_submodule(consumer), C, kept, scale)
-        step = ChannelPlan(keep={group.name: kept}, members={group.name: dict(group.bn_of)},
-                           bn_channels={group.name: dict(group.bn_channels)} if group.bn_channels else {})
+        step = ChannelPlan(
+            keep={group.name: kept},
+            members={group.name: dict(group.bn_of)},
+            bn_channels={group.name: dict(group.bn_channels)} if group.bn_channels else {},
+        )
         current = compact(current, step, example_input).eval()
         keep[group.name] = kept
         if fine_tune is not None and k < len(pairs) - 1:
             current = fine_tune(current, k).cpu().eval()
-    plan = ChannelPlan(keep=keep, members={g.name: dict(g.bn_of) for g, _ in pairs if g.name in keep},
-                       bn_channels={g.name: dict(g.bn_channels) for g, _ in pairs if g.name in keep and g.bn_channels})
+    plan = ChannelPlan(
+        keep=keep,
+        members={g.name: dict(g.bn_of) for g, _ in pairs if g.name in keep},
+        bn_channels={g.name: dict(g.bn_channels) for g, _ in pairs if g.name in keep and g.bn_channels},
+    )
     return plan, current, {"thinet_selection_seconds": seconds, "thinet_reconstruction": recon}
 
 
@@ -294,25 +334,43 @@ class ThiNet(ChannelMethod):
             pairs = []  # e.g. no Linear classifier at all, or only the classifier: no pair either
         if not pairs:
             reasons = self._refusals(model, stages.example_input)
-            raise UserError(f"method=thinet: model {stages.model_name} has no prunable layer pair (a Conv2d/Linear "
-                            f"whose channels feed exactly one Conv2d/Linear){reasons}; ThiNet needs at least two "
-                            f"weight layers in a chain, e.g. one hidden layer (model.widths=[h])")
+            raise UserError(
+                f"method=thinet: model {stages.model_name} has no prunable layer pair (a Conv2d/Linear "
+                f"whose channels feed exactly one Conv2d/Linear){reasons}; ThiNet needs at least two "
+                f"weight layers in a chain, e.g. one hidden layer (model.widths=[h])"
+            )
 
     def _fine_tuner(self, stages: Stages) -> Optional[Callable[[nn.Module, int], nn.Module]]:
         cfg = self.cfg
-        if cfg.layer_fine_tune_iterations == 0 or (cfg.layer_fine_tune_iterations is None
-                                                   and cfg.layer_fine_tune_epochs == 0):
+        if cfg.layer_fine_tune_iterations == 0 or (
+            cfg.layer_fine_tune_iterations is None and cfg.layer_fine_tune_epochs == 0
+        ):
             return None
         base = stages.train_config
-        train_cfg = replace(base, lr=base.lr * cfg.layer_fine_tune_lr_scale, schedule="constant", milestones=[],
-                            warmup_iterations=0, selection="last", eval_every=0,
-                            epochs=max(cfg.layer_fine_tune_epochs, 1), iterations=cfg.layer_fine_tune_iterations)
+        train_cfg = replace(
+            base,
+            lr=base.lr * cfg.layer_fine_tune_lr_scale,
+            schedule="constant",
+            milestones=[],
+            warmup_iterations=0,
+            selection="last",
+            eval_every=0,
+            epochs=max(cfg.layer_fine_tune_epochs, 1),
+            iterations=cfg.layer_fine_tune_iterations,
+        )
         data_seed = stages.seed("data")
 
         def fine_tune(model: nn.Module, k: int) -> nn.Module:
             # A new optimizer per layer (zero momentum), its own data order per layer (seed offset by k).
-            outcome = train(model, stages.data, train_cfg, data_seed=data_seed + 1000 * (k + 1), device=stages.device,
-                            progress=stages.progress, desc=f"thinet:fine-tune {k + 1}")
+            outcome = train(
+                model,
+                stages.data,
+                train_cfg,
+                data_seed=data_seed + 1000 * (k + 1),
+                device=stages.device,
+                progress=stages.progress,
+                desc=f"thinet:fine-tune {k + 1}",
+            )
             model.load_state_dict(outcome.selected_state)
             return model
 
@@ -329,19 +387,30 @@ class ThiNet(ChannelMethod):
             model = folded(model).cpu().eval()
             pairs = self._pairs(model, stages.example_input)
             sample = stages.data.train.subset(self.cfg.n_images, seed=prune_seed)
-            plan, pruned, info = thinet_prune(model, pairs, sample, self.cfg,
-                                              generator=torch.Generator().manual_seed(prune_seed),
-                                              example_input=stages.example_input, fine_tune=self._fine_tuner(stages),
-                                              progress=stages.progress)
+            plan, pruned, info = thinet_prune(
+                model,
+                pairs,
+                sample,
+                self.cfg,
+                generator=torch.Generator().manual_seed(prune_seed),
+                example_input=stages.example_input,
+                fine_tune=self._fine_tuner(stages),
+                progress=stages.progress,
+            )
             info["channel_sparsity"] = channel_sparsity(plan, model)
             info["kept_channels"] = {k: len(v) for k, v in plan.keep.items()}
             return plan, pruned, info
 
         pruned = stages.plan_stage("prune", dense, spec, build)
         final = stages.train_stage("recover", pruned, recovery_config(self.cfg.recovery, stages.train_config))
-        return stages.finish(final, pruned=pruned, dense=dense, channel_sparsity=pruned.result["channel_sparsity"],
-                          thinet_selection_seconds=pruned.result["thinet_selection_seconds"],
-                          thinet_reconstruction=pruned.result["thinet_reconstruction"])
+        return stages.finish(
+            final,
+            pruned=pruned,
+            dense=dense,
+            channel_sparsity=pruned.result["channel_sparsity"],
+            thinet_selection_seconds=pruned.result["thinet_selection_seconds"],
+            thinet_reconstruction=pruned.result["thinet_reconstruction"],
+        )
 
 
 METHOD = ThiNet

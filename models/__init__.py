@@ -35,8 +35,23 @@ from models.mlp import MLP
 from models.resnet import ResNetCifar
 from models.vgg import VGG, ConvBN
 
-__all__ = ["ModelConfig", "TorchvisionConfig", "TargetModelConfig", "model_config", "build_model", "initialize",
-           "REGISTRY", "INITS", "INPUT_SHAPE", "MODEL_NAMES", "min_input_size", "display_name", "identity", "load_checkpoint", "read_checkpoint"]
+__all__ = [
+    "ModelConfig",
+    "TorchvisionConfig",
+    "TargetModelConfig",
+    "model_config",
+    "build_model",
+    "initialize",
+    "REGISTRY",
+    "INITS",
+    "INPUT_SHAPE",
+    "MODEL_NAMES",
+    "min_input_size",
+    "display_name",
+    "identity",
+    "load_checkpoint",
+    "read_checkpoint",
+]
 
 Shape = tuple[int, int, int]
 # The attribute ``build_model`` records the input shape (C, H, W) under, so that code holding only the model can run
@@ -65,7 +80,12 @@ def _resnet(cfg: ModelConfig, shape: Shape, classes: int) -> nn.Module:
 
 
 REGISTRY: dict[str, Callable[[ModelConfig, Shape, int], nn.Module]] = {
-    "lenet300": _mlp, "mlp_bn": _mlp, "lenet5": _lenet5, "conv_bn": _conv_bn, "vgg": _vgg, "resnet": _resnet,
+    "lenet300": _mlp,
+    "mlp_bn": _mlp,
+    "lenet5": _lenet5,
+    "conv_bn": _conv_bn,
+    "vgg": _vgg,
+    "resnet": _resnet,
 }
 
 
@@ -97,8 +117,12 @@ def identity(cfg) -> dict:
     return out
 
 
-def build_model(cfg: AnyModelConfig, input_shape: tuple[int, int, int], num_classes: int,
-                generator: Optional[torch.Generator] = None) -> nn.Module:
+def build_model(
+    cfg: AnyModelConfig,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    generator: Optional[torch.Generator] = None,
+) -> nn.Module:
     """Build ``cfg.name`` for inputs of ``input_shape`` (C, H, W) and initialize it with ``cfg.init``.
 
     ``generator`` seeds the initialization (same seed → identical weights); ``None`` uses the global torch RNG.
@@ -117,8 +141,10 @@ def build_model(cfg: AnyModelConfig, input_shape: tuple[int, int, int], num_clas
         return _described(build_target(cfg, shape, num_classes, generator), shape)
     need = min_input_size(cfg)
     if shape[1] < need or shape[2] < need:
-        raise UserError(f"model {cfg.tag} needs inputs of at least {need}x{need}; the dataset gives "
-                        f"{'x'.join(map(str, shape))} (use an MLP such as lenet300 or mlp_bn, or resnet)")
+        raise UserError(
+            f"model {cfg.tag} needs inputs of at least {need}x{need}; the dataset gives "
+            f"{'x'.join(map(str, shape))} (use an MLP such as lenet300 or mlp_bn, or resnet)"
+        )
     model = REGISTRY[cfg.name](cfg, shape, num_classes)
     model.bn_weight_init = float(cfg.bn_weight_init)  # type: ignore[assignment]  # torch types attributes as Tensor | Module
     return _described(initialize(model, cfg.init, generator, cfg.bn_weight_init), shape)

@@ -53,8 +53,15 @@ SPECS: dict[str, ModelSpec] = {
     "mlp_bn": ModelSpec(None, None, [500, 300], None, True, True, "hidden layer widths"),
     "lenet5": ModelSpec(None, None, [20, 50, 500], 3, False, False, "[conv1 channels, conv2 channels, fc1 width]"),
     "conv_bn": ModelSpec(None, None, [16, 32, 64], None, True, True, "channels of each conv stage"),
-    "vgg": ModelSpec(tuple(VGG_CFGS), 19, lambda d: [v for v in VGG_CFGS[d] if isinstance(v, int)],
-                     lambda d: sum(isinstance(v, int) for v in VGG_CFGS[d]), True, True, "channels of each conv layer"),
+    "vgg": ModelSpec(
+        tuple(VGG_CFGS),
+        19,
+        lambda d: [v for v in VGG_CFGS[d] if isinstance(v, int)],
+        lambda d: sum(isinstance(v, int) for v in VGG_CFGS[d]),
+        True,
+        True,
+        "channels of each conv layer",
+    ),
     "resnet": ModelSpec(RESNET_DEPTHS, 20, [16, 32, 64], 3, True, False, "channels of the three stages"),
 }
 MODEL_NAMES = tuple(SPECS)
@@ -66,8 +73,10 @@ def _check_checkpoint(path: Optional[str]) -> None:
         return
     file = Path(path).expanduser()
     if file.suffix.lower() not in CHECKPOINT_SUFFIXES:
-        raise UserError(f"model.checkpoint: {path} must be a state dict saved as {', '.join(CHECKPOINT_SUFFIXES)} "
-                        f"(got suffix {file.suffix or 'none'!r})")
+        raise UserError(
+            f"model.checkpoint: {path} must be a state dict saved as {', '.join(CHECKPOINT_SUFFIXES)} "
+            f"(got suffix {file.suffix or 'none'!r})"
+        )
     if not file.is_file():
         raise UserError(f"model.checkpoint: no such file {file}; give the path of a saved state dict")
 
@@ -102,12 +111,15 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.name not in SPECS:
-            raise UserError(f"model.name: unknown model {self.name!r}; choose one of "
-                            f"{', '.join(MODEL_NAMES + EXTERNAL_NAMES)}")
+            raise UserError(
+                f"model.name: unknown model {self.name!r}; choose one of {', '.join(MODEL_NAMES + EXTERNAL_NAMES)}"
+            )
         spec = SPECS[self.name]
         if self.init == NATIVE:
-            raise UserError(f"model.init: {NATIVE} is the constructor's own initialization of torchvision and target "
-                            f"models; {self.name} is built by prunelab: use one of {', '.join(INITS)}")
+            raise UserError(
+                f"model.init: {NATIVE} is the constructor's own initialization of torchvision and target "
+                f"models; {self.name} is built by prunelab: use one of {', '.join(INITS)}"
+            )
         if self.init not in INITS:
             raise UserError(f"model.init: must be one of {', '.join(INITS)} (got {self.init!r})")
         if spec.depths is None:
@@ -119,14 +131,19 @@ class ModelConfig:
             widths = list(self.widths)
             need = self.widths_length()
             if need is not None and len(widths) != need:
-                raise UserError(f"model.widths: {self.name} takes {need} widths ({spec.widths_meaning}); "
-                                f"got {len(widths)}: {widths}")
+                raise UserError(
+                    f"model.widths: {self.name} takes {need} widths ({spec.widths_meaning}); "
+                    f"got {len(widths)}: {widths}"
+                )
             if not widths or any(not isinstance(w, int) or w < 1 for w in widths):
-                raise UserError(f"model.widths: must be a non-empty list of positive integers ({spec.widths_meaning}); "
-                                f"got {widths}")
+                raise UserError(
+                    f"model.widths: must be a non-empty list of positive integers ({spec.widths_meaning}); got {widths}"
+                )
         if self.batchnorm is not None and not spec.batchnorm_switchable and self.batchnorm != spec.default_batchnorm:
-            raise UserError(f"model.batchnorm: {self.name} is only defined with batchnorm={spec.default_batchnorm}; "
-                            f"remove the override")
+            raise UserError(
+                f"model.batchnorm: {self.name} is only defined with batchnorm={spec.default_batchnorm}; "
+                f"remove the override"
+            )
         _check_bn_weight_init(self.bn_weight_init)
         _check_checkpoint(self.checkpoint)
 
@@ -167,8 +184,9 @@ class ModelConfig:
 
 def _check_init(init: str) -> None:
     if init != NATIVE and init not in INITS:
-        raise UserError(f"model.init: must be {NATIVE} (the constructor's own) or one of {', '.join(INITS)} "
-                        f"(got {init!r})")
+        raise UserError(
+            f"model.init: must be {NATIVE} (the constructor's own) or one of {', '.join(INITS)} (got {init!r})"
+        )
 
 
 @dataclass
@@ -202,8 +220,10 @@ class TorchvisionConfig:
         _check_checkpoint(self.checkpoint)
         reserved = sorted({"num_classes", "weights"} & set(self.kwargs))
         if reserved:
-            raise UserError(f"model.kwargs.{reserved[0]}: set by prunelab (num_classes from the dataset; no "
-                            f"downloaded weights: use model.checkpoint); remove it")
+            raise UserError(
+                f"model.kwargs.{reserved[0]}: set by prunelab (num_classes from the dataset; no "
+                f"downloaded weights: use model.checkpoint); remove it"
+            )
 
     @property
     def tag(self) -> str:
@@ -225,8 +245,10 @@ class TargetModelConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.target, str) or "." not in self.target:
-            raise UserError(f"model._target_: must be a dotted path to a callable, e.g. torchvision.models.resnet18 "
-                            f"(got {self.target!r})")
+            raise UserError(
+                f"model._target_: must be a dotted path to a callable, e.g. torchvision.models.resnet18 "
+                f"(got {self.target!r})"
+            )
         _check_init(self.init)
         _check_bn_weight_init(self.bn_weight_init)
         _check_checkpoint(self.checkpoint)

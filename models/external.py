@@ -69,14 +69,18 @@ def check_forward(model: nn.Module, shape: Shape, classes: int, tag: str) -> Non
                     out = model(x)
                 except Exception as err:  # any failure of the user's forward gets the same one line
                     reason = " ".join(str(err).split()) or type(err).__name__
-                    raise UserError(f"model {tag}: a forward pass on a batch of {'x'.join(map(str, shape))} inputs "
-                                    f"failed ({reason[:300]}); the model must take the dataset's images "
-                                    f"(their size: dataset.resize; torchvision: model.small_input)") from None
+                    raise UserError(
+                        f"model {tag}: a forward pass on a batch of {'x'.join(map(str, shape))} inputs "
+                        f"failed ({reason[:300]}); the model must take the dataset's images "
+                        f"(their size: dataset.resize; torchvision: model.small_input)"
+                    ) from None
             if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, classes):
                 got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-                raise UserError(f"model {tag}: must return logits of shape (batch, {classes}) for the dataset's "
-                                f"{classes} classes in {'train' if training else 'eval'} mode (got {got}); "
-                                f"set its class count (+model.num_classes={classes}) or its auxiliary outputs off")
+                raise UserError(
+                    f"model {tag}: must return logits of shape (batch, {classes}) for the dataset's "
+                    f"{classes} classes in {'train' if training else 'eval'} mode (got {got}); "
+                    f"set its class count (+model.num_classes={classes}) or its auxiliary outputs off"
+                )
     finally:
         model.load_state_dict(state)
         model.train(was_training)
@@ -94,15 +98,24 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, leaf, new)
 
 
-def _conv_like(old: nn.Conv2d, in_channels: int, kernel: Optional[int] = None, stride: Optional[int] = None
-               ) -> nn.Conv2d:
+def _conv_like(
+    old: nn.Conv2d, in_channels: int, kernel: Optional[int] = None, stride: Optional[int] = None
+) -> nn.Conv2d:
     """``old`` rebuilt with another input width (and kernel/stride), initialized as torchvision initializes its
     ResNet and MobileNet convs (He normal, fan_out)."""
     size: Any = (kernel, kernel) if kernel else old.kernel_size
     padding: Any = (kernel // 2, kernel // 2) if kernel else old.padding
     steps: Any = (stride, stride) if stride else old.stride
-    new = nn.Conv2d(in_channels, old.out_channels, size, stride=steps, padding=padding, dilation=old.dilation,  # type: ignore[arg-type]
-                    groups=old.groups if in_channels == old.in_channels else 1, bias=old.bias is not None)
+    new = nn.Conv2d(
+        in_channels,
+        old.out_channels,
+        size,
+        stride=steps,
+        padding=padding,
+        dilation=old.dilation,  # type: ignore[arg-type]
+        groups=old.groups if in_channels == old.in_channels else 1,
+        bias=old.bias is not None,
+    )
     nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
     if new.bias is not None:
         nn.init.zeros_(new.bias)
@@ -128,12 +141,15 @@ def _small_input(model: nn.Module, arch: str) -> None:
         name, conv = _first_conv(model)
         conv.stride = (1, 1)
     else:
-        raise UserError(f"model.small_input: no small-input adaptation is defined for {arch} (only the ResNet family "
-                        f"- resnet*, resnext*, wide_resnet* - and mobilenet_v2/v3); set model.small_input=false")
+        raise UserError(
+            f"model.small_input: no small-input adaptation is defined for {arch} (only the ResNet family "
+            f"- resnet*, resnext*, wide_resnet* - and mobilenet_v2/v3); set model.small_input=false"
+        )
 
 
-def build_torchvision(cfg: TorchvisionConfig, shape: Shape, classes: int,
-                      generator: Optional[torch.Generator]) -> nn.Module:
+def build_torchvision(
+    cfg: TorchvisionConfig, shape: Shape, classes: int, generator: Optional[torch.Generator]
+) -> nn.Module:
     import torchvision
 
     names = classification_models()
@@ -141,15 +157,18 @@ def build_torchvision(cfg: TorchvisionConfig, shape: Shape, classes: int,
         import difflib
 
         close = difflib.get_close_matches(cfg.arch, names, n=4, cutoff=0.5) or names[:6]
-        raise UserError(f"model.arch: {cfg.arch!r} is not a torchvision classification model; did you mean "
-                        f"{', '.join(close)}? (torchvision.models.list_models() lists them)")
+        raise UserError(
+            f"model.arch: {cfg.arch!r} is not a torchvision classification model; did you mean "
+            f"{', '.join(close)}? (torchvision.models.list_models() lists them)"
+        )
 
     def construct() -> nn.Module:
         try:
             model = torchvision.models.get_model(cfg.arch, weights=None, num_classes=classes, **cfg.kwargs)
         except (TypeError, ValueError) as err:
-            raise UserError(f"model.kwargs: torchvision {cfg.arch} refused {dict(cfg.kwargs)} "
-                            f"({' '.join(str(err).split())})") from None
+            raise UserError(
+                f"model.kwargs: torchvision {cfg.arch} refused {dict(cfg.kwargs)} ({' '.join(str(err).split())})"
+            ) from None
         if cfg.small_input:
             _small_input(model, cfg.arch)
         name, conv = _first_conv(model)
@@ -171,8 +190,7 @@ def _accepted(fn: Callable, offered: dict) -> dict:
     return {k: v for k, v in offered.items() if k in named}
 
 
-def build_target(cfg: TargetModelConfig, shape: Shape, classes: int,
-                 generator: Optional[torch.Generator]) -> nn.Module:
+def build_target(cfg: TargetModelConfig, shape: Shape, classes: int, generator: Optional[torch.Generator]) -> nn.Module:
     from hydra.errors import InstantiationException
     from hydra.utils import get_object, instantiate
 
@@ -213,15 +231,17 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError (not weights-only), a truncated file, a bad header
-        raise UserError(f"model.checkpoint: {path} is not a state dict torch.load(weights_only=True) / safetensors "
-                        f"can read ({' '.join(str(err).split())[:200]}); save model.state_dict()") from None
+        raise UserError(
+            f"model.checkpoint: {path} is not a state dict torch.load(weights_only=True) / safetensors "
+            f"can read ({' '.join(str(err).split())[:200]}); save model.state_dict()"
+        ) from None
     if isinstance(state, dict):
         wrapped = [state[key] for key in _WRAPPERS if isinstance(state.get(key), dict)]
         state = wrapped[0] if wrapped else state
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"model.checkpoint: {path} holds no mapping of names to tensors; save model.state_dict()")
     if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state
 
 
@@ -231,16 +251,24 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs the model's {tuple(own[k].shape)}" for k in own
-              if k in state and state[k].shape != own[k].shape]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs the model's {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
 
     def head(items: list[str]) -> str:
         return ", ".join(items[:3]) + (f" (+{len(items) - 3} more)" if len(items) > 3 else "")
 
-    problems = [f"{what}: {head(items)}" for what, items in
-                (("missing", missing), ("unexpected", unexpected), ("shape", shapes)) if items]
+    problems = [
+        f"{what}: {head(items)}"
+        for what, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes))
+        if items
+    ]
     if problems:
-        raise UserError(f"model.checkpoint: {path} does not fit the model ({'; '.join(problems)}); check the "
-                        f"architecture, model.small_input and the dataset's class count")
+        raise UserError(
+            f"model.checkpoint: {path} does not fit the model ({'; '.join(problems)}); check the "
+            f"architecture, model.small_input and the dataset's class count"
+        )
     model.load_state_dict(state)
     return model

@@ -77,8 +77,9 @@ def _fork(model: nn.Module):
     return torch.random.fork_rng(devices=cuda)
 
 
-def initialize(model: nn.Module, scheme: str, generator: Optional[torch.Generator] = None,
-               bn_weight_init: Optional[float] = None) -> nn.Module:
+def initialize(
+    model: nn.Module, scheme: str, generator: Optional[torch.Generator] = None, bn_weight_init: Optional[float] = None
+) -> nn.Module:
     """Initialize ``model`` in place (and return it). ``generator=None`` draws from the global torch RNG.
 
     ``bn_weight_init=None`` uses the value ``build_model`` recorded on the model (``model.bn_weight_init``, from

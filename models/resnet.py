@@ -26,9 +26,12 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.shortcut = None
         if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(OrderedDict(
-                conv=nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
-                bn=nn.BatchNorm2d(out_channels)))
+            self.shortcut = nn.Sequential(
+                OrderedDict(
+                    conv=nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                    bn=nn.BatchNorm2d(out_channels),
+                )
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
@@ -45,8 +48,9 @@ class ResNetCifar(nn.Module):
     layer2: nn.Sequential
     layer3: nn.Sequential
 
-    def __init__(self, input_shape: tuple[int, int, int], depth: int, num_classes: int,
-                 widths: list[int] | None = None):
+    def __init__(
+        self, input_shape: tuple[int, int, int], depth: int, num_classes: int, widths: list[int] | None = None
+    ):
         super().__init__()
         if (depth - 2) % 6 != 0 or depth < 8:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2 (got {depth})")

@@ -19,8 +19,16 @@ class PlainConvNet(nn.Module):
     The classifier's input width comes from a dummy forward, so any input at least as large as the pooling needs works.
     """
 
-    def __init__(self, input_shape: tuple[int, int, int], widths: list[int], pool_after: set[int], num_classes: int,
-                 batchnorm: bool, avg_pool: int | None, global_pool: bool):
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int],
+        widths: list[int],
+        pool_after: set[int],
+        num_classes: int,
+        batchnorm: bool,
+        avg_pool: int | None,
+        global_pool: bool,
+    ):
         super().__init__()
         self.num_convs = len(widths)
         self.pool_after = frozenset(pool_after)
@@ -61,8 +69,9 @@ class ConvBN(PlainConvNet):
     """
 
     def __init__(self, input_shape: tuple[int, int, int], widths: list[int], num_classes: int, batchnorm: bool = True):
-        super().__init__(input_shape, widths, set(range(1, len(widths) + 1)), num_classes, batchnorm,
-                         avg_pool=None, global_pool=True)
+        super().__init__(
+            input_shape, widths, set(range(1, len(widths) + 1)), num_classes, batchnorm, avg_pool=None, global_pool=True
+        )
 
 
 class VGG(PlainConvNet):
@@ -73,8 +82,14 @@ class VGG(PlainConvNet):
     VGG-19 on CIFAR-10). ``widths`` may replace the per-conv widths (e.g. a slimmed configuration).
     """
 
-    def __init__(self, input_shape: tuple[int, int, int], cfg: list, num_classes: int, batchnorm: bool = True,
-                 widths: list[int] | None = None):
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int],
+        cfg: list,
+        num_classes: int,
+        batchnorm: bool = True,
+        widths: list[int] | None = None,
+    ):
         convs = [v for v in cfg if v != "M"]
         pool_after, count = set(), 0
         for v in cfg:
@@ -82,5 +97,12 @@ class VGG(PlainConvNet):
                 pool_after.add(count)
             else:
                 count += 1
-        super().__init__(input_shape, list(widths) if widths is not None else convs, pool_after, num_classes,
-                         batchnorm, avg_pool=2, global_pool=False)
+        super().__init__(
+            input_shape,
+            list(widths) if widths is not None else convs,
+            pool_after,
+            num_classes,
+            batchnorm,
+            avg_pool=2,
+            global_pool=False,
+        )

@@ -53,8 +53,9 @@ def job_outcomes(sweep_dir: Optional[Path]) -> dict[str, list[str]]:
     outcome: dict[str, list[str]] = {"ok": [], "failed": [], "no record": []}
     if sweep_dir is None or not sweep_dir.is_dir():
         return outcome
-    for job in sorted((p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()),
-                      key=lambda p: (len(p.name), p.name)):
+    for job in sorted(
+        (p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()), key=lambda p: (len(p.name), p.name)
+    ):
         record = job / "result.json"
         if not record.exists():
             outcome["no record"].append(job.name)
@@ -179,5 +180,6 @@ class ReportOnMultirunEnd(Callback):
             text = sweep_report(experiment, results_root(config), sweep_dir_of(config))
             print("\n" + text, flush=True)
         except Exception:
-            log.exception("the sweep finished but its report failed; redo it with "
-                          "`python -m analysis.report --experiment <name>`")
+            log.exception(
+                "the sweep finished but its report failed; redo it with `python -m analysis.report --experiment <name>`"
+            )

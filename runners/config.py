@@ -40,9 +40,14 @@ class LoggerConfig:
 
     def __post_init__(self) -> None:
         check(self.name in ("wandb", "none"), "logger.name", f"must be wandb or none (got {self.name!r})")
-        check(self.mode in ("offline", "online", "disabled"), "logger.mode",
-              f"must be offline, online or disabled (got {self.mode!r})")
-        run_name(self.run_name, {**{f: "x" for f in NAME_FIELDS}, "sparsity": 0.5, "seed": 0})  # fails here, not mid-run
+        check(
+            self.mode in ("offline", "online", "disabled"),
+            "logger.mode",
+            f"must be offline, online or disabled (got {self.mode!r})",
+        )
+        run_name(
+            self.run_name, {**{f: "x" for f in NAME_FIELDS}, "sparsity": 0.5, "seed": 0}
+        )  # fails here, not mid-run
 
 
 @dataclass
@@ -56,8 +61,11 @@ class Seeds:
     def __post_init__(self) -> None:
         for purpose in ("init", "data", "prune"):
             value = getattr(self, purpose)
-            check(value is None or value >= 0, f"seeds.{purpose}",
-                  f"must be a non-negative integer or null to derive it from `seed` (got {value})")
+            check(
+                value is None or value >= 0,
+                f"seeds.{purpose}",
+                f"must be a non-negative integer or null to derive it from `seed` (got {value})",
+            )
 
 
 @dataclass
@@ -74,8 +82,12 @@ def schemas() -> dict[str, type]:
 # none, as their keys are the callable's arguments.
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"builtin": ModelConfig, "torchvision": TorchvisionConfig},
-    "dataset": {"base": dataset_schemas.DatasetConfig, "files": dataset_schemas.FilesConfig,
-                "synthetic": dataset_schemas.SyntheticConfig, "folder": dataset_schemas.FolderConfig},
+    "dataset": {
+        "base": dataset_schemas.DatasetConfig,
+        "files": dataset_schemas.FilesConfig,
+        "synthetic": dataset_schemas.SyntheticConfig,
+        "folder": dataset_schemas.FolderConfig,
+    },
 }
 
 
@@ -129,8 +141,6 @@ def register_schemas() -> None:
         store.store(group="schema/method", name=name, node=method.Config)
 
 
-
-
 @dataclass
 class ExperimentConfig:
     """The validated, typed view of one composed Hydra config: one experiment."""
@@ -168,16 +178,26 @@ class ExperimentConfig:
 
 def check_device(device: str) -> None:
     """``device=cuda`` on a machine without CUDA fails deep inside torch with a screenful; say it before any work."""
-    check(device in ("auto", "cpu", "cuda") or device.startswith("cuda:"), "device",
-          f"must be auto, cpu or cuda[:N] (got {device!r})")
+    check(
+        device in ("auto", "cpu", "cuda") or device.startswith("cuda:"),
+        "device",
+        f"must be auto, cpu or cuda[:N] (got {device!r})",
+    )
     if not device.startswith("cuda"):
         return
-    check(torch.cuda.is_available(), "device",
-          f"{device} requested but torch finds no CUDA device on this machine; use device=auto (CUDA when present, "
-          f"else CPU) or device=cpu")
+    check(
+        torch.cuda.is_available(),
+        "device",
+        f"{device} requested but torch finds no CUDA device on this machine; use device=auto (CUDA when present, "
+        f"else CPU) or device=cpu",
+    )
     index = int(device.partition(":")[2] or 0)
     count = torch.cuda.device_count()
-    check(index < count, "device", f"{device} requested but this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})")
+    check(
+        index < count,
+        "device",
+        f"{device} requested but this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})",
+    )
 
 
 def check_model_fits(model: Any, dataset: Any) -> None:
@@ -193,23 +213,31 @@ def check_model_fits(model: Any, dataset: Any) -> None:
         with torch.device("meta"), torch.no_grad():
             build_model(model, shape, 2).eval()(torch.zeros(1, *shape))
     except RuntimeError as err:
-        raise UserError(f"model={model.name}: cannot take the {dataset.name} input {'x'.join(map(str, shape))} "
-                        f"({str(err).splitlines()[0]}); choose another model or dataset") from None
+        raise UserError(
+            f"model={model.name}: cannot take the {dataset.name} input {'x'.join(map(str, shape))} "
+            f"({str(err).splitlines()[0]}); choose another model or dataset"
+        ) from None
 
 
 def check_validation_split(dataset: Any, train: TrainConfig) -> None:
-    check(dataset.val_size > 0 or train.selection == "last", "dataset.val_size",
-          f"0 leaves no validation split, so train.selection={train.selection} would pick the first evaluation; "
-          f"set dataset.val_size > 0, or train.selection=last to report the last checkpoint")
+    check(
+        dataset.val_size > 0 or train.selection == "last",
+        "dataset.val_size",
+        f"0 leaves no validation split, so train.selection={train.selection} would pick the first evaluation; "
+        f"set dataset.val_size > 0, or train.selection=last to report the last checkpoint",
+    )
 
 
 def validate(cfg: DictConfig) -> ExperimentConfig:
     sections = {name: typed(schema, cfg.get(name), name) for name, schema in schemas().items()}
     sections["model"] = model_config(cfg.get("model") if cfg.get("model") is not None else {})
     sections["dataset"] = dataset_config(cfg.get("dataset") if cfg.get("dataset") is not None else {})
-    check(not sections["train"].empty or sections["model"].checkpoint is not None, "train.epochs",
-          "0 trains nothing; it only makes sense from model.checkpoint (the dense stage is then the checkpoint, "
-          "loaded and evaluated); set train.epochs >= 1 or give model.checkpoint")
+    check(
+        not sections["train"].empty or sections["model"].checkpoint is not None,
+        "train.epochs",
+        "0 trains nothing; it only makes sense from model.checkpoint (the dense stage is then the checkpoint, "
+        "loaded and evaluated); set train.epochs >= 1 or give model.checkpoint",
+    )
     method_name = OmegaConf.select(cfg, "method.name")
     method_cls = get_method(method_name)
     sections["method"] = typed(method_cls.Config, cfg.method, "method")
@@ -220,6 +248,11 @@ def validate(cfg: DictConfig) -> ExperimentConfig:
     check(isinstance(seed, int) and seed >= 0, "seed", f"must be a non-negative integer (got {seed!r})")
     threads = cfg.get("threads")
     check(threads is None or (isinstance(threads, int) and threads >= 1), "threads", f"must be >= 1 (got {threads!r})")
-    return ExperimentConfig(seed=seed, device=str(cfg.get("device", "auto")), sweep=str(cfg.get("name", "default")),
-                     threads=threads, progress=bool(cfg.get("progress", True)), **sections)
-
+    return ExperimentConfig(
+        seed=seed,
+        device=str(cfg.get("device", "auto")),
+        sweep=str(cfg.get("name", "default")),
+        threads=threads,
+        progress=bool(cfg.get("progress", True)),
+        **sections,
+    )

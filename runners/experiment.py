@@ -76,8 +76,13 @@ def fold_state(state: dict) -> dict:
     return out
 
 
-def stored_model(stage: StageRef, base: nn.Module, example_input: torch.Tensor, weights: Weights = "selected",
-                 masks: Optional[Masks] = None) -> nn.Module:
+def stored_model(
+    stage: StageRef,
+    base: nn.Module,
+    example_input: torch.Tensor,
+    weights: Weights = "selected",
+    masks: Optional[Masks] = None,
+) -> nn.Module:
     """The model ``stage`` stores, rebuilt on ``base`` (a model of the experiment's architecture): compacted by the
     stage's channel plan, its weights loaded, masked by its masks (or ``masks``)."""
     model = compact(base, stage.plan(), example_input.to(next(base.parameters()).device)) if stage.has_plan() else base
@@ -141,20 +146,33 @@ class Experiment:
         def described(files: StageFiles) -> dict:
             # What rebuilds the stage's model without the data (export): not hashed, the identity decides it.
             norm = self.data.train.norm
-            shape = {"input_shape": list(self.data.input_shape), "num_classes": self.data.num_classes,
-                     "normalization": {"mean": [b / (255 * a) for a, b in zip(norm.scale, norm.shift)],
-                                       "std": [1 / (255 * a) for a in norm.scale]}}
+            shape = {
+                "input_shape": list(self.data.input_shape),
+                "num_classes": self.data.num_classes,
+                "normalization": {
+                    "mean": [b / (255 * a) for a, b in zip(norm.scale, norm.shift)],
+                    "std": [1 / (255 * a) for a in norm.scale],
+                },
+            }
             return {**compute(files), "model_input": shape}
 
-        stage = self.store.get_or_compute(kind, {**self.identity, **spec}, {k: v for k, v in parents.items() if v},
-                                          described)
+        stage = self.store.get_or_compute(
+            kind, {**self.identity, **spec}, {k: v for k, v in parents.items() if v}, described
+        )
         self.stage_hashes[name] = stage.hash
         self.reused[name] = stage.reused
         self.wall_time[name] = 0.0 if stage.reused else stage.result["wall_time_s"]
         return stage
 
-    def init_stage(self, name: str = "init", *, seed: Optional[int] = None, architecture: Optional[ChannelPlan] = None,
-                   prepare: Optional[Callable[[nn.Module], None]] = None, extra: Optional[dict] = None) -> Stage:
+    def init_stage(
+        self,
+        name: str = "init",
+        *,
+        seed: Optional[int] = None,
+        architecture: Optional[ChannelPlan] = None,
+        prepare: Optional[Callable[[nn.Module], None]] = None,
+        extra: Optional[dict] = None,
+    ) -> Stage:
         """Freshly initialized weights, of the architecture a channel plan leaves when one is given (Scratch-E/B).
 
         The architecture is the plan's widths (``ChannelPlan.architecture``), not its kept channels: the stage is
@@ -189,17 +207,28 @@ class Experiment:
             spec["widths"] = widths.widths()
         return self._stage(name, "init", {**spec, "extra": extra}, {}, compute)
 
-    def train_stage(self, name: str, start: StageRef, train_cfg: TrainConfig, *, weights: Weights = "selected",
-                    masks: Optional[StageRef] = None, hooks: Optional[Hooks] = None, extra: Optional[dict] = None,
-                    start_iteration: int = 0, snapshots: tuple[int, ...] = ()) -> Stage:
+    def train_stage(
+        self,
+        name: str,
+        start: StageRef,
+        train_cfg: TrainConfig,
+        *,
+        weights: Weights = "selected",
+        masks: Optional[StageRef] = None,
+        hooks: Optional[Hooks] = None,
+        extra: Optional[dict] = None,
+        start_iteration: int = 0,
+        snapshots: tuple[int, ...] = (),
+    ) -> Stage:
         """Train from a stage's ``weights``, with ``masks`` (default: the start stage's own) kept fixed.
 
         ``extra`` must describe anything in ``hooks`` that changes the result (it is hashed).
         """
         data_seed = self.seed("data")
         # the layout train() would pick, resolved here so that the hash says it (conv nets only)
-        train_cfg = replace(train_cfg, channels_last=channels_last(train_cfg.channels_last, self.convolutional,
-                                                                   self.device))
+        train_cfg = replace(
+            train_cfg, channels_last=channels_last(train_cfg.channels_last, self.convolutional, self.device)
+        )
 
         def compute(files: StageFiles) -> dict:
             model = self.model_from(start, weights, masks=masks.masks() if masks is not None else None)
@@ -209,12 +238,24 @@ class Experiment:
                 self.tracker.log_stage(name, [row])  # live; a reused stage's stored rows are logged by runners.train
 
             with masked_training(model) as masking:
-                stage_hooks = Hooks([*(hooks.before_step if hooks else []), *masking.before_step],
-                                    [*(hooks.after_step if hooks else []), *masking.after_step])
-                outcome = train(model, self.data, train_cfg, data_seed=data_seed, device=self.device,
-                                hooks=stage_hooks, start_iteration=start_iteration, snapshots=snapshots,
-                                checkpoint=files.checkpoint, on_eval=on_eval, progress=self.progress,
-                                desc=f"{self.method.name}:{name}")
+                stage_hooks = Hooks(
+                    [*(hooks.before_step if hooks else []), *masking.before_step],
+                    [*(hooks.after_step if hooks else []), *masking.after_step],
+                )
+                outcome = train(
+                    model,
+                    self.data,
+                    train_cfg,
+                    data_seed=data_seed,
+                    device=self.device,
+                    hooks=stage_hooks,
+                    start_iteration=start_iteration,
+                    snapshots=snapshots,
+                    checkpoint=files.checkpoint,
+                    on_eval=on_eval,
+                    progress=self.progress,
+                    desc=f"{self.method.name}:{name}",
+                )
             files.weights(fold_state(outcome.selected_state))
             files.weights(fold_state(model.state_dict()), "last")
             for iteration, state in outcome.snapshots.items():
@@ -224,15 +265,27 @@ class Experiment:
             if start.has_plan():
                 files.plan(start.plan())
             files.metrics(outcome.metrics)
-            return {"selected": outcome.selected, "final": outcome.final, "iterations": outcome.iterations,
-                    "early_stop_iteration": outcome.early_stop_iteration, "train": asdict(train_cfg)}
+            return {
+                "selected": outcome.selected,
+                "final": outcome.final,
+                "iterations": outcome.iterations,
+                "early_stop_iteration": outcome.early_stop_iteration,
+                "train": asdict(train_cfg),
+            }
 
-        spec = {"train": nondefault(train_cfg), "data_seed": data_seed, "file": Store.weights_id(weights),
-                "extra": extra, "start_iteration": start_iteration, "snapshots": list(snapshots)}
+        spec = {
+            "train": nondefault(train_cfg),
+            "data_seed": data_seed,
+            "file": Store.weights_id(weights),
+            "extra": extra,
+            "start_iteration": start_iteration,
+            "snapshots": list(snapshots),
+        }
         return self._stage(name, "train", spec, {"start": start.hash, "masks": masks and masks.hash}, compute)
 
-    def mask_stage(self, name: str, source: StageRef, spec: dict, select: SelectFn, *,
-                   weights: Weights = "selected") -> Stage:
+    def mask_stage(
+        self, name: str, source: StageRef, spec: dict, select: SelectFn, *, weights: Weights = "selected"
+    ) -> Stage:
         """Score and select: ``select(plain_model, alive_masks) -> (new masks, info)``; the stage stores the masks,
         the masked weights (a fine-tune can start here), ``info`` and the accuracy right after pruning."""
 
@@ -246,13 +299,18 @@ class Experiment:
             pruned = apply_masks(plain, new_masks)
             files.masks(new_masks)
             files.weights(fold_state(pruned.state_dict()))
-            return {"info": info, "before_pruning": measured(source, weights), "after_pruning": self.accuracy(pruned),
-                    "layer_density": layer_density(new_masks)}
+            return {
+                "info": info,
+                "before_pruning": measured(source, weights),
+                "after_pruning": self.accuracy(pruned),
+                "layer_density": layer_density(new_masks),
+            }
 
         return self._stage(name, "prune", self._prune_spec(spec, weights), {"source": source.hash}, compute)
 
-    def plan_stage(self, name: str, source: StageRef, spec: dict, build: BuildFn, *,
-                   weights: Weights = "selected") -> Stage:
+    def plan_stage(
+        self, name: str, source: StageRef, spec: dict, build: BuildFn, *, weights: Weights = "selected"
+    ) -> Stage:
         """Structured pruning: ``build(model) -> (plan over the base architecture, compacted model, info)``."""
 
         def compute(files: StageFiles) -> dict:
@@ -284,9 +342,11 @@ class Experiment:
         if found is not None and found.result.get("status") == "ok":
             return ExperimentRecord.from_dict(found.result)
         if not build:
-            raise UserError(f"method.source: no finished {overrides.get('name')} experiment with {dict(overrides)} on "
-                            f"{self.model_name}/{self.config.dataset.name} seed {self.config.seed} in "
-                            f"{self.store.root}; run it first or set method.build_source=true")
+            raise UserError(
+                f"method.source: no finished {overrides.get('name')} experiment with {dict(overrides)} on "
+                f"{self.model_name}/{self.config.dataset.name} seed {self.config.seed} in "
+                f"{self.store.root}; run it first or set method.build_source=true"
+            )
         return ExperimentRecord.from_dict(run_experiment(source_config, self.store))
 
     def dense_stage(self) -> Stage:
@@ -294,8 +354,9 @@ class Experiment:
         return self.train_stage("dense", self.init_stage(), self.train_config)
 
     # ----------------------------------------------------------------------------------------------- record
-    def finish(self, final: StageRef, *, pruned: Optional[StageRef] = None, dense: Optional[StageRef] = None,
-               **extra: Any) -> ExperimentRecord:
+    def finish(
+        self, final: StageRef, *, pruned: Optional[StageRef] = None, dense: Optional[StageRef] = None, **extra: Any
+    ) -> ExperimentRecord:
         """Build the experiment record from the final stage (validation-selected weights)."""
         model = self.model_from(final)
         masks = current_masks(model)
@@ -311,8 +372,10 @@ class Experiment:
         flops_dense = measure.count_flops(base, self.data.input_shape)["flops_dense"]
         flops_effective = measure.count_flops(plain, self.data.input_shape)["flops_effective"]
         selected = final.result["selected"]
-        per_layer = {n: (int((final_params[n] != 0).sum()) / dense_params[n].numel()) if n in final_params else 0.0
-                     for n in dense_names}
+        per_layer = {
+            n: (int((final_params[n] != 0).sum()) / dense_params[n].numel()) if n in final_params else 0.0
+            for n in dense_names
+        }
         per_layer.update(layer_density(masks) if masks else {})
         density = prunable_nonzero / max(prunable_total, 1)
         # structured methods are tabled by the fraction of channels removed, the others by weights removed
@@ -324,26 +387,47 @@ class Experiment:
             latency = measure.measure_latency_ms({"dense": base_on, "pruned": plain_on}, self.data.input_shape)
             setting = measure.latency_setting(plain_on)
         return ExperimentRecord(
-            experiment=self.config.sweep, method=self.method.name, label=self.method.label(self),
-            kind=self.method.kind, model=self.model_name, dataset=self.config.dataset.name, seed=self.config.seed,
-            seeds={p: self.seed(p) for p in ("init", "data", "prune")}, target_sparsity=self.config.method.sparsity,
-            achieved_sparsity=achieved, sparsity_set_by_method=self.method.sets_own_sparsity(),
-            density=density, sparsity_all_params=1 - params_nonzero / params_dense,
-            compression=params_dense / max(params_nonzero, 1), params_total=params_dense,
-            params_nonzero=params_nonzero, flops_dense=flops_dense, flops_effective=flops_effective,
-            speedup_theoretical=flops_dense / max(flops_effective, 1), latency_ms=latency,
-            latency_device=setting["device"], latency_threads=setting["threads"],
-            val_acc=selected["val_acc"], test_acc=selected["test_acc"], selected_iteration=selected["iteration"],
+            experiment=self.config.sweep,
+            method=self.method.name,
+            label=self.method.label(self),
+            kind=self.method.kind,
+            model=self.model_name,
+            dataset=self.config.dataset.name,
+            seed=self.config.seed,
+            seeds={p: self.seed(p) for p in ("init", "data", "prune")},
+            target_sparsity=self.config.method.sparsity,
+            achieved_sparsity=achieved,
+            sparsity_set_by_method=self.method.sets_own_sparsity(),
+            density=density,
+            sparsity_all_params=1 - params_nonzero / params_dense,
+            compression=params_dense / max(params_nonzero, 1),
+            params_total=params_dense,
+            params_nonzero=params_nonzero,
+            flops_dense=flops_dense,
+            flops_effective=flops_effective,
+            speedup_theoretical=flops_dense / max(flops_effective, 1),
+            latency_ms=latency,
+            latency_device=setting["device"],
+            latency_threads=setting["threads"],
+            val_acc=selected["val_acc"],
+            test_acc=selected["test_acc"],
+            selected_iteration=selected["iteration"],
             early_stop_iteration=final.result["early_stop_iteration"],
             test_acc_before_recovery=pruned.result["after_pruning"]["test_acc"] if pruned else None,
             test_loss_before_recovery=pruned.result["after_pruning"]["test_loss"] if pruned else None,
             test_loss_before_pruning=(pruned.result.get("before_pruning") or {}).get("test_loss") if pruned else None,
             dense_test_acc=dense.result["selected"]["test_acc"] if dense else None,
             dense_test_loss=dense.result["selected"]["test_loss"] if dense else None,
-            dense_stage=dense.hash if dense else None, final_stage=final.ref,
-            stage_hashes=dict(self.stage_hashes), wall_time_s=dict(self.wall_time), stages_reused=dict(self.reused),
-            prunable={**asdict(self.method.cfg.prunable), "tensors": dense_names}, per_layer_density=per_layer,
-            method_config=asdict(self.config.method), **extra)
+            dense_stage=dense.hash if dense else None,
+            final_stage=final.ref,
+            stage_hashes=dict(self.stage_hashes),
+            wall_time_s=dict(self.wall_time),
+            stages_reused=dict(self.reused),
+            prunable={**asdict(self.method.cfg.prunable), "tensors": dense_names},
+            per_layer_density=per_layer,
+            method_config=asdict(self.config.method),
+            **extra,
+        )
 
 
 def source_experiment_config(config: ExperimentConfig, overrides: dict) -> ExperimentConfig:
@@ -370,9 +454,16 @@ def compute_identity(config: ExperimentConfig) -> dict:
 
 def experiment_spec(config: ExperimentConfig) -> dict:
     """What identifies an experiment's record (its folder under ``runs/experiment/``)."""
-    return {"model": model_identity(config.model), "dataset": data_identity(config.dataset),
-            "method": nondefault(config.method), "train": nondefault(config.train), "seed": config.seed,
-            "seeds": nondefault(config.seeds), "experiment": config.sweep, **compute_identity(config)}
+    return {
+        "model": model_identity(config.model),
+        "dataset": data_identity(config.dataset),
+        "method": nondefault(config.method),
+        "train": nondefault(config.train),
+        "seed": config.seed,
+        "seeds": nondefault(config.seeds),
+        "experiment": config.sweep,
+        **compute_identity(config),
+    }
 
 
 def experiment_hash(config: ExperimentConfig) -> str:
@@ -416,10 +507,18 @@ def record_failure(config: ExperimentConfig, store: Store, error: BaseException)
         label = get_method(config.method.name)(config.method).label()
     except Exception:
         label = config.method.name
-    record = ExperimentRecord(status="failed", error=f"{type(error).__name__}: {error}", experiment=config.sweep,
-                              method=config.method.name, label=label, model=display_name(config.model),
-                              dataset=config.dataset.name, seed=config.seed, target_sparsity=config.method.sparsity,
-                              method_config=asdict(config.method)).to_dict()
+    record = ExperimentRecord(
+        status="failed",
+        error=f"{type(error).__name__}: {error}",
+        experiment=config.sweep,
+        method=config.method.name,
+        label=label,
+        model=display_name(config.model),
+        dataset=config.dataset.name,
+        seed=config.seed,
+        target_sparsity=config.method.sparsity,
+        method_config=asdict(config.method),
+    ).to_dict()
     folder = store.stage_dir("experiment", experiment_hash(config))
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / "result.json", record)

@@ -70,8 +70,10 @@ def resolve(ref: str, results: Optional[str]) -> tuple[Stage, Store]:
             raise UserError(f"export: {path} is not an experiment record ({err})") from None
         if not isinstance(record, dict) or not record.get("final_stage"):
             status = record.get("status") if isinstance(record, dict) else None
-            raise UserError(f"export: {path} is not the record of a finished experiment (status {status!r}); "
-                            f"export a result.json whose status is ok, or a stage kind/hash")
+            raise UserError(
+                f"export: {path} is not the record of a finished experiment (status {status!r}); "
+                f"export a result.json whose status is ok, or a stage kind/hash"
+            )
         # A record inside a store (<root>/runs/experiment/<hash>/result.json) names its stages in that store.
         where = path.resolve().parents
         in_store = where[3] if len(where) > 3 and where[1].name == "experiment" and where[2].name == "runs" else None
@@ -87,8 +89,10 @@ def model_of(stage: Stage) -> tuple[nn.Module, dict]:
     """The model the stage holds (masks folded, eval mode, CPU) and what describes it (config, shapes)."""
     shape_info = stage.result.get("model_input")
     if not shape_info:
-        raise UserError(f"export: stage {stage.ref} was stored before stages recorded their input shape; rerun its "
-                        f"experiment with this version of prunelab")
+        raise UserError(
+            f"export: stage {stage.ref} was stored before stages recorded their input shape; rerun its "
+            f"experiment with this version of prunelab"
+        )
     identity = dict(stage.config()["spec"]["model"])
     identity.pop("checkpoint", None)  # the weights come from the stage; the checkpoint only started them
     cfg = model_config(identity)
@@ -97,13 +101,21 @@ def model_of(stage: Stage) -> tuple[nn.Module, dict]:
     model = folded(stored_model(stage, base, torch.zeros(1, *shape))).cpu().eval()
     masked = sorted(stage.masks()) if stage.has_masks() else []
     # The inputs the model expects: (pixels / 255 - mean) / std per channel, as prunelab fed it.
-    return model, {"model": display_name(cfg), "model_config": identity, "input_shape": list(shape),
-                   "num_classes": classes, "normalization": shape_info.get("normalization"),
-                   "structured": stage.has_plan(), "masked_tensors": masked}
+    return model, {
+        "model": display_name(cfg),
+        "model_config": identity,
+        "input_shape": list(shape),
+        "num_classes": classes,
+        "normalization": shape_info.get("normalization"),
+        "structured": stage.has_plan(),
+        "masked_tensors": masked,
+    }
 
 
 # ----------------------------------------------------------------------------------------------- formats
-def _state_dict(model: nn.Module, stage: Stage, out: Path, sparse: bool, masked: list[str]) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+def _state_dict(
+    model: nn.Module, stage: Stage, out: Path, sparse: bool, masked: list[str]
+) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     from safetensors.torch import load_file, save_file
 
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
@@ -141,8 +153,9 @@ def sparse_state(state: dict[str, torch.Tensor], masked: list[str]) -> dict:
         nonzero = int((tensor != 0).sum()) if name in masked else tensor.numel()
         if name in masked and tensor.dim() >= 2 and 8 * nonzero + 4 * (tensor.shape[0] + 1) < 4 * tensor.numel():
             csr = tensor.reshape(tensor.shape[0], -1).to_sparse_csr()
-            out["sparse"][name] = torch.sparse_csr_tensor(csr.crow_indices().int(), csr.col_indices().int(),
-                                                          csr.values(), size=csr.shape)
+            out["sparse"][name] = torch.sparse_csr_tensor(
+                csr.crow_indices().int(), csr.col_indices().int(), csr.values(), size=csr.shape
+            )
             out["shapes"][name] = list(tensor.shape)
         else:
             out["dense"][name] = tensor
@@ -200,11 +213,22 @@ def _onnx(model: nn.Module, out: Path, x: torch.Tensor) -> dict:
         import onnx
         import onnxscript  # noqa: F401 - torch's dynamo exporter needs it
     except ImportError:
-        raise UserError("export --format onnx: the onnx and onnxscript packages are not installed; "
-                        "pip install 'prunelab[export]' (or onnx onnxscript onnxruntime)") from None
+        raise UserError(
+            "export --format onnx: the onnx and onnxscript packages are not installed; "
+            "pip install 'prunelab[export]' (or onnx onnxscript onnxruntime)"
+        ) from None
     with _quiet():
-        torch.onnx.export(model, (x,), str(out / "model.onnx"), input_names=["input"], output_names=["logits"],
-                          dynamic_shapes=_dynamic(model, x), dynamo=True, external_data=False, verbose=False)
+        torch.onnx.export(
+            model,
+            (x,),
+            str(out / "model.onnx"),
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_shapes=_dynamic(model, x),
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
     onnx.checker.check_model(onnx.load(str(out / "model.onnx")), full_check=True)
     try:
         import onnxruntime
@@ -219,21 +243,25 @@ def _onnx(model: nn.Module, out: Path, x: torch.Tensor) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- export
-def export(ref: str, fmt: str, out: str | Path, *, results: Optional[str] = None, sparse: bool = False,
-           batch: int = 8) -> dict:
+def export(
+    ref: str, fmt: str, out: str | Path, *, results: Optional[str] = None, sparse: bool = False, batch: int = 8
+) -> dict:
     """Write the artefact of ``fmt`` for ``ref`` into ``out`` after verifying it; returns ``export.json``'s content."""
     if fmt not in FORMATS:
         raise UserError(f"export --format: must be one of {', '.join(FORMATS)} (got {fmt!r})")
     if sparse and fmt != "state_dict":
-        raise UserError("export --sparse: only the state_dict format stores weights one by one; use --format "
-                        "state_dict --sparse")
+        raise UserError(
+            "export --sparse: only the state_dict format stores weights one by one; use --format state_dict --sparse"
+        )
     if batch < 1:
         raise UserError(f"export --batch: must be >= 1 (got {batch})")
     stage, _ = resolve(ref, results)
     model, about = model_of(stage)
     if sparse and not about["masked_tensors"]:
-        raise UserError(f"export --sparse: stage {stage.ref} has no weight masks (a dense or channel-pruned "
-                        f"model); its state dict is already as small as it gets")
+        raise UserError(
+            f"export --sparse: stage {stage.ref} has no weight masks (a dense or channel-pruned "
+            f"model); its state dict is already as small as it gets"
+        )
     x = torch.randn(batch, *about["input_shape"], generator=generator(0))
     with torch.no_grad():
         reference = model(x)
@@ -251,11 +279,18 @@ def export(ref: str, fmt: str, out: str | Path, *, results: Optional[str] = None
             checks = _onnx(model, staging, x)
         verified = verify(checks, x, reference, TOLERANCE[fmt])
         files = sorted(p.name for p in staging.iterdir())
-        info = {"format": fmt, "source": stage.ref, **about, "files": files,
-                "bytes": {name: (staging / name).stat().st_size for name in files},
-                "verified": verified, "tolerance": {"atol": TOLERANCE[fmt][0], "rtol": TOLERANCE[fmt][1]},
-                "batch": batch, "params": sum(p.numel() for p in model.parameters()),
-                "params_nonzero": sum(int((p != 0).sum()) for p in model.parameters())}
+        info = {
+            "format": fmt,
+            "source": stage.ref,
+            **about,
+            "files": files,
+            "bytes": {name: (staging / name).stat().st_size for name in files},
+            "verified": verified,
+            "tolerance": {"atol": TOLERANCE[fmt][0], "rtol": TOLERANCE[fmt][1]},
+            "batch": batch,
+            "params": sum(p.numel() for p in model.parameters()),
+            "params_nonzero": sum(int((p != 0).sum()) for p in model.parameters()),
+        }
         if fmt == "onnx" and not checks:
             info["verified"] = {"model.onnx": "onnx.checker only (onnxruntime is not installed)"}
         out.mkdir(exist_ok=True)
@@ -275,8 +310,10 @@ def verify(checks: dict, x: torch.Tensor, reference: torch.Tensor, tolerance: tu
             got = run(x.clone())
         diff = float((got.float() - reference).abs().max()) if got.shape == reference.shape else float("inf")
         if not diff <= bound:
-            raise RuntimeError(f"export: {name} does not reproduce the stored model (max |diff| {diff:.3g} > "
-                               f"{bound:.3g}); nothing was written")
+            raise RuntimeError(
+                f"export: {name} does not reproduce the stored model (max |diff| {diff:.3g} > "
+                f"{bound:.3g}); nothing was written"
+            )
         measured[name] = {"max_abs_diff": diff}
     return measured
 
@@ -286,8 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("ref", help="an experiment record (result.json) or a stage kind/hash")
     parser.add_argument("--format", default="state_dict", choices=FORMATS)
     parser.add_argument("--out", required=True, help="folder to write the artefact and export.json into")
-    parser.add_argument("--results", default=None,
-                        help="the store root for a kind/hash (default: the record's own store, else results)")
+    parser.add_argument(
+        "--results", default=None, help="the store root for a kind/hash (default: the record's own store, else results)"
+    )
     parser.add_argument("--sparse", action="store_true", help="state_dict: also the masked tensors in sparse format")
     parser.add_argument("--batch", type=int, default=8, help="examples in the verification batch (default 8)")
     return parser
@@ -300,11 +338,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    diffs = ", ".join(f"{k}: {v['max_abs_diff']:.2g}" if isinstance(v, dict) else f"{k}: {v}"
-                      for k, v in info["verified"].items())
-    print(f"exported {info['model']} ({info['source']}, {info['params_nonzero']:,}/{info['params']:,} weights nonzero) "
-          f"as {info['format']} to {args.out}: {', '.join(info['files'])}\n  verified on {info['batch']} inputs, "
-          f"max |diff| {diffs}")
+    diffs = ", ".join(
+        f"{k}: {v['max_abs_diff']:.2g}" if isinstance(v, dict) else f"{k}: {v}" for k, v in info["verified"].items()
+    )
+    print(
+        f"exported {info['model']} ({info['source']}, {info['params_nonzero']:,}/{info['params']:,} weights nonzero) "
+        f"as {info['format']} to {args.out}: {', '.join(info['files'])}\n  verified on {info['batch']} inputs, "
+        f"max |diff| {diffs}"
+    )
     return 0
 
 

@@ -108,8 +108,9 @@ def latency_setting(model: nn.Module) -> dict:
     return {"device": str(_device(model)), "threads": torch.get_num_threads()}
 
 
-def measure_latency_ms(models: Mapping[str, nn.Module], input_shape, batch_sizes=(1, 256),
-                       min_run_time: float = 0.1) -> dict[str, dict[str, float]]:
+def measure_latency_ms(
+    models: Mapping[str, nn.Module], input_shape, batch_sizes=(1, 256), min_run_time: float = 0.1
+) -> dict[str, dict[str, float]]:
     """Wall time (ms) of one forward pass of each of ``models`` per batch size, in eval mode under
     ``torch.inference_mode``, on the models' own device and with this process's torch thread count
     (:func:`latency_setting`): ``{"dense": {"1": 0.09, "256": 2.1}, "pruned": {...}}`` for
@@ -148,8 +149,13 @@ def _block(forward: Callable[[], Any], number: int, device: torch.device) -> flo
     return (time.perf_counter() - start) / number
 
 
-def _fastest_blocks(forwards: Sequence[Callable[[], Any]], device: torch.device, min_run_time: float,
-                    block: float = 0.01, min_blocks: int = 3) -> list[float]:
+def _fastest_blocks(
+    forwards: Sequence[Callable[[], Any]],
+    device: torch.device,
+    min_run_time: float,
+    block: float = 0.01,
+    min_blocks: int = 3,
+) -> list[float]:
     """Seconds per call of each of ``forwards`` in its fastest block of ~``block`` seconds; the blocks take turns
     until each has run ``min_run_time`` seconds and ``min_blocks`` blocks.
 

@@ -87,8 +87,11 @@ def dense_line(line: str) -> Optional[str]:
     with ``+experiment/arm=dense`` (an init override such as SNIP's is left out: at-init arms have no dense model)."""
     if not is_reproduce_config(line):
         return None
-    keep = [t for t in shlex.split(line)
-            if t.startswith(("+experiment=", "model=", "dataset=", "dataset.")) and "," not in t]
+    keep = [
+        t
+        for t in shlex.split(line)
+        if t.startswith(("+experiment=", "model=", "dataset=", "dataset.")) and "," not in t
+    ]
     return " ".join(keep + ["+experiment/arm=dense"])
 
 
@@ -137,8 +140,17 @@ def sweep_done(sweep: Sweep, *, tier: str, seeds: list[int], extra: list[str], r
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             for job in jobs:
                 for seed in seeds:
-                    cfg = compose("config", overrides=[*job, *tier_args, f"name={record_name(tier)}",
-                                                       f"paths.results={results}", *science, f"seed={seed}"])
+                    cfg = compose(
+                        "config",
+                        overrides=[
+                            *job,
+                            *tier_args,
+                            f"name={record_name(tier)}",
+                            f"paths.results={results}",
+                            *science,
+                            f"seed={seed}",
+                        ],
+                    )
                     found = store.find("experiment", experiment_spec(validate(cfg)))
                     if found is None or found.result.get("status") != "ok":
                         return False
@@ -155,9 +167,20 @@ def command(sweep: Sweep, *, tier: str, seeds: list[int], extra: list[str], swee
     given = keys_of(extra)
     defaults = [f"{k}={v}" for k, v in DEFAULTS.items() if k not in given]
     tier_args = [f"reproduce.tier={tier}"] if is_reproduce_config(sweep.line) else []
-    return [sys.executable, "-m", "runners.train", "-m", *shlex.split(sweep.line), *tier_args, *defaults,
-            f"name={record_name(tier)}", "hydra.callbacks.report.enabled=false", f"hydra.sweep.dir={sweep_dir}",
-            *extra, "seed=" + ",".join(map(str, seeds))]
+    return [
+        sys.executable,
+        "-m",
+        "runners.train",
+        "-m",
+        *shlex.split(sweep.line),
+        *tier_args,
+        *defaults,
+        f"name={record_name(tier)}",
+        "hydra.callbacks.report.enabled=false",
+        f"hydra.sweep.dir={sweep_dir}",
+        *extra,
+        "seed=" + ",".join(map(str, seeds)),
+    ]
 
 
 def results_root(extra: list[str]) -> Path:
@@ -184,39 +207,51 @@ def mnist_available(mnist_dir: Optional[str]) -> bool:
 
 def git_commit() -> str:
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
         return commit + ("+uncommitted changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
-def run_sweeps(sweeps: list[Sweep], *, tier: str, seeds: list[int], extra: list[str], base: Path,
-               results: Path) -> list[dict]:
+def run_sweeps(
+    sweeps: list[Sweep], *, tier: str, seeds: list[int], extra: list[str], base: Path, results: Path
+) -> list[dict]:
     outcomes = []
     for k, sweep in enumerate(sweeps, start=1):
         cmd = command(sweep, tier=tier, seeds=seeds, extra=extra, sweep_dir=base / f"{k:02d}")
-        print(f"\n== reproduce {k}/{len(sweeps)} ({', '.join(sweep.claims)}): {sweep.line} seed="
-              f"{','.join(map(str, seeds))}", flush=True)
+        print(
+            f"\n== reproduce {k}/{len(sweeps)} ({', '.join(sweep.claims)}): {sweep.line} seed="
+            f"{','.join(map(str, seeds))}",
+            flush=True,
+        )
         start = time.perf_counter()
         if sweep_done(sweep, tier=tier, seeds=seeds, extra=extra, results=results):
             print(f"== reproduce {k}/{len(sweeps)}: every job's record is in the store; not launched", flush=True)
-            outcomes.append({"line": sweep.line, "claims": sweep.claims, "returncode": 0, "seconds": 0.0,
-                             "skipped": True})
+            outcomes.append(
+                {"line": sweep.line, "claims": sweep.claims, "returncode": 0, "seconds": 0.0, "skipped": True}
+            )
             continue
         code = subprocess.run(cmd, cwd=ROOT).returncode
         seconds = time.perf_counter() - start
-        print(f"== reproduce {k}/{len(sweeps)}: {'done' if code == 0 else f'exit code {code}'} in "
-              f"{seconds:.0f} s", flush=True)
+        print(
+            f"== reproduce {k}/{len(sweeps)}: {'done' if code == 0 else f'exit code {code}'} in {seconds:.0f} s",
+            flush=True,
+        )
         outcomes.append({"line": sweep.line, "claims": sweep.claims, "returncode": code, "seconds": round(seconds, 1)})
     return outcomes
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m runners.reproduce", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m runners.reproduce",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--claims", help="numbers or ids, comma-separated (default: all of --claims-dir)")
     parser.add_argument("--claims-dir", default=str(CLAIMS_DIR), help="the claim files (default: conf/claims/)")
     parser.add_argument("--tier", default="default", help="a tier of conf/reproduce/tiers.yaml (default, paper, smoke)")
@@ -224,7 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mnist", action="store_true", help="also run the MNIST variants (the papers' schedules)")
     parser.add_argument("--mnist-dir", help="folder with the MNIST IDX files (default: ~/.cache/prunelab/mnist/)")
     parser.add_argument("--out", default=str(ROOT / "REPRODUCTION.md"), help="the report (default: REPRODUCTION.md)")
-    parser.add_argument("--sweep-dir", help="parent of the sweeps' job folders (default: multirun/reproduce_<tier>/<time>)")
+    parser.add_argument(
+        "--sweep-dir", help="parent of the sweeps' job folders (default: multirun/reproduce_<tier>/<time>)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the sweeps' commands and stop")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every sweep (launcher, paths.results, ...)")
     return parser
@@ -237,28 +274,50 @@ def now() -> str:
 def report_only_header(command_text: str, meta_path: Path, tier: str) -> dict[str, Any]:
     """``--report-only``: the header names the last run of this tier (its command, date and wall time)."""
     last = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    wall = (f"report only; the last run (`{last['command']}`, {last['date']}) took {last['wall_time']}"
-            if last.get("tier") == tier else "report only (no run of this tier recorded)")
+    wall = (
+        f"report only; the last run (`{last['command']}`, {last['date']}) took {last['wall_time']}"
+        if last.get("tier") == tier
+        else "report only (no run of this tier recorded)"
+    )
     return {"command": command_text, "date": now(), "commit": git_commit(), "wall_time": wall}
 
 
-def run_and_record(sweeps: list[Sweep], *, tier: str, seeds: list[int], extra: list[str], base: Path,
-                   results: Path, command_text: str, meta_path: Path) -> dict[str, Any]:
+def run_and_record(
+    sweeps: list[Sweep],
+    *,
+    tier: str,
+    seeds: list[int],
+    extra: list[str],
+    base: Path,
+    results: Path,
+    command_text: str,
+    meta_path: Path,
+) -> dict[str, Any]:
     """Run the sweeps; the header (and ``run.json`` beside the figures) says how long and what it computed."""
     before = count_stages(results)
     start = time.perf_counter()
     outcomes = run_sweeps(sweeps, tier=tier, seeds=seeds, extra=extra, base=base, results=results)
     seconds = time.perf_counter() - start
     computed = count_stages(results) - before
-    meta = {"command": command_text, "date": now(), "commit": git_commit(),
-            "wall_time": f"{duration(seconds)} for {len(sweeps)} sweeps; {computed} stages computed (a re-run "
-                         f"computes none)", "seconds": round(seconds, 1), "tier": tier, "sweeps": outcomes}
+    meta = {
+        "command": command_text,
+        "date": now(),
+        "commit": git_commit(),
+        "wall_time": f"{duration(seconds)} for {len(sweeps)} sweeps; {computed} stages computed (a re-run "
+        f"computes none)",
+        "seconds": round(seconds, 1),
+        "tier": tier,
+        "sweeps": outcomes,
+    }
     meta_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(meta_path, meta)
     failed = [o for o in outcomes if o["returncode"] != 0]
     if failed:
-        print(f"{len(failed)} sweep(s) exited with an error: {'; '.join(o['line'] for o in failed)} "
-              f"(their claims get no verdict)", file=sys.stderr)
+        print(
+            f"{len(failed)} sweep(s) exited with an error: {'; '.join(o['line'] for o in failed)} "
+            f"(their claims get no verdict)",
+            file=sys.stderr,
+        )
     return meta
 
 
@@ -284,8 +343,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             if sweep.requires == "mnist":
                 sweep.line += f" dataset.data_dir={shlex.quote(args.mnist_dir)}"
     results = results_root(extra)
-    base = (Path(args.sweep_dir).expanduser().resolve() if args.sweep_dir else
-            ROOT / "multirun" / record_name(args.tier) / dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
+    base = (
+        Path(args.sweep_dir).expanduser().resolve()
+        if args.sweep_dir
+        else ROOT / "multirun" / record_name(args.tier) / dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    )
     if args.dry_run:
         for k, sweep in enumerate(sweeps, start=1):
             print(shlex.join(command(sweep, tier=args.tier, seeds=seeds, extra=extra, sweep_dir=base / f"{k:02d}")))
@@ -295,15 +357,24 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.report_only:
         header = report_only_header(command_text, figures_dir / "run.json", args.tier)
     else:
-        header = run_and_record(sweeps, tier=args.tier, seeds=seeds, extra=extra, base=base, results=results,
-                                command_text=command_text, meta_path=figures_dir / "run.json")
+        header = run_and_record(
+            sweeps,
+            tier=args.tier,
+            seeds=seeds,
+            extra=extra,
+            base=base,
+            results=results,
+            command_text=command_text,
+            meta_path=figures_dir / "run.json",
+        )
     if args.claims:
         header["claims_run"] = ", ".join(str(c.number) for c in claims)
     # The report judges every claim (a run of some of them never truncates REPRODUCTION.md).
     not_run = {"mnist": None if run_mnist else (NEEDS_MNIST if not have_mnist else MNIST_NOT_ASKED)}
     records = [record for record, _ in read_records(results)[0]]
-    context = Context(experiment=record_name(args.tier), tier=args.tier, seeds=seeds, knobs=knobs, header=header,
-                      not_run=not_run)
+    context = Context(
+        experiment=record_name(args.tier), tier=args.tier, seeds=seeds, knobs=knobs, header=header, not_run=not_run
+    )
     out, judged = write_report(every_claim, records, context, Path(args.out), figures_dir)
     print("\n== reproduction verdicts ==\n" + "\n".join(verdict_lines(judged)))
     print(f"report: {out}\nfigures: {figures_dir}")

@@ -158,8 +158,9 @@ class Store:
             raise UserError(f"stage {ref}: missing or corrupt in {self.root}; rerun the experiment that made it")
         return stage
 
-    def get_or_compute(self, kind: str, spec: dict, parents: Optional[dict[str, str]],
-                       compute: Callable[[StageFiles], dict]) -> Stage:
+    def get_or_compute(
+        self, kind: str, spec: dict, parents: Optional[dict[str, str]], compute: Callable[[StageFiles], dict]
+    ) -> Stage:
         """Reuse the stage if complete; otherwise compute it under a lock (``compute`` writes files into the folder
         and returns the result fields)."""
         parents = parents or {}
@@ -174,15 +175,24 @@ class Store:
             if result is not None:
                 return Stage(kind, digest, folder, result, True)
             self._discard_corrupt(folder)
-            (folder / _CONFIG).write_text(yaml.safe_dump(json.loads(canonical({"kind": kind, "spec": spec,
-                                                                                      "parents": parents})),
-                                                               sort_keys=True))
+            (folder / _CONFIG).write_text(
+                yaml.safe_dump(json.loads(canonical({"kind": kind, "spec": spec, "parents": parents})), sort_keys=True)
+            )
             start = time.perf_counter()
             fields = compute(StageFiles(folder))
-            files = {p.name: file_sha256(p) for p in sorted(folder.iterdir())
-                     if p.is_file() and p.name not in _NOT_VOUCHED and not p.name.startswith(".")}
-            result = {"wall_time_s": time.perf_counter() - start, **fields, "stage_kind": kind, "hash": digest,
-                      "parents": parents, "files": files}
+            files = {
+                p.name: file_sha256(p)
+                for p in sorted(folder.iterdir())
+                if p.is_file() and p.name not in _NOT_VOUCHED and not p.name.startswith(".")
+            }
+            result = {
+                "wall_time_s": time.perf_counter() - start,
+                **fields,
+                "stage_kind": kind,
+                "hash": digest,
+                "parents": parents,
+                "files": files,
+            }
             atomic_write_json(folder / RESULT, result)
             (folder / CHECKPOINT).unlink(missing_ok=True)
         self.computed.append(f"{kind}/{digest}")
@@ -194,12 +204,17 @@ class Store:
             return None
         try:
             result = json.loads(path.read_text())
-            bad = [name for name, digest in result.get("files", {}).items()
-                   if not (folder / name).exists() or file_sha256(folder / name) != digest]
+            bad = [
+                name
+                for name, digest in result.get("files", {}).items()
+                if not (folder / name).exists() or file_sha256(folder / name) != digest
+            ]
         except (OSError, json.JSONDecodeError) as err:
             bad = [f"{RESULT} ({err})"]
         if bad:
-            warnings.warn(f"stage {folder} is corrupt ({', '.join(bad)} failed its checksum); recomputing it", stacklevel=2)
+            warnings.warn(
+                f"stage {folder} is corrupt ({', '.join(bad)} failed its checksum); recomputing it", stacklevel=2
+            )
             return None
         return result
 

@@ -46,21 +46,34 @@ class RunIdentity:
 
     @classmethod
     def of(cls, name_format: str, experiment_hash: str, fields: Mapping[str, Any]) -> RunIdentity:
-        return cls(id=experiment_hash, name=run_name(name_format, fields), group=str(fields["experiment"]),
-                   job_type=str(fields["method"]), tags=run_tags(fields))
+        return cls(
+            id=experiment_hash,
+            name=run_name(name_format, fields),
+            group=str(fields["experiment"]),
+            job_type=str(fields["method"]),
+            tags=run_tags(fields),
+        )
 
 
 def run_name(name_format: str, fields: Mapping[str, Any]) -> str:
     try:
         return name_format.format(**{k: fields[k] for k in NAME_FIELDS})
     except (KeyError, IndexError, ValueError) as err:
-        raise UserError(f"logger.run_name: {name_format!r} cannot be formatted ({type(err).__name__}: {err}); "
-                        f"use the fields {', '.join('{' + f + '}' for f in NAME_FIELDS)}") from None
+        raise UserError(
+            f"logger.run_name: {name_format!r} cannot be formatted ({type(err).__name__}: {err}); "
+            f"use the fields {', '.join('{' + f + '}' for f in NAME_FIELDS)}"
+        ) from None
 
 
 def run_tags(fields: Mapping[str, Any]) -> list[str]:
-    tags = [str(fields["method"]), f"kind:{fields['kind']}", f"model:{fields['model']}",
-            f"dataset:{fields['dataset']}", f"target:{sparsity_bucket(fields['sparsity'])}", f"seed:{fields['seed']}"]
+    tags = [
+        str(fields["method"]),
+        f"kind:{fields['kind']}",
+        f"model:{fields['model']}",
+        f"dataset:{fields['dataset']}",
+        f"target:{sparsity_bucket(fields['sparsity'])}",
+        f"seed:{fields['seed']}",
+    ]
     if fields["label"] != fields["method"]:
         tags.insert(1, str(fields["label"]))
     return tags
@@ -129,8 +142,18 @@ class Tracker:
 
 
 class WandbTracker(Tracker):
-    def __init__(self, *, project: str, entity: Optional[str], mode: str, run_dir: Path, identity: RunIdentity,
-                 config: dict, reference_artifacts: bool = True, artifacts: bool = True):
+    def __init__(
+        self,
+        *,
+        project: str,
+        entity: Optional[str],
+        mode: str,
+        run_dir: Path,
+        identity: RunIdentity,
+        config: dict,
+        reference_artifacts: bool = True,
+        artifacts: bool = True,
+    ):
         self.wandb_run: Any = None  # a wandb Run; W&B is imported only here, so it is not typed
         self._where = {"project": project, "entity": entity, "id": identity.id}
         self.reference_artifacts = reference_artifacts
@@ -142,10 +165,20 @@ class WandbTracker(Tracker):
 
             run_dir.mkdir(parents=True, exist_ok=True)
             # resume="allow": the same experiment (a failed one retried) continues its run instead of adding one.
-            init: dict[str, Any] = dict(project=project, entity=entity, mode=mode, dir=str(run_dir), id=identity.id,
-                                        resume="allow", name=identity.name, group=identity.group,
-                                        job_type=identity.job_type, tags=identity.tags, config=config,
-                                        reinit="finish_previous")
+            init: dict[str, Any] = dict(
+                project=project,
+                entity=entity,
+                mode=mode,
+                dir=str(run_dir),
+                id=identity.id,
+                resume="allow",
+                name=identity.name,
+                group=identity.group,
+                job_type=identity.job_type,
+                tags=identity.tags,
+                config=config,
+                reinit="finish_previous",
+            )
             self.wandb_run = wandb.init(**init, settings=wandb.Settings(silent=True, console="off"))
         except Exception as err:  # any W&B failure must leave the experiment running
             self._disable(err)
@@ -239,6 +272,13 @@ class WandbTracker(Tracker):
 def make_tracker(logger_cfg, *, run_dir: Path, identity: RunIdentity, config: dict) -> Tracker:
     if logger_cfg.name == "none" or logger_cfg.mode == "disabled":
         return Tracker()
-    return WandbTracker(project=logger_cfg.project, entity=logger_cfg.entity, mode=logger_cfg.mode, run_dir=run_dir,
-                        identity=identity, config=config, artifacts=logger_cfg.artifacts,
-                        reference_artifacts=not logger_cfg.copy_artifacts)
+    return WandbTracker(
+        project=logger_cfg.project,
+        entity=logger_cfg.entity,
+        mode=logger_cfg.mode,
+        run_dir=run_dir,
+        identity=identity,
+        config=config,
+        artifacts=logger_cfg.artifacts,
+        reference_artifacts=not logger_cfg.copy_artifacts,
+    )

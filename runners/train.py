@@ -60,8 +60,9 @@ def check_group_choices(argv: list[str]) -> None:
         for choice in value.split(","):
             if choice and not (CONF / key / f"{choice}.yaml").exists():
                 options = sorted(p.stem for p in (CONF / key).glob("*.yaml"))
-                raise UserError(f"{key}={choice}: no such option{closest(choice, options)}; choose one of "
-                                f"{', '.join(options)}")
+                raise UserError(
+                    f"{key}={choice}: no such option{closest(choice, options)}; choose one of {', '.join(options)}"
+                )
 
 
 def _yaml(path: Path) -> dict:
@@ -92,8 +93,9 @@ def check_top_level_keys(argv: list[str]) -> None:
         key = arg.lstrip("~").partition("=")[0]
         head = key.replace("/", ".").split(".")[0]
         if head not in known:
-            raise UserError(f"{key}: no such config group or key{closest(head, sorted(known))}; "
-                            f"groups: {', '.join(GROUPS)}")
+            raise UserError(
+                f"{key}: no such config group or key{closest(head, sorted(known))}; groups: {', '.join(GROUPS)}"
+            )
 
 
 def _defaults_choices(path: Path) -> dict[str, str]:
@@ -113,7 +115,12 @@ def chosen_option(argv: list[str], group: str) -> Optional[str]:
     explicit = None
     for arg in argv:
         key, sep, value = arg.lstrip("+~").partition("=")
-        if sep and key in ("experiment", "experiment/arm") and is_plain_value(value) and (CONF / key / f"{value}.yaml").exists():
+        if (
+            sep
+            and key in ("experiment", "experiment/arm")
+            and is_plain_value(value)
+            and (CONF / key / f"{value}.yaml").exists()
+        ):
             choice = _defaults_choices(CONF / key / f"{value}.yaml").get(group, choice)
         elif sep and key == group:
             explicit = value
@@ -138,8 +145,12 @@ def check_override_types(argv: list[str]) -> None:
         if not sep or not rest or group not in groups or not is_plain_value(value):
             continue
         # model/dataset: keys and types only; their cross-field checks (depth per architecture) need the whole node
-        typed(groups[group], OmegaConf.from_dotlist([f"{rest}={value}"]), group,
-              instantiate=group not in ("model", "dataset"))
+        typed(
+            groups[group],
+            OmegaConf.from_dotlist([f"{rest}={value}"]),
+            group,
+            instantiate=group not in ("model", "dataset"),
+        )
 
 
 def spread_method_fields(argv: list[str]) -> list[str]:
@@ -157,8 +168,10 @@ def spread_method_fields(argv: list[str]) -> list[str]:
             field = key.split(".")[1]
             lacking = [m for m in methods if field not in {f.name for f in fields(get_method(m).Config)}]
             if lacking:
-                raise UserError(f"{key}: {', '.join(lacking)} has no field {field!r}; sweep methods that share it, "
-                                f"or give each method its own settings in an experiment config (conf/experiment/arm/)")
+                raise UserError(
+                    f"{key}: {', '.join(lacking)} has no field {field!r}; sweep methods that share it, "
+                    f"or give each method its own settings in an experiment config (conf/experiment/arm/)"
+                )
             arg = f"{key}=choice({value})"
         out.append(arg)
     return out
@@ -170,11 +183,14 @@ def check_results_folder(root: str) -> None:
     path = Path(root).expanduser().absolute()
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():
-        raise UserError(f"paths.results: {existing} is a file, not a folder; point paths.results at a folder "
-                        f"(created if missing)")
+        raise UserError(
+            f"paths.results: {existing} is a file, not a folder; point paths.results at a folder (created if missing)"
+        )
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"paths.results: {existing} is not writable (read-only folder or file system); point "
-                        f"paths.results at a writable folder")
+        raise UserError(
+            f"paths.results: {existing} is not writable (read-only folder or file system); point "
+            f"paths.results at a writable folder"
+        )
 
 
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
@@ -189,8 +205,10 @@ def storage_error(err: BaseException, root: str) -> Optional[UserError]:
     inside = err.filename is not None and Path(str(err.filename)).resolve().is_relative_to(Path(root).resolve())
     if err.errno in _NO_ROOM or (err.errno in _NO_WRITE and inside):
         where = f" writing {err.filename}" if err.filename else ""
-        return UserError(f"paths.results: {(err.strerror or str(err)).lower()}{where}; free space or point "
-                         f"paths.results at another disk (finished stages are kept; the same command resumes from them)")
+        return UserError(
+            f"paths.results: {(err.strerror or str(err)).lower()}{where}; free space or point "
+            f"paths.results at another disk (finished stages are kept; the same command resumes from them)"
+        )
     return None
 
 
@@ -214,13 +232,28 @@ def configure_torch(threads: int | None, device: str) -> None:
         # Looked up by name: `python -m runners.train` runs this module as __main__, so joblib (cloudpickle) pickles its
         # functions by value with every torch submodule their code names, and this one (a module subclass with a
         # property) does not pickle: a `torch.utils.deterministic` attribute chain here broke every joblib sweep.
-        deterministic = sys.modules.get("torch.utils.deterministic") or importlib.import_module("torch.utils.deterministic")
+        deterministic = sys.modules.get("torch.utils.deterministic") or importlib.import_module(
+            "torch.utils.deterministic"
+        )
         deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]  # a module property
 
 
 def summarize(record: dict) -> str:
-    keys = ["method", "label", "model", "dataset", "seed", "target_sparsity", "density", "compression",
-            "speedup_theoretical", "dense_test_acc", "test_acc_before_recovery", "val_acc", "test_acc"]
+    keys = [
+        "method",
+        "label",
+        "model",
+        "dataset",
+        "seed",
+        "target_sparsity",
+        "density",
+        "compression",
+        "speedup_theoretical",
+        "dense_test_acc",
+        "test_acc_before_recovery",
+        "val_acc",
+        "test_acc",
+    ]
     lines = [f"  {k:<26} {record.get(k)}" for k in keys if k in record]
     walls = record.get("wall_time_s") or {}
     lines.append("  wall time (s)              " + ", ".join(f"{k}={v:.1f}" for k, v in walls.items()))
@@ -232,10 +265,16 @@ def summarize(record: dict) -> str:
 def run_fields(config: ExperimentConfig) -> dict:
     """What names and tags the experiment's W&B run (``runners.tracking.NAME_FIELDS``)."""
     method = get_method(config.method.name)(config.method)
-    return {"label": method.label(), "method": config.method.name, "kind": method.kind, "model": display_name(config.model),
-            "dataset": config.dataset.name, "experiment": config.sweep,
-            "sparsity": 0.0 if method.kind == "dense" else config.method.sparsity,  # a sweep may set it for dense too
-            "seed": config.seed}
+    return {
+        "label": method.label(),
+        "method": config.method.name,
+        "kind": method.kind,
+        "model": display_name(config.model),
+        "dataset": config.dataset.name,
+        "experiment": config.sweep,
+        "sparsity": 0.0 if method.kind == "dense" else config.method.sparsity,  # a sweep may set it for dense too
+        "seed": config.seed,
+    }
 
 
 def open_tracker(config: ExperimentConfig, store: Store, cfg: DictConfig, output_dir: Path) -> Tracker:
@@ -244,13 +283,18 @@ def open_tracker(config: ExperimentConfig, store: Store, cfg: DictConfig, output
     digest = experiment_hash(config)
     existing = recorded(config, store)
     mirror = existing.mirror() if existing is not None else None
-    if mirror is not None and (mirror.get("project"), mirror.get("entity")) == (config.logger.project,
-                                                                                config.logger.entity):
+    if mirror is not None and (mirror.get("project"), mirror.get("entity")) == (
+        config.logger.project,
+        config.logger.entity,
+    ):
         if config.logger.name != "none":
             log.info("experiment %s is already in the store and in W&B: no new W&B run (run id %s)", digest, digest)
         return Tracker()
-    resolved = {**dict(OmegaConf.to_container(cfg, resolve=True)), "experiment_hash": digest,  # type: ignore[arg-type]
-                "hydra_overrides": list(HydraConfig.get().overrides.task)}
+    resolved = {
+        **dict(OmegaConf.to_container(cfg, resolve=True)),  # type: ignore[arg-type]
+        "experiment_hash": digest,
+        "hydra_overrides": list(HydraConfig.get().overrides.task),
+    }
     identity = RunIdentity.of(config.logger.run_name, digest, run_fields(config))
     return make_tracker(config.logger, run_dir=output_dir, identity=identity, config=resolved)
 
@@ -272,19 +316,43 @@ def log_record(tracker: Tracker, record: dict, store: Store, *, reused: bool) ->
     tracker.summary(record)
     tracker.add_tags(achieved_tag(record))
     # table names never collide with record fields: a table logged under `levels` would replace the summary's levels
-    tracker.table("stages_table", ["stage", "hash", "reused", "wall_time_s"],
-                  [[name, digest, reused or record["stages_reused"].get(name), record["wall_time_s"].get(name)]
-                   for name, digest in record["stage_hashes"].items()])
+    tracker.table(
+        "stages_table",
+        ["stage", "hash", "reused", "wall_time_s"],
+        [
+            [name, digest, reused or record["stages_reused"].get(name), record["wall_time_s"].get(name)]
+            for name, digest in record["stage_hashes"].items()
+        ],
+    )
     for key in ("levels", "rounds"):
         if record.get(key):
             tracker.table(f"{key}_table", *table_of(record[key]))
-    tracker.table("per_layer_density_table", ["tensor", "density"],
-                  [[k, v] for k, v in (record.get("per_layer_density") or {}).items()])
+    tracker.table(
+        "per_layer_density_table",
+        ["tensor", "density"],
+        [[k, v] for k, v in (record.get("per_layer_density") or {}).items()],
+    )
     final = store.at(record["final_stage"])
-    metadata = {k: record.get(k) for k in ("experiment", "label", "model", "dataset", "seed", "target_sparsity",
-                                           "density", "test_acc", "final_stage")}
-    tracker.artifact(artifact_name(record["label"], record["model"], record["dataset"]), final.model_files(),
-                     alias=final.hash, metadata=metadata)
+    metadata = {
+        k: record.get(k)
+        for k in (
+            "experiment",
+            "label",
+            "model",
+            "dataset",
+            "seed",
+            "target_sparsity",
+            "density",
+            "test_acc",
+            "final_stage",
+        )
+    }
+    tracker.artifact(
+        artifact_name(record["label"], record["model"], record["dataset"]),
+        final.model_files(),
+        alias=final.hash,
+        metadata=metadata,
+    )
     where = tracker.where()
     if where is not None:
         store.at(f"experiment/{where['id']}").note_mirror(where)
@@ -324,8 +392,13 @@ def job(cfg: DictConfig) -> dict | None:
             failed = record_failure(config, store, err)
             tracker.summary(failed)
             tracker.close(exit_code=1)
-            stop(f"{err}; recorded as failed; lower the learning rate (train.lr, method.recovery.lr_scale)",
-                 output_dir, sweeping, code=1, record=failed)
+            stop(
+                f"{err}; recorded as failed; lower the learning rate (train.lr, method.recovery.lr_scale)",
+                output_dir,
+                sweeping,
+                code=1,
+                record=failed,
+            )
             return None
         except Exception as err:  # recorded as failed; in a sweep the next job runs
             no_room = storage_error(err, config.paths.results)
@@ -342,8 +415,10 @@ def job(cfg: DictConfig) -> dict | None:
             return record
         log_record(tracker, record, store, reused=reused)
     atomic_write_json(output_dir / "result.json", record)
-    print(f"\n{record['label']} on {record['model']}/{record['dataset']}: test_acc={record['test_acc']:.4f}\n"
-          f"{summarize(record)}\n  record: {output_dir / 'result.json'}")
+    print(
+        f"\n{record['label']} on {record['model']}/{record['dataset']}: test_acc={record['test_acc']:.4f}\n"
+        f"{summarize(record)}\n  record: {output_dir / 'result.json'}"
+    )
     return record
 
 

@@ -84,7 +84,7 @@ def module_cycles() -> list[list[str]]:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycles.append(stack[stack.index(nxt):] + [nxt])
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 walk(nxt, stack)
         stack.pop()
@@ -101,8 +101,12 @@ LAZY_OK = {"runners.callbacks": "pandas/matplotlib are loaded only when a sweep 
 
 
 def nested_imports() -> list[str]:
-    return [f"{name} -> {target} (in a function)" for name, path in modules().items()
-            for target, nested in project_imports(path) if nested and name not in LAZY_OK]
+    return [
+        f"{name} -> {target} (in a function)"
+        for name, path in modules().items()
+        for target, nested in project_imports(path)
+        if nested and name not in LAZY_OK
+    ]
 
 
 def violations() -> list[str]:
@@ -116,7 +120,9 @@ def main() -> int:
     edges = room_edges()
     for src in ROOMS:
         targets = sorted({dst for (s, dst) in edges if s == src})
-        print(f"{src:<12} imports {', '.join(f'{t} ({len(edges[(src, t)])})' for t in targets) or 'nothing of the project'}")
+        print(
+            f"{src:<12} imports {', '.join(f'{t} ({len(edges[(src, t)])})' for t in targets) or 'nothing of the project'}"
+        )
     bad = violations()
     print(f"\n{len(bad)} violation(s)" + (":" if bad else ""))
     for line in bad:

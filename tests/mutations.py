@@ -22,8 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-IGNORE = shutil.ignore_patterns(".git", ".venv", "results", "outputs", "multirun", "__pycache__", "*.pyc",
-                                ".pytest_cache", ".mypy_cache", ".ruff_cache", "wandb")
+IGNORE = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "results",
+    "outputs",
+    "multirun",
+    "__pycache__",
+    "*.pyc",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+    "wandb",
+)
 ANSWERS = "tests/test_method_answers.py"
 
 
@@ -37,95 +48,233 @@ class Mutant:
 
 
 MUTANTS = [
-    Mutant("magnitude score sign flipped", "methods/pipeline/scores/weights.py",
-           "return {n: params[n].detach().abs().cpu() for n in names}",
-           "return {n: -params[n].detach().abs().cpu() for n in names}", (ANSWERS,)),
-    Mutant("lottery ranks the smallest weights first", "methods/lottery.py",
-           "scores = magnitude_scores(model, alive)",
-           "scores = {n: -s for n, s in magnitude_scores(model, alive).items()}", (ANSWERS,)),
-    Mutant("SNIP keeps the least sensitive connections", "methods/snip.py",
-           "return snip_scores(model.to(stages.device), params, batches)",
-           "return {n: -s for n, s in snip_scores(model.to(stages.device), params, batches).items()}", (ANSWERS,)),
-    Mutant("SNIP scores ∂L/∂w instead of ∂L/∂c = g ⊙ w", "methods/pipeline/scores/sensitivity.py",
-           "scores = {n: (grads[n] / count * values[n].to(torch.float64)).abs() for n in names}",
-           "scores = {n: (grads[n] / count).abs() for n in names}", (ANSWERS,)),
-    Mutant("OBD saliency without the ½", "methods/pipeline/scores/hessian.py",
-           "out[name] = 0.5 * h * w.square()", "out[name] = h * w.square()", (ANSWERS,)),
-    Mutant("OBD ranks by magnitude instead of saliency", "methods/obd.py",
-           "return obd_saliency({n: p.detach().cpu() for n, p in params.items()}, hdiag)",
-           "return {n: p.detach().abs().cpu() for n, p in params.items()}", (ANSWERS,)),
-    Mutant("lottery level ladder off by one", "methods/lottery.py",
-           "(1 - rates[n]) ** (level if level < count else hi)",
-           "(1 - rates[n]) ** (level + 1 if level < count else hi)", (ANSWERS,)),
-    Mutant("lottery prunes the output layer at the common rate", "methods/lottery.py",
-           'n.startswith(head + ".")', 'n.startswith(head + "#")', (ANSWERS,)),
-    Mutant("SNIP fresh init is the scored init", "methods/snip.py",
-           'fresh = stages.init_stage("fresh_init", seed=stages.seed("init") + REINIT_OFFSET)',
-           'fresh = stages.init_stage("fresh_init", seed=stages.seed("init"))', (ANSWERS,)),
-    Mutant("survey SNIP arm at the Kaiming init", "conf/experiment/arm/snip.yaml",
-           "  init: variance_scaling", "  init: kaiming_normal", (ANSWERS,)),
-    Mutant("lottery reinit control reuses the original init", "methods/lottery.py",
-           'fresh = stages.init_stage("reinit", seed=stages.seed("init") + REINIT_OFFSET)',
-           'fresh = stages.init_stage("reinit", seed=stages.seed("init"))', (ANSWERS,)),
-    Mutant("lottery reinit control trains from iteration 0", "methods/lottery.py",
-           'state = stages.train_stage("control", fresh, stages.train_config, masks=pruned, start_iteration=k)',
-           'state = stages.train_stage("control", fresh, stages.train_config, masks=pruned)', (ANSWERS,)),
-    Mutant("Scratch re-initializes with the source's own init seed", "methods/scratch.py",
-           'else stages.seed("init") + REINIT_OFFSET', 'else stages.seed("init")', ("tests/test_scratch.py",)),
-    Mutant("latency reports a block's time, not a forward's", "runners/metrics.py",
-           "    return (time.perf_counter() - start) / number", "    return time.perf_counter() - start",
-           ("tests/test_metrics.py",)),
-    Mutant("latency times one model after the other, not in turns", "runners/metrics.py",
-           "    while any(sum(b) * n < min_run_time or len(b) < min_blocks for b, n in zip(blocks, numbers)):\n"
-           "        for forward, number, times in zip(forwards, numbers, blocks):\n",
-           "    for forward, number, times in zip(forwards, numbers, blocks):\n"
-           "        while sum(times) * number < min_run_time or len(times) < min_blocks:\n",
-           ("tests/test_metrics.py",)),
-    Mutant("a scratch init is not hashed by the widths it draws", "runners/experiment.py",
-           'spec["widths"] = widths.widths()', 'pass', ("tests/test_scratch.py",)),
-    Mutant("a scratch init keeps the source's own channels", "runners/experiment.py",
-           "widths = architecture.architecture() if", "widths = architecture if", ("tests/test_scratch.py",)),
-    Mutant("shuffle draws positions with replacement (densities drift)", "methods/pipeline/scores/weights.py",
-           "m.flatten()[torch.randperm(m.numel(), generator=gen)]",
-           "m.flatten()[torch.randint(m.numel(), (m.numel(),), generator=gen)]", (ANSWERS,)),
-    Mutant("layerwise selection acts globally", "methods/pipeline/select.py",
-           'if scope == "global":', 'if scope in ("global", "layerwise"):', (ANSWERS, "tests/test_masks.py")),
-    Mutant("random variants global and layerwise swapped", "methods/random.py",
-           'scope = "global" if self.cfg.variant == "global" else "layerwise"\n        return select(',
-           'scope = "layerwise" if self.cfg.variant == "global" else "global"\n        return select(', (ANSWERS,)),
-    Mutant("pruned weights are ranked again (not only survivors)", "methods/pipeline/select.py",
-           'flat = torch.where(alive.flatten(), scores.flatten().double(), torch.tensor(float("-inf"), '
-           'dtype=torch.float64))',
-           "flat = scores.flatten().double()", (ANSWERS, "tests/test_masks.py")),
-    Mutant("prune_from ignored: always the validation-selected weights", "methods/pipeline/unstructured.py",
-           'return self.cfg.prune_from if source.kind == "train" else "selected"', 'return "selected"', (ANSWERS,)),
-    Mutant("lottery prune stages do not hash method.prunable", "methods/lottery.py",
-           '\n                    **({"prunable": prunable} if (prunable := nondefault(self.cfg.prunable)) else {})}',
-           "}", ("tests/test_hashes.py::test_flipping_a_field_changes_a_stage_hash_unless_declared_neutral[lottery]",)),
-    Mutant("global selection keeps one weight too many", "methods/pipeline/select.py",
-           "keep = round(global_target * total)", "keep = round(global_target * total) + 1", (ANSWERS,)),
-    Mutant("shuffle returns the source mask unshuffled", "methods/pipeline/scores/weights.py",
-           "return {n: m.flatten()[torch.randperm(m.numel(), generator=gen)].view_as(m) for n, m in masks.items()}",
-           "return {n: m.clone() for n, m in masks.items()}", (ANSWERS,)),
-    Mutant("slimming's L1 subgradient pushes γ away from 0", "methods/slimming.py",
-           "torch.sign(module.weight), alpha=lam", "torch.sign(module.weight), alpha=-lam", ("tests/test_slimming.py",)),
-    Mutant("masked training forgets to mask the gradients", "methods/pipeline/masks.py",
-           "        if present:\n            torch._foreach_mul_", "        if False:\n            torch._foreach_mul_",
-           ("tests/test_masks.py",)),
-    Mutant("masked training leaves the pre-hooks detached", "methods/pipeline/masks.py",
-           "            module._forward_pre_hooks.update(hooks)", "            pass", ("tests/test_masks.py",)),
-    Mutant("the train hash leaves out the conv layout train() picks", "runners/experiment.py",
-           "        train_cfg = replace(train_cfg, channels_last=channels_last(", "        train_cfg = replace(train_cfg, "
-           "channels_last=train_cfg.channels_last or (lambda *a: None)(", ("tests/test_layout.py",)),
-    Mutant("conv nets train NCHW whatever the layout says", "foundations/training/loop.py",
-           "    layout = torch.channels_last if nhwc else", "    layout = torch.contiguous_format if nhwc else",
-           ("tests/test_layout.py",)),
-    Mutant("the CPU thread count is left out of the hashes", "runners/experiment.py",
-           '    return {"threads": threads} if threads not in (None, 1) else {}', "    return {}",
-           ("tests/test_hashes.py::test_the_cpu_thread_count_is_hashed_unless_it_is_the_default_one",)),
-    Mutant("divergence goes unnoticed", "foundations/training/loop.py",
-           "        if first >= 0:\n            raise Diverged", "        if first < -1:\n            raise Diverged",
-           ("tests/test_fail_loudly.py::test_the_loop_stops_at_the_first_non_finite_loss",)),
+    Mutant(
+        "magnitude score sign flipped",
+        "methods/pipeline/scores/weights.py",
+        "return {n: params[n].detach().abs().cpu() for n in names}",
+        "return {n: -params[n].detach().abs().cpu() for n in names}",
+        (ANSWERS,),
+    ),
+    Mutant(
+        "lottery ranks the smallest weights first",
+        "methods/lottery.py",
+        "scores = magnitude_scores(model, alive)",
+        "scores = {n: -s for n, s in magnitude_scores(model, alive).items()}",
+        (ANSWERS,),
+    ),
+    Mutant(
+        "SNIP keeps the least sensitive connections",
+        "methods/snip.py",
+        "return snip_scores(model.to(stages.device), params, batches)",
+        "return {n: -s for n, s in snip_scores(model.to(stages.device), params, batches).items()}",
+        (ANSWERS,),
+    ),
+    Mutant(
+        "SNIP scores ∂L/∂w instead of ∂L/∂c = g ⊙ w",
+        "methods/pipeline/scores/sensitivity.py",
+        "scores = {n: (grads[n] / count * values[n].to(torch.float64)).abs() for n in names}",
+        "scores = {n: (grads[n] / count).abs() for n in names}",
+        (ANSWERS,),
+    ),
+    Mutant(
+        "OBD saliency without the ½",
+        "methods/pipeline/scores/hessian.py",
+        "out[name] = 0.5 * h * w.square()",
+        "out[name] = h * w.square()",
+        (ANSWERS,),
+    ),
+    Mutant(
+        "OBD ranks by magnitude instead of saliency",
+        "methods/obd.py",
+        "return obd_saliency({n: p.detach().cpu() for n, p in params.items()}, hdiag)",
+        "return {n: p.detach().abs().cpu() for n, p in params.items()}",
+        (ANSWERS,),
+    ),
+    Mutant(
+        "lottery level ladder off by one",
+        "methods/lottery.py",
+        "(1 - rates[n]) ** (level if level < count else hi)",
+        "(1 - rates[n]) ** (level + 1 if level < count else hi)",
+        (ANSWERS,),
+    ),
+    Mutant(
+        "lottery prunes the output layer at the common rate",
+        "methods/lottery.py",
+        'n.startswith(head + ".")',
+        'n.startswith(head + "#")',
+        (ANSWERS,),
+    ),
+    Mutant(
+        "SNIP fresh init is the scored init",
+        "methods/snip.py",
+        'fresh = stages.init_stage("fresh_init", seed=stages.seed("init") + REINIT_OFFSET)',
+        'fresh = stages.init_stage("fresh_init", seed=stages.seed("init"))',
+        (ANSWERS,),
+    ),
+    Mutant(
+        "survey SNIP arm at the Kaiming init",
+        "conf/experiment/arm/snip.yaml",
+        "  init: variance_scaling",
+        "  init: kaiming_normal",
+        (ANSWERS,),
+    ),
+    Mutant(
+        "lottery reinit control reuses the original init",
+        "methods/lottery.py",
+        'fresh = stages.init_stage("reinit", seed=stages.seed("init") + REINIT_OFFSET)',
+        'fresh = stages.init_stage("reinit", seed=stages.seed("init"))',
+        (ANSWERS,),
+    ),
+    Mutant(
+        "lottery reinit control trains from iteration 0",
+        "methods/lottery.py",
+        'state = stages.train_stage("control", fresh, stages.train_config, masks=pruned, start_iteration=k)',
+        'state = stages.train_stage("control", fresh, stages.train_config, masks=pruned)',
+        (ANSWERS,),
+    ),
+    Mutant(
+        "Scratch re-initializes with the source's own init seed",
+        "methods/scratch.py",
+        'else stages.seed("init") + REINIT_OFFSET',
+        'else stages.seed("init")',
+        ("tests/test_scratch.py",),
+    ),
+    Mutant(
+        "latency reports a block's time, not a forward's",
+        "runners/metrics.py",
+        "    return (time.perf_counter() - start) / number",
+        "    return time.perf_counter() - start",
+        ("tests/test_metrics.py",),
+    ),
+    Mutant(
+        "latency times one model after the other, not in turns",
+        "runners/metrics.py",
+        "    while any(sum(b) * n < min_run_time or len(b) < min_blocks for b, n in zip(blocks, numbers)):\n"
+        "        for forward, number, times in zip(forwards, numbers, blocks):\n",
+        "    for forward, number, times in zip(forwards, numbers, blocks):\n"
+        "        while sum(times) * number < min_run_time or len(times) < min_blocks:\n",
+        ("tests/test_metrics.py",),
+    ),
+    Mutant(
+        "a scratch init is not hashed by the widths it draws",
+        "runners/experiment.py",
+        'spec["widths"] = widths.widths()',
+        "pass",
+        ("tests/test_scratch.py",),
+    ),
+    Mutant(
+        "a scratch init keeps the source's own channels",
+        "runners/experiment.py",
+        "widths = architecture.architecture() if",
+        "widths = architecture if",
+        ("tests/test_scratch.py",),
+    ),
+    Mutant(
+        "shuffle draws positions with replacement (densities drift)",
+        "methods/pipeline/scores/weights.py",
+        "m.flatten()[torch.randperm(m.numel(), generator=gen)]",
+        "m.flatten()[torch.randint(m.numel(), (m.numel(),), generator=gen)]",
+        (ANSWERS,),
+    ),
+    Mutant(
+        "layerwise selection acts globally",
+        "methods/pipeline/select.py",
+        'if scope == "global":',
+        'if scope in ("global", "layerwise"):',
+        (ANSWERS, "tests/test_masks.py"),
+    ),
+    Mutant(
+        "random variants global and layerwise swapped",
+        "methods/random.py",
+        'scope = "global" if self.cfg.variant == "global" else "layerwise"\n        return select(',
+        'scope = "layerwise" if self.cfg.variant == "global" else "global"\n        return select(',
+        (ANSWERS,),
+    ),
+    Mutant(
+        "pruned weights are ranked again (not only survivors)",
+        "methods/pipeline/select.py",
+        'flat = torch.where(alive.flatten(), scores.flatten().double(), torch.tensor(float("-inf"), '
+        "dtype=torch.float64))",
+        "flat = scores.flatten().double()",
+        (ANSWERS, "tests/test_masks.py"),
+    ),
+    Mutant(
+        "prune_from ignored: always the validation-selected weights",
+        "methods/pipeline/unstructured.py",
+        'return self.cfg.prune_from if source.kind == "train" else "selected"',
+        'return "selected"',
+        (ANSWERS,),
+    ),
+    Mutant(
+        "lottery prune stages do not hash method.prunable",
+        "methods/lottery.py",
+        '                **({"prunable": prunable} if (prunable := nondefault(self.cfg.prunable)) else {}),\n',
+        "",
+        ("tests/test_hashes.py::test_flipping_a_field_changes_a_stage_hash_unless_declared_neutral[lottery]",),
+    ),
+    Mutant(
+        "global selection keeps one weight too many",
+        "methods/pipeline/select.py",
+        "keep = round(global_target * total)",
+        "keep = round(global_target * total) + 1",
+        (ANSWERS,),
+    ),
+    Mutant(
+        "shuffle returns the source mask unshuffled",
+        "methods/pipeline/scores/weights.py",
+        "return {n: m.flatten()[torch.randperm(m.numel(), generator=gen)].view_as(m) for n, m in masks.items()}",
+        "return {n: m.clone() for n, m in masks.items()}",
+        (ANSWERS,),
+    ),
+    Mutant(
+        "slimming's L1 subgradient pushes γ away from 0",
+        "methods/slimming.py",
+        "torch.sign(module.weight), alpha=lam",
+        "torch.sign(module.weight), alpha=-lam",
+        ("tests/test_slimming.py",),
+    ),
+    Mutant(
+        "masked training forgets to mask the gradients",
+        "methods/pipeline/masks.py",
+        "        if present:\n            torch._foreach_mul_",
+        "        if False:\n            torch._foreach_mul_",
+        ("tests/test_masks.py",),
+    ),
+    Mutant(
+        "masked training leaves the pre-hooks detached",
+        "methods/pipeline/masks.py",
+        "            module._forward_pre_hooks.update(hooks)",
+        "            pass",
+        ("tests/test_masks.py",),
+    ),
+    Mutant(
+        "the train hash leaves out the conv layout train() picks",
+        "runners/experiment.py",
+        "            train_cfg, channels_last=channels_last(train_cfg.channels_last, self.convolutional, self.device)",
+        "            train_cfg, channels_last=train_cfg.channels_last or (lambda *a: None)(train_cfg.channels_last)",
+        ("tests/test_layout.py",),
+    ),
+    Mutant(
+        "conv nets train NCHW whatever the layout says",
+        "foundations/training/loop.py",
+        "    layout = torch.channels_last if nhwc else",
+        "    layout = torch.contiguous_format if nhwc else",
+        ("tests/test_layout.py",),
+    ),
+    Mutant(
+        "the CPU thread count is left out of the hashes",
+        "runners/experiment.py",
+        '    return {"threads": threads} if threads not in (None, 1) else {}',
+        "    return {}",
+        ("tests/test_hashes.py::test_the_cpu_thread_count_is_hashed_unless_it_is_the_default_one",),
+    ),
+    Mutant(
+        "divergence goes unnoticed",
+        "foundations/training/loop.py",
+        "        if first >= 0:\n            raise Diverged",
+        "        if first < -1:\n            raise Diverged",
+        ("tests/test_fail_loudly.py::test_the_loop_stops_at_the_first_non_finite_loss",),
+    ),
 ]
 
 
@@ -152,8 +301,14 @@ def apply(repo: Path, mutant: Mutant) -> None:
 def pytest(repo: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, str]:
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "WANDB_MODE": "disabled"}
     try:
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
-                              cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+            cwd=repo,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         return -1, f"timed out after {timeout:.0f} s"
     lines = [line for line in proc.stdout.splitlines() if re.search(r"\d+ (passed|failed|error)", line)]
@@ -162,8 +317,13 @@ def pytest(repo: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, str
 
 def imports_from(repo: Path) -> Path:
     """Where the copy's Python imports the project from (it must be the copy, not an editable install)."""
-    out = subprocess.run([sys.executable, "-c", "import methods; print(methods.__file__)"], cwd=repo,
-                         capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", "import methods; print(methods.__file__)"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     return Path(out).resolve()
 
 

@@ -62,10 +62,15 @@ def test_groups_exclude_the_classifier_and_record_bn_and_consumers():
     model, x = build("lenet5")
     groups = prunable_channel_groups(model, x)
     assert [(g.name, g.bn, g.consumers, g.num_channels) for g in groups] == [
-        ("conv1", None, ["conv2"], 20), ("conv2", None, ["fc1"], 50), ("fc1", None, ["fc2"], 500)]
+        ("conv1", None, ["conv2"], 20),
+        ("conv2", None, ["fc1"], 50),
+        ("fc1", None, ["fc2"], 500),
+    ]
     model, x = build("mlp_bn")
     assert [(g.name, g.bn, g.consumers) for g in prunable_channel_groups(model, x)] == [
-        ("fc1", "bn1", ["fc2"]), ("fc2", "bn2", ["fc3"])]
+        ("fc1", "bn1", ["fc2"]),
+        ("fc2", "bn2", ["fc3"]),
+    ]
 
 
 def test_resnet_stages_are_tied_into_one_group_each():
@@ -76,8 +81,12 @@ def test_resnet_stages_are_tied_into_one_group_each():
     assert len(groups) == 3 + 9  # one per residual stage + each block's inner conv1
     stage1 = groups["conv1"]
     assert stage1.layers == ["conv1", "layer1.0.conv2", "layer1.1.conv2", "layer1.2.conv2"]
-    assert stage1.bn_of == {"conv1": "bn1", "layer1.0.conv2": "layer1.0.bn2", "layer1.1.conv2": "layer1.1.bn2",
-                            "layer1.2.conv2": "layer1.2.bn2"}
+    assert stage1.bn_of == {
+        "conv1": "bn1",
+        "layer1.0.conv2": "layer1.0.bn2",
+        "layer1.1.conv2": "layer1.1.bn2",
+        "layer1.2.conv2": "layer1.2.bn2",
+    }
     stage3 = groups["layer3.0.conv2"]
     assert stage3.layers == ["layer3.0.conv2", "layer3.0.shortcut.conv", "layer3.1.conv2", "layer3.2.conv2"]
     assert stage3.bn_of["layer3.0.shortcut.conv"] == "layer3.0.shortcut.bn"
@@ -107,7 +116,9 @@ def test_compacted_model_equals_channel_masked_model(family):
     for g in groups:  # every coupled layer and its BN lost the same channels
         for layer in g.layers:
             module = small.get_submodule(layer)
-            assert (module.out_channels if isinstance(module, nn.Conv2d) else module.out_features) == len(plan.keep[g.name])
+            assert (module.out_channels if isinstance(module, nn.Conv2d) else module.out_features) == len(
+                plan.keep[g.name]
+            )
             if g.bn_of[layer]:
                 bn = small.get_submodule(g.bn_of[layer])
                 assert bn.num_features == bn.running_mean.numel() == bn.running_var.numel() == len(plan.keep[g.name])
@@ -174,8 +185,10 @@ def test_compact_refuses_an_emptied_group():
 def _groups(sizes):
     from methods.pipeline.channels.plan import ChannelGroup
 
-    return [ChannelGroup(name=f"l{i}", layers=[f"l{i}"], bn_of={f"l{i}": None}, consumers=[], num_channels=n)
-            for i, n in enumerate(sizes)]
+    return [
+        ChannelGroup(name=f"l{i}", layers=[f"l{i}"], bn_of={f"l{i}": None}, consumers=[], num_channels=n)
+        for i, n in enumerate(sizes)
+    ]
 
 
 @pytest.mark.parametrize("sparsity", [0.0, 0.1, 0.37, 0.5, 0.9])
@@ -272,8 +285,10 @@ def test_end_to_end_slimming_style_selection_on_bn_scales():
     groups = prunable_channel_groups(model, x)
     scores = {g.name: model.get_submodule(g.bn).weight.detach().abs() for g in groups}
     plan = select_channels(scores, groups, 0.6, scope="global")
-    assert math.isclose(channel_sparsity(plan, model), round(0.6 * sum(g.num_channels for g in groups)) /
-                        sum(g.num_channels for g in groups))
+    assert math.isclose(
+        channel_sparsity(plan, model),
+        round(0.6 * sum(g.num_channels for g in groups)) / sum(g.num_channels for g in groups),
+    )
     small = compact(model, plan, x)
     with torch.no_grad():
         assert (mask_channels(model, plan)(x) - small(x)).abs().max() < 1e-5
@@ -287,7 +302,8 @@ def test_a_bare_plan_is_traced_for_its_coupled_layers():
     with pytest.raises(UserError, match="example_input"):
         mask_channels(model, bare)
     masked = mask_channels(model, bare, x)
-    assert torch.all(masked.layer1.get_submodule("2").bn2.weight[
-        sorted(set(range(16)) - set(bare.keep["conv1"]))] == 0)  # a residual member, found by tracing
+    assert torch.all(
+        masked.layer1.get_submodule("2").bn2.weight[sorted(set(range(16)) - set(bare.keep["conv1"]))] == 0
+    )  # a residual member, found by tracing
     with torch.no_grad():
         assert (masked(x) - compact(model, bare, x)(x)).abs().max() < 1e-5

@@ -14,8 +14,13 @@ from runners.experiment import Experiment, run_experiment
 from runners.store import Store
 from tests.conftest import make_run
 
-DATA = ["dataset=synthetic", "dataset.num_train=300", "dataset.num_test=100", "dataset.val_size=50",
-        "train.batch_size=64"]
+DATA = [
+    "dataset=synthetic",
+    "dataset.num_train=300",
+    "dataset.num_test=100",
+    "dataset.val_size=50",
+    "train.batch_size=64",
+]
 MLP = [*DATA, "model=mlp_bn", "model.widths=[12,8]"]
 
 
@@ -62,8 +67,9 @@ def test_the_checkpoint_is_named_by_its_content(tmp_path):
     (tmp_path / "moved").mkdir()
     shutil.copy(tmp_path / "w.pt", tmp_path / "moved" / "w.pt")
     args = [*MLP, "train.epochs=0"]
-    first = run_experiment(make_run(tmp_path, *args, f"model.checkpoint={tmp_path / 'w.pt'}"),
-                           Store(tmp_path / "results"))
+    first = run_experiment(
+        make_run(tmp_path, *args, f"model.checkpoint={tmp_path / 'w.pt'}"), Store(tmp_path / "results")
+    )
     again = Store(tmp_path / "results")
     moved = run_experiment(make_run(tmp_path, *args, f"model.checkpoint={tmp_path / 'moved' / 'w.pt'}"), again)
     assert again.computed == [] and moved == first  # a moved checkpoint is the same experiment
@@ -90,14 +96,20 @@ def test_more_epochs_train_on_from_the_checkpoint(tmp_path):
 def test_empty_schedules_are_refused_before_anything_is_written(tmp_path):
     trained_checkpoint(tmp_path / "w.pt")
     ckpt = f"model.checkpoint={tmp_path / 'w.pt'}"
-    with pytest.raises(UserError, match=r"^train\.epochs: 0 trains nothing; it only makes sense from model\.checkpoint"):
+    with pytest.raises(
+        UserError, match=r"^train\.epochs: 0 trains nothing; it only makes sense from model\.checkpoint"
+    ):
         make_run(tmp_path, *MLP, "train.epochs=0")
-    cases = [(["method=l1_filter", "method.recovery.epochs=null"],
-              r"^method\.recovery\.epochs: the fine-tune takes its length from train\.epochs"),
-             (["method=slimming"], r"^method\.recovery\.epochs: the fine-tune takes"),  # paper preset = dense schedule
-             (["method=lottery"], r"^train\.epochs: method=lottery trains for the dense schedule"),
-             (["method=snip"], r"^train\.epochs: method=snip trains for the dense schedule"),
-             (["method=scratch", "method.source=l1_filter"], r"^train\.epochs: method=scratch")]
+    cases = [
+        (
+            ["method=l1_filter", "method.recovery.epochs=null"],
+            r"^method\.recovery\.epochs: the fine-tune takes its length from train\.epochs",
+        ),
+        (["method=slimming"], r"^method\.recovery\.epochs: the fine-tune takes"),  # paper preset = dense schedule
+        (["method=lottery"], r"^train\.epochs: method=lottery trains for the dense schedule"),
+        (["method=snip"], r"^train\.epochs: method=snip trains for the dense schedule"),
+        (["method=scratch", "method.source=l1_filter"], r"^train\.epochs: method=scratch"),
+    ]
     for extra, message in cases:
         run = make_run(tmp_path, *MLP, ckpt, "train.epochs=0", *extra)
         with pytest.raises(UserError, match=message):
@@ -117,8 +129,11 @@ def test_pruning_a_checkpoint_reads_its_own_weights(tmp_path):
     pruned = build_model(run.model, (1, 8, 8), 4)
     pruned.load_state_dict(source.state_dict())
     weights = {n: p for n, p in pruned.named_parameters() if n.endswith(".weight") and n.startswith("fc")}
-    threshold = torch.cat([w.detach().abs().flatten() for w in weights.values()]).kthvalue(
-        round(0.7 * sum(w.numel() for w in weights.values()))).values
+    threshold = (
+        torch.cat([w.detach().abs().flatten() for w in weights.values()])
+        .kthvalue(round(0.7 * sum(w.numel() for w in weights.values())))
+        .values
+    )
     masks = store.at(f"prune/{record['stage_hashes']['prune1']}").masks()
     assert masks.keys() == weights.keys()
     assert all(torch.equal(masks[n], w.detach().abs() > threshold) for n, w in weights.items())
@@ -132,6 +147,6 @@ def test_pruning_a_checkpoint_reads_its_own_weights(tmp_path):
     plan = store.at(f"prune/{record['stage_hashes']['prune']}").plan()
     gammas = {"fc1": source.bn1.weight.detach().abs(), "fc2": source.bn2.weight.detach().abs()}
     flat = sorted((float(g), name, i) for name, gs in gammas.items() for i, g in enumerate(gs))
-    removed = {(name, i) for _, name, i in flat[:round(0.4 * 20)]}
+    removed = {(name, i) for _, name, i in flat[: round(0.4 * 20)]}
     expect = {name: [i for i in range(len(gs)) if (name, i) not in removed] for name, gs in gammas.items()}
     assert plan.keep == expect

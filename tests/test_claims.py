@@ -37,21 +37,40 @@ T_TABLE = {2: 4.303, 3: 3.182, 4: 2.776}
 
 
 def record(label, seed, test_acc, **fields):
-    return {"status": "ok", "experiment": EXPERIMENT, "label": label, "method": label.split(" ")[0],
-            "model": "mlp_bn", "dataset": "fashion_mnist", "seed": seed, "target_sparsity": 0.9,
-            "test_acc": test_acc, "dense_stage": f"dense{seed}", **fields}
+    return {
+        "status": "ok",
+        "experiment": EXPERIMENT,
+        "label": label,
+        "method": label.split(" ")[0],
+        "model": "mlp_bn",
+        "dataset": "fashion_mnist",
+        "seed": seed,
+        "target_sparsity": 0.9,
+        "test_acc": test_acc,
+        "dense_stage": f"dense{seed}",
+        **fields,
+    }
 
 
 def claim(comparisons, arms=None, **extra):
-    raw = {"id": "t", "number": 1, "paper": "P", "source": "S", "sentence": "s",
-           "experiments": ["+experiment=reproduce_mlp +experiment/arm=a,b"],
-           "arms": arms or {"a": {"label": "a"}, "b": {"label": "b"}}, "comparisons": comparisons, **extra}
+    raw = {
+        "id": "t",
+        "number": 1,
+        "paper": "P",
+        "source": "S",
+        "sentence": "s",
+        "experiments": ["+experiment=reproduce_mlp +experiment/arm=a,b"],
+        "arms": arms or {"a": {"label": "a"}, "b": {"label": "b"}},
+        "comparisons": comparisons,
+        **extra,
+    }
     return parse_claim(raw, "test")
 
 
 def two_arms(a_values, b_values, **fields):
-    return ([record("a", s, v, **fields) for s, v in zip(SEEDS, a_values)] +
-            [record("b", s, v, **fields) for s, v in zip(SEEDS, b_values)])
+    return [record("a", s, v, **fields) for s, v in zip(SEEDS, a_values)] + [
+        record("b", s, v, **fields) for s, v in zip(SEEDS, b_values)
+    ]
 
 
 def verdict_of(records, comparison, seeds=SEEDS, **extra):
@@ -67,7 +86,9 @@ def test_paired_stats_is_the_student_t_interval_of_the_mean(diffs):
     half = T_TABLE[n - 1] * sd / math.sqrt(n)
     got = paired_stats(diffs)
     assert got.n == n and got.mean == pytest.approx(mean) and got.std == pytest.approx(sd)
-    assert got.low == pytest.approx(mean - half, abs=1e-3 * sd) and got.high == pytest.approx(mean + half, abs=1e-3 * sd)
+    assert got.low == pytest.approx(mean - half, abs=1e-3 * sd) and got.high == pytest.approx(
+        mean + half, abs=1e-3 * sd
+    )
 
 
 def test_identical_differences_give_a_zero_width_interval():
@@ -77,16 +98,26 @@ def test_identical_differences_give_a_zero_width_interval():
         paired_stats([0.1])
 
 
-@pytest.mark.parametrize("relation,low,high,kwargs,expected", [
-    ("greater", 0.01, 0.03, {}, CONFIRMED), ("greater", -0.03, -0.01, {}, REFUTED),
-    ("greater", -0.01, 0.03, {}, INCONCLUSIVE), ("greater", 0.01, 0.03, {"threshold": 0.05}, REFUTED),
-    ("less", -0.03, -0.01, {}, CONFIRMED), ("less", 0.01, 0.02, {}, REFUTED),
-    ("less", -0.2, -0.11, {"threshold": -0.1}, CONFIRMED), ("less", -0.2, -0.05, {"threshold": -0.1}, INCONCLUSIVE),
-    ("at_least", -0.004, 0.01, {"tolerance": 0.005}, CONFIRMED), ("at_least", -0.03, -0.01, {"tolerance": 0.005}, REFUTED),
-    ("at_least", -0.01, 0.01, {"tolerance": 0.005}, INCONCLUSIVE),
-    ("approx", -0.004, 0.004, {"tolerance": 0.005}, CONFIRMED), ("approx", 0.006, 0.01, {"tolerance": 0.005}, REFUTED),
-    ("approx", -0.01, -0.006, {"tolerance": 0.005}, REFUTED), ("approx", -0.001, 0.01, {"tolerance": 0.005}, INCONCLUSIVE),
-])
+@pytest.mark.parametrize(
+    "relation,low,high,kwargs,expected",
+    [
+        ("greater", 0.01, 0.03, {}, CONFIRMED),
+        ("greater", -0.03, -0.01, {}, REFUTED),
+        ("greater", -0.01, 0.03, {}, INCONCLUSIVE),
+        ("greater", 0.01, 0.03, {"threshold": 0.05}, REFUTED),
+        ("less", -0.03, -0.01, {}, CONFIRMED),
+        ("less", 0.01, 0.02, {}, REFUTED),
+        ("less", -0.2, -0.11, {"threshold": -0.1}, CONFIRMED),
+        ("less", -0.2, -0.05, {"threshold": -0.1}, INCONCLUSIVE),
+        ("at_least", -0.004, 0.01, {"tolerance": 0.005}, CONFIRMED),
+        ("at_least", -0.03, -0.01, {"tolerance": 0.005}, REFUTED),
+        ("at_least", -0.01, 0.01, {"tolerance": 0.005}, INCONCLUSIVE),
+        ("approx", -0.004, 0.004, {"tolerance": 0.005}, CONFIRMED),
+        ("approx", 0.006, 0.01, {"tolerance": 0.005}, REFUTED),
+        ("approx", -0.01, -0.006, {"tolerance": 0.005}, REFUTED),
+        ("approx", -0.001, 0.01, {"tolerance": 0.005}, INCONCLUSIVE),
+    ],
+)
 def test_judge_reads_the_interval_against_the_claimed_side(relation, low, high, kwargs, expected):
     assert judge(Stats(3, (low + high) / 2, 0.0, low, high), relation, **kwargs) == expected
 
@@ -154,10 +185,14 @@ def test_other_experiments_and_filters_are_not_mixed_in():
 
 def test_each_axis_value_is_a_part_and_disagreeing_parts_are_mixed():
     records = []
-    for at, (a, b) in {0.5: ([0.90, 0.91, 0.92], [0.80, 0.80, 0.81]), 0.9: ([0.70, 0.71, 0.69], [0.80, 0.80, 0.79])}.items():
+    for at, (a, b) in {
+        0.5: ([0.90, 0.91, 0.92], [0.80, 0.80, 0.81]),
+        0.9: ([0.70, 0.71, 0.69], [0.80, 0.80, 0.79]),
+    }.items():
         records += [{**r, "target_sparsity": at} for r in two_arms(a, b)]
-    result = verdict_of(records, {"a": "a", "relation": "greater", "b": "b"},
-                        at={"key": "target_sparsity", "values": [0.5, 0.9]})
+    result = verdict_of(
+        records, {"a": "a", "relation": "greater", "b": "b"}, at={"key": "target_sparsity", "values": [0.5, 0.9]}
+    )
     assert [p.verdict for p in result.parts] == [CONFIRMED, REFUTED]
     assert result.verdict == MIXED
 
@@ -182,8 +217,11 @@ def test_monotone_judges_every_step_along_the_axis():
     records = []
     for at, values in {0.3: (1.0, 1.1, 0.9), 0.5: (1.5, 1.6, 1.45), 0.9: (1.4, 1.7, 1.3)}.items():
         records += [record("a", s, 0.9, target_sparsity=at, ratio=v) for s, v in zip(SEEDS, values)]
-    result = verdict_of(records, {"a": {"arm": "a", "metric": "ratio"}, "relation": "monotone",
-                                  "direction": "increasing"}, at={"key": "target_sparsity", "values": [0.3, 0.5, 0.9]})
+    result = verdict_of(
+        records,
+        {"a": {"arm": "a", "metric": "ratio"}, "relation": "monotone", "direction": "increasing"},
+        at={"key": "target_sparsity", "values": [0.3, 0.5, 0.9]},
+    )
     assert [p.at for p in result.parts] == ["0.3 → 0.5", "0.5 → 0.9"]
     assert [p.verdict for p in result.parts] == [CONFIRMED, INCONCLUSIVE]
     assert result.parts[0].stats.mean == pytest.approx(0.5166666, abs=1e-6)
@@ -191,10 +229,16 @@ def test_monotone_judges_every_step_along_the_axis():
 
 # ------------------------------------------------------------------------------------------------ metrics, filters
 def test_derived_metrics():
-    r = {"test_loss_before_recovery": 0.9, "test_loss_before_pruning": 0.3, "dense_test_loss": 0.2,
-         "rounds": [{"predicted_loss_increase": 1.0, "measured_loss_increase": 0.5},
-                    {"predicted_loss_increase": 0.2, "measured_loss_increase": 0.5}],
-         "sparsity_trained_gamma_abs": {"bn1": [0.01, 0.2, 0.001, 0.5], "bn2": [0.04, 0.06]}}
+    r = {
+        "test_loss_before_recovery": 0.9,
+        "test_loss_before_pruning": 0.3,
+        "dense_test_loss": 0.2,
+        "rounds": [
+            {"predicted_loss_increase": 1.0, "measured_loss_increase": 0.5},
+            {"predicted_loss_increase": 0.2, "measured_loss_increase": 0.5},
+        ],
+        "sparsity_trained_gamma_abs": {"bn1": [0.01, 0.2, 0.001, 0.5], "bn2": [0.04, 0.06]},
+    }
     assert metric_value(r, "loss_increase_before_recovery") == pytest.approx(0.6)
     assert metric_value(r, "obd_measured_over_predicted") == pytest.approx(2.5)  # the last round
     assert metric_value(r, {"name": "gamma_fraction_below", "threshold": 0.05}) == pytest.approx(3 / 6)
@@ -203,23 +247,31 @@ def test_derived_metrics():
 
 
 def test_paths_filters_and_operators():
-    r = {"per_layer_density": {"conv1.weight": 0.5}, "method_config": {"lam": 0.01, "scope": "global"},
-         "target_sparsity": 0.95000000001, "rounds": [{"a": 1}, {"a": 2}]}
+    r = {
+        "per_layer_density": {"conv1.weight": 0.5},
+        "method_config": {"lam": 0.01, "scope": "global"},
+        "target_sparsity": 0.95000000001,
+        "rounds": [{"a": 1}, {"a": 2}],
+    }
     assert record_value(r, "per_layer_density.conv1.weight") == 0.5 and record_value(r, "rounds.-1.a") == 2
     assert record_value(r, "method_config.nosuch") is None
     assert matches(r, {"target_sparsity": 0.95, "method_config.scope": "global"})
     assert matches(r, {"method_config.lam": {"gt": 0}}) and not matches(r, {"method_config.lam": 0})
     assert matches(r, {"method_config.scope": {"in": ["layerwise", "global"]}})
-    assert matches(r, {"method_config.scope": {"not": "layerwise"}}) and not matches(r, {"method_config.lam": {"lt": 0}})
+    assert matches(r, {"method_config.scope": {"not": "layerwise"}}) and not matches(
+        r, {"method_config.lam": {"lt": 0}}
+    )
 
 
 # ------------------------------------------------------------------------------------------------ claim files
 def test_a_bad_claim_file_is_one_line_naming_it(tmp_path):
     good = yaml.safe_load((ROOT / "conf" / "claims" / "snip_beats_random.yaml").read_text())
-    cases = {"typo": {**good, "comparison": []}, "relation": {**good, "comparisons": [{"a": "snip", "relation": "beats",
-                                                                                      "b": "random"}]},
-             "arm": {**good, "comparisons": [{"a": "snip", "relation": "greater", "b": "nosuch"}]},
-             "tolerance": {**good, "comparisons": [{"a": "snip", "relation": "approx", "b": "random"}]}}
+    cases = {
+        "typo": {**good, "comparison": []},
+        "relation": {**good, "comparisons": [{"a": "snip", "relation": "beats", "b": "random"}]},
+        "arm": {**good, "comparisons": [{"a": "snip", "relation": "greater", "b": "nosuch"}]},
+        "tolerance": {**good, "comparisons": [{"a": "snip", "relation": "approx", "b": "random"}]},
+    }
     for name, raw in cases.items():
         path = tmp_path / f"{raw['id']}.yaml"
         path.write_text(yaml.safe_dump(raw))
@@ -231,8 +283,10 @@ def test_a_bad_claim_file_is_one_line_naming_it(tmp_path):
 def test_shipped_claims_load_and_are_selected_by_number_or_id():
     claims = load_claims()
     assert [c.number for c in claims] == list(range(1, len(claims) + 1)) and len(claims) >= 12
-    assert [c.id for c in select_claims(claims, "5,lth_ticket_matches_dense")] == ["lth_ticket_matches_dense",
-                                                                                   "lth_reinit_gap"]
+    assert [c.id for c in select_claims(claims, "5,lth_ticket_matches_dense")] == [
+        "lth_ticket_matches_dense",
+        "lth_reinit_gap",
+    ]
     with pytest.raises(UserError, match="--claims"):
         select_claims(claims, "99")
 
@@ -245,9 +299,17 @@ def predicted_record(tmp_path, job: list[str]) -> dict:
 
     config = make_run(tmp_path, *job, "name=" + EXPERIMENT)
     method = get_method(config.method.name)(config.method)
-    out = {"status": "ok", "experiment": config.sweep, "method": method.name, "label": method.label(),
-           "model": config.model.name, "dataset": config.dataset.name, "seed": 0,
-           "target_sparsity": config.method.sparsity, "method_config": asdict(config.method)}
+    out = {
+        "status": "ok",
+        "experiment": config.sweep,
+        "method": method.name,
+        "label": method.label(),
+        "model": config.model.name,
+        "dataset": config.dataset.name,
+        "seed": 0,
+        "target_sparsity": config.method.sparsity,
+        "method_config": asdict(config.method),
+    }
     if method.name == "scratch":
         out.update(budget=config.method.budget, source=method.source_config())
     return out

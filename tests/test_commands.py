@@ -22,24 +22,30 @@ def bin_dir(tmp_path_factory):
     for name, target in scripts().items():
         module, func = target.split(":")
         path = folder / name
-        path.write_text(f"#!{sys.executable}\nimport re, sys\nfrom {module} import {func}\n"
-                        f"if __name__ == '__main__':\n"
-                        f"    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n"
-                        f"    sys.exit({func}())\n")
+        path.write_text(
+            f"#!{sys.executable}\nimport re, sys\nfrom {module} import {func}\n"
+            f"if __name__ == '__main__':\n"
+            f"    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n"
+            f"    sys.exit({func}())\n"
+        )
         path.chmod(0o755)
     return folder
 
 
 def run(bin_dir, *args, env=None):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0", **(env or {})}
-    return subprocess.run([str(bin_dir / args[0]), *args[1:]], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [str(bin_dir / args[0]), *args[1:]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_the_entry_points_exist():
-    assert {"prunelab-train": "runners.train:cli", "prunelab-report": "analysis.report:main",
-            "prunelab-export": "runners.export:main", "prunelab-reproduce": "runners.reproduce:cli"}.items() <= \
-        scripts().items()
+    assert {
+        "prunelab-train": "runners.train:cli",
+        "prunelab-report": "analysis.report:main",
+        "prunelab-export": "runners.export:main",
+        "prunelab-reproduce": "runners.reproduce:cli",
+    }.items() <= scripts().items()
     import importlib
 
     for target in scripts().values():

@@ -46,8 +46,12 @@ def write_mnist_like(folder, n_train=200, n_test=50, compress=True, seed=0):
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed + 1)
-    arrays = [tagged_images(n_train, seed=seed), rng.integers(0, 10, n_train),
-              tagged_images(n_test, seed=seed + 2), rng.integers(0, 10, n_test)]
+    arrays = [
+        tagged_images(n_train, seed=seed),
+        rng.integers(0, 10, n_train),
+        tagged_images(n_test, seed=seed + 2),
+        rng.integers(0, 10, n_test),
+    ]
     for stem, array in zip(IDX_FILES, arrays):
         write_idx(folder / (stem + ".gz" if compress else stem), array, compress)
     return arrays
@@ -65,8 +69,12 @@ def write_cifar(root, kind="cifar10", per_batch=20, seed=0):
     written = {}
     for name in names:
         n = per_batch * (5 if kind == "cifar100" and name == "train" else 1)
-        batch = {b"batch_label": name.encode(), b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                 key: rng.integers(0, classes, n).tolist(), b"filenames": [b"x.png"] * n}
+        batch = {
+            b"batch_label": name.encode(),
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            key: rng.integers(0, classes, n).tolist(),
+            b"filenames": [b"x.png"] * n,
+        }
         if kind == "cifar100":
             batch[b"coarse_labels"] = rng.integers(0, 20, n).tolist()
         with open(folder / name, "wb") as fh:
@@ -231,14 +239,17 @@ def test_missing_files_name_the_debian_package_and_the_options(tmp_path, no_defa
         build_dataset(cfg(data_dir=str(tmp_path / "partial")))
 
 
-@pytest.mark.parametrize("damage,match", [
-    (lambda raw: gzip.compress(gzip.decompress(raw)[:-100]), "truncated IDX file"),
-    (lambda raw: raw[: len(raw) // 2], "truncated gzip stream"),
-    (lambda raw: gzip.compress(b"\x08\x03" + gzip.decompress(raw)[2:]), "bad magic number"),
-    (lambda raw: raw[:10] + b"\x00garbage" * 50, "cannot read"),
-    (lambda raw: gzip.compress(gzip.decompress(raw) + b"\x00"), "trailing bytes"),
-    (lambda raw: b"", "bad magic number"),
-])
+@pytest.mark.parametrize(
+    "damage,match",
+    [
+        (lambda raw: gzip.compress(gzip.decompress(raw)[:-100]), "truncated IDX file"),
+        (lambda raw: raw[: len(raw) // 2], "truncated gzip stream"),
+        (lambda raw: gzip.compress(b"\x08\x03" + gzip.decompress(raw)[2:]), "bad magic number"),
+        (lambda raw: raw[:10] + b"\x00garbage" * 50, "cannot read"),
+        (lambda raw: gzip.compress(gzip.decompress(raw) + b"\x00"), "trailing bytes"),
+        (lambda raw: b"", "bad magic number"),
+    ],
+)
 def test_corrupt_idx_is_one_line_naming_the_file(tmp_path, damage, match):
     write_mnist_like(tmp_path)
     path = tmp_path / "train-images-idx3-ubyte.gz"
@@ -302,8 +313,11 @@ def test_batch_counts_and_drop_last(small_split):
 
 def test_normalization_choices(tmp_path):
     train_x, *_ = write_mnist_like(tmp_path)
-    for normalize, expected in [("caffe", lambda p: p / 256.0), ("none", lambda p: p / 255.0),
-                                ("standard", lambda p: (p / 255.0 - 0.1307) / 0.3081)]:
+    for normalize, expected in [
+        ("caffe", lambda p: p / 256.0),
+        ("none", lambda p: p / 255.0),
+        ("standard", lambda p: (p / 255.0 - 0.1307) / 0.3081),
+    ]:
         data = build_dataset(cfg(name="mnist", data_dir=str(tmp_path), val_size=10, normalize=normalize))
         x, _ = next(data.test.batches(50))
         raw = data.test.images.double()
@@ -324,7 +338,7 @@ def test_subset_is_fixed_per_seed(small_split):
 def _all_crops(image: torch.Tensor) -> list[torch.Tensor]:
     padded = torch.nn.functional.pad(image, (4, 4, 4, 4))
     h, w = image.shape[-2:]
-    crops = [padded[:, dy:dy + h, dx:dx + w] for dy in range(9) for dx in range(9)]
+    crops = [padded[:, dy : dy + h, dx : dx + w] for dy in range(9) for dx in range(9)]
     return crops + [c.flip(-1) for c in crops]
 
 
@@ -335,7 +349,7 @@ def test_crop_flip_matches_the_definition():
     out = crop_flip(x, dy, dx, flip)
     padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
     for i in range(6):
-        expected = padded[i, :, dy[i]:dy[i] + 32, dx[i]:dx[i] + 32]
+        expected = padded[i, :, dy[i] : dy[i] + 32, dx[i] : dx[i] + 32]
         assert torch.equal(out[i], expected.flip(-1) if flip[i] else expected)
 
 
@@ -445,15 +459,23 @@ def test_loader_split_over_a_per_sample_dataset():
 
 # ------------------------------------------------------------------------------------------------ config
 def test_bad_config_values_are_one_line_naming_the_field(tmp_path):
-    for kw, field in [({"val_size": -1}, "dataset.val_size"), ({"normalize": "zscore"}, "dataset.normalize"),
-                      ({"train_limit": 0}, "dataset.train_limit"), ({"num_workers": -2}, "dataset.num_workers"),
-                      ({"input_shape": [8, 8]}, "dataset.input_shape"), ({"num_classes": 1}, "dataset.num_classes")]:
+    for kw, field in [
+        ({"val_size": -1}, "dataset.val_size"),
+        ({"normalize": "zscore"}, "dataset.normalize"),
+        ({"train_limit": 0}, "dataset.train_limit"),
+        ({"num_workers": -2}, "dataset.num_workers"),
+        ({"input_shape": [8, 8]}, "dataset.input_shape"),
+        ({"num_classes": 1}, "dataset.num_classes"),
+    ]:
         with pytest.raises(UserError, match=rf"^{field}: ") as err:
             cfg(**kw)
         assert "\n" not in str(err.value)
     write_mnist_like(tmp_path)
-    with pytest.raises(UserError, match=r"^dataset\.val_size: must be >= 0 and smaller than the training set of 200 "
-                                         r"examples \(got 200\)"):
+    with pytest.raises(
+        UserError,
+        match=r"^dataset\.val_size: must be >= 0 and smaller than the training set of 200 "
+        r"examples \(got 200\)",
+    ):
         build_dataset(cfg(data_dir=str(tmp_path), val_size=200))
     with pytest.raises(UserError, match=r"^dataset\.train_limit: must be at most the 190"):
         build_dataset(cfg(data_dir=str(tmp_path), val_size=10, train_limit=191))
@@ -481,8 +503,9 @@ def test_yaml_files_match_the_registry_and_the_schema():
         typed = dataset_config(compose_dataset(name, *required.get(name, [])))
         assert type(typed) is schema_for(name) and typed.name == name
         assert typed.augment == name.startswith("cifar")
-        assert typed.val_size == {"mnist_5k": 500, "digits": 200, "synthetic": 200, "folder": None,
-                                  "target": None}.get(name, 5000)
+        assert typed.val_size == {"mnist_5k": 500, "digits": 200, "synthetic": 200, "folder": None, "target": None}.get(
+            name, 5000
+        )
     # build_dataset also takes the composed DictConfig node
     node = compose_dataset("synthetic", "dataset.train_limit=50")
     assert (len(build_dataset(node).train), len(build_dataset(node).val)) == (50, 200)

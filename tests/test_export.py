@@ -19,9 +19,20 @@ from runners.store import Store
 from tests.conftest import make_run
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL = ["dataset=synthetic", "dataset.input_shape=[3,8,8]", "dataset.num_train=80", "dataset.num_test=16",
-         "dataset.val_size=16", "train.epochs=1", "train.batch_size=32", "model=torchvision",
-         "model.arch=mobilenet_v2", "model.small_input=true", "+model.kwargs.width_mult=0.25", "method.recovery.epochs=1"]
+MODEL = [
+    "dataset=synthetic",
+    "dataset.input_shape=[3,8,8]",
+    "dataset.num_train=80",
+    "dataset.num_test=16",
+    "dataset.val_size=16",
+    "train.epochs=1",
+    "train.batch_size=32",
+    "model=torchvision",
+    "model.arch=mobilenet_v2",
+    "model.small_input=true",
+    "+model.kwargs.width_mult=0.25",
+    "method.recovery.epochs=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +47,19 @@ def done(tmp_path_factory):
         exp = Experiment(run, store)
         final = store.at(record["final_stage"])
         path = store.stage_dir("experiment", "x").parent  # runs/experiment/
-        record_path = next(p / "result.json" for p in path.iterdir()
-                           if json.loads((p / "result.json").read_text()).get("method") == method)
-        out[method] = {"record": record, "path": record_path, "final": final, "store": store,
-                       "model": folded(exp.model_from(final)).cpu().eval(), "shape": exp.data.input_shape}
+        record_path = next(
+            p / "result.json"
+            for p in path.iterdir()
+            if json.loads((p / "result.json").read_text()).get("method") == method
+        )
+        out[method] = {
+            "record": record,
+            "path": record_path,
+            "final": final,
+            "store": store,
+            "model": folded(exp.model_from(final)).cpu().eval(),
+            "shape": exp.data.input_shape,
+        }
     return out
 
 
@@ -51,7 +71,9 @@ def test_state_dict_of_a_masked_model_folds_the_masks_and_stores_them_sparse(don
     case = done["magnitude"]
     info = exporter.export(str(case["path"]), "state_dict", tmp_path / "out", sparse=True)
     assert info["files"] == ["module.pt", "weights.safetensors", "weights_sparse.pt"]
-    assert set(info["verified"]) == set(info["files"]) and all(v["max_abs_diff"] == 0 for v in info["verified"].values())
+    assert set(info["verified"]) == set(info["files"]) and all(
+        v["max_abs_diff"] == 0 for v in info["verified"].values()
+    )
     state = load_file(str(tmp_path / "out" / "weights.safetensors"))
     expect = case["model"].state_dict()
     assert state.keys() == expect.keys() and all(torch.equal(state[k], expect[k]) for k in state)
@@ -80,8 +102,9 @@ def test_structured_export_is_the_compacted_architecture_with_its_plan(done, tmp
         assert torch.equal(module(x), case["model"](x))
 
 
-@pytest.mark.parametrize("fmt,file", [("torchscript", "model.torchscript.pt"),
-                                      pytest.param("export", "model.pt2", marks=pytest.mark.slow)])  # ~10 s
+@pytest.mark.parametrize(
+    "fmt,file", [("torchscript", "model.torchscript.pt"), pytest.param("export", "model.pt2", marks=pytest.mark.slow)]
+)  # ~10 s
 def test_program_formats_reproduce_the_model_at_any_batch_size(done, tmp_path, fmt, file):
     case = done["l1_filter"]
     stage = case["final"]
@@ -118,10 +141,18 @@ def test_bad_requests_are_one_line(done, tmp_path):
     with pytest.raises(UserError, match=r"is not the record of a finished experiment \(status 'failed'\)"):
         exporter.export(str(tmp_path / "failed.json"), "state_dict", tmp_path / "a")
     assert not (tmp_path / "a").exists()
-    result = subprocess.run([sys.executable, "-m", "runners.export", "nothing/here/at/all", "--out", str(tmp_path / "b")],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0 and "neither an experiment record" in \
-        result.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "runners.export", "nothing/here/at/all", "--out", str(tmp_path / "b")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert (
+        result.returncode == 2
+        and result.stderr.strip().count("\n") == 0
+        and "neither an experiment record" in result.stderr
+    )
 
 
 BLOCKER = """
@@ -145,10 +176,12 @@ def test_artefacts_load_without_prunelab(done, tmp_path):
     x = batch(case["shape"])
     with torch.no_grad():
         torch.save({"x": x, "y": case["model"](x)}, tmp_path / "io.pt")
-    script = BLOCKER + f"""
+    script = (
+        BLOCKER
+        + f"""
 import torch, warnings
 warnings.simplefilter("ignore")
-io = torch.load({str(tmp_path / 'io.pt')!r})
+io = torch.load({str(tmp_path / "io.pt")!r})
 out = {str(out)!r}
 loaded = {{
     "module.pt": torch.load(out + "/module.pt", weights_only=False).eval(),
@@ -166,9 +199,11 @@ with torch.no_grad():
         assert torch.allclose(model(io["x"]), io["y"], atol=1e-5), name
 print("ok", sorted(loaded))
 """
+    )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "ok ['export', 'module.pt', 'torchscript']"
 

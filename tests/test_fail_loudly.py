@@ -31,17 +31,23 @@ def store_files(tmp_path) -> list[Path]:
     return [p for p in (tmp_path / "results").rglob("*") if p.is_file()] if (tmp_path / "results").exists() else []
 
 
-@pytest.mark.parametrize("args,expected", [
-    (["seeds.init=-1"], "seeds.init: must be a non-negative integer"),
-    (["seeds.data=-2"], "seeds.data: must be a non-negative integer"),
-    (["seeds.prune=-3"], "seeds.prune: must be a non-negative integer"),
-    (["dataset.val_size=0"], "dataset.val_size: 0 leaves no validation split"),
-    (["dataset.val_size=0", "train.selection=val_loss"], "dataset.val_size: 0 leaves no validation split"),
-    # models that cannot take the dataset's input
-    (["dataset=digits", "model=lenet5"], "model lenet5 needs inputs of at least 16x16"),
-    (["model=vgg", "model.depth=11", "dataset.input_shape=[1,28,28]"], "model vgg11 needs inputs of at least 32x32"),
-    (["model=conv_bn", "model.widths=[4,4,4,4]"], "model conv_bn needs inputs of at least 16x16"),
-])
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["seeds.init=-1"], "seeds.init: must be a non-negative integer"),
+        (["seeds.data=-2"], "seeds.data: must be a non-negative integer"),
+        (["seeds.prune=-3"], "seeds.prune: must be a non-negative integer"),
+        (["dataset.val_size=0"], "dataset.val_size: 0 leaves no validation split"),
+        (["dataset.val_size=0", "train.selection=val_loss"], "dataset.val_size: 0 leaves no validation split"),
+        # models that cannot take the dataset's input
+        (["dataset=digits", "model=lenet5"], "model lenet5 needs inputs of at least 16x16"),
+        (
+            ["model=vgg", "model.depth=11", "dataset.input_shape=[1,28,28]"],
+            "model vgg11 needs inputs of at least 32x32",
+        ),
+        (["model=conv_bn", "model.widths=[4,4,4,4]"], "model conv_bn needs inputs of at least 16x16"),
+    ],
+)
 def test_validation_refuses_with_one_line_naming_the_field(tmp_path, args, expected):
     from foundations.errors import UserError
     from tests.conftest import make_run
@@ -58,12 +64,15 @@ def test_a_model_that_cannot_take_the_input_stops_before_any_stage(tmp_path):
     assert store_files(tmp_path) == []  # the old code wrote four files (experiment and init folders) first
 
 
-@pytest.mark.parametrize("arg,expected", [
-    ("modle=lenet5", "modle: no such config group or key (did you mean model?)"),
-    ("tarin.lr=0.1", "tarin.lr: no such config group or key (did you mean train?)"),
-    ("levle=1", "levle: no such config group or key (did you mean level?)"),
-    ("model=lenet55", "model=lenet55: no such option (did you mean lenet5?)"),
-])
+@pytest.mark.parametrize(
+    "arg,expected",
+    [
+        ("modle=lenet5", "modle: no such config group or key (did you mean model?)"),
+        ("tarin.lr=0.1", "tarin.lr: no such config group or key (did you mean train?)"),
+        ("levle=1", "levle: no such config group or key (did you mean level?)"),
+        ("model=lenet55", "model=lenet55: no such option (did you mean lenet5?)"),
+    ],
+)
 def test_misspelled_group_or_key_names_the_closest(arg, expected):
     from foundations.errors import UserError
     from runners.train import check_group_choices, check_top_level_keys
@@ -73,8 +82,18 @@ def test_misspelled_group_or_key_names_the_closest(arg, expected):
         check_group_choices(argv)
         check_top_level_keys(argv)
     assert str(caught.value).startswith(expected)
-    check_top_level_keys(["+experiment=survey_mlp", "level=1", "survey.dense_epochs=2", "hydra/launcher=joblib",
-                          "hydra.launcher.n_jobs=2", "+experiment/arm=snip", "~seeds.init", "+anything=1"])
+    check_top_level_keys(
+        [
+            "+experiment=survey_mlp",
+            "level=1",
+            "survey.dense_epochs=2",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "+experiment/arm=snip",
+            "~seeds.init",
+            "+anything=1",
+        ]
+    )
 
 
 def test_misspelled_group_is_one_line_exit_2(tmp_path):
@@ -83,8 +102,14 @@ def test_misspelled_group_is_one_line_exit_2(tmp_path):
     assert one_line(result).startswith("error: modle: no such config group or key (did you mean model?)")
 
 
-@pytest.mark.parametrize("argv", [["model=vgg", "model.depth=11"], ["+experiment=han_lenet", "method.quality=2"],
-                                  ["+experiment=survey_mlp", "+experiment/arm=snip", "method.batches=2"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["model=vgg", "model.depth=11"],
+        ["+experiment=han_lenet", "method.quality=2"],
+        ["+experiment=survey_mlp", "+experiment/arm=snip", "method.batches=2"],
+    ],
+)
 def test_field_overrides_are_checked_against_the_option_the_command_composes(argv):
     from runners.train import check_override_types
 
@@ -111,7 +136,9 @@ def test_val_size_zero_is_allowed_when_the_last_checkpoint_is_reported(tmp_path)
 
     run = make_run(tmp_path, *SYNTH, "dataset.val_size=0", "train.selection=last")
     record = run_experiment(run, Store(run.paths.results))
-    assert record["status"] == "ok" and record["selected_iteration"] == 2 * 32  # all 2,000 examples train: 32 batches of 64, 2 epochs
+    assert (
+        record["status"] == "ok" and record["selected_iteration"] == 2 * 32
+    )  # all 2,000 examples train: 32 batches of 64, 2 epochs
     assert record["early_stop_iteration"] is None  # no validation split: no early-stopping point to report
 
 
@@ -119,8 +146,10 @@ def test_results_path_that_is_a_file(tmp_path):
     (tmp_path / "afile").write_text("not a folder")
     result = cli(tmp_path, "dataset=synthetic", f"paths.results={tmp_path}/afile/results")
     assert result.returncode == 2
-    assert one_line(result) == (f"error: paths.results: {tmp_path}/afile is a file, not a folder; point paths.results "
-                                f"at a folder (created if missing)")
+    assert one_line(result) == (
+        f"error: paths.results: {tmp_path}/afile is a file, not a folder; point paths.results "
+        f"at a folder (created if missing)"
+    )
     assert (tmp_path / "afile").read_text() == "not a folder"
 
 
@@ -131,13 +160,25 @@ def in_namespace(script: str, timeout=300) -> subprocess.CompletedProcess:
     if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode:
         pytest.skip("unshare -rm (user + mount namespaces) is unavailable here")
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    return subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def cli_line(tmp_path, results: Path, *args: str) -> str:
-    return shlex.join([sys.executable, "-m", "runners.train", "logger=none", "progress=false",
-                       f"paths.results={results}", f"hydra.run.dir={tmp_path}/out", "dataset=synthetic", *args])
+    return shlex.join(
+        [
+            sys.executable,
+            "-m",
+            "runners.train",
+            "logger=none",
+            "progress=false",
+            f"paths.results={results}",
+            f"hydra.run.dir={tmp_path}/out",
+            "dataset=synthetic",
+            *args,
+        ]
+    )
 
 
 def test_read_only_results_folder(tmp_path):
@@ -145,8 +186,10 @@ def test_read_only_results_folder(tmp_path):
     mount.mkdir()
     result = in_namespace(f"mount -t tmpfs -o ro tmpfs {mount} && {cli_line(tmp_path, mount / 'results')}")
     assert result.returncode == 2, result.stderr
-    assert one_line(result) == (f"error: paths.results: {mount} is not writable (read-only folder or file system); "
-                                f"point paths.results at a writable folder")
+    assert one_line(result) == (
+        f"error: paths.results: {mount} is not writable (read-only folder or file system); "
+        f"point paths.results at a writable folder"
+    )
 
 
 @pytest.mark.slow
@@ -159,18 +202,29 @@ def test_disk_full_while_writing_a_stage_is_one_line_and_the_store_stays_consist
     disk, kept = tmp_path / "disk", tmp_path / "kept"
     disk.mkdir()
     args = ("train.epochs=2", "train.batch_size=64")
-    result = in_namespace(f"mount -t tmpfs -o size=300k tmpfs {disk} && {cli_line(tmp_path, disk / 'results', *args)}; "
-                          f"code=$?; cp -a {disk}/results {kept}; exit $code")
+    result = in_namespace(
+        f"mount -t tmpfs -o size=300k tmpfs {disk} && {cli_line(tmp_path, disk / 'results', *args)}; "
+        f"code=$?; cp -a {disk}/results {kept}; exit $code"
+    )
     assert result.returncode == 2, result.stderr[-3000:]
     line = one_line(result)
-    assert line.startswith("error: paths.results: no space left on device writing ") and "paths.results at another disk" in line
+    assert (
+        line.startswith("error: paths.results: no space left on device writing ")
+        and "paths.results at another disk" in line
+    )
     folders = [p for p in (kept / "runs").glob("*/*") if p.is_dir()]
     finished = [p for p in folders if (p / "result.json").exists()]
     assert [p.parent.name for p in finished] == ["init"]
     assert all(Store(kept)._verified(p) is not None for p in finished)
     assert not [p for p in kept.rglob(".*.tmp")]  # no half-written temp file left behind
-    again = subprocess.run(shlex.split(cli_line(tmp_path, kept, *args)), cwd=ROOT, capture_output=True, text=True,
-                           env={**os.environ, "WANDB_MODE": "disabled"}, timeout=300)
+    again = subprocess.run(
+        shlex.split(cli_line(tmp_path, kept, *args)),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+        timeout=300,
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     record = json.loads((tmp_path / "out" / "result.json").read_text())
     assert record["status"] == "ok" and record["stages_reused"] == {"init": True, "dense": False}
@@ -206,7 +260,9 @@ def _loop(tmp_path, break_at: int, *, epochs=2, checkpoint=None):
     from models.config import ModelConfig
 
     data = build_dataset(DatasetConfig(name="synthetic", val_size=200))
-    model = build_model(ModelConfig(name="lenet300"), data.input_shape, data.num_classes, torch.Generator().manual_seed(0))
+    model = build_model(
+        ModelConfig(name="lenet300"), data.input_shape, data.num_classes, torch.Generator().manual_seed(0)
+    )
     steps = []
 
     def poison(model, optimizer):
@@ -216,8 +272,16 @@ def _loop(tmp_path, break_at: int, *, epochs=2, checkpoint=None):
                 model.fc1.weight[0, 0] = float("nan")
 
     cfg = TrainConfig(epochs=epochs, batch_size=64)
-    return train(model, data, cfg, data_seed=0, device=torch.device("cpu"), hooks=Hooks(after_step=[poison]),
-                 checkpoint=checkpoint, progress=False)
+    return train(
+        model,
+        data,
+        cfg,
+        data_seed=0,
+        device=torch.device("cpu"),
+        hooks=Hooks(after_step=[poison]),
+        checkpoint=checkpoint,
+        progress=False,
+    )
 
 
 def test_the_loop_stops_at_the_first_non_finite_loss(tmp_path):
@@ -247,12 +311,15 @@ def test_declared_input_shapes_are_what_the_loaders_give(tmp_path):
     write_mnist_like(tmp_path / "idx")
     write_cifar(tmp_path / "cifar", "cifar10")
     write_cifar(tmp_path / "cifar", "cifar100")
-    configs = [dataset_config(name="synthetic", input_shape=[3, 5, 7], val_size=10),
-               dataset_config(name="digits", val_size=10), dataset_config(name="mnist_5k", val_size=10),
-               dataset_config(name="fashion_mnist", data_dir=str(tmp_path / "idx"), val_size=10),
-               dataset_config(name="mnist", data_dir=str(tmp_path / "idx"), val_size=10),
-               dataset_config(name="cifar10", data_dir=str(tmp_path / "cifar"), val_size=10),
-               dataset_config(name="cifar100", data_dir=str(tmp_path / "cifar"), val_size=10)]
+    configs = [
+        dataset_config(name="synthetic", input_shape=[3, 5, 7], val_size=10),
+        dataset_config(name="digits", val_size=10),
+        dataset_config(name="mnist_5k", val_size=10),
+        dataset_config(name="fashion_mnist", data_dir=str(tmp_path / "idx"), val_size=10),
+        dataset_config(name="mnist", data_dir=str(tmp_path / "idx"), val_size=10),
+        dataset_config(name="cifar10", data_dir=str(tmp_path / "cifar"), val_size=10),
+        dataset_config(name="cifar100", data_dir=str(tmp_path / "cifar"), val_size=10),
+    ]
     assert {c.name for c in configs} == set(INPUT_SHAPES) | {"synthetic"}
     for cfg in configs:
         assert build_dataset(cfg).input_shape == input_shape(cfg), cfg.name
@@ -264,8 +331,10 @@ def test_idx_files_of_another_image_size_are_refused(tmp_path):
     from foundations.errors import UserError
     from tests.test_datasets import IDX_FILES, tagged_images, write_idx
 
-    for stem, array in zip(IDX_FILES, [tagged_images(30, size=32), torch.zeros(30).numpy(),
-                                       tagged_images(10, size=32), torch.zeros(10).numpy()]):
+    for stem, array in zip(
+        IDX_FILES,
+        [tagged_images(30, size=32), torch.zeros(30).numpy(), tagged_images(10, size=32), torch.zeros(10).numpy()],
+    ):
         write_idx(tmp_path / f"{stem}.gz", array)
     with pytest.raises(UserError, match="holds 32x32 images; MNIST is 28x28"):
         build_dataset(dataset_config(name="mnist", data_dir=str(tmp_path), val_size=10))

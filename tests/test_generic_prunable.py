@@ -35,8 +35,12 @@ class HeadFirst(nn.Module):
 
 
 def test_the_classifier_is_the_linear_that_produces_the_logits():
-    model = build_model(model_config({"name": "target", "_target_": "tests.test_generic_prunable.HeadFirst"}),
-                        SMALL, 5, torch.Generator().manual_seed(0))
+    model = build_model(
+        model_config({"name": "target", "_target_": "tests.test_generic_prunable.HeadFirst"}),
+        SMALL,
+        5,
+        torch.Generator().manual_seed(0),
+    )
     assert classifier_name(model) == "head"
     assert prunable_names(model, Prunable(classifier=False)) == ["conv.weight", "mix.weight"]
     plain = HeadFirst(3, 5)  # not built by prunelab: no input shape recorded, so module order decides
@@ -59,8 +63,9 @@ def test_exclude_by_name_and_glob():
     assert "layer4.1.conv1" not in names and "layer4.0.conv1" in names
     # excluding one member of a residual group leaves the whole coupled group alone
     tied = [g for g in prunable_channel_groups(model, torch.zeros(1, *SMALL)) if "layer1.0.conv2" in g.layers][0]
-    assert tied.name not in [g.name for g in prunable_channel_groups(model, torch.zeros(1, *SMALL),
-                                                                      exclude=["layer1.0.conv2"])]
+    assert tied.name not in [
+        g.name for g in prunable_channel_groups(model, torch.zeros(1, *SMALL), exclude=["layer1.0.conv2"])
+    ]
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2"])
@@ -126,14 +131,23 @@ class Detached(nn.Module):
 
 def test_channel_pruning_refusals_name_the_layer_and_the_reason():
     x = torch.zeros(1, 3, 8, 8)
-    with pytest.raises(UserError, match=r"^channel pruning: grouped is a grouped conv \(2 groups of 4 channels\); "
-                                        r"only plain and depthwise convs .* method\.prunable\.exclude=\[grouped\]"):
+    with pytest.raises(
+        UserError,
+        match=r"^channel pruning: grouped is a grouped conv \(2 groups of 4 channels\); "
+        r"only plain and depthwise convs .* method\.prunable\.exclude=\[grouped\]",
+    ):
         prunable_channel_groups(Grouped(), x)
-    with pytest.raises(TraceError, match=r"^channel pruning: torch-pruning's trace of Detached does not reach conv: "
-                                         r"its output leaves autograd's graph"):
+    with pytest.raises(
+        TraceError,
+        match=r"^channel pruning: torch-pruning's trace of Detached does not reach conv: "
+        r"its output leaves autograd's graph",
+    ):
         prunable_channel_groups(Detached(), x)
-    with pytest.raises(UserError, match=r"^channel pruning: Sequential has no prunable channel group \(its only "
-                                        r"Conv2d/Linear is the classifier 1"):
+    with pytest.raises(
+        UserError,
+        match=r"^channel pruning: Sequential has no prunable channel group \(its only "
+        r"Conv2d/Linear is the classifier 1",
+    ):
         prunable_channel_groups(nn.Sequential(nn.Flatten(), nn.Linear(192, 4)), x)
 
 
@@ -161,12 +175,20 @@ def test_concatenated_branches_compact_to_their_slices():
     x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     groups = {g.name: g for g in prunable_channel_groups(model, x)}
     assert {"left", "right", "merge"} <= set(groups) and groups["right"].num_channels == 4
-    plan = select_channels({"left": torch.arange(6.0), "right": torch.tensor([3.0, 0.0, 2.0, 1.0]),
-                            "merge": torch.arange(8.0)}, list(groups.values()), 0.5, scope="layerwise")
+    plan = select_channels(
+        {"left": torch.arange(6.0), "right": torch.tensor([3.0, 0.0, 2.0, 1.0]), "merge": torch.arange(8.0)},
+        list(groups.values()),
+        0.5,
+        scope="layerwise",
+    )
     assert plan.keep == {"left": [3, 4, 5], "right": [0, 2], "merge": [4, 5, 6, 7]}
     small = compact(model, plan, x).eval()
-    assert (small.left.out_channels, small.right.out_channels, small.bn.num_features, small.merge.in_channels) == \
-        (3, 2, 5, 5)
+    assert (small.left.out_channels, small.right.out_channels, small.bn.num_features, small.merge.in_channels) == (
+        3,
+        2,
+        5,
+        5,
+    )
     with torch.no_grad():
         assert torch.allclose(small(x), mask_channels(model, plan).eval()(x), atol=1e-5)
     # slimming reads each branch's γ in its slice of the BN after the concatenation

@@ -20,79 +20,144 @@ from runners.store import Store
 from tests.conftest import make_run
 
 # mlp_bn 16 -> 6 -> 5 -> 4 (BN after each hidden layer: slimming and prunable.batchnorm have something to act on)
-TINY = ["dataset=synthetic", "dataset.input_shape=[1,4,4]", "dataset.num_train=120", "dataset.val_size=40",
-        "dataset.num_test=40", "model=mlp_bn", "model.widths=[6,5]", "train.epochs=1", "train.batch_size=40"]
+TINY = [
+    "dataset=synthetic",
+    "dataset.input_shape=[1,4,4]",
+    "dataset.num_train=120",
+    "dataset.val_size=40",
+    "dataset.num_test=40",
+    "model=mlp_bn",
+    "model.widths=[6,5]",
+    "train.epochs=1",
+    "train.batch_size=40",
+]
 BASE = {  # per method: what keeps the run small
-    "obd": ["method.samples=32"], "snip": ["method.batch_size=16"], "thinet": ["method.n_images=16",
-                                                                             "method.batch_size=16"],
+    "obd": ["method.samples=32"],
+    "snip": ["method.batch_size=16"],
+    "thinet": ["method.n_images=16", "method.batch_size=16"],
     "scratch": ["+method.source_overrides.recovery.epochs=1"],
 }
-RECOVERY = {"recovery.epochs": ([], ["method.recovery.epochs=2"]), "recovery.lr": ([], ["method.recovery.lr=0.02"]),
-            "recovery.lr_scale": ([], ["method.recovery.lr_scale=0.2"]),
-            "recovery.schedule": ([], ["method.recovery.schedule=constant"]),
-            "recovery.milestones": ([], ["method.recovery.milestones=[0.5]"])}
-COMMON = {"sparsity": ([], ["method.sparsity=0.6"]),
-          "prunable.biases": ([], ["method.prunable.biases=true"]),
-          "prunable.batchnorm": ([], ["method.prunable.batchnorm=true"]),
-          "prunable.classifier": ([], ["method.prunable.classifier=false"]),
-          "prunable.exclude": ([], ["method.prunable.exclude=[fc1]"])}
-SCORE = {**COMMON, **RECOVERY,
-         "scope": ([], ["method.scope=layerwise"]), "rounds": ([], ["method.rounds=2"]),
-         "layer_density": ([], ["+method.layer_density={fc1.weight:0.5}"]),
-         "quality": (["method.scope=layerwise_std", "method.quality=0.5"], ["method.quality=1.0"]),
-         "when": ([], ["method.when=init"]), "prune_from": ([], ["method.prune_from=selected"])}
-CHANNEL = {**COMMON, **RECOVERY, "scope": ([], ["method.scope=global"]),
-           "min_keep_fraction": ([], ["method.min_keep_fraction=0.4"])}
+RECOVERY = {
+    "recovery.epochs": ([], ["method.recovery.epochs=2"]),
+    "recovery.lr": ([], ["method.recovery.lr=0.02"]),
+    "recovery.lr_scale": ([], ["method.recovery.lr_scale=0.2"]),
+    "recovery.schedule": ([], ["method.recovery.schedule=constant"]),
+    "recovery.milestones": ([], ["method.recovery.milestones=[0.5]"]),
+}
+COMMON = {
+    "sparsity": ([], ["method.sparsity=0.6"]),
+    "prunable.biases": ([], ["method.prunable.biases=true"]),
+    "prunable.batchnorm": ([], ["method.prunable.batchnorm=true"]),
+    "prunable.classifier": ([], ["method.prunable.classifier=false"]),
+    "prunable.exclude": ([], ["method.prunable.exclude=[fc1]"]),
+}
+SCORE = {
+    **COMMON,
+    **RECOVERY,
+    "scope": ([], ["method.scope=layerwise"]),
+    "rounds": ([], ["method.rounds=2"]),
+    "layer_density": ([], ["+method.layer_density={fc1.weight:0.5}"]),
+    "quality": (["method.scope=layerwise_std", "method.quality=0.5"], ["method.quality=1.0"]),
+    "when": ([], ["method.when=init"]),
+    "prune_from": ([], ["method.prune_from=selected"]),
+}
+CHANNEL = {
+    **COMMON,
+    **RECOVERY,
+    "scope": ([], ["method.scope=global"]),
+    "min_keep_fraction": ([], ["method.min_keep_fraction=0.4"]),
+}
 AFTER = ["method.when=after_training"]  # random prunes at init by default; these fields act after training
-SHUFFLE = ["method.variant=shuffle", "+method.source.name=snip", "+method.source.sparsity=0.5",
-           "+method.source.batch_size=16"]
+SHUFFLE = [
+    "method.variant=shuffle",
+    "+method.source.name=snip",
+    "+method.source.sparsity=0.5",
+    "+method.source.batch_size=16",
+]
 SCRATCH_B = ["method.budget=B", "train.epochs=3"]
 FLIPS: dict[str, dict[str, tuple[list[str], list[str]]]] = {
     "dense": COMMON,
     "magnitude": SCORE,
-    "obd": {**SCORE, "estimator": ([], ["method.estimator=mc_fisher"]), "samples": ([], ["method.samples=16"]),
-            "probes": (["method.estimator=hutchinson"], ["method.probes=3"])},
-    "snip": {**{k: v for k, v in SCORE.items() if k not in ("when", "rounds")},
-             "batch_size": ([], ["method.batch_size=8"]), "batches": ([], ["method.batches=2"]),
-             "fresh_init": ([], ["method.fresh_init=true"])},
-    "random": {**SCORE, **{k: (AFTER, v) for k, (_, v) in RECOVERY.items()},
-               "scope": ([], ["method.scope=global"]), "quality": ([], ["method.quality=1.0"]),
-               "when": ([], ["method.when=after_training"]), "prune_from": (AFTER, ["method.prune_from=selected"]),
-               "rounds": (AFTER, ["method.rounds=2"]), "variant": ([], ["method.variant=global"]),
-               "source": (SHUFFLE, ["method.source.sparsity=0.6"]),
-               "build_source": (SHUFFLE, ["method.build_source=false"])},
-    "lottery": {**COMMON, "rate": ([], ["method.rate=0.5"]),
-                "output_rate": (["method.scope=layerwise", "method.output_rate=0.1"], ["method.output_rate=0.3"]),
-                "scope": ([], ["method.scope=layerwise"]), "rewind_iteration": ([], ["method.rewind_iteration=1"]),
-                "control": ([], ["method.control=reinit"])},
-    "slimming": {**CHANNEL, "scope": ([], ["method.scope=layerwise"]), "lam": ([], ["method.lam=0.01"]),
-                 "bn_weight_init": ([], ["method.bn_weight_init=1.0"]),
-                 "fine_tune": ([], ["method.fine_tune=rethinking"]), "passes": ([], ["method.passes=2"])},
-    "thinet": {**{k: v for k, v in CHANNEL.items() if k != "scope"}, "n_images": ([], ["method.n_images=8"]),
-               "locations_per_image": ([], ["method.locations_per_image=3"]),
-               "rescale": ([], ["method.rescale=false"]), "selection": ([], ["method.selection=greedy_keep"]),
-               "layers": ([], ["method.layers=[fc1]"]),
-               "layer_fine_tune_epochs": ([], ["method.layer_fine_tune_epochs=0"]),
-               "layer_fine_tune_iterations": ([], ["method.layer_fine_tune_iterations=1"]),
-               "layer_fine_tune_lr_scale": ([], ["method.layer_fine_tune_lr_scale=0.5"]),
-               "batch_size": ([], ["method.batch_size=8"])},
-    "l1_filter": {**CHANNEL, "scope": ([], ["method.scope=global"]),
-                  "tied_groups": ([], ["method.tied_groups=first_layer"])},
+    "obd": {
+        **SCORE,
+        "estimator": ([], ["method.estimator=mc_fisher"]),
+        "samples": ([], ["method.samples=16"]),
+        "probes": (["method.estimator=hutchinson"], ["method.probes=3"]),
+    },
+    "snip": {
+        **{k: v for k, v in SCORE.items() if k not in ("when", "rounds")},
+        "batch_size": ([], ["method.batch_size=8"]),
+        "batches": ([], ["method.batches=2"]),
+        "fresh_init": ([], ["method.fresh_init=true"]),
+    },
+    "random": {
+        **SCORE,
+        **{k: (AFTER, v) for k, (_, v) in RECOVERY.items()},
+        "scope": ([], ["method.scope=global"]),
+        "quality": ([], ["method.quality=1.0"]),
+        "when": ([], ["method.when=after_training"]),
+        "prune_from": (AFTER, ["method.prune_from=selected"]),
+        "rounds": (AFTER, ["method.rounds=2"]),
+        "variant": ([], ["method.variant=global"]),
+        "source": (SHUFFLE, ["method.source.sparsity=0.6"]),
+        "build_source": (SHUFFLE, ["method.build_source=false"]),
+    },
+    "lottery": {
+        **COMMON,
+        "rate": ([], ["method.rate=0.5"]),
+        "output_rate": (["method.scope=layerwise", "method.output_rate=0.1"], ["method.output_rate=0.3"]),
+        "scope": ([], ["method.scope=layerwise"]),
+        "rewind_iteration": ([], ["method.rewind_iteration=1"]),
+        "control": ([], ["method.control=reinit"]),
+    },
+    "slimming": {
+        **CHANNEL,
+        "scope": ([], ["method.scope=layerwise"]),
+        "lam": ([], ["method.lam=0.01"]),
+        "bn_weight_init": ([], ["method.bn_weight_init=1.0"]),
+        "fine_tune": ([], ["method.fine_tune=rethinking"]),
+        "passes": ([], ["method.passes=2"]),
+    },
+    "thinet": {
+        **{k: v for k, v in CHANNEL.items() if k != "scope"},
+        "n_images": ([], ["method.n_images=8"]),
+        "locations_per_image": ([], ["method.locations_per_image=3"]),
+        "rescale": ([], ["method.rescale=false"]),
+        "selection": ([], ["method.selection=greedy_keep"]),
+        "layers": ([], ["method.layers=[fc1]"]),
+        "layer_fine_tune_epochs": ([], ["method.layer_fine_tune_epochs=0"]),
+        "layer_fine_tune_iterations": ([], ["method.layer_fine_tune_iterations=1"]),
+        "layer_fine_tune_lr_scale": ([], ["method.layer_fine_tune_lr_scale=0.5"]),
+        "batch_size": ([], ["method.batch_size=8"]),
+    },
+    "l1_filter": {
+        **CHANNEL,
+        "scope": ([], ["method.scope=global"]),
+        "tied_groups": ([], ["method.tied_groups=first_layer"]),
+    },
     "random_channel": CHANNEL,
-    "scratch": {**COMMON, "source": ([], ["method.source=random"]),
-                "source_overrides": ([], ["method.source_overrides.recovery.epochs=2"]),
-                "budget": ([], ["method.budget=B"]),
-                "budget_cap": (SCRATCH_B, ["method.budget_cap=1.5"]),
-                # contexts where the choice moves the length: 3 · 146/58 = 7.55 epochs, and 10.28 vs 10.58
-                "epochs_rounding": (SCRATCH_B + ["method.sparsity=0.6", "method.flops=conv_linear"],
-                                    ["method.epochs_rounding=floor"]),
-                "reinit_seed": ([], ["method.reinit_seed=5"]), "build_source": ([], ["method.build_source=false"]),
-                "flops": (["method.budget=B", "train.epochs=5", "method.source=random_channel"],
-                          ["method.flops=conv_linear"])},
+    "scratch": {
+        **COMMON,
+        "source": ([], ["method.source=random"]),
+        "source_overrides": ([], ["method.source_overrides.recovery.epochs=2"]),
+        "budget": ([], ["method.budget=B"]),
+        "budget_cap": (SCRATCH_B, ["method.budget_cap=1.5"]),
+        # contexts where the choice moves the length: 3 · 146/58 = 7.55 epochs, and 10.28 vs 10.58
+        "epochs_rounding": (
+            SCRATCH_B + ["method.sparsity=0.6", "method.flops=conv_linear"],
+            ["method.epochs_rounding=floor"],
+        ),
+        "reinit_seed": ([], ["method.reinit_seed=5"]),
+        "build_source": ([], ["method.build_source=false"]),
+        "flops": (["method.budget=B", "train.epochs=5", "method.source=random_channel"], ["method.flops=conv_linear"]),
+    },
 }
 # Fields with no valid other value for the method: the flip must be refused in one line.
-FIXED = {("snip", "when"): ["method.when=after_training"], ("snip", "rounds"): ["method.rounds=2"],
-         ("thinet", "scope"): ["method.scope=global"]}
+FIXED = {
+    ("snip", "when"): ["method.when=after_training"],
+    ("snip", "rounds"): ["method.rounds=2"],
+    ("thinet", "scope"): ["method.scope=global"],
+}
 
 
 def leaf_fields(cls, prefix: str = "") -> list[str]:
@@ -133,7 +198,9 @@ def test_flipping_a_field_changes_a_stage_hash_unless_declared_neutral(tmp_path,
         before = stage_hashes(tmp_path, method, *context)
         after = stage_hashes(tmp_path, method, *context, *flip)
         if (before != after) == (field in neutral):
-            wrong.append(f"{field} ({'declared neutral but changes a hash' if field in neutral else 'changes no hash'})")
+            wrong.append(
+                f"{field} ({'declared neutral but changes a hash' if field in neutral else 'changes no hash'})"
+            )
     assert not wrong, f"{method}: {wrong}"
 
 

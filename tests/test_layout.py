@@ -18,14 +18,28 @@ CPU = torch.device("cpu")
 
 def _fit(model_name: str, layout, seen: list | None = None):
     data = build_dataset({"name": "synthetic", "num_train": 600, "val_size": 100, "input_shape": [3, 8, 8]})
-    model = build_model(ModelConfig(name=model_name), data.input_shape, data.num_classes, torch.Generator().manual_seed(0))
+    model = build_model(
+        ModelConfig(name=model_name), data.input_shape, data.num_classes, torch.Generator().manual_seed(0)
+    )
+
     def layout_seen(model):  # the layout the step really ran in: the first convolution's weight and its gradient
         weight = next(p for p in model.parameters() if p.dim() == 4)
-        seen.append((weight.is_contiguous(memory_format=torch.channels_last),
-                     weight.grad.is_contiguous(memory_format=torch.channels_last)))
+        seen.append(
+            (
+                weight.is_contiguous(memory_format=torch.channels_last),
+                weight.grad.is_contiguous(memory_format=torch.channels_last),
+            )
+        )
 
-    outcome = train(model, data, TrainConfig(epochs=2, batch_size=50, lr=0.05, channels_last=layout), data_seed=0,
-                    device=CPU, progress=False, hooks=Hooks(before_step=[layout_seen] if seen is not None else []))
+    outcome = train(
+        model,
+        data,
+        TrainConfig(epochs=2, batch_size=50, lr=0.05, channels_last=layout),
+        data_seed=0,
+        device=CPU,
+        progress=False,
+        hooks=Hooks(before_step=[layout_seen] if seen is not None else []),
+    )
     return model, outcome
 
 
@@ -53,8 +67,15 @@ def test_channels_last_is_deterministic_and_nchw_up_to_rounding():
 
 @pytest.mark.parametrize("model_name, changes", [("conv_bn", True), ("mlp_bn", False)])
 def test_the_resolved_layout_is_in_the_train_hash_of_conv_nets_only(tmp_path, model_name, changes):
-    tiny = ["dataset=synthetic", "dataset.num_train=200", "dataset.val_size=50", "dataset.num_test=50",
-            f"model={model_name}", "train.epochs=1", "train.batch_size=50"]
+    tiny = [
+        "dataset=synthetic",
+        "dataset.num_train=200",
+        "dataset.val_size=50",
+        "dataset.num_test=50",
+        f"model={model_name}",
+        "train.epochs=1",
+        "train.batch_size=50",
+    ]
 
     def dense_hash(*overrides: str) -> str:
         config = make_run(tmp_path, *tiny, *overrides)

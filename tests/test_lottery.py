@@ -13,7 +13,9 @@ def test_higher_target_reuses_every_earlier_level(tmp_path):
     first = run_experiment(make_run(tmp_path, *LOTTERY, "method.sparsity=0.5"), Store(tmp_path / "results"))
     store = Store(tmp_path / "results")
     second = run_experiment(make_run(tmp_path, *LOTTERY, "method.sparsity=0.7"), store)
-    shared = [name for name in first["stage_hashes"] if name.startswith(("prune", "level"))][:-2]  # all but the adjusted last level
+    shared = [name for name in first["stage_hashes"] if name.startswith(("prune", "level"))][
+        :-2
+    ]  # all but the adjusted last level
     assert shared and all(second["stage_hashes"][n] == first["stage_hashes"][n] for n in shared)
     assert all(second["stages_reused"][n] for n in shared)
     assert abs(second["density"] - 0.3) < 1e-3 and abs(first["density"] - 0.5) < 1e-3
@@ -40,8 +42,14 @@ def test_levels_restart_from_the_init_or_the_independently_reproduced_iteration_
     exp = Experiment(make_run(tmp_path, *args), Store(tmp_path / "results"))
     model = exp.model_from(exp.stage_at("init/" + hashes["init"]))
     cfg = exp.train_config
-    train(model, exp.data, TrainConfig(**{**vars(cfg), "iterations": k, "eval_every": k}), data_seed=exp.seed("data"),
-          device=exp.device, progress=False)
+    train(
+        model,
+        exp.data,
+        TrainConfig(**{**vars(cfg), "iterations": k, "eval_every": k}),
+        data_seed=exp.seed("data"),
+        device=exp.device,
+        progress=False,
+    )
     snapshot = exp.stage_at("train/" + hashes["level0"]).snapshot(k)
     assert all(torch.equal(model.state_dict()[n], snapshot[n]) for n in snapshot)
 

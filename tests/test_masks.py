@@ -165,11 +165,19 @@ def test_variants_of_a_method_never_share_a_label(tmp_path):
         run = make_run(tmp_path, *SYNTH, *overrides)
         return get_method(run.method.name)(run.method).label()
 
-    variants = [("method=random",), ("method=random", "method.when=after_training"),
-                ("method=random", "method.variant=global"), ("method=magnitude",),
-                ("method=magnitude", "method.scope=layerwise"), ("method=magnitude", "method.rounds=3"),
-                ("method=magnitude", "method.when=init"), ("method=obd",), ("method=obd", "method.estimator=lecun"),
-                ("method=snip",), ("method=snip", "method.fresh_init=true")]
+    variants = [
+        ("method=random",),
+        ("method=random", "method.when=after_training"),
+        ("method=random", "method.variant=global"),
+        ("method=magnitude",),
+        ("method=magnitude", "method.scope=layerwise"),
+        ("method=magnitude", "method.rounds=3"),
+        ("method=magnitude", "method.when=init"),
+        ("method=obd",),
+        ("method=obd", "method.estimator=lecun"),
+        ("method=snip",),
+        ("method=snip", "method.fresh_init=true"),
+    ]
     labels = [label(*v) for v in variants]
     assert len(set(labels)) == len(labels), labels
     assert labels[0] == "random" and labels[3] == "magnitude" and labels[7] == "obd" and labels[9] == "snip"

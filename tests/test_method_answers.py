@@ -22,9 +22,17 @@ from tests.conftest import make_run
 
 # 16 inputs -> 12 -> 8 -> 4 classes: 192 + 96 + 32 = 320 prunable weights; 300 training examples, 6 batches/epoch.
 SHAPE, CLASSES, WIDTHS = (1, 4, 4), 4, [12, 8]
-TINY = ["dataset=synthetic", f"dataset.input_shape=[{','.join(map(str, SHAPE))}]", "dataset.num_train=400",
-        "dataset.val_size=100", "dataset.num_test=100", "model=lenet300", f"model.widths=[{','.join(map(str, WIDTHS))}]",
-        "train.epochs=2", "train.batch_size=50"]
+TINY = [
+    "dataset=synthetic",
+    f"dataset.input_shape=[{','.join(map(str, SHAPE))}]",
+    "dataset.num_train=400",
+    "dataset.val_size=100",
+    "dataset.num_test=100",
+    "model=lenet300",
+    f"model.widths=[{','.join(map(str, WIDTHS))}]",
+    "train.epochs=2",
+    "train.batch_size=50",
+]
 SIZES = {"fc1.weight": 16 * 12, "fc2.weight": 12 * 8, "fc3.weight": 8 * 4}
 N = sum(SIZES.values())
 
@@ -51,12 +59,14 @@ def top(scores: dict, count: int, alive: dict | None = None, gap: float = 0.0) -
     if alive is not None:
         flat = torch.where(torch.cat([alive[n].flatten() for n in names]), flat, torch.tensor(-math.inf))
     ordered = flat.sort(descending=True).values
-    assert ordered[count - 1] > ordered[count] + gap * abs(ordered[count]), "tie at the cut: the expected set is ambiguous"
+    assert ordered[count - 1] > ordered[count] + gap * abs(ordered[count]), (
+        "tie at the cut: the expected set is ambiguous"
+    )
     chosen = torch.zeros(flat.numel(), dtype=torch.bool)
     chosen[torch.topk(flat, count).indices] = True
     out, start = {}, 0
     for n in names:
-        out[n] = chosen[start:start + scores[n].numel()].view_as(scores[n])
+        out[n] = chosen[start : start + scores[n].numel()].view_as(scores[n])
         start += scores[n].numel()
     return out
 
@@ -79,10 +89,11 @@ def counts(masks: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------------- magnitude
 def test_magnitude_keeps_the_top_abs_weights_of_every_round(tmp_path):
-    record, store, _ = experiment(tmp_path, "method=magnitude", "method.sparsity=0.9", "method.rounds=2",
-                                  "method.recovery.epochs=1")
+    record, store, _ = experiment(
+        tmp_path, "method=magnitude", "method.sparsity=0.9", "method.rounds=2", "method.recovery.epochs=1"
+    )
     alive = None
-    for index, (source, keep) in enumerate([("dense", 0.1 ** 0.5), ("recover1", 0.1)], start=1):
+    for index, (source, keep) in enumerate([("dense", 0.1**0.5), ("recover1", 0.1)], start=1):
         trained = stage(store, record, source, "train").weights("last")  # prune_from=last: the end of training
         expected = top(weights_abs(trained), round(keep * N), alive)
         masks = stage(store, record, f"prune{index}", "prune").masks()
@@ -92,7 +103,13 @@ def test_magnitude_keeps_the_top_abs_weights_of_every_round(tmp_path):
 
 
 def test_prune_from_selects_which_trained_weights_are_scored(tmp_path):
-    args = ["method=magnitude", "method.sparsity=0.8", "method.recovery.epochs=1", "train.epochs=4", "train.eval_every=2"]
+    args = [
+        "method=magnitude",
+        "method.sparsity=0.8",
+        "method.recovery.epochs=1",
+        "train.epochs=4",
+        "train.eval_every=2",
+    ]
     last, store, _ = experiment(tmp_path, *args)
     dense = stage(store, last, "dense", "train")
     assert dense.result["selected"]["iteration"] != dense.result["final"]["iteration"]  # else the test is vacuous
@@ -107,8 +124,9 @@ def test_prune_from_selects_which_trained_weights_are_scored(tmp_path):
 def test_layerwise_std_uses_each_layers_quality_and_reports_the_achieved_sparsity(tmp_path):
     quality = {"fc1.weight": 0.5, "fc2.weight": 1.0, "fc3.weight": 0.25}
     spec = "{" + ",".join(f"{k}:{v}" for k, v in quality.items()) + "}"
-    record, store, _ = experiment(tmp_path, "method=magnitude", "method.scope=layerwise_std", f"method.quality={spec}",
-                                  "method.recovery.epochs=1")
+    record, store, _ = experiment(
+        tmp_path, "method=magnitude", "method.scope=layerwise_std", f"method.quality={spec}", "method.recovery.epochs=1"
+    )
     trained = stage(store, record, "dense", "train").weights("last")
     masks = stage(store, record, "prune1", "prune").masks()
     for n, q in quality.items():  # Han et al. §3: keep |w| >= q_l · σ(W_l)
@@ -132,8 +150,15 @@ def _keep_exponent(rates: dict, target: float) -> float:
 
 def test_lottery_levels_follow_the_per_layer_ladder_with_the_output_rate(tmp_path):
     rates = {"fc1.weight": 0.5, "fc2.weight": 0.5, "fc3.weight": 0.25}  # the classifier at half the rate
-    record, store, _ = experiment(tmp_path, "method=lottery", "method.scope=layerwise", "method.rate=0.5",
-                                  "method.output_rate=0.25", "method.sparsity=0.8", "train.epochs=1")
+    record, store, _ = experiment(
+        tmp_path,
+        "method=lottery",
+        "method.scope=layerwise",
+        "method.rate=0.5",
+        "method.output_rate=0.25",
+        "method.sparsity=0.8",
+        "train.epochs=1",
+    )
     # densities 0.525, 0.281, then the last level is solved to land on 0.2 exactly
     exponents = [1, 2, _keep_exponent(rates, 0.2)]
     assert [lvl["level"] for lvl in record["levels"]] == [1, 2, 3]
@@ -146,14 +171,15 @@ def test_lottery_levels_follow_the_per_layer_ladder_with_the_output_rate(tmp_pat
         masks = {n: m.flatten() for n, m in stage(store, record, f"prune{level}", "prune").masks().items()}
         assert same(masks, expected), f"level {level}"
         assert record["levels"][level - 1]["density"] == pytest.approx(sum(SIZES[n] * fractions[n] for n in SIZES) / N)
-        assert counts(masks)["fc3.weight"] == round(0.75 ** exponent * 32)
+        assert counts(masks)["fc3.weight"] == round(0.75**exponent * 32)
         alive = masks
     assert record["density"] == pytest.approx(0.2, abs=1.5 / N)
 
 
 def test_lottery_global_levels_keep_the_top_survivors(tmp_path):
-    record, store, _ = experiment(tmp_path, "method=lottery", "method.rate=0.5", "method.sparsity=0.8",
-                                  "train.epochs=1")
+    record, store, _ = experiment(
+        tmp_path, "method=lottery", "method.rate=0.5", "method.sparsity=0.8", "train.epochs=1"
+    )
     alive = None
     for level, keep in enumerate([0.5, 0.25, 0.2], start=1):
         trained = stage(store, record, f"level{level - 1}", "train").weights("last")
@@ -168,8 +194,13 @@ def test_lottery_global_levels_keep_the_top_survivors(tmp_path):
 def test_lottery_reinit_control_is_a_fresh_init_trained_from_the_rewind_point(tmp_path, rewind):
     import yaml
 
-    args = ["method=lottery", "method.rate=0.5", "method.sparsity=0.5", "train.epochs=1",
-            f"method.rewind_iteration={rewind}"]
+    args = [
+        "method=lottery",
+        "method.rate=0.5",
+        "method.sparsity=0.5",
+        "train.epochs=1",
+        f"method.rewind_iteration={rewind}",
+    ]
     ticket, store, _ = experiment(tmp_path, *args)
     control, _, _ = experiment(tmp_path, *args, "method.control=reinit")
     fresh = stage(store, control, "reinit", "init").weights()
@@ -185,8 +216,14 @@ def test_lottery_reinit_control_is_a_fresh_init_trained_from_the_rewind_point(tm
 
 
 def test_lottery_shuffle_control_keeps_every_layers_density(tmp_path):
-    args = ["method=lottery", "method.rate=0.5", "method.sparsity=0.75", "train.epochs=1", "method.scope=layerwise",
-            "method.output_rate=0.25"]
+    args = [
+        "method=lottery",
+        "method.rate=0.5",
+        "method.sparsity=0.75",
+        "train.epochs=1",
+        "method.scope=layerwise",
+        "method.output_rate=0.25",
+    ]
     record, store, _ = experiment(tmp_path, *args, "method.control=shuffle")
     ticket = stage(store, record, f"prune{len(record['levels'])}", "prune").masks()
     shuffled = stage(store, record, "shuffle", "prune").masks()
@@ -251,14 +288,21 @@ def test_the_surveys_snip_arm_uses_the_papers_init_and_the_other_arms_do_not(tmp
     from tests.test_sweeps import compose
 
     for survey in ("survey_mlp", "survey_conv"):
-        inits = {arm: validate(compose(tmp_path, f"+experiment={survey}", f"+experiment/arm={arm}", "level=0")).model.init
-                 for arm in ("snip", "magnitude", "random")}
+        inits = {
+            arm: validate(compose(tmp_path, f"+experiment={survey}", f"+experiment/arm={arm}", "level=0")).model.init
+            for arm in ("snip", "magnitude", "random")
+        }
         assert inits == {"snip": "variance_scaling", "magnitude": "kaiming_normal", "random": "kaiming_normal"}
 
 
-@pytest.mark.parametrize("args", [["method=snip", "method.rounds=2"],
-                                  ["method=magnitude", "method.when=init", "method.rounds=3"],
-                                  ["method=random", "method.rounds=2"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["method=snip", "method.rounds=2"],
+        ["method=magnitude", "method.when=init", "method.rounds=3"],
+        ["method=random", "method.rounds=2"],
+    ],
+)
 def test_iterative_pruning_at_init_is_refused(tmp_path, args):
     with pytest.raises(UserError, match=r"^method.rounds: pruning at initialization is one-shot"):
         make_run(tmp_path, *TINY, *args)
@@ -268,8 +312,9 @@ def test_iterative_pruning_at_init_is_refused(tmp_path, args):
 def test_obd_scores_are_half_the_hessian_diagonal_times_w_squared(tmp_path):
     from datasets import build_dataset
 
-    record, store, config = experiment(tmp_path, "method=obd", "method.sparsity=0.8", "method.samples=64",
-                                       "method.recovery.epochs=1")
+    record, store, config = experiment(
+        tmp_path, "method=obd", "method.sparsity=0.8", "method.samples=64", "method.recovery.epochs=1"
+    )
     trained = stage(store, record, "dense", "train").weights("last")
     model = fresh_model().double()
     model.load_state_dict({k: v.double() for k, v in trained.items()})
@@ -282,7 +327,7 @@ def test_obd_scores_are_half_the_hessian_diagonal_times_w_squared(tmp_path):
     def loss(flat):
         weights, start = {}, 0
         for n, size in SIZES.items():
-            weights[n] = flat[start:start + size].view_as(trained[n])
+            weights[n] = flat[start : start + size].view_as(trained[n])
             start += size
         return F.cross_entropy(functional_call(model, {**fixed, **weights}, (x,)), y)
 
@@ -315,13 +360,22 @@ def test_random_global_keeps_the_exact_total(tmp_path):
 
 
 def test_random_shuffle_keeps_every_layers_density_of_its_source(tmp_path):
-    source = ["method=random", "method.variant=shuffle", "+method.source.name=magnitude",
-              "+method.source.sparsity=0.8", "+method.source.recovery.epochs=1"]
+    source = [
+        "method=random",
+        "method.variant=shuffle",
+        "+method.source.name=magnitude",
+        "+method.source.sparsity=0.8",
+        "+method.source.recovery.epochs=1",
+    ]
     record, store, _ = experiment(tmp_path, *source)
     shuffled = stage(store, record, "prune1", "prune").masks()
-    magnitude = store.at(next(r.parent.parent.name + "/" + r.parent.name
-                              for r in (tmp_path / "results" / "runs" / "experiment").glob("*/result.json")
-                              if '"method": "magnitude"' in r.read_text()))
+    magnitude = store.at(
+        next(
+            r.parent.parent.name + "/" + r.parent.name
+            for r in (tmp_path / "results" / "runs" / "experiment").glob("*/result.json")
+            if '"method": "magnitude"' in r.read_text()
+        )
+    )
     source_masks = store.at(magnitude.result["final_stage"]).masks()
     assert counts(shuffled) == counts(source_masks) and not same(shuffled, source_masks)
     spec = store.at(f"prune/{record['stage_hashes']['prune1']}")
@@ -333,5 +387,12 @@ def test_random_shuffle_refuses_a_structured_source_and_repeated_rounds(tmp_path
         experiment(tmp_path, "method=random", "method.variant=shuffle", "+method.source.name=slimming")
     assert not (tmp_path / "results" / "runs").exists()  # refused before the source was built
     with pytest.raises(UserError, match=r"^method.rounds: variant=shuffle permutes another experiment's mask once"):
-        make_run(tmp_path, *TINY, "method=random", "method.variant=shuffle", "method.when=after_training",
-                 "+method.source.name=snip", "method.rounds=2")
+        make_run(
+            tmp_path,
+            *TINY,
+            "method=random",
+            "method.variant=shuffle",
+            "method.when=after_training",
+            "+method.source.name=snip",
+            "method.rounds=2",
+        )

@@ -50,7 +50,11 @@ def test_lenet5_caffe_dense_macs_by_hand():
     conv1 = 20 * 24 * 24 * 25  # 20 maps of 24×24, 5×5×1 each
     conv2 = 50 * 8 * 8 * 20 * 25  # 50 maps of 8×8 from 20 channels of 12×12
     assert {n: v["macs"] for n, v in flops["per_layer"].items()} == {
-        "conv1": conv1, "conv2": conv2, "fc1": 800 * 500, "fc2": 500 * 10}
+        "conv1": conv1,
+        "conv2": conv2,
+        "fc1": 800 * 500,
+        "fc2": 500 * 10,
+    }
     assert flops["flops_dense"] == 288_000 + 1_600_000 + 400_000 + 5_000 == 2_293_000
 
 
@@ -62,8 +66,9 @@ def test_mlp_bn_macs_by_hand_in_train_mode():
     assert model.training and model.bn1.training and torch.equal(model.bn1.running_mean, running)
 
 
-@pytest.mark.parametrize("name,depth,shape", [("conv_bn", None, MNIST), ("resnet", 20, CIFAR), ("vgg", 11, CIFAR),
-                                              ("lenet5", None, CIFAR)])
+@pytest.mark.parametrize(
+    "name,depth,shape", [("conv_bn", None, MNIST), ("resnet", 20, CIFAR), ("vgg", 11, CIFAR), ("lenet5", None, CIFAR)]
+)
 def test_flop_counter_matches_analytic_count(name, depth, shape):
     model = build(name, depth, shape)
     flops = count_flops(model, shape)

@@ -22,9 +22,16 @@ MNIST, CIFAR = (1, 28, 28), (3, 32, 32)
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 
 CASES = [  # (name, depth, input shape)
-    ("lenet300", None, MNIST), ("lenet5", None, MNIST), ("mlp_bn", None, MNIST), ("conv_bn", None, MNIST),
-    ("vgg", 11, CIFAR), ("vgg", 16, CIFAR), ("vgg", 19, CIFAR),
-    ("resnet", 20, CIFAR), ("resnet", 32, CIFAR), ("resnet", 56, CIFAR),
+    ("lenet300", None, MNIST),
+    ("lenet5", None, MNIST),
+    ("mlp_bn", None, MNIST),
+    ("conv_bn", None, MNIST),
+    ("vgg", 11, CIFAR),
+    ("vgg", 16, CIFAR),
+    ("vgg", 19, CIFAR),
+    ("resnet", 20, CIFAR),
+    ("resnet", 32, CIFAR),
+    ("resnet", 56, CIFAR),
 ]
 
 
@@ -51,18 +58,50 @@ def test_reference_parameter_counts():
     stem = 3 * 16 * 9 + 32
     block = lambda cin, cout: cin * cout * 9 + cout * cout * 9 + 4 * cout  # noqa: E731
     projection = lambda cin, cout: cin * cout + 2 * cout  # noqa: E731  (option B: 1x1 conv + BN)
-    resnet20 = (stem + 3 * block(16, 16) + block(16, 32) + projection(16, 32) + 2 * block(32, 32)
-                + block(32, 64) + projection(32, 64) + 2 * block(64, 64) + 64 * 10 + 10)
+    resnet20 = (
+        stem
+        + 3 * block(16, 16)
+        + block(16, 32)
+        + projection(16, 32)
+        + 2 * block(32, 32)
+        + block(32, 64)
+        + projection(32, 64)
+        + 2 * block(64, 64)
+        + 64 * 10
+        + 10
+    )
     assert n_params(build("resnet", 20, CIFAR)) == resnet20 == 272_474
 
 
 def test_layer_names_and_structure():
     assert [n for n, _ in build("lenet300").named_parameters()] == [
-        "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias"]
+        "fc1.weight",
+        "fc1.bias",
+        "fc2.weight",
+        "fc2.bias",
+        "fc3.weight",
+        "fc3.bias",
+    ]
     assert [n for n, _ in build("lenet5").named_parameters()] == [
-        "conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+        "conv1.weight",
+        "conv1.bias",
+        "conv2.weight",
+        "conv2.bias",
+        "fc1.weight",
+        "fc1.bias",
+        "fc2.weight",
+        "fc2.bias",
+    ]
     assert [n for n, _ in build("mlp_bn").named_parameters()] == [
-        "fc1.weight", "bn1.weight", "bn1.bias", "fc2.weight", "bn2.weight", "bn2.bias", "fc3.weight", "fc3.bias"]
+        "fc1.weight",
+        "bn1.weight",
+        "bn1.bias",
+        "fc2.weight",
+        "bn2.weight",
+        "bn2.bias",
+        "fc3.weight",
+        "fc3.bias",
+    ]
     vgg = build("vgg", 19, CIFAR)
     convs = [m for m in vgg.modules() if isinstance(m, nn.Conv2d)]
     assert [m.out_channels for m in convs] == [64, 64, 128, 128] + [256] * 4 + [512] * 8
@@ -122,17 +161,23 @@ def test_impossible_inputs_are_refused_in_one_line():
     build("conv_bn", shape=(1, 4, 4), widths=[8, 8])  # exactly the minimum works
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"name": "vgg", "depth": 13}, "model.depth: vgg supports 11, 16, 19 (got 13)"),
-    ({"name": "resnet", "depth": 21}, "model.depth: resnet supports 20, 32, 44, 56, 110 (got 21)"),
-    ({"name": "lenet300", "depth": 3}, "model.depth: lenet300 has no depth option"),
-    ({"name": "alexnet"}, "model.name: unknown model 'alexnet'; choose one of lenet300, mlp_bn, lenet5, conv_bn, vgg"),
-    ({"name": "lenet300", "init": "he"}, "model.init: must be one of kaiming_normal"),
-    ({"name": "lenet5", "widths": [20, 50]}, "model.widths: lenet5 takes 3 widths"),
-    ({"name": "vgg", "depth": 11, "widths": [64] * 9}, "model.widths: vgg takes 8 widths"),
-    ({"name": "conv_bn", "widths": [16, 0]}, "model.widths: must be a non-empty list of positive integers"),
-    ({"name": "lenet5", "batchnorm": True}, "model.batchnorm: lenet5 is only defined with batchnorm=False"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"name": "vgg", "depth": 13}, "model.depth: vgg supports 11, 16, 19 (got 13)"),
+        ({"name": "resnet", "depth": 21}, "model.depth: resnet supports 20, 32, 44, 56, 110 (got 21)"),
+        ({"name": "lenet300", "depth": 3}, "model.depth: lenet300 has no depth option"),
+        (
+            {"name": "alexnet"},
+            "model.name: unknown model 'alexnet'; choose one of lenet300, mlp_bn, lenet5, conv_bn, vgg",
+        ),
+        ({"name": "lenet300", "init": "he"}, "model.init: must be one of kaiming_normal"),
+        ({"name": "lenet5", "widths": [20, 50]}, "model.widths: lenet5 takes 3 widths"),
+        ({"name": "vgg", "depth": 11, "widths": [64] * 9}, "model.widths: vgg takes 8 widths"),
+        ({"name": "conv_bn", "widths": [16, 0]}, "model.widths: must be a non-empty list of positive integers"),
+        ({"name": "lenet5", "batchnorm": True}, "model.batchnorm: lenet5 is only defined with batchnorm=False"),
+    ],
+)
 def test_config_errors_name_the_field(kwargs, message):
     with pytest.raises(UserError) as err:
         ModelConfig(**kwargs)
@@ -154,8 +199,12 @@ def test_options_change_the_architecture():
 def test_model_yaml_files_are_valid_configs(path):
     node = OmegaConf.load(path)
     node.pop("defaults", None)
-    node.update({"torchvision": {"arch": "mobilenet_v2"}, "target": {"_target_": "torchvision.models.mobilenet_v2", "num_classes": 10}}
-                .get(path.stem, {}))
+    node.update(
+        {
+            "torchvision": {"arch": "mobilenet_v2"},
+            "target": {"_target_": "torchvision.models.mobilenet_v2", "num_classes": 10},
+        }.get(path.stem, {})
+    )
     cfg = model_config(node)
     assert cfg.name == path.stem
     shape = CIFAR if cfg.name in ("vgg", "resnet", "target") else MNIST
@@ -178,8 +227,10 @@ def test_init_is_deterministic_in_the_generator(scheme):
         b = build(name, depth, shape, seed=1, init=scheme)
         c = build(name, depth, shape, seed=2, init=scheme)
         assert same_weights(a, b)
-        assert not torch.equal(a.state_dict()["conv1.weight" if name != "mlp_bn" else "fc1.weight"],
-                               c.state_dict()["conv1.weight" if name != "mlp_bn" else "fc1.weight"])
+        assert not torch.equal(
+            a.state_dict()["conv1.weight" if name != "mlp_bn" else "fc1.weight"],
+            c.state_dict()["conv1.weight" if name != "mlp_bn" else "fc1.weight"],
+        )
     # the global RNG does not leak into a seeded build
     torch.manual_seed(123)
     d = build("lenet5", seed=1, init=scheme)
@@ -190,9 +241,13 @@ def test_init_is_deterministic_in_the_generator(scheme):
 def test_init_statistics_on_a_big_layer():
     layer = nn.Sequential(nn.Linear(2000, 1000))
     fan_in, fan_out = 2000, 1000
-    expected = {"kaiming_normal": math.sqrt(2 / fan_in), "glorot_normal": math.sqrt(2 / (fan_in + fan_out)),
-                "variance_scaling": math.sqrt(1 / fan_in), "lecun_normal": math.sqrt(1 / fan_in),
-                "pytorch": 1 / math.sqrt(fan_in) / math.sqrt(3)}
+    expected = {
+        "kaiming_normal": math.sqrt(2 / fan_in),
+        "glorot_normal": math.sqrt(2 / (fan_in + fan_out)),
+        "variance_scaling": math.sqrt(1 / fan_in),
+        "lecun_normal": math.sqrt(1 / fan_in),
+        "pytorch": 1 / math.sqrt(fan_in) / math.sqrt(3),
+    }
     for scheme, std in expected.items():
         initialize(layer, scheme, torch.Generator().manual_seed(0))
         w = layer[0].weight.detach()
@@ -244,8 +299,9 @@ def test_torch_pruning_dependency_graph_and_channel_surgery(name, depth, shape):
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=x)
     assert len(list(graph.get_all_groups(root_module_types=[nn.Conv2d, nn.Linear]))) >= 2
     head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-    pruner = tp.pruner.MagnitudePruner(model, x, importance=tp.importance.MagnitudeImportance(p=1),
-                                       pruning_ratio=0.5, ignored_layers=[head])
+    pruner = tp.pruner.MagnitudePruner(
+        model, x, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=0.5, ignored_layers=[head]
+    )
     total = n_params(model)
     pruner.step()
     assert n_params(model) < 0.6 * total

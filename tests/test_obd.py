@@ -20,7 +20,8 @@ def test_each_round_records_predicted_and_measured_loss_increase(tmp_path):
 def test_deleting_more_weights_predicts_a_larger_increase(tmp_path):
     # one-shot global selection on the same saliencies: the 0.9 deletion set contains the 0.3 one and s_k >= 0
     store = Store(tmp_path / "results")
-    low, high = (run_experiment(make_run(tmp_path, *OBD, f"method.sparsity={s}"), store)["rounds"][0]
-                 for s in (0.3, 0.9))
+    low, high = (
+        run_experiment(make_run(tmp_path, *OBD, f"method.sparsity={s}"), store)["rounds"][0] for s in (0.3, 0.9)
+    )
     assert 0 < low["predicted_loss_increase"] < high["predicted_loss_increase"]
     assert low["measured_loss_increase"] < high["measured_loss_increase"]

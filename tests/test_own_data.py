@@ -135,16 +135,26 @@ def test_folder_identity_is_the_content_not_the_path(tmp_path):
     assert identity(folder_cfg(tmp_path / "data", val_size=2)) == {**first, "val_size": 2}
 
 
-@pytest.mark.parametrize("damage,message", [
-    (lambda r: shutil.rmtree(r / "test"), r"^dataset\.data_dir: .* has no test/ folder"),
-    (lambda r: Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(r / "train" / "cat" / "odd.png"),
-     r"^dataset\.resize: the images differ in size \(.*: 12x10, .*odd\.png: 5x5\); set dataset\.resize"),
-    (lambda r: (r / "test" / "fox").mkdir() or shutil.copy(r / "test" / "cat" / "000.png", r / "test" / "fox"),
-     r"^dataset\.data_dir: .*test has class folder 'fox' that train/ lacks"),
-    (lambda r: (r / "train" / "cat" / "bad.png").write_bytes(b"not a png"), r"^dataset\.data_dir: .*bad\.png is not a "
-                                                                            r"readable image"),
-    (lambda r: (r / "train" / "gnu").mkdir(), r"^dataset\.data_dir: .*gnu holds no image"),
-])
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (lambda r: shutil.rmtree(r / "test"), r"^dataset\.data_dir: .* has no test/ folder"),
+        (
+            lambda r: Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(r / "train" / "cat" / "odd.png"),
+            r"^dataset\.resize: the images differ in size \(.*: 12x10, .*odd\.png: 5x5\); set dataset\.resize",
+        ),
+        (
+            lambda r: (r / "test" / "fox").mkdir() or shutil.copy(r / "test" / "cat" / "000.png", r / "test" / "fox"),
+            r"^dataset\.data_dir: .*test has class folder 'fox' that train/ lacks",
+        ),
+        (
+            lambda r: (r / "train" / "cat" / "bad.png").write_bytes(b"not a png"),
+            r"^dataset\.data_dir: .*bad\.png is not a "
+            r"readable image",
+        ),
+        (lambda r: (r / "train" / "gnu").mkdir(), r"^dataset\.data_dir: .*gnu holds no image"),
+    ],
+)
 def test_folder_errors_are_one_line(tmp_path, damage, message):
     write_folder(tmp_path / "data", {"train": 2, "test": 1})
     damage(tmp_path / "data")
@@ -180,9 +190,18 @@ def _images(n: int, seed: int, shape=(2, 6, 5)) -> torch.Tensor:
     return torch.randint(0, 256, (n, *shape), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
 
 
-def tiny(kind: str = "uint8", n_train: int = 30, n_test: int = 8, classes: int = 3, with_val: bool = False,
-         as_dict: bool = False, odd_item: int = -1, bad_label: int = -1):
+def tiny(
+    kind: str = "uint8",
+    n_train: int = 30,
+    n_test: int = 8,
+    classes: int = 3,
+    with_val: bool = False,
+    as_dict: bool = False,
+    odd_item: int = -1,
+    bad_label: int = -1,
+):
     """The callable the tests point ``dataset._target_`` at: images in the form ``kind``."""
+
     def convert(x: torch.Tensor):
         if kind == "float":
             return x.float() / 255
@@ -239,15 +258,24 @@ def test_target_validation_split_dict_and_given_classes():
     assert x.mean().abs() < 1e-5 and abs(x.std().item() - 1) < 0.02
 
 
-@pytest.mark.parametrize("cfg,message", [
-    (dict(odd_item=3), r"^dataset\._target_: images differ in shape \(train item 0: 2x6x5, train item 3: 2x4x4\)"),
-    (dict(bad_label=2, num_classes=3), r"^dataset\.num_classes: train labels span 0\.\.7 but dataset\.num_classes "),
-    (dict(as_dict=True, with_val=True, val_size=3), r"^dataset\.val_size: .* returns a validation split"),
-    (dict(classes=1), r"^dataset\._target_: the training labels hold one class"),
-    (dict(_target_="tests.test_own_data.nothing_here"), r"^dataset\._target_: calling tests\.test_own_data\."
-                                                        r"nothing_here failed"),
-    (dict(_target_="tests.test_own_data.write_folder"), r"^dataset\._target_: calling"),
-])
+@pytest.mark.parametrize(
+    "cfg,message",
+    [
+        (dict(odd_item=3), r"^dataset\._target_: images differ in shape \(train item 0: 2x6x5, train item 3: 2x4x4\)"),
+        (
+            dict(bad_label=2, num_classes=3),
+            r"^dataset\.num_classes: train labels span 0\.\.7 but dataset\.num_classes ",
+        ),
+        (dict(as_dict=True, with_val=True, val_size=3), r"^dataset\.val_size: .* returns a validation split"),
+        (dict(classes=1), r"^dataset\._target_: the training labels hold one class"),
+        (
+            dict(_target_="tests.test_own_data.nothing_here"),
+            r"^dataset\._target_: calling tests\.test_own_data\."
+            r"nothing_here failed",
+        ),
+        (dict(_target_="tests.test_own_data.write_folder"), r"^dataset\._target_: calling"),
+    ],
+)
 def test_target_errors_are_one_line(cfg, message):
     with pytest.raises(UserError, match=message) as err:
         build_dataset(target_cfg(**cfg))
@@ -271,8 +299,14 @@ def test_an_experiment_on_a_folder_is_named_by_its_content_not_its_path(tmp_path
     from tests.conftest import make_run
 
     write_folder(tmp_path / "data", {"train": 12, "test": 3}, shape=(6, 6))
-    args = ["dataset=folder", "dataset.val_size=6", "model=lenet300", "model.widths=[16]", "train.epochs=1",
-            "train.batch_size=16"]
+    args = [
+        "dataset=folder",
+        "dataset.val_size=6",
+        "model=lenet300",
+        "model.widths=[16]",
+        "train.epochs=1",
+        "train.batch_size=16",
+    ]
     store = Store(tmp_path / "results")
     first = run_experiment(make_run(tmp_path, *args, f"dataset.data_dir={tmp_path / 'data'}"), store)
     assert first["status"] == "ok" and first["dataset"] == "folder"
@@ -292,10 +326,22 @@ def test_a_target_dataset_and_a_target_model_compose_through_hydra(tmp_path):
     from runners.store import Store
     from tests.conftest import make_run
 
-    run = make_run(tmp_path, "dataset=target", f"dataset._target_={TARGET}", "+dataset.kind=numpy",
-                   "+dataset.n_train=40", "dataset.val_size=8", "model=target",
-                   "model._target_=tests.test_own_model.TinyNet", "+model.hidden=5", "train.epochs=1",
-                   "train.batch_size=16", "method=magnitude", "method.sparsity=0.5", "method.recovery.epochs=1")
+    run = make_run(
+        tmp_path,
+        "dataset=target",
+        f"dataset._target_={TARGET}",
+        "+dataset.kind=numpy",
+        "+dataset.n_train=40",
+        "dataset.val_size=8",
+        "model=target",
+        "model._target_=tests.test_own_model.TinyNet",
+        "+model.hidden=5",
+        "train.epochs=1",
+        "train.batch_size=16",
+        "method=magnitude",
+        "method.sparsity=0.5",
+        "method.recovery.epochs=1",
+    )
     assert run.dataset.kwargs == {"kind": "numpy", "n_train": 40} and run.model.kwargs == {"hidden": 5}
     record = run_experiment(run, Store(run.paths.results))
     assert record["status"] == "ok" and record["model"] == "tests.test_own_model.TinyNet"

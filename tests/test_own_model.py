@@ -16,8 +16,9 @@ CIFAR = (3, 32, 32)
 
 
 def tv(arch, shape=CIFAR, classes=10, seed=0, **kw):
-    return build_model(model_config({"name": "torchvision", "arch": arch, **kw}), shape, classes,
-                       torch.Generator().manual_seed(seed))
+    return build_model(
+        model_config({"name": "torchvision", "arch": arch, **kw}), shape, classes, torch.Generator().manual_seed(seed)
+    )
 
 
 def spatial(model: nn.Module, layer: str, shape) -> tuple[int, int]:
@@ -65,8 +66,11 @@ def test_torchvision_takes_the_datasets_channels_and_kwargs():
     assert grey.conv1.in_channels == 1 and grey(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert n(tv("mobilenet_v2", kwargs={"width_mult": 0.5})) < n(tv("mobilenet_v2")) / 2
-    with pytest.raises(UserError, match=r"^model\.arch: 'resnet81' is not a torchvision classification model; did "
-                                        r"you mean resnet18"):
+    with pytest.raises(
+        UserError,
+        match=r"^model\.arch: 'resnet81' is not a torchvision classification model; did "
+        r"you mean resnet18",
+    ):
         tv("resnet81")
     with pytest.raises(UserError, match=r"^model\.kwargs\.num_classes: set by prunelab"):
         tv("resnet18", kwargs={"num_classes": 3})
@@ -107,8 +111,9 @@ def not_a_module(num_classes):
 
 
 def target(path, shape=CIFAR, classes=5, seed=0, **kw):
-    return build_model(model_config({"name": "target", "_target_": path, **kw}), shape, classes,
-                       torch.Generator().manual_seed(seed))
+    return build_model(
+        model_config({"name": "target", "_target_": path, **kw}), shape, classes, torch.Generator().manual_seed(seed)
+    )
 
 
 def test_target_gets_the_config_fields_and_the_offered_arguments():
@@ -121,14 +126,29 @@ def test_target_gets_the_config_fields_and_the_offered_arguments():
     assert resnet.fc.out_features == 5
 
 
-@pytest.mark.parametrize("path,kw,message", [
-    ("tests.test_own_model.only_kwargs", {}, r"^model tests\.test_own_model\.only_kwargs: must return logits of shape "
-                                             r"\(batch, 5\) .* \(got \(2, 1000\)\); set its class count"),
-    ("tests.test_own_model.not_a_module", {}, r"^model tests\.test_own_model\.not_a_module: the callable returned str"),
-    ("tests.test_own_model.NoSuch", {}, r"^model\._target_: cannot import tests\.test_own_model\.NoSuch"),
-    ("tests.test_own_model.TinyNet", {"depth": 3}, r"^model\._target_: calling tests\.test_own_model\.TinyNet failed"),
-    ("tests.test_own_model.TinyNet", {"init": "he"}, r"^model\.init: must be native"),
-])
+@pytest.mark.parametrize(
+    "path,kw,message",
+    [
+        (
+            "tests.test_own_model.only_kwargs",
+            {},
+            r"^model tests\.test_own_model\.only_kwargs: must return logits of shape "
+            r"\(batch, 5\) .* \(got \(2, 1000\)\); set its class count",
+        ),
+        (
+            "tests.test_own_model.not_a_module",
+            {},
+            r"^model tests\.test_own_model\.not_a_module: the callable returned str",
+        ),
+        ("tests.test_own_model.NoSuch", {}, r"^model\._target_: cannot import tests\.test_own_model\.NoSuch"),
+        (
+            "tests.test_own_model.TinyNet",
+            {"depth": 3},
+            r"^model\._target_: calling tests\.test_own_model\.TinyNet failed",
+        ),
+        ("tests.test_own_model.TinyNet", {"init": "he"}, r"^model\.init: must be native"),
+    ],
+)
 def test_target_errors_are_one_line(path, kw, message):
     with pytest.raises(UserError, match=message) as err:
         target(path, **kw)
@@ -144,8 +164,9 @@ def trained_state(model: nn.Module) -> dict:
     return model.state_dict()
 
 
-@pytest.mark.parametrize("suffix,wrap", [(".pt", None), (".pth", "state_dict"), (".safetensors", None),
-                                         (".pt", "module.")])
+@pytest.mark.parametrize(
+    "suffix,wrap", [(".pt", None), (".pth", "state_dict"), (".safetensors", None), (".pt", "module.")]
+)
 def test_checkpoint_formats_load_exactly(tmp_path, suffix, wrap):
     source = target("tests.test_own_model.TinyNet")
     state = trained_state(source)
@@ -165,13 +186,19 @@ def test_checkpoint_refusals(tmp_path):
     model = target("tests.test_own_model.TinyNet")
     pickled = tmp_path / "module.pt"
     torch.save(model, pickled)  # a whole pickled module: weights_only refuses to run its code
-    with pytest.raises(UserError, match=r"^model\.checkpoint: .*module\.pt is not a state dict torch\.load\("
-                                        r"weights_only=True\)"):
+    with pytest.raises(
+        UserError,
+        match=r"^model\.checkpoint: .*module\.pt is not a state dict torch\.load\("
+        r"weights_only=True\)",
+    ):
         load_checkpoint(model, pickled)
     other = tmp_path / "other.pt"
     torch.save(target("tests.test_own_model.TinyNet", classes=3, hidden=4).state_dict(), other)
-    with pytest.raises(UserError, match=r"^model\.checkpoint: .*other\.pt does not fit the model \(shape: fc\.weight "
-                                        r"\(3, 4\) vs the model's \(5, 4\)"):
+    with pytest.raises(
+        UserError,
+        match=r"^model\.checkpoint: .*other\.pt does not fit the model \(shape: fc\.weight "
+        r"\(3, 4\) vs the model's \(5, 4\)",
+    ):
         load_checkpoint(model, other)
     extra = tmp_path / "extra.pt"
     torch.save({**model.state_dict(), "head.weight": torch.zeros(1)}, extra)
@@ -180,8 +207,11 @@ def test_checkpoint_refusals(tmp_path):
     with pytest.raises(UserError, match=r"^model\.checkpoint: no such file"):
         model_config({"name": "lenet300", "checkpoint": str(tmp_path / "absent.pt")})
     (tmp_path / "w.ckpt").write_bytes(pickle.dumps({}))
-    with pytest.raises(UserError, match=r"^model\.checkpoint: .*w\.ckpt must be a state dict saved as \.pt, \.pth, "
-                                        r"\.safetensors"):
+    with pytest.raises(
+        UserError,
+        match=r"^model\.checkpoint: .*w\.ckpt must be a state dict saved as \.pt, \.pth, "
+        r"\.safetensors",
+    ):
         model_config({"name": "lenet300", "checkpoint": str(tmp_path / "w.ckpt")})
 
 

@@ -46,7 +46,9 @@ def test_loss_right_after_pruning_and_before_it(tmp_path, prune_from, weights):
     pruned = {k: v * masks[k] if k in masks else v for k, v in pruned_from.items()}
     assert abs(record["test_loss_before_pruning"] - mean_test_loss(lenet(run, data, pruned_from), data.test)) < 1e-5
     assert abs(record["test_loss_before_recovery"] - mean_test_loss(lenet(run, data, pruned), data.test)) < 1e-5
-    assert abs(record["dense_test_loss"] - mean_test_loss(lenet(run, data, stage.weights("selected")), data.test)) < 1e-5
+    assert (
+        abs(record["dense_test_loss"] - mean_test_loss(lenet(run, data, stage.weights("selected")), data.test)) < 1e-5
+    )
     assert record["test_loss_before_recovery"] > record["test_loss_before_pruning"]  # 80 % of the weights gone
 
 
@@ -69,9 +71,19 @@ def test_method_config_holds_every_field_defaults_too(tmp_path):
 
 
 def test_slimming_records_the_gammas_its_threshold_saw(tmp_path):
-    run = make_run(tmp_path, "dataset=synthetic", "model=mlp_bn", "model.widths=[12,8]", "train.epochs=2",
-                   "train.batch_size=64", "method=slimming", "method.lam=0.01", "method.scope=layerwise",
-                   "method.sparsity=0.5", "method.recovery.epochs=1")
+    run = make_run(
+        tmp_path,
+        "dataset=synthetic",
+        "model=mlp_bn",
+        "model.widths=[12,8]",
+        "train.epochs=2",
+        "train.batch_size=64",
+        "method=slimming",
+        "method.lam=0.01",
+        "method.scope=layerwise",
+        "method.sparsity=0.5",
+        "method.recovery.epochs=1",
+    )
     store = Store(run.paths.results)
     record = run_experiment(run, store)
     sparse = store.at(f"train/{record['stage_hashes']['sparsity']}").weights()

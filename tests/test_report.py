@@ -22,37 +22,70 @@ DENSE = {0: 0.980, 1: 0.981, 2: 0.982}  # dense model per seed → dense row 98.
 ACCS = {
     ("magnitude", "unstructured", 0.5): {0: 0.971, 1: 0.972, 2: 0.973},  # 97.20 ± 0.10, best at 50%
     ("magnitude", "unstructured", 0.9): {0: 0.950, 1: 0.960, 2: 0.970},  # 96.00 ± 1.00, best at 90%
-    ("random", "unstructured", 0.5): {0: 0.961, 1: 0.963, 2: 0.965},     # 96.30 ± 0.20
-    ("random", "unstructured", 0.9): {0: 0.900, 1: 0.910},               # 90.50 ± 0.71 (n=2); seed 2 failed
-    ("slimming", "structured", 0.5): {0: 0.955, 1: 0.957, 2: 0.959},     # 95.70 ± 0.20, best at 50%
-    ("scratch-B (slimming)", "structured", 0.5): {0: 0.950},             # 95.00 (n=1)
+    ("random", "unstructured", 0.5): {0: 0.961, 1: 0.963, 2: 0.965},  # 96.30 ± 0.20
+    ("random", "unstructured", 0.9): {0: 0.900, 1: 0.910},  # 90.50 ± 0.71 (n=2); seed 2 failed
+    ("slimming", "structured", 0.5): {0: 0.955, 1: 0.957, 2: 0.959},  # 95.70 ± 0.20, best at 50%
+    ("scratch-B (slimming)", "structured", 0.5): {0: 0.950},  # 95.00 (n=1)
 }
 
 
 def record(label, kind, sparsity, seed, acc, experiment="survey"):
     compression = 1 / (1 - sparsity) * (0.95 if kind == "unstructured" else 1.2)
-    latency = ({"dense": {"1": 0.12, "256": 3.4}, "pruned": {"1": 0.08, "256": 3.4 * (1 - sparsity)}}
-               if kind == "structured" else None)
-    return {"status": "ok", "error": None, "experiment": experiment, "method": label.split(" ")[0], "label": label,
-            "kind": kind, "model": "mlp_bn", "dataset": "fashion_mnist", "seed": seed, "target_sparsity": sparsity,
-            "density": 1 - sparsity, "sparsity_all_params": 1 - 1 / compression, "compression": compression,
-            "params_total": 545810, "params_nonzero": int(545810 / compression), "flops_dense": 545000,
-            "flops_effective": int(545000 / compression), "speedup_theoretical": compression, "val_acc": acc - 0.001,
-            "test_acc": acc, "test_acc_before_recovery": None, "dense_test_acc": DENSE[seed],
-            "stage_hashes": {"dense": f"dense{seed}", "prune": f"{label}{sparsity}{seed}"},
-            "wall_time_s": {"dense": 30.0, "prune": 0.2, "recover": 12.0}, "latency_ms": latency,
-            "prunable": {"include": ["weight"], "classifier": True}, "per_layer_density": {"fc1.weight": 1 - sparsity}}
+    latency = (
+        {"dense": {"1": 0.12, "256": 3.4}, "pruned": {"1": 0.08, "256": 3.4 * (1 - sparsity)}}
+        if kind == "structured"
+        else None
+    )
+    return {
+        "status": "ok",
+        "error": None,
+        "experiment": experiment,
+        "method": label.split(" ")[0],
+        "label": label,
+        "kind": kind,
+        "model": "mlp_bn",
+        "dataset": "fashion_mnist",
+        "seed": seed,
+        "target_sparsity": sparsity,
+        "density": 1 - sparsity,
+        "sparsity_all_params": 1 - 1 / compression,
+        "compression": compression,
+        "params_total": 545810,
+        "params_nonzero": int(545810 / compression),
+        "flops_dense": 545000,
+        "flops_effective": int(545000 / compression),
+        "speedup_theoretical": compression,
+        "val_acc": acc - 0.001,
+        "test_acc": acc,
+        "test_acc_before_recovery": None,
+        "dense_test_acc": DENSE[seed],
+        "stage_hashes": {"dense": f"dense{seed}", "prune": f"{label}{sparsity}{seed}"},
+        "wall_time_s": {"dense": 30.0, "prune": 0.2, "recover": 12.0},
+        "latency_ms": latency,
+        "prunable": {"include": ["weight"], "classifier": True},
+        "per_layer_density": {"fc1.weight": 1 - sparsity},
+    }
 
 
-FAILED = {"status": "failed", "error": "RuntimeError: loss diverged", "experiment": "survey", "method": "random",
-          "label": "random", "model": "mlp_bn", "dataset": "fashion_mnist", "seed": 2, "target_sparsity": 0.9}
+FAILED = {
+    "status": "failed",
+    "error": "RuntimeError: loss diverged",
+    "experiment": "survey",
+    "method": "random",
+    "label": "random",
+    "model": "mlp_bn",
+    "dataset": "fashion_mnist",
+    "seed": 2,
+    "target_sparsity": 0.9,
+}
 # Another sweep: would spoil magnitude's 50% cell if the --experiment filter let it through.
 OTHER = record("magnitude", "unstructured", 0.5, 0, 0.10, experiment="other")
 
 
 def all_records():
-    records = [record(label, kind, s, seed, acc) for (label, kind, s), accs in ACCS.items()
-               for seed, acc in accs.items()]
+    records = [
+        record(label, kind, s, seed, acc) for (label, kind, s), accs in ACCS.items() for seed, acc in accs.items()
+    ]
     return records + [FAILED, OTHER]
 
 
@@ -91,13 +124,20 @@ def test_load_local_flattens_keeps_failed_and_skips_corrupt(tmp_path, caplog):
         df = load_local(root)
     assert len(df) == len(all_records())  # corrupt file skipped, failed record kept
     assert (df["status"] == "failed").sum() == 1
-    assert {"latency_ms.pruned.256", "latency_ms.dense.1", "stage_hashes.dense", "wall_time_s.recover",
-            "prunable.classifier", "per_layer_density.fc1.weight"} <= set(df.columns)
+    assert {
+        "latency_ms.pruned.256",
+        "latency_ms.dense.1",
+        "stage_hashes.dense",
+        "wall_time_s.recover",
+        "prunable.classifier",
+        "per_layer_density.fc1.weight",
+    } <= set(df.columns)
     assert "latency_ms" not in df.columns  # null for unstructured records, leaves for structured ones
     slim = df[df["label"] == "slimming"].iloc[0]
     assert slim["latency_ms.pruned.1"] == 0.08 and slim["latency_ms.dense.256"] == 3.4
-    assert df.attrs["unreadable"] == [[str(root / "runs/experiment/badc0ffee0000000/result.json"),
-                                       df.attrs["unreadable"][0][1]]]
+    assert df.attrs["unreadable"] == [
+        [str(root / "runs/experiment/badc0ffee0000000/result.json"), df.attrs["unreadable"][0][1]]
+    ]
     assert sum("badc0ffee0000000" in r.getMessage() for r in caplog.records) == 1
 
 
@@ -106,7 +146,7 @@ def test_unstructured_table_cells(built):
     rows = md_rows(out / "tables" / "fashion_mnist_mlp_bn_unstructured.md")
     assert rows["Method"] == ["50%", "90%"]
     assert rows["magnitude"] == ["**97.20 ± 0.10**", "**96.00 ± 1.00**"]  # the "other" sweep is filtered out
-    assert rows["random"] == ["96.30 ± 0.20", "90.50 ± 0.71 (n=2)"]      # failed seed 2 not counted
+    assert rows["random"] == ["96.30 ± 0.20", "90.50 ± 0.71 (n=2)"]  # failed seed 2 not counted
     assert rows["dense"] == ["98.10 ± 0.10", "98.10 ± 0.10"]
     assert set(rows) == {"Method", "magnitude", "random", "dense"}
 
@@ -125,10 +165,17 @@ def test_structured_table_is_separate_and_shows_n1(built):
 def test_latex_is_booktabs_with_bold_best(built):
     _, out = built
     tex = (out / "tables" / "fashion_mnist_mlp_bn_unstructured.tex").read_text()
-    for part in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{lrr}", r"50\% & 90\%",
-                 r"magnitude & \textbf{97.20 $\pm$ 0.10} & \textbf{96.00 $\pm$ 1.00} \\",
-                 r"random & 96.30 $\pm$ 0.20 & 90.50 $\pm$ 0.71\,{\scriptsize (n=2)} \\",
-                 r"dense & \multicolumn{2}{c}{98.10 $\pm$ 0.10} \\", r"\caption{fashion\_mnist / mlp\_bn"):
+    for part in (
+        r"\toprule",
+        r"\midrule",
+        r"\bottomrule",
+        r"\begin{tabular}{lrr}",
+        r"50\% & 90\%",
+        r"magnitude & \textbf{97.20 $\pm$ 0.10} & \textbf{96.00 $\pm$ 1.00} \\",
+        r"random & 96.30 $\pm$ 0.20 & 90.50 $\pm$ 0.71\,{\scriptsize (n=2)} \\",
+        r"dense & \multicolumn{2}{c}{98.10 $\pm$ 0.10} \\",
+        r"\caption{fashion\_mnist / mlp\_bn",
+    ):
         assert part in tex, part
 
 
@@ -261,7 +308,7 @@ def test_load_wandb_matches_load_local(tmp_path):
         summary = {**rec, "_step": 40, "_runtime": 3.2, "_wandb": {"runtime": 3}, "recover1/val_acc": 0.5}
         config = {"name": rec["experiment"], "seed": rec["seed"], "model": {"name": rec["model"]}}
         runs.append(FakeRun(f"run{i}", summary, config))
-    runs.append(FakeRun("rep", {"report_summary": "..."}, job_type="report"))   # our own report run
+    runs.append(FakeRun("rep", {"report_summary": "..."}, job_type="report"))  # our own report run
     runs.append(FakeRun("live", {"_step": 3, "dense/val_acc": 0.4}, state="running"))  # no record yet
     api = FakeApi(runs)
     remote = load_wandb("ent", "proj", api=api)
@@ -275,8 +322,9 @@ def test_load_wandb_fills_missing_fields_from_config_and_keeps_crashed_runs():
     rec = record("magnitude", "unstructured", 0.9, 1, 0.95)
     del rec["experiment"], rec["model"]
     config = {"name": "survey", "model": {"name": "mlp_bn", "width": 3}, "method": {"name": "magnitude"}}
-    crashed = FakeRun("c", {"_step": 1}, {"experiment": "survey", "method": {"name": "snip"}, "seed": 4},
-                      state="crashed")
+    crashed = FakeRun(
+        "c", {"_step": 1}, {"experiment": "survey", "method": {"name": "snip"}, "seed": 4}, state="crashed"
+    )
     df = load_wandb("ent", "proj", api=FakeApi([FakeRun("r", rec, config), crashed]))
     ok = df[df["status"] == "ok"].iloc[0]
     assert ok["experiment"] == "survey" and ok["model"] == "mlp_bn" and ok["method"] == "magnitude"
@@ -317,8 +365,11 @@ def test_style_map_is_fixed_and_distinct():
 def test_wandb_logging_in_disabled_mode_goes_through_the_real_api(built, monkeypatch):
     _, out = built
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    outputs = {"tables": sorted((out / "tables").glob("*.csv")), "figures": sorted((out / "figures").glob("*.png")),
-               "summary": [out / "summary.md"]}
+    outputs = {
+        "tables": sorted((out / "tables").glob("*.csv")),
+        "figures": sorted((out / "figures").glob("*.png")),
+        "summary": [out / "summary.md"],
+    }
     assert report.log_to_wandb(outputs, out, project="prunelab-test") is True
 
 
@@ -331,8 +382,10 @@ def test_only_failed_runs_still_gives_a_report(tmp_path, capsys):
 
 
 def test_repeated_records_are_flagged(tmp_path):
-    twice = [record("magnitude", "unstructured", 0.9, 0, 0.95), record("magnitude", "unstructured", 0.9, 0, 0.96,
-                                                                        experiment="again")]
+    twice = [
+        record("magnitude", "unstructured", 0.9, 0, 0.95),
+        record("magnitude", "unstructured", 0.9, 0, 0.96, experiment="again"),
+    ]
     root = write_store(tmp_path / "results", twice)
     report.generate_report(load_local(root), tmp_path / "out")
     summary = (tmp_path / "out" / "summary.md").read_text()
@@ -346,8 +399,12 @@ def test_cli_source_wandb(tmp_path, monkeypatch, capsys):
     runs = [FakeRun(f"r{i}", rec) for i, rec in enumerate(all_records())]
     monkeypatch.setattr(wandb, "Api", lambda: FakeApi(runs))
     out = tmp_path / "report"
-    assert report.main(["--source", "wandb", "--entity", "ent", "--project", "proj", "--experiment", "survey",
-                        "--out", str(out)]) == 0
+    assert (
+        report.main(
+            ["--source", "wandb", "--entity", "ent", "--project", "proj", "--experiment", "survey", "--out", str(out)]
+        )
+        == 0
+    )
     rows = md_rows(out / "tables" / "fashion_mnist_mlp_bn_unstructured.md")
     assert rows["random"] == ["96.30 ± 0.20", "90.50 ± 0.71 (n=2)"]
     assert "Source: W&B project ent/proj" in (out / "summary.md").read_text()
@@ -366,8 +423,11 @@ def test_dense_baseline_counts_a_dense_model_once_whatever_a_method_calls_its_st
     # lottery's level 0 is the dense stage under another name; the record's `dense_stage` says so
     dense = {**record("dense", "dense", 0.0, 0, DENSE[0]), "stage_hashes": {"dense": "d0"}, "dense_stage": "d0"}
     lottery = {**record("lottery", "unstructured", 0.9, 0, 0.97), "stage_hashes": {"level0": "d0"}, "dense_stage": "d0"}
-    other = {**record("magnitude", "unstructured", 0.9, 0, 0.96), "stage_hashes": {"dense": "d1"},
-             "dense_test_acc": 0.5}  # another dense model of the same seed (e.g. another schedule): counted
+    other = {
+        **record("magnitude", "unstructured", 0.9, 0, 0.96),
+        "stage_hashes": {"dense": "d1"},
+        "dense_test_acc": 0.5,
+    }  # another dense model of the same seed (e.g. another schedule): counted
     usable = load_local(write_store(tmp_path, [dense, lottery, other]))
     base = dense_baseline(prepare(usable[usable["status"] == "ok"]))
     assert base.n == 2 and base.mean == pytest.approx((DENSE[0] + 0.5) / 2)
@@ -389,9 +449,14 @@ def test_load_wandb_counts_an_experiment_once_however_many_runs_logged_it():
     rec = record("magnitude", "unstructured", 0.9, 0, 0.95)
     other_seed = record("magnitude", "unstructured", 0.9, 1, 0.95)
     failed = {**rec, "status": "failed", "error": "RuntimeError: boom"}
-    runs = [FakeRun("a", rec), FakeRun("b", dict(rec)), FakeRun("c", other_seed),
-            FakeRun("d", failed, {"experiment_hash": "h1"}), FakeRun("e", rec, {"experiment_hash": "h1"}),
-            FakeRun("f", rec, {"experiment_hash": "h2"})]
+    runs = [
+        FakeRun("a", rec),
+        FakeRun("b", dict(rec)),
+        FakeRun("c", other_seed),
+        FakeRun("d", failed, {"experiment_hash": "h1"}),
+        FakeRun("e", rec, {"experiment_hash": "h1"}),
+        FakeRun("f", rec, {"experiment_hash": "h2"}),
+    ]
     df = load_wandb("ent", "proj", api=FakeApi(runs))
     assert sorted(df["source"]) == ["wandb:ent/proj/a", "wandb:ent/proj/c", "wandb:ent/proj/e", "wandb:ent/proj/f"]
     assert (df["status"] == "ok").all()

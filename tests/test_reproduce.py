@@ -51,15 +51,24 @@ def test_the_tier_is_a_known_key_of_the_reproduce_configs_only():
 
 
 def test_dense_line_keeps_the_experiment_model_and_data_only():
-    assert dense_line("+experiment=reproduce_mlp model=lenet300 dataset=synthetic dataset.train_limit=null "
-                      "+experiment/arm=a,b model.init=variance_scaling method.sparsity=0.5") == \
-        "+experiment=reproduce_mlp model=lenet300 dataset=synthetic dataset.train_limit=null +experiment/arm=dense"
+    assert (
+        dense_line(
+            "+experiment=reproduce_mlp model=lenet300 dataset=synthetic dataset.train_limit=null "
+            "+experiment/arm=a,b model.init=variance_scaling method.sparsity=0.5"
+        )
+        == "+experiment=reproduce_mlp model=lenet300 dataset=synthetic dataset.train_limit=null +experiment/arm=dense"
+    )
 
 
 def test_command_appends_name_tier_and_seeds_last_and_passes_overrides_through(tmp_path):
     sweep = plan(load_claims(), mnist=False)[-1]
-    cmd = command(sweep, tier="default", seeds=[0, 1, 2], sweep_dir=tmp_path,
-                  extra=["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "logger=wandb"])
+    cmd = command(
+        sweep,
+        tier="default",
+        seeds=[0, 1, 2],
+        sweep_dir=tmp_path,
+        extra=["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "logger=wandb"],
+    )
     assert cmd[1:4] == ["-m", "runners.train", "-m"]
     assert cmd[-1] == "seed=0,1,2"  # last: consecutive jobs differ in seed, so parallel workers rarely share a stage
     assert "name=reproduce_default" in cmd and "reproduce.tier=default" in cmd
@@ -73,15 +82,21 @@ def test_jobs_of_a_line_are_hydras_product_with_the_last_axis_fastest():
         ["+experiment=x", "+experiment/arm=a", "method.sparsity=0.5"],
         ["+experiment=x", "+experiment/arm=a", "method.sparsity=0.9"],
         ["+experiment=x", "+experiment/arm=b", "method.sparsity=0.5"],
-        ["+experiment=x", "+experiment/arm=b", "method.sparsity=0.9"]]
+        ["+experiment=x", "+experiment/arm=b", "method.sparsity=0.9"],
+    ]
     assert jobs_of("+experiment=x seed=range(3)") is None  # other sweep syntax: never skipped, always launched
 
 
 TINY_CLAIM = {
-    "id": "tiny", "number": 1, "paper": "nobody", "source": "Fig. 0",
+    "id": "tiny",
+    "number": 1,
+    "paper": "nobody",
+    "source": "Fig. 0",
     "sentence": "Magnitude pruning after training beats random deletion after training.",
-    "experiments": ["+experiment=reproduce_mlp dataset=synthetic model=lenet300 dataset.train_limit=null "
-                    "+experiment/arm=magnitude,random_after method.sparsity=0.8"],
+    "experiments": [
+        "+experiment=reproduce_mlp dataset=synthetic model=lenet300 dataset.train_limit=null "
+        "+experiment/arm=magnitude,random_after method.sparsity=0.8"
+    ],
     "where": {"model": "lenet300", "dataset": "synthetic"},
     "at": {"key": "target_sparsity", "values": [0.8]},
     "arms": {"magnitude": {"label": "magnitude"}, "random": {"label": "random (after training)"}},
@@ -93,10 +108,29 @@ TINY_CLAIM = {
 
 def reproduce(tmp_path, *args):
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "runners.reproduce", "--tier", "smoke", "--claims-dir",
-                           str(tmp_path / "claims"), "--out", str(tmp_path / "REPRODUCTION.md"), "--sweep-dir",
-                           str(tmp_path / "sweeps"), *args, f"paths.results={tmp_path / 'results'}", "threads=1"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runners.reproduce",
+            "--tier",
+            "smoke",
+            "--claims-dir",
+            str(tmp_path / "claims"),
+            "--out",
+            str(tmp_path / "REPRODUCTION.md"),
+            "--sweep-dir",
+            str(tmp_path / "sweeps"),
+            *args,
+            f"paths.results={tmp_path / 'results'}",
+            "threads=1",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def body(path: Path) -> str:
@@ -119,7 +153,8 @@ def test_a_run_writes_the_report_and_a_second_run_computes_nothing(tmp_path):
     assert (tmp_path / "results" / "report" / "reproduction" / "tiny.png").stat().st_size > 0
     records = [json.loads(p.read_text()) for p in (tmp_path / "results" / "runs" / "experiment").glob("*/result.json")]
     assert sorted((r["label"], r["seed"]) for r in records) == sorted(
-        (label, s) for label in ("dense", "magnitude", "random (after training)") for s in (0, 1, 2))
+        (label, s) for label in ("dense", "magnitude", "random (after training)") for s in (0, 1, 2)
+    )
     assert {r["experiment"] for r in records} == {"reproduce_smoke"}
     first_body = body(report)
 

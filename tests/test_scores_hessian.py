@@ -26,26 +26,26 @@ DT = torch.float64
 
 def mlp(seed=0):
     torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Flatten(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3)
-    ).to(DT)
+    return nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3)).to(DT)
 
 
 def convnet(seed=0):
     torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 3)
-    ).to(DT)
+    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 3)).to(DT)
 
 
 def strided_convnet(seed=0):
     """Dilation, padding, stride, 'valid', and a grouped conv (which takes the generic path even with fast_path)."""
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Conv2d(1, 2, 3, padding=2, dilation=2), nn.ReLU(),
-        nn.Conv2d(2, 4, 3, stride=2, padding=1, groups=2), nn.ReLU(),
-        nn.Conv2d(4, 3, 2, stride=(1, 2), padding="valid"), nn.ReLU(),
-        nn.Flatten(), nn.Linear(18, 3),
+        nn.Conv2d(1, 2, 3, padding=2, dilation=2),
+        nn.ReLU(),
+        nn.Conv2d(2, 4, 3, stride=2, padding=1, groups=2),
+        nn.ReLU(),
+        nn.Conv2d(4, 3, 2, stride=(1, 2), padding="valid"),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(18, 3),
     ).to(DT)
 
 
@@ -245,8 +245,13 @@ def lecun_reference_mlp(model, x):
 def two_conv_net(seed=0):
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 2, 3, stride=2, padding=1), nn.ReLU(),
-        nn.MaxPool2d(2, stride=1), nn.Flatten(), nn.Linear(8, 3),
+        nn.Conv2d(1, 2, 3),
+        nn.ReLU(),
+        nn.Conv2d(2, 2, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2, stride=1),
+        nn.Flatten(),
+        nn.Linear(8, 3),
     ).to(DT)
 
 
@@ -262,7 +267,9 @@ def _conv_loops(x, w, b, stride, pad):
             for s in range(wo):
                 a[co, r, s] = b[co] + sum(
                     float(w[co, ci, u, v] * xp[ci, r * stride + u, s * stride + v])
-                    for ci in range(cin) for u in range(k) for v in range(k)
+                    for ci in range(cin)
+                    for u in range(k)
+                    for v in range(k)
                 )
     return a, xp
 
@@ -401,8 +408,12 @@ def test_lecun_follows_functional_relu_and_reshapes():
     reference = convnet()
     model = Functional().to(DT)
     model.load_state_dict(
-        {"conv.weight": reference[0].weight, "conv.bias": reference[0].bias,
-         "fc.weight": reference[4].weight, "fc.bias": reference[4].bias}
+        {
+            "conv.weight": reference[0].weight,
+            "conv.bias": reference[0].bias,
+            "fc.weight": reference[4].weight,
+            "fc.bias": reference[4].bias,
+        }
     )
     x, y = data(7, (1, 6, 6))
     got = hessian_diagonal(model, scored(model), [(x, y)], "lecun")
@@ -476,8 +487,7 @@ def test_hutchinson_within_stated_tolerance_of_true_hessian_diagonal(net, shape)
     for n in names:
         assert bool(((got[n] - want[n]).abs() <= 5 * std[n] + 1e-12).all()), n
     expected = math.sqrt(  # the relative error the stated tolerance implies
-        sum(float(s.square().sum()) for s in std.values())
-        / sum(float(w.square().sum()) for w in want.values())
+        sum(float(s.square().sum()) for s in std.values()) / sum(float(w.square().sum()) for w in want.values())
     )
     assert rel_err(got, want) < 2 * expected
     assert rel_err(got, want) < 0.15

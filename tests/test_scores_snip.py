@@ -17,8 +17,14 @@ DT = torch.float64
 def bn_convnet(seed=0):
     torch.manual_seed(seed)
     model = nn.Sequential(
-        nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(12, 5), nn.ReLU(), nn.Linear(5, 4),
+        nn.Conv2d(1, 3, 3),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(12, 5),
+        nn.ReLU(),
+        nn.Linear(5, 4),
     ).to(DT)
     bn = model[1]
     bn.running_mean.copy_(torch.randn(3, dtype=DT) * 0.5)

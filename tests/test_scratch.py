@@ -10,8 +10,12 @@ from tests.conftest import make_run
 from tests.test_cli import cli
 
 MLP_BN = ["dataset=synthetic", "model=mlp_bn", "model.widths=[40,20]", "train.epochs=2", "train.batch_size=64"]
-L1_SOURCE = ["method=scratch", "method.source=l1_filter", "method.sparsity=0.5",
-             "+method.source_overrides.recovery.epochs=1"]
+L1_SOURCE = [
+    "method=scratch",
+    "method.source=l1_filter",
+    "method.sparsity=0.5",
+    "+method.source_overrides.recovery.epochs=1",
+]
 
 
 def experiment(tmp_path, *overrides):
@@ -44,7 +48,11 @@ def test_scratch_b_trains_the_plan_for_the_flop_ratio_from_a_fresh_init(tmp_path
     init = exp.model_from(exp.stage_at("init/" + record["stage_hashes"]["scratch_init"]))
     final = exp.model_from(exp.stage_at(record["final_stage"]))
     shapes = {k: v.shape for k, v in source.state_dict().items()}
-    assert {k: v.shape for k, v in init.state_dict().items()} == shapes == {k: v.shape for k, v in final.state_dict().items()}
+    assert (
+        {k: v.shape for k, v in init.state_dict().items()}
+        == shapes
+        == {k: v.shape for k, v in final.state_dict().items()}
+    )
     assert final.fc1.out_features == 20 and final.fc2.out_features == 10
     # a fresh draw: neither the source's trained weights nor the compacted original initialization
     original = exp.model_from(exp.stage_at("init/" + record["stage_hashes"]["init"]))
@@ -71,8 +79,9 @@ def test_a_scratch_init_is_the_fresh_draw_of_the_widths_whichever_channels_the_p
     a, b = exp.init_stage("a", seed=7, architecture=odd), exp.init_stage("b", seed=7, architecture=low)
     assert a.hash == b.hash and b.reused
     # the independent answer: the old construction (cut the fresh draw by the source's own channels, re-draw)
-    expected = initialize(compact(exp.base_model(7), odd, exp.example_input), exp.config.model.init,
-                          torch.Generator().manual_seed(7)).state_dict()
+    expected = initialize(
+        compact(exp.base_model(7), odd, exp.example_input), exp.config.model.init, torch.Generator().manual_seed(7)
+    ).state_dict()
     got = exp.model_from(a).state_dict()
     assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in got)
     # the stage's plan keeps the first channels: with model.init=native (no re-draw) the weights are the fresh draw's
@@ -94,9 +103,17 @@ def test_sources_leaving_the_same_widths_share_the_scratch_training(tmp_path):
 
 
 def test_scratch_of_a_mask_keeps_the_mask_fixed_and_counts_nonzero_flops(tmp_path):
-    record, exp = experiment(tmp_path, "dataset=synthetic", "model=lenet300", "train.epochs=2", "method=scratch",
-                             "method.source=magnitude", "method.sparsity=0.8", "method.budget=B",
-                             "+method.source_overrides.recovery.epochs=1")
+    record, exp = experiment(
+        tmp_path,
+        "dataset=synthetic",
+        "model=lenet300",
+        "train.epochs=2",
+        "method=scratch",
+        "method.source=magnitude",
+        "method.sparsity=0.8",
+        "method.budget=B",
+        "+method.source_overrides.recovery.epochs=1",
+    )
     source = exp.stage_at(record["source_stage"])
     final = exp.stage_at(record["final_stage"])
     source_masks, final_masks = source.masks(), final.masks()
@@ -106,7 +123,9 @@ def test_scratch_of_a_mask_keeps_the_mask_fixed_and_counts_nonzero_flops(tmp_pat
     assert all(int((weights[k][~final_masks[k]] != 0).sum()) == 0 for k in final_masks)
     assert abs(record["density"] - 0.2) < 1e-3
     flops = record["scratch_flops"]
-    assert flops["pruned"] < 0.5 * flops["dense"] and record["scratch_epochs"] == round(2 * flops["dense"] / flops["pruned"])
+    assert flops["pruned"] < 0.5 * flops["dense"] and record["scratch_epochs"] == round(
+        2 * flops["dense"] / flops["pruned"]
+    )
     assert record["kind"] == "unstructured"
 
 
@@ -124,8 +143,14 @@ def test_rethinking_flops_by_hand():
     from methods.pipeline.flops import rethinking_flops
 
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                        nn.Linear(3 * 3 * 3, 5))
+    net = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(3 * 3 * 3, 5),
+    )
     conv = (2 * 3 * 2 * 3 * 3 + 3) * 6 * 6  # (2 · kernel weights + Cout biases) · H_out · W_out
     bn, relu, pool = 2 * 3 * 6 * 6, 3 * 6 * 6, 2 * 2 * 3 * 3 * 3  # pool: window · output elements
     linear = 2 * 27 * 5 + 5
@@ -135,11 +160,14 @@ def test_rethinking_flops_by_hand():
     assert rethinking_flops(net, (2, 6, 6)) == (2 * 27 + 3) * 36 + bn + relu + pool + linear
 
 
-@pytest.mark.parametrize("args,field", [
-    (["method.source=nosuch"], "nosuch"),
-    (["method.source=magnitude", "method.build_source=false"], "method.source"),
-    (["method.budget=C"], "method.budget"),
-])
+@pytest.mark.parametrize(
+    "args,field",
+    [
+        (["method.source=nosuch"], "nosuch"),
+        (["method.source=magnitude", "method.build_source=false"], "method.source"),
+        (["method.budget=C"], "method.budget"),
+    ],
+)
 def test_bad_source_is_one_line_and_writes_nothing(tmp_path, args, field):
     result = cli(tmp_path, "dataset=synthetic", "method=scratch", *args)
     lines = [line for line in result.stderr.splitlines() if line.strip()]

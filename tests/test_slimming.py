@@ -16,8 +16,15 @@ from runners.store import Store
 from tests.conftest import make_run
 
 ROOT = Path(__file__).resolve().parent.parent
-MLP_BN = ["dataset=synthetic", "model=mlp_bn", "model.widths=[40,20]", "train.epochs=1", "train.batch_size=64",
-          "method=slimming", "method.recovery.epochs=1"]
+MLP_BN = [
+    "dataset=synthetic",
+    "model=mlp_bn",
+    "model.widths=[40,20]",
+    "train.epochs=1",
+    "train.batch_size=64",
+    "method=slimming",
+    "method.recovery.epochs=1",
+]
 
 
 def gammas(model):
@@ -43,8 +50,10 @@ def test_hook_adds_exactly_lambda_sign_gamma(tmp_path):
         return {n: p.grad.clone() for n, p in model.named_parameters()}
 
     plain, hooked = grads(None), grads(sparsity_hook(0.25))
-    expected_sign = {"bn1.weight": torch.tensor([1.0, -1.0, 0.0, 1.0, -1.0, 1.0]),
-                     "bn2.weight": torch.ones(4)}  # bn2's γ are the init value 1.0
+    expected_sign = {
+        "bn1.weight": torch.tensor([1.0, -1.0, 0.0, 1.0, -1.0, 1.0]),
+        "bn2.weight": torch.ones(4),
+    }  # bn2's γ are the init value 1.0
     for name in plain:
         want = plain[name] + 0.25 * expected_sign[name] if name in expected_sign else plain[name]
         assert torch.equal(hooked[name], want), name
@@ -53,8 +62,16 @@ def test_hook_adds_exactly_lambda_sign_gamma(tmp_path):
 def test_sparsity_training_drives_gammas_to_zero(tmp_path):
     small = []
     for lam in (0.0, 0.05):
-        run = make_run(tmp_path / str(lam), "dataset=synthetic", "model=mlp_bn", "model.widths=[40,20]",
-                       "train.epochs=6", "train.batch_size=32", "method=slimming", f"method.lam={lam}")
+        run = make_run(
+            tmp_path / str(lam),
+            "dataset=synthetic",
+            "model=mlp_bn",
+            "model.widths=[40,20]",
+            "train.epochs=6",
+            "train.batch_size=32",
+            "method=slimming",
+            f"method.lam={lam}",
+        )
         exp = Experiment(run, Store(run.paths.results))
         stage = exp.method.sparsity_stage(exp)
         g = torch.cat(gammas(exp.model_from(stage, "last"))).abs()
@@ -85,8 +102,10 @@ def test_global_threshold_init_and_end_to_end(tmp_path):
     ranked = torch.sort(everything, descending=True).indices
     order = ranked[:36]
     assert everything[order].min() > everything[ranked[36:]].max()  # no tie at the threshold
-    want = {"fc1": sorted(i for i in order.tolist() if i < 40),
-            "fc2": sorted(i - 40 for i in order.tolist() if i >= 40)}
+    want = {
+        "fc1": sorted(i for i in order.tolist() if i < 40),
+        "fc2": sorted(i - 40 for i in order.tolist() if i >= 40),
+    }
     assert want["fc1"] and want["fc2"]  # the floor does not apply here
     plan = exp.stage_at("prune/" + hashes["prune"]).plan()
     assert plan.keep == want
@@ -105,8 +124,9 @@ def test_global_threshold_init_and_end_to_end(tmp_path):
 
 
 def test_floor_keeps_one_channel_in_a_layer_of_tiny_gammas(tmp_path):
-    run = make_run(tmp_path, "dataset=synthetic", "model=mlp_bn", "model.widths=[10,10]", "method=slimming",
-                   "method.sparsity=0.5")
+    run = make_run(
+        tmp_path, "dataset=synthetic", "model=mlp_bn", "model.widths=[10,10]", "method=slimming", "method.sparsity=0.5"
+    )
     exp = Experiment(run, Store(run.paths.results))
     model = exp.base_model().eval()
     with torch.no_grad():
@@ -141,10 +161,25 @@ def test_two_passes_prune_twice_and_compose_the_plans(tmp_path):
 
 def test_model_without_batchnorm_is_one_line_exit_2_and_writes_nothing(tmp_path):
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    result = subprocess.run([sys.executable, "-m", "runners.train", "model=lenet300", "method=slimming",
-                             "dataset=synthetic", "logger=none", "progress=false", f"paths.results={tmp_path}/results",
-                             f"hydra.run.dir={tmp_path}/out"], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runners.train",
+            "model=lenet300",
+            "method=slimming",
+            "dataset=synthetic",
+            "logger=none",
+            "progress=false",
+            f"paths.results={tmp_path}/results",
+            f"hydra.run.dir={tmp_path}/out",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "BatchNorm" in lines[0] and "mlp_bn" in lines[0], result.stderr

@@ -47,18 +47,23 @@ SWEEP_TIMEOUT_S = 120  # a 2-job Hydra multirun through submitit, start to end
 
 def slurm_installed() -> bool:
     sbin = ("/usr/sbin", "/sbin")
-    return bool(shutil.which("sbatch") and shutil.which("sinfo")
-                and any(os.access(f"{d}/slurmctld", os.X_OK) for d in sbin)
-                and any(os.access(f"{d}/slurmd", os.X_OK) for d in sbin))
+    return bool(
+        shutil.which("sbatch")
+        and shutil.which("sinfo")
+        and any(os.access(f"{d}/slurmctld", os.X_OK) for d in sbin)
+        and any(os.access(f"{d}/slurmd", os.X_OK) for d in sbin)
+    )
 
 
 IS_ROOT = os.geteuid() == 0
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not IS_ROOT and not slurm_installed(),
-                       reason="Slurm is not installed and installing it needs root: "
-                              "run `sudo runners/slurm/cluster.sh start` once (Debian: slurmctld slurmd munge)"),
+    pytest.mark.skipif(
+        not IS_ROOT and not slurm_installed(),
+        reason="Slurm is not installed and installing it needs root: "
+        "run `sudo runners/slurm/cluster.sh start` once (Debian: slurmctld slurmd munge)",
+    ),
 ]
 
 
@@ -66,8 +71,9 @@ def cluster_sh(command: str, timeout: float) -> subprocess.CompletedProcess:
     """Run ``runners/slurm/cluster.sh COMMAND``; a hang becomes a failure with what it printed so far."""
     env = {**os.environ, "PRUNELAB_SLURM_TIMEOUT": "60", "PRUNELAB_SLURM_PARTITION": PARTITION}
     try:
-        return subprocess.run(["bash", str(CLUSTER_SH), command], capture_output=True, text=True,
-                              timeout=timeout, env=env)
+        return subprocess.run(
+            ["bash", str(CLUSTER_SH), command], capture_output=True, text=True, timeout=timeout, env=env
+        )
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"cluster.sh {command} did not finish within {timeout}s:\n{_text(e.stdout)}\n{_text(e.stderr)}")
 
@@ -124,8 +130,10 @@ def slurm(slurm_cluster):
         time.sleep(1)
     if state not in ("idle", "mix", "alloc"):
         _broken.append(f"node state {state!r}")
-        pytest.fail(f"the Slurm node does not take jobs (state {state!r}); see `runners/slurm/cluster.sh status` "
-                    f"and the logs in /var/tmp/prunelab-slurm/log")
+        pytest.fail(
+            f"the Slurm node does not take jobs (state {state!r}); see `runners/slurm/cluster.sh status` "
+            f"and the logs in /var/tmp/prunelab-slurm/log"
+        )
     return slurm_cluster
 
 
@@ -137,8 +145,9 @@ def cancel_jobs(job_name: str) -> None:
     subprocess.run(["scancel", f"--name={job_name}"], capture_output=True, timeout=30)
 
 
-def run_on_cluster(cmd: list[str], *, job_name: str, cwd: Path | str, timeout: float = SWEEP_TIMEOUT_S,
-                   env: dict | None = None) -> subprocess.CompletedProcess:
+def run_on_cluster(
+    cmd: list[str], *, job_name: str, cwd: Path | str, timeout: float = SWEEP_TIMEOUT_S, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run a command that submits Slurm jobs named ``job_name`` and waits for them (a Hydra sweep with
     ``hydra.job.name=<job_name>``). At ``timeout`` its jobs are cancelled and the test fails with the output and
     the queue, so a stuck job cannot hang the suite (submitit waits forever for a job that died unrecorded)."""
@@ -149,8 +158,10 @@ def run_on_cluster(cmd: list[str], *, job_name: str, cwd: Path | str, timeout: f
         queue = subprocess.run(["squeue"], capture_output=True, text=True, timeout=30).stdout
         cancel_jobs(job_name)
         _broken.append(f"{cmd[:3]} timed out after {timeout}s")
-        pytest.fail(f"{' '.join(cmd)} did not finish within {timeout}s\nsqueue:\n{queue}\n"
-                    f"stdout:\n{_text(e.stdout)[-4000:]}\nstderr:\n{_text(e.stderr)[-4000:]}")
+        pytest.fail(
+            f"{' '.join(cmd)} did not finish within {timeout}s\nsqueue:\n{queue}\n"
+            f"stdout:\n{_text(e.stdout)[-4000:]}\nstderr:\n{_text(e.stderr)[-4000:]}"
+        )
 
 
 def job_state(job_id: str) -> str:
@@ -163,9 +174,23 @@ def job_state(job_id: str) -> str:
 
 def test_sbatch_job_runs_to_completion(slurm, tmp_path):
     out = tmp_path / "job.out"
-    proc = subprocess.run(["sbatch", "--parsable", f"--partition={slurm}", "--job-name=prunelab-sbatch",
-                           f"--output={out}", "--time=2", "--mem=100M", "--wrap", "hostname; echo done"],
-                          capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            f"--partition={slurm}",
+            "--job-name=prunelab-sbatch",
+            f"--output={out}",
+            "--time=2",
+            "--mem=100M",
+            "--wrap",
+            "hostname; echo done",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     job_id = proc.stdout.strip().split(";")[0]
     deadline = time.monotonic() + JOB_TIMEOUT_S
@@ -178,18 +203,24 @@ def test_sbatch_job_runs_to_completion(slurm, tmp_path):
         _broken.append(f"batch job {job_id} still {state} after {JOB_TIMEOUT_S}s")
     assert state == "COMPLETED", f"job {job_id} is {state}; output: {out.read_text() if out.exists() else None}"
     lines = out.read_text().split()
-    assert lines[-1] == "done" and lines[0] == subprocess.run(["hostname", "-s"], capture_output=True,
-                                                              text=True).stdout.strip()
+    assert (
+        lines[-1] == "done"
+        and lines[0] == subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
+    )
 
 
 def test_srun_runs_a_step(slurm):
-    proc = subprocess.run(["srun", f"--partition={slurm}", "--time=1", "--mem=100M", "echo", "step-ok"],
-                          capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
+    proc = subprocess.run(
+        ["srun", f"--partition={slurm}", "--time=1", "--mem=100M", "echo", "step-ok"],
+        capture_output=True,
+        text=True,
+        timeout=JOB_TIMEOUT_S,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "step-ok"
 
 
-APP = '''
+APP = """
 import os, sys
 import hydra
 from omegaconf import DictConfig
@@ -205,7 +236,7 @@ def main(cfg: DictConfig) -> int:
 
 if __name__ == "__main__":
     main()
-'''
+"""
 
 
 @pytest.mark.parametrize("launcher", ["submitit_slurm", "slurm_local"])
@@ -216,12 +247,27 @@ def test_hydra_multirun_through_submitit_slurm(slurm, tmp_path, launcher):
     (tmp_path / "out").mkdir()
     name = unique_job_name()
     if launcher == "submitit_slurm":  # the plugin's own config, told the partition
-        overrides = ["hydra/launcher=submitit_slurm", f"hydra.launcher.partition={slurm}",
-                     "hydra.launcher.timeout_min=5", "hydra.launcher.mem_gb=1"]
+        overrides = [
+            "hydra/launcher=submitit_slurm",
+            f"hydra.launcher.partition={slurm}",
+            "hydra.launcher.timeout_min=5",
+            "hydra.launcher.mem_gb=1",
+        ]
     else:  # the repo's config for this cluster, found through a search path as any app of the repo would
         overrides = [*SLURM_LOCAL, f"hydra.searchpath=[file://{REPO / 'conf'}]"]
-    proc = run_on_cluster([sys.executable, "app.py", "-m", "x=3,4", *overrides, f"hydra.job.name={name}",
-                           f"hydra.sweep.dir={tmp_path / 'multirun'}"], job_name=name, cwd=tmp_path)
+    proc = run_on_cluster(
+        [
+            sys.executable,
+            "app.py",
+            "-m",
+            "x=3,4",
+            *overrides,
+            f"hydra.job.name={name}",
+            f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        ],
+        job_name=name,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     assert "Submitit 'slurm' sweep" in proc.stdout + proc.stderr
 
@@ -248,11 +294,28 @@ def test_train_sweep_lands_every_result_in_the_store(slurm, tmp_path):
 
     name = unique_job_name()
     results = tmp_path / "results"
-    proc = run_on_cluster([sys.executable, "-m", "runners.train", "-m", "dataset=synthetic", "logger=none",
-                           "progress=false", "method=magnitude", "method.sparsity=0.5,0.8", "train.epochs=1",
-                           "method.recovery.epochs=1", f"paths.results={results}", *SLURM_LOCAL,
-                           f"hydra.job.name={name}", f"hydra.sweep.dir={tmp_path / 'multirun'}"],
-                          job_name=name, cwd=REPO, timeout=SWEEP_TIMEOUT_S + 60)
+    proc = run_on_cluster(
+        [
+            sys.executable,
+            "-m",
+            "runners.train",
+            "-m",
+            "dataset=synthetic",
+            "logger=none",
+            "progress=false",
+            "method=magnitude",
+            "method.sparsity=0.5,0.8",
+            "train.epochs=1",
+            "method.recovery.epochs=1",
+            f"paths.results={results}",
+            *SLURM_LOCAL,
+            f"hydra.job.name={name}",
+            f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        ],
+        job_name=name,
+        cwd=REPO,
+        timeout=SWEEP_TIMEOUT_S + 60,
+    )
     assert proc.returncode == 0, f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
     records = [json.loads(p.read_text()) for p in (results / "runs" / "experiment").glob("*/result.json")]
     pruned = sorted(r["target_sparsity"] for r in records if r["method"] == "magnitude" and r["status"] == "ok")

@@ -10,8 +10,17 @@ from runners.experiment import run_experiment
 from runners.store import Store
 from tests.conftest import make_run
 
-TINY = ["dataset=synthetic", "dataset.input_shape=[1,4,4]", "dataset.num_train=200", "dataset.val_size=50",
-        "dataset.num_test=50", "model=mlp_bn", "model.widths=[8,6]", "train.epochs=1", "train.batch_size=50"]
+TINY = [
+    "dataset=synthetic",
+    "dataset.input_shape=[1,4,4]",
+    "dataset.num_train=200",
+    "dataset.val_size=50",
+    "dataset.num_test=50",
+    "model=mlp_bn",
+    "model.widths=[8,6]",
+    "train.epochs=1",
+    "train.batch_size=50",
+]
 
 
 def run(tmp_path, *overrides):
@@ -23,8 +32,9 @@ def test_exact_methods_record_their_target_and_own_sparsity_methods_are_flagged(
     exact = run(tmp_path, "method=magnitude", "method.sparsity=0.75", "method.recovery.epochs=1")
     assert exact["achieved_sparsity"] == pytest.approx(exact["target_sparsity"], abs=1 / 200)
     assert exact["sparsity_set_by_method"] is False
-    own = run(tmp_path, "method=magnitude", "method.scope=layerwise_std", "method.quality=1.0",
-              "method.recovery.epochs=1")
+    own = run(
+        tmp_path, "method=magnitude", "method.scope=layerwise_std", "method.quality=1.0", "method.recovery.epochs=1"
+    )
     assert own["sparsity_set_by_method"] is True and own["achieved_sparsity"] == pytest.approx(1 - own["density"])
     passes = run(tmp_path, "method=slimming", "method.sparsity=0.25", "method.passes=2")
     assert passes["sparsity_set_by_method"] is True
@@ -33,18 +43,34 @@ def test_exact_methods_record_their_target_and_own_sparsity_methods_are_flagged(
 
 
 def _record(label, target, achieved, own, acc, seed=0):
-    return {"status": "ok", "experiment": "x", "method": label.split(" ")[0], "label": label, "kind": "unstructured",
-            "model": "m", "dataset": "d", "seed": seed, "target_sparsity": target, "achieved_sparsity": achieved,
-            "sparsity_set_by_method": own, "density": 1 - achieved, "compression": 1 / (1 - achieved),
-            "test_acc": acc, "dense_test_acc": 0.99}
+    return {
+        "status": "ok",
+        "experiment": "x",
+        "method": label.split(" ")[0],
+        "label": label,
+        "kind": "unstructured",
+        "model": "m",
+        "dataset": "d",
+        "seed": seed,
+        "target_sparsity": target,
+        "achieved_sparsity": achieved,
+        "sparsity_set_by_method": own,
+        "density": 1 - achieved,
+        "compression": 1 / (1 - achieved),
+        "test_acc": acc,
+        "dense_test_acc": 0.99,
+    }
 
 
 def test_tables_mark_the_achieved_sparsity_of_methods_that_set_their_own():
     import pandas as pd
 
-    records = [_record("magnitude", 0.9, 0.9, False, 0.95), _record("magnitude", 0.9, 0.9, False, 0.97, seed=1),
-               _record("magnitude (layerwise_std)", 0.9, 0.8734, True, 0.96),
-               _record("magnitude (layerwise_std)", 0.9, 0.8712, True, 0.94, seed=1)]
+    records = [
+        _record("magnitude", 0.9, 0.9, False, 0.95),
+        _record("magnitude", 0.9, 0.9, False, 0.97, seed=1),
+        _record("magnitude (layerwise_std)", 0.9, 0.8734, True, 0.96),
+        _record("magnitude (layerwise_std)", 0.9, 0.8712, True, 0.94, seed=1),
+    ]
     df = prepare(pd.DataFrame(records))
     assert df["sparsity"].tolist() == [0.9, 0.9, 0.87, 0.87]
     unstructured = next(t for t in build_tables(pd.DataFrame(records)) if t.name.endswith("unstructured"))

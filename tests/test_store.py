@@ -42,8 +42,20 @@ def test_second_identical_run_computes_nothing_and_other_methods_share_the_dense
     record = run_experiment(pruned, third)
     assert record["stage_hashes"]["dense"] == first["stage_hashes"]["dense"]
     assert not any(entry.startswith("train/" + first["stage_hashes"]["dense"]) for entry in third.computed)
-    for key in ["density", "compression", "flops_dense", "flops_effective", "test_acc_before_recovery", "dense_test_acc",
-                "params_total", "params_nonzero", "sparsity_all_params", "speedup_theoretical", "val_acc", "test_acc"]:
+    for key in [
+        "density",
+        "compression",
+        "flops_dense",
+        "flops_effective",
+        "test_acc_before_recovery",
+        "dense_test_acc",
+        "params_total",
+        "params_nonzero",
+        "sparsity_all_params",
+        "speedup_theoretical",
+        "val_acc",
+        "test_acc",
+    ]:
         assert record[key] is not None, key
     assert abs(record["density"] - 0.1) < 1e-3
 
@@ -60,15 +72,25 @@ def _train(tmp_path, checkpoint, fail_at=None, model_name="lenet300"):
 
     torch.manual_seed(0)
     data = build_dataset(DatasetConfig(name="synthetic", val_size=200))
-    model = build_model(ModelConfig(name=model_name), data.input_shape, data.num_classes, torch.Generator().manual_seed(0))
+    model = build_model(
+        ModelConfig(name=model_name), data.input_shape, data.num_classes, torch.Generator().manual_seed(0)
+    )
 
     def on_eval(row):
         if fail_at is not None and row["epoch"] >= fail_at:
             raise Interrupt
 
     cfg = TrainConfig(epochs=4, batch_size=64, schedule="cosine")
-    return train(model, data, cfg, data_seed=0, device=torch.device("cpu"), checkpoint=checkpoint, on_eval=on_eval,
-                 progress=False)
+    return train(
+        model,
+        data,
+        cfg,
+        data_seed=0,
+        device=torch.device("cpu"),
+        checkpoint=checkpoint,
+        on_eval=on_eval,
+        progress=False,
+    )
 
 
 @pytest.mark.parametrize("model_name", ["lenet300", "conv_bn"])  # conv_bn trains channels-last on the CPU
@@ -136,8 +158,16 @@ def test_kill_9_mid_training_then_rerun_matches_an_uninterrupted_run(tmp_path):
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    args = ["dataset=synthetic", "dataset.num_train=20000", "model=lenet300", "train.epochs=12", "train.batch_size=32",
-            "logger=none", "progress=false", "threads=1"]
+    args = [
+        "dataset=synthetic",
+        "dataset.num_train=20000",
+        "model=lenet300",
+        "train.epochs=12",
+        "train.batch_size=32",
+        "logger=none",
+        "progress=false",
+        "threads=1",
+    ]
 
     def command(store):
         return [sys.executable, "-m", "runners.train", *args, f"paths.results={store}", f"hydra.run.dir={store}/out"]

@@ -1,4 +1,3 @@
-
 import torch
 
 from runners.experiment import Experiment, run_experiment
@@ -29,7 +28,17 @@ def test_random_channel_depends_only_on_the_prune_seed(tmp_path):
     for seed in (0, 0, 1):
         run = make_run(tmp_path / str(len(plans)), *MLP_BN, "method=random_channel", f"seeds.prune={seed}")
         record = run_experiment(run, Store(run.paths.results))
-        plans.append((tmp_path / str(len(plans)) / "results" / "runs" / "prune" / record["stage_hashes"]["prune"] / "plan.json").read_text())
+        plans.append(
+            (
+                tmp_path
+                / str(len(plans))
+                / "results"
+                / "runs"
+                / "prune"
+                / record["stage_hashes"]["prune"]
+                / "plan.json"
+            ).read_text()
+        )
     assert plans[0] == plans[1] != plans[2]
 
 
@@ -52,8 +61,17 @@ def test_l1_filter_skips_residual_tied_groups_unless_asked():
 
 
 def test_l1_filter_on_a_resnet_leaves_tied_channels_whole(tmp_path):
-    run = make_run(tmp_path, "dataset=synthetic", "dataset.input_shape=[3,8,8]", "model=resnet", "model.widths=[4,4,8]",
-                   "train.epochs=1", "method=l1_filter", "method.sparsity=0.5", "method.recovery.epochs=1")
+    run = make_run(
+        tmp_path,
+        "dataset=synthetic",
+        "dataset.input_shape=[3,8,8]",
+        "model=resnet",
+        "model.widths=[4,4,8]",
+        "train.epochs=1",
+        "method=l1_filter",
+        "method.sparsity=0.5",
+        "method.recovery.epochs=1",
+    )
     record = run_experiment(run, Store(run.paths.results))
     exp = Experiment(run, Store(run.paths.results))
     plan = exp.stage_at("prune/" + record["stage_hashes"]["prune"]).plan().keep

@@ -20,8 +20,14 @@ EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 UNSTRUCTURED = [0.5, 0.75, 0.9, 0.95, 0.98]
 STRUCTURED = [0.3, 0.5, 0.7, 0.8, 0.9]
 # The smallest version of the survey's own experiment file: synthetic data, LeNet-300-100, one epoch.
-TINY_SURVEY = ["+experiment=survey_mlp", "dataset=synthetic", "model=lenet300", "survey.dense_epochs=1",
-               "survey.recovery_epochs=1", "train.batch_size=64"]
+TINY_SURVEY = [
+    "+experiment=survey_mlp",
+    "dataset=synthetic",
+    "model=lenet300",
+    "survey.dense_epochs=1",
+    "survey.recovery_epochs=1",
+    "train.batch_size=64",
+]
 
 
 def method_of(defaults_owner: Path) -> str | None:
@@ -55,14 +61,19 @@ def compose(tmp_path, *overrides, hydra_cfg: bool = False):
 
     register_schemas()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return hydra_compose("config", overrides=["logger=none", f"paths.results={tmp_path}/results", *overrides],
-                             return_hydra_config=hydra_cfg)
+        return hydra_compose(
+            "config",
+            overrides=["logger=none", f"paths.results={tmp_path}/results", *overrides],
+            return_hydra_config=hydra_cfg,
+        )
 
 
 def missing_method(name: str, job: list[str]) -> str | None:
     """A method the job needs whose conf/method YAML is not there (yet): such jobs are skipped, not failed."""
     files = [CONF / "experiment" / f"{name}.yaml"]
-    files += [CONF / "experiment" / "arm" / f"{o.split('=', 1)[1]}.yaml" for o in job if o.startswith("+experiment/arm=")]
+    files += [
+        CONF / "experiment" / "arm" / f"{o.split('=', 1)[1]}.yaml" for o in job if o.startswith("+experiment/arm=")
+    ]
     for f in files:
         method = method_of(f)
         if method and not (CONF / "method" / f"{method}.yaml").exists():
@@ -100,11 +111,21 @@ def test_sweep_params_name_existing_arms_and_options():
                     assert (folder / f"{value.strip()}.yaml").exists(), f"{name}: {key}={value}"
 
 
-@pytest.mark.parametrize("arm,levels", [("magnitude", UNSTRUCTURED), ("obd", UNSTRUCTURED), ("snip", UNSTRUCTURED),
-                                        ("random", UNSTRUCTURED), ("lottery", UNSTRUCTURED),
-                                        ("slimming", STRUCTURED), ("thinet", STRUCTURED),
-                                        ("scratch_e_slimming", STRUCTURED), ("scratch_b_thinet", STRUCTURED),
-                                        ("dense", [0.0] * 5)])
+@pytest.mark.parametrize(
+    "arm,levels",
+    [
+        ("magnitude", UNSTRUCTURED),
+        ("obd", UNSTRUCTURED),
+        ("snip", UNSTRUCTURED),
+        ("random", UNSTRUCTURED),
+        ("lottery", UNSTRUCTURED),
+        ("slimming", STRUCTURED),
+        ("thinet", STRUCTURED),
+        ("scratch_e_slimming", STRUCTURED),
+        ("scratch_b_thinet", STRUCTURED),
+        ("dense", [0.0] * 5),
+    ],
+)
 def test_survey_level_maps_to_each_methods_own_sparsity(tmp_path, arm, levels):
     from runners.config import validate
 
@@ -121,10 +142,12 @@ def test_survey_level_maps_to_each_methods_own_sparsity(tmp_path, arm, levels):
             assert run.method.budget == arm.split("_")[1].upper()
 
 
-@pytest.mark.parametrize("experiment,levels", [("survey_mlp", 5), ("survey_conv", 5), ("rethinking_scratch", 3),
-                                               ("reproduce_mlp", 5)])
-@pytest.mark.parametrize("arm", ["scratch_e_slimming", "scratch_b_slimming", "scratch_e_thinet", "scratch_b_thinet",
-                                 "scratch_b_l1_filter"])
+@pytest.mark.parametrize(
+    "experiment,levels", [("survey_mlp", 5), ("survey_conv", 5), ("rethinking_scratch", 3), ("reproduce_mlp", 5)]
+)
+@pytest.mark.parametrize(
+    "arm", ["scratch_e_slimming", "scratch_b_slimming", "scratch_e_thinet", "scratch_b_thinet", "scratch_b_l1_filter"]
+)
 def test_scratch_arms_resolve_to_the_sweeps_own_source_experiments(tmp_path, experiment, levels, arm):
     # otherwise every scratch job would silently train a second, differently configured source experiment
     from methods import get_method
@@ -135,16 +158,24 @@ def test_scratch_arms_resolve_to_the_sweeps_own_source_experiments(tmp_path, exp
     for level in range(levels):
         scratch = validate(compose(tmp_path, f"+experiment={experiment}", f"+experiment/arm={arm}", f"level={level}"))
         config = get_method("scratch")(scratch.method).source_config()
-        source = validate(compose(tmp_path, f"+experiment={experiment}", f"+experiment/arm={source_arm}",
-                                  f"level={level}"))
+        source = validate(
+            compose(tmp_path, f"+experiment={experiment}", f"+experiment/arm={source_arm}", f"level={level}")
+        )
         assert experiment_spec(source_experiment_config(scratch, config)) == experiment_spec(source), (arm, level)
 
 
 def test_survey_epochs_are_set_in_one_place(tmp_path):
     from runners.config import validate
 
-    run = validate(compose(tmp_path, "+experiment=survey_mlp", "+experiment/arm=magnitude", "survey.dense_epochs=7",
-                           "survey.recovery_epochs=3"))
+    run = validate(
+        compose(
+            tmp_path,
+            "+experiment=survey_mlp",
+            "+experiment/arm=magnitude",
+            "survey.dense_epochs=7",
+            "survey.recovery_epochs=3",
+        )
+    )
     assert run.train.epochs == 7 and run.method.recovery.epochs == 3
     assert run.model.name == "mlp_bn" and run.dataset.name == "fashion_mnist"
 
@@ -163,9 +194,14 @@ def test_report_callback_is_registered_for_multiruns(tmp_path):
     assert cfg.hydra.callbacks.progress._target_ == "runners.callbacks.SweepProgress"
 
 
-@pytest.mark.parametrize("overrides,jobs", [(["+experiment=survey_mlp"], 12 * 5),
-                                            (["+experiment=survey_mlp", "seed=0,1,2", "level=0,4"], 12 * 2 * 3),
-                                            (["method=magnitude", "method.sparsity=0.5,0.8", "seed=0,1"], 4)])
+@pytest.mark.parametrize(
+    "overrides,jobs",
+    [
+        (["+experiment=survey_mlp"], 12 * 5),
+        (["+experiment=survey_mlp", "seed=0,1,2", "level=0,4"], 12 * 2 * 3),
+        (["method=magnitude", "method.sparsity=0.5,0.8", "seed=0,1"], 4),
+    ],
+)
 def test_sweep_size_counts_the_jobs_hydra_will_launch(tmp_path, overrides, jobs):
     from runners.callbacks import sweep_size
 
@@ -179,13 +215,31 @@ def test_sweep_size_counts_the_jobs_hydra_will_launch(tmp_path, overrides, jobs)
 
 def multirun(tmp_path, *args, timeout=600):
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "runners.train", "-m", "logger=none", "progress=false", "threads=1",
-                           f"paths.results={tmp_path}/results", f"hydra.sweep.dir={tmp_path}/multirun", *args],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runners.train",
+            "-m",
+            "logger=none",
+            "progress=false",
+            "threads=1",
+            f"paths.results={tmp_path}/results",
+            f"hydra.sweep.dir={tmp_path}/multirun",
+            *args,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def store_records(tmp_path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((tmp_path / "results" / "runs" / "experiment").glob("*/result.json"))]
+    return [
+        json.loads(p.read_text()) for p in sorted((tmp_path / "results" / "runs" / "experiment").glob("*/result.json"))
+    ]
 
 
 def job_records(tmp_path) -> dict[str, dict]:
@@ -193,9 +247,16 @@ def job_records(tmp_path) -> dict[str, dict]:
 
 
 def test_joblib_two_jobs_land_in_the_store_and_the_callback_writes_the_report(tmp_path):
-    proc = multirun(tmp_path, "dataset=synthetic", "method=magnitude",
-                    "method.sparsity=0.5,0.8", "train.epochs=1", "method.recovery.epochs=1",
-                    "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    proc = multirun(
+        tmp_path,
+        "dataset=synthetic",
+        "method=magnitude",
+        "method.sparsity=0.5,0.8",
+        "train.epochs=1",
+        "method.recovery.epochs=1",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = [r for r in store_records(tmp_path) if r["method"] == "magnitude"]
     assert sorted(r["target_sparsity"] for r in records) == [0.5, 0.8]
@@ -208,8 +269,15 @@ def test_joblib_two_jobs_land_in_the_store_and_the_callback_writes_the_report(tm
 
 def test_a_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path):
     # sparsity 1.5 passes Hydra (a sweep value) and fails validation in its job only
-    proc = multirun(tmp_path, "name=probe", "dataset=synthetic", "method=magnitude",
-                    "method.sparsity=1.5,0.5", "train.epochs=1", "method.recovery.epochs=1")
+    proc = multirun(
+        tmp_path,
+        "name=probe",
+        "dataset=synthetic",
+        "method=magnitude",
+        "method.sparsity=1.5,0.5",
+        "train.epochs=1",
+        "method.recovery.epochs=1",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = job_records(tmp_path)
     assert jobs["0"]["status"] == "failed" and "method.sparsity" in jobs["0"]["error"]
@@ -222,8 +290,15 @@ def test_a_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path):
 
 
 def test_a_method_sweep_takes_fields_its_methods_share(tmp_path):
-    proc = multirun(tmp_path, "dataset=synthetic", "train.epochs=1", "method=random,magnitude", "method.scope=layerwise",
-                    "method.recovery.epochs=1", "method.sparsity=0.5")
+    proc = multirun(
+        tmp_path,
+        "dataset=synthetic",
+        "train.epochs=1",
+        "method=random,magnitude",
+        "method.scope=layerwise",
+        "method.recovery.epochs=1",
+        "method.sparsity=0.5",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(r["label"] for r in store_records(tmp_path)) == ["magnitude (layerwise)", "random"]
 
@@ -233,7 +308,8 @@ def test_a_method_sweep_with_a_field_one_method_lacks_stops_before_any_job(tmp_p
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: method.scope: dense has no field 'scope'; sweep methods that share it, or give each method its own "
-        "settings in an experiment config (conf/experiment/arm/)"]
+        "settings in an experiment config (conf/experiment/arm/)"
+    ]
     assert not (tmp_path / "results").exists() and not (tmp_path / "multirun").exists()
 
 
@@ -243,7 +319,11 @@ def test_a_relaunched_survey_computes_only_what_is_missing(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     records = store_records(tmp_path)
     assert sorted((r["method"], r["target_sparsity"]) for r in records) == [
-        ("magnitude", 0.5), ("magnitude", 0.98), ("snip", 0.5), ("snip", 0.98)]
+        ("magnitude", 0.5),
+        ("magnitude", 0.98),
+        ("snip", 0.5),
+        ("snip", 0.98),
+    ]
     assert all(r["status"] == "ok" and r["experiment"] == "survey_mlp" for r in records)
 
     # An interruption during the job magnitude @ 0.98: its recovery stage and its record never got written.

@@ -17,8 +17,14 @@ from tests.test_cli import cli
 
 MLP = ["dataset=synthetic", "model=mlp_bn", "model.widths=[16,8]"]
 CONV = ["dataset=synthetic", "model=conv_bn", "model.widths=[8,8]"]
-FAST = ["train.epochs=1", "train.batch_size=64", "method=thinet", "method.n_images=200",
-        "method.recovery.epochs=1", "method.layer_fine_tune_iterations=5"]
+FAST = [
+    "train.epochs=1",
+    "train.batch_size=64",
+    "method=thinet",
+    "method.n_images=200",
+    "method.recovery.epochs=1",
+    "method.layer_fine_tune_iterations=5",
+]
 
 
 def _experiment(tmp_path, *overrides):
@@ -29,15 +35,22 @@ def _experiment(tmp_path, *overrides):
 def _prune(exp, model, cfg, seed=0):
     pairs = layer_pairs(model, prunable_channel_groups(model, exp.example_input), cfg.layers)
     sample = exp.data.train.subset(cfg.n_images, seed=seed)
-    return thinet_prune(model, pairs, sample, cfg, generator=torch.Generator().manual_seed(seed),
-                        example_input=exp.example_input)
+    return thinet_prune(
+        model, pairs, sample, cfg, generator=torch.Generator().manual_seed(seed), example_input=exp.example_input
+    )
 
 
 @pytest.mark.parametrize("selection", ["greedy_remove", "greedy_keep"])
 @pytest.mark.parametrize("arch,layer,consumer", [(MLP, "fc1", "fc2"), (CONV, "conv1", "conv2")])
 def test_planted_zero_input_channels_of_the_next_layer_are_the_ones_removed(tmp_path, arch, layer, consumer, selection):
-    run, exp = _experiment(tmp_path, *arch, "method=thinet", "method.sparsity=0.5", f"method.layers=[{layer}]",
-                           f"method.selection={selection}")
+    run, exp = _experiment(
+        tmp_path,
+        *arch,
+        "method=thinet",
+        "method.sparsity=0.5",
+        f"method.layers=[{layer}]",
+        f"method.selection={selection}",
+    )
     model = exp.base_model().eval()
     width = dict(model.named_modules())[layer].weight.shape[0]
     planted = [1, 3, 4, 6, 9, 10, 12, 15][: width // 2]
@@ -72,10 +85,13 @@ def _capture_build(monkeypatch):
     return built
 
 
-@pytest.mark.parametrize("arch,sparsity,floor,layers", [
-    (MLP, 0.75, 0.5, {"fc1": ("fc2", 16), "fc2": ("fc3", 8)}),
-    (CONV, 0.5, 0.0, {"conv1": ("conv2", 8), "conv2": ("fc", 8)}),
-])
+@pytest.mark.parametrize(
+    "arch,sparsity,floor,layers",
+    [
+        (MLP, 0.75, 0.5, {"fc1": ("fc2", 16), "fc2": ("fc3", 8)}),
+        (CONV, 0.5, 0.0, {"conv1": ("conv2", 8), "conv2": ("fc", 8)}),
+    ],
+)
 def test_end_to_end_plan_widths_and_record(tmp_path, monkeypatch, arch, sparsity, floor, layers):
     built = _capture_build(monkeypatch)
     run, exp = _experiment(tmp_path, *arch, *FAST, f"method.sparsity={sparsity}", f"method.min_keep_fraction={floor}")
@@ -106,8 +122,16 @@ def test_end_to_end_plan_widths_and_record(tmp_path, monkeypatch, arch, sparsity
 
 @pytest.mark.parametrize("arch,layer,consumer", [(MLP, "fc1", "fc2"), (CONV, "conv1", "conv2")])
 def test_rescaling_lowers_the_next_layers_error_on_held_out_images(tmp_path, arch, layer, consumer):
-    run, exp = _experiment(tmp_path, *arch, "train.epochs=1", "train.batch_size=64", "method=thinet",
-                           "method.sparsity=0.5", f"method.layers=[{layer}]", "method.n_images=300")
+    run, exp = _experiment(
+        tmp_path,
+        *arch,
+        "train.epochs=1",
+        "train.batch_size=64",
+        "method=thinet",
+        "method.sparsity=0.5",
+        f"method.layers=[{layer}]",
+        "method.n_images=300",
+    )
     dense = exp.model_from(exp.dense_stage()).cpu().eval()
     x, _ = next(exp.data.val.batches(200))  # validation images: never in the training subset ThiNet samples
 
@@ -141,8 +165,7 @@ def test_same_config_and_seed_give_the_same_plan(tmp_path):
 def test_a_model_without_a_layer_pair_is_refused_before_any_stage(tmp_path, monkeypatch):
     """No model config builds a one-weight-layer net (model.widths must be non-empty), so a hand-built one."""
     run = make_run(tmp_path, *MLP, *FAST)
-    monkeypatch.setattr(Experiment, "base_model",
-                        lambda self, seed=None: nn.Sequential(nn.Flatten(), nn.Linear(64, 4)))
+    monkeypatch.setattr(Experiment, "base_model", lambda self, seed=None: nn.Sequential(nn.Flatten(), nn.Linear(64, 4)))
     with pytest.raises(UserError) as err:
         run_experiment(run, Store(run.paths.results))
     assert "no prunable layer pair" in str(err.value) and "\n" not in str(err.value)

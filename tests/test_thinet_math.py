@@ -77,8 +77,10 @@ def test_greedy_versus_brute_force_on_random_correlated_data(record_property):
         assert greedy[0] == brute_force(X, 1)[0]  # the first greedy step is exact
         ratios.append(objective(X, greedy) / optimum)
     record_property("greedy_over_bruteforce", ratios)
-    print(f"greedy/brute-force objective ratio, C=8, |T|=3, 10 seeds: min {min(ratios):.3f} "
-          f"mean {sum(ratios) / len(ratios):.3f} max {max(ratios):.3f}; optimal in {sum(r < 1 + 1e-9 for r in ratios)}/10")
+    print(
+        f"greedy/brute-force objective ratio, C=8, |T|=3, 10 seeds: min {min(ratios):.3f} "
+        f"mean {sum(ratios) / len(ratios):.3f} max {max(ratios):.3f}; optimal in {sum(r < 1 + 1e-9 for r in ratios)}/10"
+    )
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -13,12 +13,27 @@ from runners.store import Store
 from tests.conftest import make_run
 
 ARCHS = {"resnet18": [], "mobilenet_v2": ["+model.kwargs.width_mult=0.25"]}
-DATA = ["dataset=synthetic", "dataset.input_shape=[3,8,8]", "dataset.num_train=80", "dataset.num_test=16",
-        "dataset.val_size=16", "train.epochs=1", "train.batch_size=32", "device=cpu"]
+DATA = [
+    "dataset=synthetic",
+    "dataset.input_shape=[3,8,8]",
+    "dataset.num_train=80",
+    "dataset.num_test=16",
+    "dataset.val_size=16",
+    "train.epochs=1",
+    "train.batch_size=32",
+    "device=cpu",
+]
 ONE = ["method.recovery.epochs=1"]
 SETTINGS = {
-    "dense": [], "magnitude": ONE, "random": ONE, "obd": [*ONE, "method.samples=16"], "snip": ["method.batch_size=16"],
-    "lottery": ["method.sparsity=0.36"], "l1_filter": ONE, "random_channel": ONE, "slimming": ONE,
+    "dense": [],
+    "magnitude": ONE,
+    "random": ONE,
+    "obd": [*ONE, "method.samples=16"],
+    "snip": ["method.batch_size=16"],
+    "lottery": ["method.sparsity=0.36"],
+    "l1_filter": ONE,
+    "random_channel": ONE,
+    "slimming": ONE,
     "thinet": [*ONE, "method.n_images=16", "method.locations_per_image=2", "method.layer_fine_tune_iterations=1"],
     "scratch": ["method.source=l1_filter", "+method.source_overrides.recovery.epochs=1"],
 }
@@ -38,8 +53,16 @@ def stores(tmp_path_factory):
 @pytest.mark.parametrize("arch", list(ARCHS))
 @pytest.mark.parametrize("method", list(SETTINGS))
 def test_method_runs_on_torchvision(stores, arch, method):
-    run = make_run(stores[arch], *DATA, "model=torchvision", f"model.arch={arch}", "model.small_input=true",
-                   *ARCHS[arch], f"method={method}", *SETTINGS[method])
+    run = make_run(
+        stores[arch],
+        *DATA,
+        "model=torchvision",
+        f"model.arch={arch}",
+        "model.small_input=true",
+        *ARCHS[arch],
+        f"method={method}",
+        *SETTINGS[method],
+    )
     store = Store(run.paths.results)
     record = run_experiment(run, store)
     assert record["status"] == "ok" and record["model"] == f"{arch}-small"

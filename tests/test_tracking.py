@@ -23,8 +23,16 @@ from tests.conftest import SYNTH, make_run
 from tests.wandb_offline import offline_runs, read_run
 
 ROOT = Path(__file__).resolve().parent.parent
-FIELDS = {"label": "random (global)", "method": "random", "kind": "unstructured", "model": "mlp_bn",
-          "dataset": "fashion_mnist", "experiment": "survey_mlp", "sparsity": 0.9, "seed": 2}
+FIELDS = {
+    "label": "random (global)",
+    "method": "random",
+    "kind": "unstructured",
+    "model": "mlp_bn",
+    "dataset": "fashion_mnist",
+    "experiment": "survey_mlp",
+    "sparsity": 0.9,
+    "seed": 2,
+}
 
 
 class FakeRun:
@@ -79,14 +87,22 @@ IDENTITY = RunIdentity.of("{label} @ {sparsity:g} s{seed}", "0123456789abcdef", 
 
 
 def tracker(tmp_path, mode="offline", **kwargs):
-    return WandbTracker(project="p", entity=None, mode=mode, run_dir=tmp_path, identity=IDENTITY, config={"a": 1},
-                        **kwargs)
+    return WandbTracker(
+        project="p", entity=None, mode=mode, run_dir=tmp_path, identity=IDENTITY, config={"a": 1}, **kwargs
+    )
 
 
 def test_identity_names_tags_groups_and_ids_the_run():
     assert IDENTITY.name == "random (global) @ 0.9 s2"
-    assert IDENTITY.tags == ["random", "random (global)", "kind:unstructured", "model:mlp_bn",
-                             "dataset:fashion_mnist", "target:0.90", "seed:2"]
+    assert IDENTITY.tags == [
+        "random",
+        "random (global)",
+        "kind:unstructured",
+        "model:mlp_bn",
+        "dataset:fashion_mnist",
+        "target:0.90",
+        "seed:2",
+    ]
     assert (IDENTITY.id, IDENTITY.group, IDENTITY.job_type) == ("0123456789abcdef", "survey_mlp", "random")
     assert RunIdentity.of("{method}-{model}-{seed:03d}", "x", FIELDS).name == "random-mlp_bn-002"
 
@@ -112,7 +128,7 @@ def test_run_is_mirrored_with_identity_stage_curves_summary_and_artifact(tmp_pat
     assert ("dense/*", {"step_metric": "dense/iteration"}) in run.metrics
     assert {"dense/iteration": 20, "dense/val_acc": 0.6, "dense/reused": 1} in run.logged
     assert run.summary["test_acc"] == record["test_acc"] and not set(STORE_FIELDS) & set(run.summary)
-    (artifact, aliases), = run.artifacts
+    ((artifact, aliases),) = run.artifacts
     assert artifact.type == "model" and aliases == ["feedface"]
     assert artifact.refs == [(f"file://{store_file.resolve()}", "model.safetensors")] and not artifact.files
     assert run.finished == 0
@@ -168,21 +184,33 @@ def test_progress_bars_draw_only_on_a_terminal(monkeypatch):
 
 # ------------------------------------------------------------------------------------------ real W&B, offline
 
+
 def wandb_env(tmp_path) -> dict:
     """Offline W&B whose own files (settings, cache, artifact staging) stay in tmp_path."""
     home = tmp_path / "wandb-home"
-    return {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONPATH": str(ROOT),
-            "WANDB_CONFIG_DIR": str(home / "config"), "WANDB_CACHE_DIR": str(home / "cache"),
-            "WANDB_DATA_DIR": str(home / "data"), "WANDB_ARTIFACT_DIR": str(home / "artifacts")}
+    return {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "PYTHONPATH": str(ROOT),
+        "WANDB_CONFIG_DIR": str(home / "config"),
+        "WANDB_CACHE_DIR": str(home / "cache"),
+        "WANDB_DATA_DIR": str(home / "data"),
+        "WANDB_ARTIFACT_DIR": str(home / "artifacts"),
+    }
 
 
 def train(cwd: Path, *args: str, multirun: bool = False, logger: str = "wandb") -> subprocess.CompletedProcess:
     """``python -m runners.train`` in ``cwd``, so that outputs/ and multirun/ land where a user's would."""
     cwd.mkdir(parents=True, exist_ok=True)
     flags = ["-m"] if multirun else []
-    proc = subprocess.run([sys.executable, "-m", "runners.train", *flags, f"logger={logger}", "threads=1", *args],
-                          cwd=cwd,
-                          env=wandb_env(cwd), capture_output=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "runners.train", *flags, f"logger={logger}", "threads=1", *args],
+        cwd=cwd,
+        env=wandb_env(cwd),
+        capture_output=True,
+        timeout=300,
+    )
     # decoded by hand: text=True would turn a progress bar's carriage returns into newlines
     return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(), proc.stderr.decode())
 
@@ -215,15 +243,23 @@ def test_each_job_is_one_named_tagged_grouped_run_with_a_clean_summary(sweep):
     mag = runs["magnitude"]
     assert mag.name == "magnitude @ 0.8 s0" and runs["dense"].name == "dense @ 0 s0"
     assert mag.group == "tiny" and runs["dense"].group == "tiny"
-    assert set(mag.tags) == {"magnitude", "kind:unstructured", "model:lenet300", "dataset:synthetic", "target:0.80",
-                             "seed:0", "achieved:0.80"}
+    assert set(mag.tags) == {
+        "magnitude",
+        "kind:unstructured",
+        "model:lenet300",
+        "dataset:synthetic",
+        "target:0.80",
+        "seed:0",
+        "achieved:0.80",
+    }
     assert "method=magnitude" in mag.config["hydra_overrides"] and mag.config["method"]["name"] == "magnitude"
     for run in runs.values():
         record = store_record(cwd, run.id)  # the run id is the experiment's folder in the store
         assert run.config["experiment_hash"] == run.id and run.exit_code == 0
         assert not set(STORE_FIELDS) & set(run.summary)
-        assert {k: run.summary[k] for k in record if k not in STORE_FIELDS} == \
-            {k: v for k, v in record.items() if k not in STORE_FIELDS}
+        assert {k: run.summary[k] for k in record if k not in STORE_FIELDS} == {
+            k: v for k, v in record.items() if k not in STORE_FIELDS
+        }
     steps = mag.curve("recover1/iteration")
     assert len(mag.curve("recover1/val_acc")) == len(steps) > 0 and steps == sorted(steps)
 
@@ -269,13 +305,23 @@ def test_the_readme_sync_commands_find_every_offline_run(sweep, tmp_path):
     assert single.returncode == 0, single.stderr[-3000:]
     globs = readme_sync_globs()
     assert len(globs) >= 2, globs
-    for where, expected in ((cwd, folders), (tmp_path / "single", sorted((tmp_path / "single").rglob("offline-run-*")))):
+    for where, expected in (
+        (cwd, folders),
+        (tmp_path / "single", sorted((tmp_path / "single").rglob("offline-run-*"))),
+    ):
         matched = sorted({Path(where, p) for g in globs for p in glob.glob(g, root_dir=where)})
         assert matched == expected and len(expected) == (JOBS if where == cwd else 1)
     # and wandb itself accepts them: a dry run lists the transaction log of every job
     cmd = next(g for g in globs if g.startswith("multirun/"))
-    dry = subprocess.run(f"{Path(sys.executable).parent / 'wandb'} sync --dry-run {cmd}", shell=True, cwd=cwd,
-                         env=wandb_env(cwd), capture_output=True, text=True, timeout=120)
+    dry = subprocess.run(
+        f"{Path(sys.executable).parent / 'wandb'} sync --dry-run {cmd}",
+        shell=True,
+        cwd=cwd,
+        env=wandb_env(cwd),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert f"Would sync {len(folders)} run(s)" in dry.stdout + dry.stderr, dry.stdout + dry.stderr
 
 
@@ -311,16 +357,33 @@ def test_source_wandb_reads_back_the_stores_records_once_per_experiment(sweep):
 def test_report_run_is_in_the_sweeps_group_with_its_inputs_and_tables(sweep, tmp_path):
     cwd, _, _, _ = sweep
     out = tmp_path / "report"
-    proc = subprocess.run([sys.executable, "-m", "analysis.report", "--results", str(cwd / "results"),
-                           "--experiment", "tiny", "--out", str(out), "--wandb"], cwd=ROOT, env=wandb_env(tmp_path),
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "analysis.report",
+            "--results",
+            str(cwd / "results"),
+            "--experiment",
+            "tiny",
+            "--out",
+            str(out),
+            "--wandb",
+        ],
+        cwd=ROOT,
+        env=wandb_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = offline_runs(out / "wandb")
     assert (run.job_type, run.group, run.name) == ("report", "tiny", "report tiny")
     assert run.config["records"] == JOBS and run.config["experiments"] == ["tiny"]
     assert run.config["experiment_filter"] == ["tiny"] and run.config["source"] == "local"
     assert sorted(run.config["record_sources"]) == sorted(
-        str(p) for p in (cwd / "results" / "runs" / "experiment").glob("*/result.json"))
+        str(p) for p in (cwd / "results" / "runs" / "experiment").glob("*/result.json")
+    )
     logged = {k: v for row in run.history for k, v in row.items() if isinstance(v, dict)}
     tables = {k for k, v in logged.items() if k.startswith("tables/") and v.get("_type") == "table-file"}
     figures = {k for k, v in logged.items() if k.startswith("figures/") and v.get("_type") == "image-file"}
@@ -344,7 +407,9 @@ def test_each_stage_has_its_own_axis_and_reused_stages_come_from_the_store(sweep
     runs = {run.job_type: run for run in map(read_run, folders)}
     for run in runs.values():
         record = store_record(cwd, run.id)
-        train_stages = [n for n, h in record["stage_hashes"].items() if (cwd / "results" / "runs" / "train" / h).is_dir()]
+        train_stages = [
+            n for n, h in record["stage_hashes"].items() if (cwd / "results" / "runs" / "train" / h).is_dir()
+        ]
         for name in train_stages:
             rows = stored_rows(cwd, record["stage_hashes"][name])
             assert {"name": f"{name}/*", "step_metric": f"{name}/iteration", "hidden": False} in run.metrics
@@ -352,8 +417,9 @@ def test_each_stage_has_its_own_axis_and_reused_stages_come_from_the_store(sweep
             assert run.curve(f"{name}/val_acc") == [r["val_acc"] for r in rows]
             assert run.curve(f"{name}/reused") == [int(record["stages_reused"][name])] * len(rows)
         stages = logged_table(run, "stages_table")
-        assert sorted(row[:3] for row in stages["data"]) == sorted([n, h, record["stages_reused"][n]]
-                                                                  for n, h in record["stage_hashes"].items())
+        assert sorted(row[:3] for row in stages["data"]) == sorted(
+            [n, h, record["stages_reused"][n]] for n, h in record["stage_hashes"].items()
+        )
     # the dense model was trained by the dense job: magnitude and lottery (as its level 0) show it as reused
     assert store_record(cwd, runs["magnitude"].id)["stages_reused"]["dense"] is True
     assert runs["lottery"].curve("level0/reused") and set(runs["lottery"].curve("level0/reused")) == {1}
@@ -361,9 +427,13 @@ def test_each_stage_has_its_own_axis_and_reused_stages_come_from_the_store(sweep
     levels = logged_table(runs["lottery"], "levels_table")
     record = store_record(cwd, runs["lottery"].id)
     assert levels["columns"] == ["level", "density", "early_stop_iteration", "test_acc"]
-    assert levels["data"] == [[row[c] for c in levels["columns"]] for row in record["levels"]] and len(levels["data"]) > 3
+    assert (
+        levels["data"] == [[row[c] for c in levels["columns"]] for row in record["levels"]] and len(levels["data"]) > 3
+    )
     rounds = logged_table(runs["magnitude"], "rounds_table")
-    assert [dict(zip(rounds["columns"], row)) for row in rounds["data"]] == store_record(cwd, runs["magnitude"].id)["rounds"]
+    assert [dict(zip(rounds["columns"], row)) for row in rounds["data"]] == store_record(cwd, runs["magnitude"].id)[
+        "rounds"
+    ]
 
 
 @pytest.mark.slow

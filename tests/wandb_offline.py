@@ -34,7 +34,7 @@ def records(path: Path) -> Iterator[Any]:
         if kind == 0:  # zero padding up to the next block
             pos += left
             continue
-        chunk = data[pos + HEADER.size: pos + HEADER.size + length]
+        chunk = data[pos + HEADER.size : pos + HEADER.size + length]
         assert zlib.crc32(chunk, zlib.crc32(bytes([kind]))) & 0xFFFFFFFF == crc, f"bad checksum at {pos} in {path}"
         pos += HEADER.size + length
         payload = chunk if kind in (FULL, FIRST) else payload + chunk
@@ -98,13 +98,20 @@ def read_run(folder: Path) -> OfflineRun:
             run.history.append(row)
         elif kind == "metric":
             m = record.metric
-            run.metrics.append({"name": m.name or m.glob_name, "step_metric": m.step_metric,
-                                "hidden": m.options.hidden})
+            run.metrics.append(
+                {"name": m.name or m.glob_name, "step_metric": m.step_metric, "hidden": m.options.hidden}
+            )
         elif kind == "artifact":
             a = record.artifact
-            run.artifacts.append({"name": a.name, "type": a.type, "aliases": list(a.aliases),
-                                  "metadata": json.loads(a.metadata or "{}"),
-                                  "entries": {e.path: e.ref for e in a.manifest.contents}})
+            run.artifacts.append(
+                {
+                    "name": a.name,
+                    "type": a.type,
+                    "aliases": list(a.aliases),
+                    "metadata": json.loads(a.metadata or "{}"),
+                    "entries": {e.path: e.ref for e in a.manifest.contents},
+                }
+            )
         elif kind == "exit":
             run.exit_code = record.exit.exit_code
     return run

@@ -14,5 +14,18 @@ from foundations.training.loop import (
     train,
 )
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "Diverged", "Hooks", "TrainConfig", "TrainOutcome", "channels_last", "eval_mode",
-           "evaluate", "is_convolutional", "resolve_device", "total_iterations", "train"]
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "Diverged",
+    "Hooks",
+    "TrainConfig",
+    "TrainOutcome",
+    "channels_last",
+    "eval_mode",
+    "evaluate",
+    "is_convolutional",
+    "resolve_device",
+    "total_iterations",
+    "train",
+]

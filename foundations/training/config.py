@@ -48,13 +48,21 @@ class TrainConfig:
         check(self.schedule in SCHEDULES, "train.schedule", f"must be one of {SCHEDULES} (got {self.schedule!r})")
         check(math.isfinite(self.lr) and self.lr > 0, "train.lr", f"must be a finite number > 0 (got {self.lr})")
         check(self.epochs >= 0, "train.epochs", f"must be >= 1, or 0 to only evaluate a checkpoint (got {self.epochs})")
-        check(self.iterations is None or self.iterations >= 1, "train.iterations", f"must be >= 1 (got {self.iterations})")
+        check(
+            self.iterations is None or self.iterations >= 1, "train.iterations", f"must be >= 1 (got {self.iterations})"
+        )
         check(self.batch_size >= 1, "train.batch_size", f"must be >= 1 (got {self.batch_size})")
         check(self.weight_decay >= 0, "train.weight_decay", f"must be >= 0 (got {self.weight_decay})")
         check(0 <= self.momentum < 1, "train.momentum", f"must be in [0, 1) (got {self.momentum})")
-        check(all(0 < m < 1 for m in self.milestones), "train.milestones",
-              f"are fractions of training in (0, 1), e.g. [0.5, 0.75] (got {list(self.milestones)})")
+        check(
+            all(0 < m < 1 for m in self.milestones),
+            "train.milestones",
+            f"are fractions of training in (0, 1), e.g. [0.5, 0.75] (got {list(self.milestones)})",
+        )
         check(self.eval_every >= 0, "train.eval_every", f"must be >= 0 (got {self.eval_every})")
         check(self.warmup_iterations >= 0, "train.warmup_iterations", f"must be >= 0 (got {self.warmup_iterations})")
-        check(self.selection in ("val_acc", "val_loss", "last"), "train.selection",
-              f"must be val_acc, val_loss or last (got {self.selection!r})")
+        check(
+            self.selection in ("val_acc", "val_loss", "last"),
+            "train.selection",
+            f"must be val_acc, val_loss or last (got {self.selection!r})",
+        )

@@ -128,8 +128,13 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
-                           weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(
+        params,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov and cfg.momentum > 0,
+        weight_decay=cfg.weight_decay,
+    )
 
 
 @contextmanager
@@ -230,8 +235,9 @@ def train(
     bar = progress_bar(total=total, initial=iteration, desc=desc, enabled=progress, leave=False, dynamic_ncols=True)
     while iteration < total:
         epoch, offset = divmod(iteration, per_epoch)
-        for index, (x, y) in enumerate(data.train.batches(cfg.batch_size, shuffle=True, seed=epoch_seed(data_seed, epoch),
-                                                          device=device)):
+        for index, (x, y) in enumerate(
+            data.train.batches(cfg.batch_size, shuffle=True, seed=epoch_seed(data_seed, epoch), device=device)
+        ):
             if index < offset:  # rewinding into the middle of an epoch: same data order as the original run
                 continue
             if nhwc and x.dim() == 4:
@@ -253,7 +259,15 @@ def train(
                 kept[iteration] = _state_copy(model)
             if iteration % eval_every == 0 or iteration == total:
                 watch.check(model, iteration)
-                row = _eval_row(model, data, device, iteration, per_epoch, loss.item(), cfg.lr * lr_factor(cfg, iteration - 1, total))
+                row = _eval_row(
+                    model,
+                    data,
+                    device,
+                    iteration,
+                    per_epoch,
+                    loss.item(),
+                    cfg.lr * lr_factor(cfg, iteration - 1, total),
+                )
                 metrics.append(row)
                 if _select(metrics, cfg.selection) == len(metrics) - 1:
                     selected_state = _state_copy(model)
@@ -265,9 +279,18 @@ def train(
                 break
         if checkpoint is not None and iteration < total:
             watch.check(model, iteration)
-            save_torch(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                          "iteration": iteration, "metrics": metrics, "snapshots": kept,
-                                          "selected_state": selected_state, "rng": torch.get_rng_state()})
+            save_torch(
+                checkpoint,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "iteration": iteration,
+                    "metrics": metrics,
+                    "snapshots": kept,
+                    "selected_state": selected_state,
+                    "rng": torch.get_rng_state(),
+                },
+            )
     bar.close()
     if nhwc:
         model.to(memory_format=torch.contiguous_format)
@@ -276,13 +299,27 @@ def train(
         selected_state = _state_copy(model)
     chosen = _select(metrics, cfg.selection)
     early = min(range(len(metrics)), key=lambda i: (metrics[i]["val_loss"], i))
-    return TrainOutcome(metrics=metrics, selected=metrics[chosen], final=metrics[-1],
-                        early_stop_iteration=metrics[early]["iteration"] if len(data.val) else None, selected_state=selected_state or _state_copy(model),
-                        snapshots=kept, iterations=iteration)
+    return TrainOutcome(
+        metrics=metrics,
+        selected=metrics[chosen],
+        final=metrics[-1],
+        early_stop_iteration=metrics[early]["iteration"] if len(data.val) else None,
+        selected_state=selected_state or _state_copy(model),
+        snapshots=kept,
+        iterations=iteration,
+    )
 
 
 def _eval_row(model, data, device, iteration: int, per_epoch: int, train_loss: Optional[float], lr: float) -> dict:
     val_loss, val_acc = evaluate(model, data.val, device)
     test_loss, test_acc = evaluate(model, data.test, device)
-    return {"iteration": iteration, "epoch": iteration / per_epoch, "train_loss": train_loss, "lr": lr,
-            "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc}
+    return {
+        "iteration": iteration,
+        "epoch": iteration / per_epoch,
+        "train_loss": train_loss,
+        "lr": lr,
+        "val_loss": val_loss,
+        "val_acc": val_acc,
+        "test_loss": test_loss,
+        "test_acc": test_acc,
+    }

@@ -78,24 +78,43 @@ class Stages(Protocol):
 
     def model_from(self, stage: StageRef, weights: Weights = "selected") -> nn.Module: ...  # compacted and masked
 
-    def init_stage(self, name: str = "init", *, seed: Optional[int] = None, architecture: Optional[ChannelPlan] = None,
-                   prepare: Optional[Callable[[nn.Module], None]] = None,
-                   extra: Optional[dict] = None) -> StageRef: ...
+    def init_stage(
+        self,
+        name: str = "init",
+        *,
+        seed: Optional[int] = None,
+        architecture: Optional[ChannelPlan] = None,
+        prepare: Optional[Callable[[nn.Module], None]] = None,
+        extra: Optional[dict] = None,
+    ) -> StageRef: ...
 
-    def train_stage(self, name: str, start: StageRef, train_cfg: TrainConfig, *, weights: Weights = "selected",
-                    masks: Optional[StageRef] = None, hooks: Optional[Hooks] = None, extra: Optional[dict] = None,
-                    start_iteration: int = 0, snapshots: tuple[int, ...] = ()) -> StageRef: ...
+    def train_stage(
+        self,
+        name: str,
+        start: StageRef,
+        train_cfg: TrainConfig,
+        *,
+        weights: Weights = "selected",
+        masks: Optional[StageRef] = None,
+        hooks: Optional[Hooks] = None,
+        extra: Optional[dict] = None,
+        start_iteration: int = 0,
+        snapshots: tuple[int, ...] = (),
+    ) -> StageRef: ...
 
-    def mask_stage(self, name: str, source: StageRef, spec: dict, select: SelectFn, *,
-                   weights: Weights = "selected") -> StageRef: ...
+    def mask_stage(
+        self, name: str, source: StageRef, spec: dict, select: SelectFn, *, weights: Weights = "selected"
+    ) -> StageRef: ...
 
-    def plan_stage(self, name: str, source: StageRef, spec: dict, build: BuildFn, *,
-                   weights: Weights = "selected") -> StageRef: ...
+    def plan_stage(
+        self, name: str, source: StageRef, spec: dict, build: BuildFn, *, weights: Weights = "selected"
+    ) -> StageRef: ...
 
     def dense_stage(self) -> StageRef: ...
 
-    def finish(self, final: StageRef, *, pruned: Optional[StageRef] = None, dense: Optional[StageRef] = None,
-               **extra: Any) -> ExperimentRecord: ...
+    def finish(
+        self, final: StageRef, *, pruned: Optional[StageRef] = None, dense: Optional[StageRef] = None, **extra: Any
+    ) -> ExperimentRecord: ...
 
     def source_experiment(self, overrides: dict, *, build: bool = True) -> ExperimentRecord: ...
 
@@ -156,12 +175,16 @@ class Method:
         if not stages.train_config.empty:
             return
         if self.retrains_dense_schedule():
-            raise UserError(f"train.epochs: method={self.name} trains for the dense schedule after pruning (or from a "
-                            f"re-initialization); train.epochs=0 would train nothing; set train.epochs >= 1")
+            raise UserError(
+                f"train.epochs: method={self.name} trains for the dense schedule after pruning (or from a "
+                f"re-initialization); train.epochs=0 would train nothing; set train.epochs >= 1"
+            )
         recovery = self.recovery()
         if recovery is not None and recovery.epochs is None:
-            raise UserError("method.recovery.epochs: the fine-tune takes its length from train.epochs, which is 0 "
-                            "(the checkpoint is only evaluated); set method.recovery.epochs=N")
+            raise UserError(
+                "method.recovery.epochs: the fine-tune takes its length from train.epochs, which is 0 "
+                "(the checkpoint is only evaluated); set method.recovery.epochs=N"
+            )
 
     def chain(self, stages: Stages) -> ExperimentRecord:
         """Chain stages through ``stages`` and return ``stages.finish(...)``."""

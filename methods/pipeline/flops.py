@@ -53,8 +53,11 @@ class _Counter(TorchDispatchMode):
             self.flops += 2 * _nonzero(args[2]) + args[0].numel()
         elif packet is aten.mm:  # Linear without bias
             self.flops += 2 * _nonzero(args[1])
-        elif packet in (aten.native_batch_norm, aten._native_batch_norm_legit_no_training,
-                        aten._native_batch_norm_legit):
+        elif packet in (
+            aten.native_batch_norm,
+            aten._native_batch_norm_legit_no_training,
+            aten._native_batch_norm_legit,
+        ):
             self.flops += 2 * args[0].numel()
         elif packet in (aten.relu, aten.relu_):
             self.flops += args[0].numel()

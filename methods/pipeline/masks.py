@@ -59,16 +59,19 @@ def check_exclude(model: nn.Module, patterns: list[str]) -> None:
     candidates = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d, _BN))]
     for pattern in patterns:
         if not any(excluded(name, [pattern]) for name in candidates):
-            raise UserError(f"method.prunable.exclude: {pattern!r} matches no Conv2d/Linear/BatchNorm of the model; "
-                            f"its layers: {', '.join(candidates[:8])}{', ...' if len(candidates) > 8 else ''}")
+            raise UserError(
+                f"method.prunable.exclude: {pattern!r} matches no Conv2d/Linear/BatchNorm of the model; "
+                f"its layers: {', '.join(candidates[:8])}{', ...' if len(candidates) > 8 else ''}"
+            )
 
 
 @torch.no_grad()
 def _logits_layer(model: nn.Module, shape: tuple[int, ...], linears: list[str]) -> Optional[str]:
     """The Linear whose output is the model's output, found by one forward pass (eval mode, restored)."""
     outputs: dict[str, torch.Tensor] = {}
-    hooks = [model.get_submodule(n).register_forward_hook(lambda _m, _i, o, n=n: outputs.__setitem__(n, o))
-             for n in linears]
+    hooks = [
+        model.get_submodule(n).register_forward_hook(lambda _m, _i, o, n=n: outputs.__setitem__(n, o)) for n in linears
+    ]
     try:
         device = next(model.parameters()).device
         with eval_mode(model):
@@ -94,8 +97,9 @@ def classifier_name(model: nn.Module) -> str:
     """
     linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
     if not linears:
-        raise UserError("model: it has no nn.Linear classifier (prunelab takes the Linear producing the logits as the "
-                        "classifier)")
+        raise UserError(
+            "model: it has no nn.Linear classifier (prunelab takes the Linear producing the logits as the classifier)"
+        )
     shape = getattr(model, INPUT_SHAPE, None)
     if shape is None or len(linears) == 1:
         return linears[-1]
@@ -169,8 +173,12 @@ def folded(model: nn.Module) -> nn.Module:
 
 def _pruned(model: nn.Module) -> list[tuple[nn.Module, str]]:
     """(module, tensor name) of every tensor a pruning hook masks."""
-    return [(module, hook._tensor_name) for module in model.modules()
-            for hook in module._forward_pre_hooks.values() if isinstance(hook, prune.BasePruningMethod)]
+    return [
+        (module, hook._tensor_name)
+        for module in model.modules()
+        for hook in module._forward_pre_hooks.values()
+        if isinstance(hook, prune.BasePruningMethod)
+    ]
 
 
 @contextmanager

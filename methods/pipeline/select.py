@@ -28,8 +28,16 @@ def _keep_top(scores: torch.Tensor, alive: torch.Tensor, keep: int) -> torch.Ten
     return mask.view_as(alive)
 
 
-def select(scores: dict[str, torch.Tensor], alive: Masks, *, scope: str, layer_targets: dict[str, float],
-           global_target: float, weights: dict[str, torch.Tensor] | None = None, quality: float | dict | None = None) -> Masks:
+def select(
+    scores: dict[str, torch.Tensor],
+    alive: Masks,
+    *,
+    scope: str,
+    layer_targets: dict[str, float],
+    global_target: float,
+    weights: dict[str, torch.Tensor] | None = None,
+    quality: float | dict | None = None,
+) -> Masks:
     """New masks (a subset of ``alive``).
 
     ``layer_targets`` are per-layer keep fractions of each layer's *original* size (used by ``layerwise``; rounding
@@ -41,19 +49,27 @@ def select(scores: dict[str, torch.Tensor], alive: Masks, *, scope: str, layer_t
         total = sum(scores[n].numel() for n in names)
         keep = round(global_target * total)
         if keep > sum(int(alive[n].sum()) for n in names):
-            raise UserError(f"method.sparsity: cannot keep {keep} weights, only {sum(int(alive[n].sum()) for n in names)} survive")
-        joined = _keep_top(torch.cat([scores[n].flatten() for n in names]), torch.cat([alive[n].flatten() for n in names]), keep)
+            raise UserError(
+                f"method.sparsity: cannot keep {keep} weights, only {sum(int(alive[n].sum()) for n in names)} survive"
+            )
+        joined = _keep_top(
+            torch.cat([scores[n].flatten() for n in names]), torch.cat([alive[n].flatten() for n in names]), keep
+        )
         out, start = {}, 0
         for n in names:
-            out[n] = joined[start:start + scores[n].numel()].view_as(scores[n])
+            out[n] = joined[start : start + scores[n].numel()].view_as(scores[n])
             start += scores[n].numel()
         return out
     if scope == "layerwise":
-        return {n: _keep_top(s, alive[n], min(round(layer_targets[n] * s.numel()), int(alive[n].sum())))
-                for n, s in scores.items()}
+        return {
+            n: _keep_top(s, alive[n], min(round(layer_targets[n] * s.numel()), int(alive[n].sum())))
+            for n, s in scores.items()
+        }
     if scope == "layerwise_std":
         if weights is None or quality is None:
-            raise UserError("method.quality: layerwise_std (Han et al.) needs a quality parameter, e.g. method.quality=1.0")
+            raise UserError(
+                "method.quality: layerwise_std (Han et al.) needs a quality parameter, e.g. method.quality=1.0"
+            )
         out = {}
         for n, s in scores.items():
             q = quality[n] if isinstance(quality, dict) else quality

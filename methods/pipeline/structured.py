@@ -30,15 +30,18 @@ class ChannelConfig(MethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(self.scope in ("global", "layerwise"), "method.scope", f"must be global or layerwise (got {self.scope!r})")
+        check(
+            self.scope in ("global", "layerwise"), "method.scope", f"must be global or layerwise (got {self.scope!r})"
+        )
         check(0 <= self.min_keep_fraction < 1, "method.min_keep_fraction", "must be in [0, 1)")
 
 
 class ChannelMethod(Method):
     kind = "structured"
     Config = ChannelConfig
-    result_neutral: ClassVar[frozenset[str]] = frozenset({"prunable.biases", "prunable.batchnorm",
-                                                          "prunable.classifier"})
+    result_neutral: ClassVar[frozenset[str]] = frozenset(
+        {"prunable.biases", "prunable.batchnorm", "prunable.classifier"}
+    )
 
     def channel_scores(self, stages: Stages, model: torch.nn.Module, groups: list) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -64,8 +67,9 @@ class ChannelMethod(Method):
             model = folded(model).cpu().eval()
             groups = self.pruned_groups(prunable_channel_groups(model, stages.example_input, self.cfg.prunable.exclude))
             scores = self.channel_scores(stages, model, groups)
-            plan = select_channels(scores, groups, self.cfg.sparsity, scope=self.cfg.scope,
-                                   min_keep_fraction=self.cfg.min_keep_fraction)
+            plan = select_channels(
+                scores, groups, self.cfg.sparsity, scope=self.cfg.scope, min_keep_fraction=self.cfg.min_keep_fraction
+            )
             return plan, compact(model, plan, stages.example_input), {"channel_sparsity": channel_sparsity(plan, model)}
 
         pruned = stages.plan_stage("prune", start, {**self.plan_spec(), "prune_seed": stages.seed("prune")}, build)

@@ -44,16 +44,32 @@ class ScoreConfig(MethodConfig):
         super().__post_init__()
         check(self.scope in SCOPES, "method.scope", f"must be one of {SCOPES} (got {self.scope!r})")
         check(self.rounds >= 1, "method.rounds", f"iterative pruning needs at least 1 round (got {self.rounds})")
-        check(self.when in ("after_training", "init"), "method.when", f"must be after_training or init (got {self.when!r})")
-        check(self.when != "init" or self.rounds == 1, "method.rounds",
-              f"pruning at initialization is one-shot here (got rounds={self.rounds}); iterative pruning at init "
-              f"(SNIP-it/FORCE re-scoring without training) is not implemented: set method.rounds=1")
-        check(self.prune_from in ("last", "selected"), "method.prune_from",
-              f"must be last or selected (got {self.prune_from!r})")
-        check(all(0 < d <= 1 for d in self.layer_density.values()), "method.layer_density",
-              "keep fractions must be in (0, 1]")
-        check(_is_quality(self.quality), "method.quality",
-              f"must be a number >= 0 or a mapping tensor -> number >= 0, e.g. {{fc1.weight: 1.0}} (got {self.quality!r})")
+        check(
+            self.when in ("after_training", "init"),
+            "method.when",
+            f"must be after_training or init (got {self.when!r})",
+        )
+        check(
+            self.when != "init" or self.rounds == 1,
+            "method.rounds",
+            f"pruning at initialization is one-shot here (got rounds={self.rounds}); iterative pruning at init "
+            f"(SNIP-it/FORCE re-scoring without training) is not implemented: set method.rounds=1",
+        )
+        check(
+            self.prune_from in ("last", "selected"),
+            "method.prune_from",
+            f"must be last or selected (got {self.prune_from!r})",
+        )
+        check(
+            all(0 < d <= 1 for d in self.layer_density.values()),
+            "method.layer_density",
+            "keep fractions must be in (0, 1]",
+        )
+        check(
+            _is_quality(self.quality),
+            "method.quality",
+            f"must be a number >= 0 or a mapping tensor -> number >= 0, e.g. {{fc1.weight: 1.0}} (got {self.quality!r})",
+        )
 
 
 def _is_quality(value: Any) -> bool:
@@ -99,15 +115,20 @@ class ScoreMethod(Method):
             missing = [n for n in names if n not in self.cfg.quality]
             unknown = [n for n in self.cfg.quality if n not in names]
             if missing or unknown:
-                raise UserError(f"method.quality: a per-layer quality needs exactly the prunable tensors "
-                                f"{', '.join(names)} (missing: {', '.join(missing) or '-'}; unknown: "
-                                f"{', '.join(unknown) or '-'})")
+                raise UserError(
+                    f"method.quality: a per-layer quality needs exactly the prunable tensors "
+                    f"{', '.join(names)} (missing: {', '.join(missing) or '-'}; unknown: "
+                    f"{', '.join(unknown) or '-'})"
+                )
 
     def mask_spec(self) -> dict:
         """Everything in the config that changes which weights are removed (hashed into the prune stage; which
         weights of the source are pruned, ``prune_from``, is hashed by the stage itself)."""
-        return {k: v for k, v in nondefault(self.cfg).items()
-                if k not in ("name", "sparsity", "recovery", "rounds", "prune_from")}
+        return {
+            k: v
+            for k, v in nondefault(self.cfg).items()
+            if k not in ("name", "sparsity", "recovery", "rounds", "prune_from")
+        }
 
     def round_spec(self, stages: Stages) -> dict:
         """What else a round's result depends on, beyond the config (random shuffle: the source's final stage)."""
@@ -122,14 +143,23 @@ class ScoreMethod(Method):
         steps = ladder(self.cfg.rounds, final, names=names)
         if self.cfg.layer_density:  # Han Tables 2-3: per-layer targets, reached geometrically over the rounds
             k = self.cfg.rounds
-            steps = [(overall, {n: self.cfg.layer_density.get(n, final) ** (r / k) for n in names})
-                     for r, (overall, _) in enumerate(steps, start=1)]
+            steps = [
+                (overall, {n: self.cfg.layer_density.get(n, final) ** (r / k) for n in names})
+                for r, (overall, _) in enumerate(steps, start=1)
+            ]
         return steps
 
     def choose(self, scores: dict, alive: dict, overall: float, layers: dict, weights: dict) -> dict:
         scope = "layerwise" if self.cfg.layer_density else self.cfg.scope
-        return select(scores, alive, scope=scope, layer_targets=layers, global_target=overall, weights=weights,
-                      quality=self.cfg.quality)
+        return select(
+            scores,
+            alive,
+            scope=scope,
+            layer_targets=layers,
+            global_target=overall,
+            weights=weights,
+            quality=self.cfg.quality,
+        )
 
     def retrains_dense_schedule(self) -> bool:
         return self.cfg.when == "init"  # pruned at initialization, then trained for the dense schedule
@@ -144,24 +174,43 @@ class ScoreMethod(Method):
     def recovery_stage(self, stages: Stages, round_index: int, pruned: StageRef, source: StageRef) -> StageRef:
         if self.cfg.when == "init":  # pruning at initialization: train the sparse network normally
             return stages.train_stage(f"train{round_index}", pruned, stages.train_config)
-        return stages.train_stage(f"recover{round_index}", pruned, recovery_config(self.cfg.recovery, stages.train_config))
+        return stages.train_stage(
+            f"recover{round_index}", pruned, recovery_config(self.cfg.recovery, stages.train_config)
+        )
 
     def chain(self, stages: Stages) -> ExperimentRecord:
         state, dense = self.start(stages)
         pruned, rounds = None, []
         for index, (overall, layers) in enumerate(self.round_targets(self.names(stages)), start=1):
+
             def select_round(model, alive, overall=overall, layers=layers):
                 weights = {n: p.detach().cpu() for n, p in model.named_parameters() if n in alive}
                 scores = self.scores(stages, model, alive)
                 masks = self.choose({n: scores[n].cpu() for n in alive}, alive, overall, layers, weights)
                 return masks, self.round_info(stages, model, alive, masks, scores)
 
-            pruned = stages.mask_stage(f"prune{index}", state,
-                                       {**self.mask_spec(), **self.round_spec(stages), "round": index, "keep": overall,
-                                        "layers": layers, "prune_seed": stages.seed("prune")}, select_round,
-                                       weights=self.prune_weights(state))
-            rounds.append({"round": index, "density": overall, **pruned.result.get("info", {}),
-                           "test_acc_after_pruning": pruned.result["after_pruning"]["test_acc"]})
+            pruned = stages.mask_stage(
+                f"prune{index}",
+                state,
+                {
+                    **self.mask_spec(),
+                    **self.round_spec(stages),
+                    "round": index,
+                    "keep": overall,
+                    "layers": layers,
+                    "prune_seed": stages.seed("prune"),
+                },
+                select_round,
+                weights=self.prune_weights(state),
+            )
+            rounds.append(
+                {
+                    "round": index,
+                    "density": overall,
+                    **pruned.result.get("info", {}),
+                    "test_acc_after_pruning": pruned.result["after_pruning"]["test_acc"],
+                }
+            )
             state = self.recovery_stage(stages, index, pruned, state)
         return stages.finish(state, pruned=pruned, dense=dense, rounds=rounds)
 

@@ -10,19 +10,30 @@ Typical use::
 
 from methods.pipeline.channels.compact import compact, compact_widths, mask_channels
 from methods.pipeline.channels.plan import (
-                                   ChannelGroup,
-                                   ChannelPlan,
-                                   channel_sparsity,
-                                   prunable_channel_groups,
-                                   select_channels,
+    ChannelGroup,
+    ChannelPlan,
+    channel_sparsity,
+    prunable_channel_groups,
+    select_channels,
 )
 from methods.pipeline.channels.reconstruction import (
-                                   collect_contributions,
-                                   greedy_channel_selection,
-                                   least_squares_scale,
-                                   reconstruction_error,
+    collect_contributions,
+    greedy_channel_selection,
+    least_squares_scale,
+    reconstruction_error,
 )
 
-__all__ = ["ChannelGroup", "ChannelPlan", "channel_sparsity", "prunable_channel_groups", "select_channels",
-           "mask_channels", "compact", "compact_widths", "collect_contributions", "greedy_channel_selection",
-           "least_squares_scale", "reconstruction_error"]
+__all__ = [
+    "ChannelGroup",
+    "ChannelPlan",
+    "channel_sparsity",
+    "prunable_channel_groups",
+    "select_channels",
+    "mask_channels",
+    "compact",
+    "compact_widths",
+    "collect_contributions",
+    "greedy_channel_selection",
+    "least_squares_scale",
+    "reconstruction_error",
+]

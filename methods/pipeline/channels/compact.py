@@ -34,19 +34,24 @@ from methods.pipeline.channels.plan import (
 def _check_plain(model: nn.Module) -> None:
     for name, module in model.named_modules():
         if hasattr(module, "weight_orig") or parametrize.is_parametrized(module):
-            raise UserError(f"channel pruning: {name or 'model'} carries weight masks/parametrizations; "
-                            f"pass a plain model (methods.pipeline.masks.folded)")
+            raise UserError(
+                f"channel pruning: {name or 'model'} carries weight masks/parametrizations; "
+                f"pass a plain model (methods.pipeline.masks.folded)"
+            )
 
 
-def _members(model: nn.Module, plan: ChannelPlan, example_input: Optional[torch.Tensor]
-             ) -> tuple[dict[str, dict], dict[str, dict[str, list[int]]]]:
+def _members(
+    model: nn.Module, plan: ChannelPlan, example_input: Optional[torch.Tensor]
+) -> tuple[dict[str, dict], dict[str, dict[str, list[int]]]]:
     """(group key → {member layer: following BN or None}, group key → {BN: its channel per group channel}); traced
     when the plan does not record its members."""
     if all(key in plan.members for key in plan.keep):
         return {key: plan.members[key] for key in plan.keep}, dict(plan.bn_channels)
     if example_input is None:
-        raise UserError("channel plan: the plan does not record its coupled layers (build it with select_channels "
-                        "or ChannelPlan.for_groups), so mask_channels needs an example_input to trace the model")
+        raise UserError(
+            "channel plan: the plan does not record its coupled layers (build it with select_channels "
+            "or ChannelPlan.for_groups), so mask_channels needs an example_input to trace the model"
+        )
     groups = {g.name: g for g in groups_from_graph(model, dependency_graph(model, example_input))}
     out, bns = {}, dict(plan.bn_channels)
     for key in plan.keep:
@@ -57,8 +62,9 @@ def _members(model: nn.Module, plan: ChannelPlan, example_input: Optional[torch.
             if groups[key].bn_channels:
                 bns[key] = dict(groups[key].bn_channels)
         else:
-            raise UserError(f"channel plan: {key} is not the key of a prunable channel group; "
-                            f"groups: {', '.join(groups)}")
+            raise UserError(
+                f"channel plan: {key} is not the key of a prunable channel group; groups: {', '.join(groups)}"
+            )
     return out, bns
 
 
@@ -72,8 +78,10 @@ def _zero_bn(model: nn.Module, bn_name: str, channels: list[int]) -> None:
     elif bn.running_mean is not None:
         bn.running_mean[channels] = 0
     else:
-        raise UserError(f"channel pruning: {bn_name} has neither affine parameters nor running statistics; "
-                        f"its removed channels cannot be masked to zero")
+        raise UserError(
+            f"channel pruning: {bn_name} has neither affine parameters nor running statistics; "
+            f"its removed channels cannot be masked to zero"
+        )
 
 
 @torch.no_grad()
@@ -127,8 +135,9 @@ def compact(model: nn.Module, plan: ChannelPlan, example_input: torch.Tensor) ->
     known = {g.name: g for g in groups_from_graph(small, graph)}
     for key in plan.keep:
         if key not in known:
-            raise UserError(f"channel plan: {key} is not the key of a prunable channel group; "
-                            f"groups: {', '.join(known)}")
+            raise UserError(
+                f"channel plan: {key} is not the key of a prunable channel group; groups: {', '.join(known)}"
+            )
     for key, kept in plan.keep.items():
         layer = small.get_submodule(key)
         removed = sorted(set(range(out_channels(layer))) - set(kept))

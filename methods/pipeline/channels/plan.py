@@ -38,6 +38,7 @@ SCOPES = ("global", "layerwise")
 class TraceError(UserError):
     """torch-pruning cannot follow the model's channels (a failed trace, or layers the trace does not reach)."""
 
+
 _BN = nn.modules.batchnorm._BatchNorm
 
 
@@ -99,11 +100,15 @@ class ChannelPlan:
         by_name = {g.name: g for g in groups}
         unknown = sorted(set(keep) - set(by_name))
         if unknown:
-            raise UserError(f"channel plan: {', '.join(unknown)} are not prunable channel groups; "
-                            f"known groups: {', '.join(by_name)}")
-        plan = cls(keep={k: sorted({int(i) for i in v}) for k, v in keep.items()},
-                   members={k: {layer: by_name[k].bn_of.get(layer) for layer in by_name[k].layers} for k in keep},
-                   bn_channels={k: dict(by_name[k].bn_channels) for k in keep if by_name[k].bn_channels})
+            raise UserError(
+                f"channel plan: {', '.join(unknown)} are not prunable channel groups; "
+                f"known groups: {', '.join(by_name)}"
+            )
+        plan = cls(
+            keep={k: sorted({int(i) for i in v}) for k, v in keep.items()},
+            members={k: {layer: by_name[k].bn_of.get(layer) for layer in by_name[k].layers} for k in keep},
+            bn_channels={k: dict(by_name[k].bn_channels) for k in keep if by_name[k].bn_channels},
+        )
         validate_plan(plan, sizes={k: by_name[k].num_channels for k in keep})
         return plan
 
@@ -116,10 +121,14 @@ class ChannelPlan:
         data = json.loads(text)
         if not isinstance(data, dict) or not isinstance(data.get("keep"), dict):
             raise UserError("channel plan: JSON must be an object with a 'keep' mapping (layer -> kept channels)")
-        return cls(keep={k: [int(i) for i in v] for k, v in data["keep"].items()},
-                   members={k: dict(v) for k, v in (data.get("members") or {}).items()},
-                   bn_channels={k: {bn: [int(i) for i in idx] for bn, idx in v.items()}
-                                for k, v in (data.get("bn_channels") or {}).items()})
+        return cls(
+            keep={k: [int(i) for i in v] for k, v in data["keep"].items()},
+            members={k: dict(v) for k, v in (data.get("members") or {}).items()},
+            bn_channels={
+                k: {bn: [int(i) for i in idx] for bn, idx in v.items()}
+                for k, v in (data.get("bn_channels") or {}).items()
+            },
+        )
 
     def widths(self) -> dict[str, int]:
         """Kept channels per group key: the architecture the plan leaves, whichever channels it keeps."""
@@ -129,8 +138,11 @@ class ChannelPlan:
         """The plan keeping the *first* ``len(kept)`` channels of each group: the same architecture, without the
         memory of which channels were kept. Scratch-E/B start from it, so a fresh init depends on the widths alone
         and two sources that leave the same widths share their scratch stages."""
-        return ChannelPlan(keep={key: list(range(n)) for key, n in self.widths().items()},
-                           members=dict(self.members), bn_channels=dict(self.bn_channels))
+        return ChannelPlan(
+            keep={key: list(range(n)) for key, n in self.widths().items()},
+            members=dict(self.members),
+            bn_channels=dict(self.bn_channels),
+        )
 
     def layers_of(self, key: str) -> dict[str, Optional[str]]:
         """Member layer → following BN (or None) of group ``key``; a key without recorded members is a lone layer."""
@@ -144,8 +156,10 @@ def validate_plan(plan: ChannelPlan, sizes: dict[str, int]) -> None:
             raise UserError(f"channel plan: {key} is not a prunable Conv2d/Linear of the model")
         n = sizes[key]
         if len(kept) == 0:
-            raise UserError(f"channel plan: {key} keeps no channels (an emptied layer disconnects the network); "
-                            f"keep at least one (select_channels' min_keep)")
+            raise UserError(
+                f"channel plan: {key} keeps no channels (an emptied layer disconnects the network); "
+                f"keep at least one (select_channels' min_keep)"
+            )
         if list(kept) != sorted(set(kept)):
             raise UserError(f"channel plan: kept channels of {key} must be sorted and unique")
         if kept[0] < 0 or kept[-1] >= n:
@@ -187,13 +201,16 @@ def dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.Depend
         # An explicit forward_fn: torch-pruning's default first tries ``model(*example_inputs)``, which for a tensor
         # unpacks the batch dimension and may half-run the model on an unbatched input before falling back.
         try:
-            return tp.DependencyGraph().build_dependency(model, example_inputs=_first_input(example_input),
-                                                         forward_fn=lambda m, x: m(x), verbose=False)
+            return tp.DependencyGraph().build_dependency(
+                model, example_inputs=_first_input(example_input), forward_fn=lambda m, x: m(x), verbose=False
+            )
         except Exception as err:  # whatever torch-pruning's tracer trips on, the user gets one line
             reason = " ".join(str(err).split())[:300] or type(err).__name__
-            raise TraceError(f"channel pruning: torch-pruning cannot trace {type(model).__name__} ({reason}); channel "
-                            f"methods need a model its DependencyGraph can follow (weight-level methods such as "
-                            f"magnitude work on any model)") from None
+            raise TraceError(
+                f"channel pruning: torch-pruning cannot trace {type(model).__name__} ({reason}); channel "
+                f"methods need a model its DependencyGraph can follow (weight-level methods such as "
+                f"magnitude work on any model)"
+            ) from None
 
 
 def _is_depthwise(module: nn.Conv2d) -> bool:
@@ -226,9 +243,11 @@ def groups_from_graph(model: nn.Module, graph: tp.DependencyGraph, exclude: Sequ
             module = model.get_submodule(layer)
             # A depthwise conv's channel c is its input channel c: torch-pruning removes it with its producer's.
             if isinstance(module, nn.Conv2d) and module.groups != 1 and not _is_depthwise(module):
-                raise UserError(f"channel pruning: {layer} is a grouped conv ({module.groups} groups of "
-                                f"{module.in_channels // module.groups} channels); only plain and depthwise convs "
-                                f"can lose channels (exclude it: method.prunable.exclude=[{layer}])")
+                raise UserError(
+                    f"channel pruning: {layer} is a grouped conv ({module.groups} groups of "
+                    f"{module.in_channels // module.groups} channels); only plain and depthwise convs "
+                    f"can lose channels (exclude it: method.prunable.exclude=[{layer}])"
+                )
         if any(excluded(layer, list(exclude)) for layer in layers):
             continue
         layers = sorted(set(layers), key=order.__getitem__)
@@ -243,13 +262,17 @@ def groups_from_graph(model: nn.Module, graph: tp.DependencyGraph, exclude: Sequ
         mapped = {bn: idx for bn, idx in sorted(bn_channels.items(), key=lambda item: order[item[0]])}
         if all(idx == list(range(n)) for idx in mapped.values()) and set(mapped) == set(filter(None, bn_of.values())):
             mapped = {}
-        groups.append(ChannelGroup(name=layers[0], layers=layers, bn_of=bn_of, consumers=consumers, num_channels=n,
-                                   bn_channels=mapped))
+        groups.append(
+            ChannelGroup(
+                name=layers[0], layers=layers, bn_of=bn_of, consumers=consumers, num_channels=n, bn_channels=mapped
+            )
+        )
     return sorted(groups, key=lambda g: order[g.name])
 
 
-def prunable_channel_groups(model: nn.Module, example_input: torch.Tensor,
-                            exclude: Sequence[str] = ()) -> list[ChannelGroup]:
+def prunable_channel_groups(
+    model: nn.Module, example_input: torch.Tensor, exclude: Sequence[str] = ()
+) -> list[ChannelGroup]:
     """The groups of coupled, removable output channels of ``model``, in module order (see the module docstring).
 
     ``example_input`` is any batch of valid inputs (only its first example is traced). The model is not modified:
@@ -264,11 +287,16 @@ def prunable_channel_groups(model: nn.Module, example_input: torch.Tensor,
         layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
         unreached = [n for n, m in layers if m not in graph.module2node]
         if unreached:
-            raise TraceError(f"channel pruning: torch-pruning's trace of {name} does not reach {', '.join(unreached[:3])}"
-                             f": its output leaves autograd's graph (torch.no_grad, .detach() or a non-torch step in "
-                             f"forward), so its channels cannot be followed")
-        why = (f"every group has a member in method.prunable.exclude={list(exclude)}" if exclude else
-               f"its only Conv2d/Linear is the classifier {classifier_name(model)}, whose outputs are the logits")
+            raise TraceError(
+                f"channel pruning: torch-pruning's trace of {name} does not reach {', '.join(unreached[:3])}"
+                f": its output leaves autograd's graph (torch.no_grad, .detach() or a non-torch step in "
+                f"forward), so its channels cannot be followed"
+            )
+        why = (
+            f"every group has a member in method.prunable.exclude={list(exclude)}"
+            if exclude
+            else f"its only Conv2d/Linear is the classifier {classifier_name(model)}, whose outputs are the logits"
+        )
         raise UserError(f"channel pruning: {name} has no prunable channel group ({why})")
     return groups
 
@@ -278,8 +306,14 @@ def min_kept(n: int, min_keep: int, min_keep_fraction: float) -> int:
     return min(n, max(int(min_keep), math.ceil(min_keep_fraction * n - 1e-9)))
 
 
-def select_channels(scores: dict[str, torch.Tensor], groups: Sequence[ChannelGroup], sparsity: float,
-                    scope: str = "global", min_keep_fraction: float = 0.0, min_keep: int = 1) -> ChannelPlan:
+def select_channels(
+    scores: dict[str, torch.Tensor],
+    groups: Sequence[ChannelGroup],
+    sparsity: float,
+    scope: str = "global",
+    min_keep_fraction: float = 0.0,
+    min_keep: int = 1,
+) -> ChannelPlan:
     """Keep the highest-scoring channels of every group; ``sparsity`` is the fraction of channels removed.
 
     - ``global``: one threshold over all groups (network slimming's percentile of all |γ|, Liu et al. 2017): the
@@ -332,9 +366,11 @@ def select_channels(scores: dict[str, torch.Tensor], groups: Sequence[ChannelGro
         total = sum(s.numel() for s in flat_scores)
         target = round(sparsity * total)
         if target > sum(caps):
-            raise UserError(f"method.sparsity: cannot remove {target} of {total} channels ({sparsity:g}) while every "
-                            f"group keeps its floor (min_keep={min_keep}, min_keep_fraction={min_keep_fraction:g}); "
-                            f"at most {sum(caps)} ({sum(caps) / total:.4f}) can go")
+            raise UserError(
+                f"method.sparsity: cannot remove {target} of {total} channels ({sparsity:g}) while every "
+                f"group keeps its floor (min_keep={min_keep}, min_keep_fraction={min_keep_fraction:g}); "
+                f"at most {sum(caps)} ({sum(caps) / total:.4f}) can go"
+            )
         values = torch.cat(flat_scores)
         group_id = torch.cat([torch.full((s.numel(),), i, dtype=torch.int64) for i, s in enumerate(flat_scores)])
         index = torch.cat([torch.arange(s.numel()) for s in flat_scores])

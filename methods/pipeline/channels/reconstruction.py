@@ -48,13 +48,19 @@ def _full_weight(layer: nn.Conv2d) -> torch.Tensor:
     Og, g = O // layer.groups, layer.groups
     full = weight.new_zeros(O, Cg * g, *weight.shape[2:])
     for gi in range(g):
-        full[gi * Og:(gi + 1) * Og, gi * Cg:(gi + 1) * Cg] = weight[gi * Og:(gi + 1) * Og]
+        full[gi * Og : (gi + 1) * Og, gi * Cg : (gi + 1) * Cg] = weight[gi * Og : (gi + 1) * Og]
     return full
 
 
 @torch.no_grad()
-def collect_contributions(next_layer: nn.Conv2d | nn.Linear, inputs: torch.Tensor, n_locations_per_example: int,
-                          generator: Optional[torch.Generator] = None, *, return_locations: bool = False):
+def collect_contributions(
+    next_layer: nn.Conv2d | nn.Linear,
+    inputs: torch.Tensor,
+    n_locations_per_example: int,
+    generator: Optional[torch.Generator] = None,
+    *,
+    return_locations: bool = False,
+):
     """ThiNet's training set for layer i+1 = ``next_layer`` from a batch of its inputs.
 
     ``inputs``: N×C×H×W for a Conv2d; N×C for a Linear, or N×C×... for a Linear after a flatten (then channel c owns
@@ -78,8 +84,10 @@ def collect_contributions(next_layer: nn.Conv2d | nn.Linear, inputs: torch.Tenso
 
     if isinstance(next_layer, nn.Conv2d):
         if inputs.dim() != 4 or inputs.shape[1] != next_layer.in_channels:
-            raise ValueError(f"collect_contributions: a Conv2d with {next_layer.in_channels} input channels needs "
-                             f"N×{next_layer.in_channels}×H×W inputs (got {tuple(inputs.shape)})")
+            raise ValueError(
+                f"collect_contributions: a Conv2d with {next_layer.in_channels} input channels needs "
+                f"N×{next_layer.in_channels}×H×W inputs (got {tuple(inputs.shape)})"
+            )
         _, C, H, W = inputs.shape
         left, right, top, bottom = _conv_padding(next_layer, H, W)
         (kh, kw), (sh, sw), (dh, dw) = next_layer.kernel_size, next_layer.stride, next_layer.dilation
@@ -100,15 +108,18 @@ def collect_contributions(next_layer: nn.Conv2d | nn.Linear, inputs: torch.Tenso
             cols = w_idx[sl, None] * sw + torch.arange(kw) * dw  # chunk × kw
             patch = padded[n_idx[sl, None, None, None], channels, rows[:, None, :, None], cols[:, None, None, :]]
             X[sl] = torch.einsum("mcij,mcij->mc", patch, full[o_idx[sl]])
-        out = F.conv2d(inputs, weight, None, next_layer.stride, next_layer.padding, next_layer.dilation,
-                       next_layer.groups)
+        out = F.conv2d(
+            inputs, weight, None, next_layer.stride, next_layer.padding, next_layer.dilation, next_layer.groups
+        )
         y = out[n_idx, o_idx, h_idx, w_idx]
         locations = torch.stack([n_idx, o_idx, h_idx, w_idx], dim=1)
     elif isinstance(next_layer, nn.Linear):
         flat = inputs.reshape(N, -1)
         if flat.shape[1] != next_layer.in_features:
-            raise ValueError(f"collect_contributions: a Linear with {next_layer.in_features} inputs got inputs of "
-                             f"shape {tuple(inputs.shape)}")
+            raise ValueError(
+                f"collect_contributions: a Linear with {next_layer.in_features} inputs got inputs of "
+                f"shape {tuple(inputs.shape)}"
+            )
         C = inputs.shape[1] if inputs.dim() > 1 else 1
         per_channel = next_layer.in_features // C
         O = next_layer.out_features
@@ -123,7 +134,9 @@ def collect_contributions(next_layer: nn.Conv2d | nn.Linear, inputs: torch.Tenso
         y = F.linear(flat, weight)[n_idx, o_idx]
         locations = torch.stack([n_idx, o_idx], dim=1)
     else:
-        raise ValueError(f"collect_contributions: next_layer must be a Conv2d or Linear (got {type(next_layer).__name__})")
+        raise ValueError(
+            f"collect_contributions: next_layer must be a Conv2d or Linear (got {type(next_layer).__name__})"
+        )
     return (X, y, locations) if return_locations else (X, y)
 
 
@@ -159,13 +172,15 @@ def least_squares_scale(X_kept: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     X64 = X_kept.detach().to(torch.float64)
     y64 = y.detach().to(torch.float64).reshape(-1, 1)
     if X64.dim() != 2 or X64.shape[0] != y64.shape[0]:
-        raise ValueError(f"least_squares_scale: X_kept must be m×k and y of length m (got {tuple(X_kept.shape)}, "
-                         f"{tuple(y.shape)})")
+        raise ValueError(
+            f"least_squares_scale: X_kept must be m×k and y of length m (got {tuple(X_kept.shape)}, {tuple(y.shape)})"
+        )
     return torch.linalg.lstsq(X64, y64, driver="gelsd").solution.reshape(-1)
 
 
-def reconstruction_error(X: torch.Tensor, y: torch.Tensor, kept: Sequence[int],
-                         scale: Optional[torch.Tensor] = None) -> float:
+def reconstruction_error(
+    X: torch.Tensor, y: torch.Tensor, kept: Sequence[int], scale: Optional[torch.Tensor] = None
+) -> float:
     """Σ_i (y_i − Σ_{c∈kept} ŵ_c x̂_{i,c})² with ŵ = ``scale`` (1 without rescaling)."""
     X_kept = X.detach().to(torch.float64)[:, list(kept)]
     w = torch.ones(X_kept.shape[1], dtype=torch.float64) if scale is None else scale.to(torch.float64)

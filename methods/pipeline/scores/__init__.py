@@ -10,6 +10,16 @@ from methods.pipeline.scores.hessian import ESTIMATORS, hessian_diagonal, obd_sa
 from methods.pipeline.scores.sensitivity import snip_scores
 from methods.pipeline.scores.weights import magnitude_scores, random_scores, shuffled
 
-__all__ = ["ESTIMATORS", "bn_scale_scores", "hessian_diagonal", "l1_filter_scores", "magnitude_scores",
-           "obd_saliency", "predicted_loss_increase", "random_filter_scores", "random_scores", "shuffled",
-           "snip_scores"]
+__all__ = [
+    "ESTIMATORS",
+    "bn_scale_scores",
+    "hessian_diagonal",
+    "l1_filter_scores",
+    "magnitude_scores",
+    "obd_saliency",
+    "predicted_loss_increase",
+    "random_filter_scores",
+    "random_scores",
+    "shuffled",
+    "snip_scores",
+]

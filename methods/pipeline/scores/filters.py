@@ -30,8 +30,10 @@ def bn_scale_scores(model: nn.Module, groups) -> dict[str, torch.Tensor]:
     scores = {}
     for g in groups:
         if not g.bns:
-            raise UserError(f"method=slimming: channel group {g.name} is not followed by a BatchNorm, so it has no γ "
-                            f"to score; use a model with BN (built in: {BN_MODELS}) or leave the layer out "
-                            f"(method.prunable.exclude=[{g.name}])")
+            raise UserError(
+                f"method=slimming: channel group {g.name} is not followed by a BatchNorm, so it has no γ "
+                f"to score; use a model with BN (built in: {BN_MODELS}) or leave the layer out "
+                f"(method.prunable.exclude=[{g.name}])"
+            )
         scores[g.name] = torch.stack([modules[bn].weight.detach().abs().cpu()[g.bn_index(bn)] for bn in g.bns]).amax(0)
     return scores

@@ -89,8 +89,6 @@ _HUTCHINSON_GROUP = 32
 # --------------------------------------------------------------------------------------------------------------
 
 
-
-
 def check_per_example(model: nn.Module) -> None:
     for name, module in model.named_modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is None:
@@ -182,7 +180,10 @@ def _fast_modules(model: nn.Module, names: list[str], full: dict, x1: Tensor) ->
         if attr not in ("weight", "bias"):
             continue
         plain_conv = (
-            type(module) is nn.Conv2d and module.groups == 1 and module.padding_mode == "zeros" and module.padding != "same"
+            type(module) is nn.Conv2d
+            and module.groups == 1
+            and module.padding_mode == "zeros"
+            and module.padding != "same"
         )
         if type(module) is nn.Linear or plain_conv:
             candidates[module_name] = module
@@ -359,9 +360,7 @@ def _record_chain(model: nn.Module, full: dict, x: Tensor) -> tuple[list[_Call],
             pending.setdefault(id(mod), []).append(args[0].detach().clone())
 
         def post(mod, args, out, name=name):
-            calls.append(
-                _Call(mod, name, pending[id(mod)].pop(), out.detach().clone(), getattr(mod, "weight", None))
-            )
+            calls.append(_Call(mod, name, pending[id(mod)].pop(), out.detach().clone(), getattr(mod, "weight", None)))
 
         handles.append(module.register_forward_pre_hook(pre))
         handles.append(module.register_forward_hook(post))
@@ -402,7 +401,9 @@ def _conv_padding(module) -> tuple:
     if module.padding == "same":
         total = [d * (k - 1) for d, k in zip(_pair(module.dilation, n), module.weight.shape[2:])]
         if any(t % 2 for t in total):
-            raise UserError("method.estimator: lecun needs symmetric padding; padding='same' with an even kernel is not")
+            raise UserError(
+                "method.estimator: lecun needs symmetric padding; padding='same' with an even kernel is not"
+            )
         return tuple(t // 2 for t in total)
     return _pair(module.padding, n)
 
@@ -624,8 +625,13 @@ def hessian_diagonal(
 
     count = 0
     with eval_mode(model):
-        chunks = progress_bar(iter_chunks(batches, chunk_size, n_samples, device, dtype), enabled=progress, total=total,
-                              desc=estimator, unit="chunk")
+        chunks = progress_bar(
+            iter_chunks(batches, chunk_size, n_samples, device, dtype),
+            enabled=progress,
+            total=total,
+            desc=estimator,
+            unit="chunk",
+        )
         engine: Optional[_LeCun | _Hutchinson | _SquaredVJP] = None  # built on the first chunk
         for x, y in chunks:
             count += len(x)
