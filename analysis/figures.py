@@ -86,6 +86,8 @@ KNOWN_STYLES = {
     "snip": Style(PALETTE[2], "^"),
     "lottery": Style(PALETTE[3], "D"),
     "random": Style(PALETTE[4], "v"),
+    "synflow": Style(PALETTE[10], "*"),
+    "grasp": Style(PALETTE[11], "8"),
     "random_channel": Style(PALETTE[4], "v", "--"),
     "slimming": Style(PALETTE[5], "P"),
     "thinet": Style(PALETTE[6], "X"),

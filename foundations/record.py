@@ -77,6 +77,11 @@ class ExperimentRecord:
     # ---- method-specific (None where a method has no such thing)
     rounds: Optional[list[dict[str, Any]]] = None  # weight-level methods: per pruning round (OBD: loss increases)
     levels: Optional[list[dict[str, Any]]] = None  # lottery: per level density, early stop, test accuracy
+    # weight-level: some Conv/Linear weight tensor of the final mask kept no weight (Tanaka et al. 2020's collapse)
+    layer_collapse: Optional[bool] = None
+    # at init with method.measure_collapse: the largest compression 10^{k/4} the method reaches on this init before
+    # a layer collapses (methods.pipeline.collapse)
+    critical_compression: Optional[float] = None
     channel_sparsity: Optional[float] = None  # structured: fraction of prunable channels removed overall
     channel_sparsity_per_pass: Optional[list[float]] = None  # multi-pass slimming
     sparsity_trained_test_acc: Optional[float] = None  # slimming: after the λ-regularized training

@@ -45,6 +45,12 @@ class RandomConfig(ScoreConfig):
             "method.source",
             "variant=shuffle needs the experiment to shuffle, e.g. method.source={name: snip, sparsity: 0.9}",
         )
+        for flag in ("invert", "measure_collapse"):
+            check(
+                self.variant != "shuffle" or not getattr(self, flag),
+                f"method.{flag}",
+                "variant=shuffle takes another experiment's mask as it is: no scores to rank at a target",
+            )
         check(
             self.variant != "shuffle" or self.rounds == 1,
             "method.rounds",

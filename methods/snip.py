@@ -9,27 +9,25 @@ shares a table row with the paper's setting. Pruning is one-shot (``rounds > 1``
 (``batches``), and
 ``fresh_init=true`` to train a separately drawn initialization with the mask, as the official code does
 (``weights_ap`` vs ``weights_bp``; mil-ad/snip#3). Default ``fresh_init=false``: the paper's wording, training the
-scored network. The official code also masks biases (all pruned, since they start at 0): ``method.prunable.biases=true``.
+scored network. ``fresh_init`` is the re-initialization ablation every pruning-at-init method has, with ``shuffle``
+and ``invert`` (Frankle et al. 2021; ``methods.pipeline.unstructured``). The official code also masks biases (all
+pruned, since they start at 0): ``method.prunable.biases=true``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 from foundations.checks import check
-from foundations.seeds import REINIT_OFFSET
 from methods.pipeline.api import Stages
 from methods.pipeline.scores import snip_scores
-from methods.pipeline.unstructured import ScoreConfig, ScoreMethod
+from methods.pipeline.unstructured import AtInitConfig, AtInitMethod
 
 
 @dataclass
-class SnipConfig(ScoreConfig):
-    when: str = "init"
+class SnipConfig(AtInitConfig):
     batch_size: int = 100
     batches: int = 1
-    fresh_init: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -39,30 +37,14 @@ class SnipConfig(ScoreConfig):
             f"SNIP needs a mini-batch of at least 1 example (got {self.batch_size})",
         )
         check(self.batches >= 1, "method.batches", f"must be >= 1 (got {self.batches})")
-        check(self.when == "init", "method.when", "SNIP prunes at initialization (when=init)")
 
 
 PAPER_INIT = "variance_scaling"
 
 
-class Snip(ScoreMethod):
+class Snip(AtInitMethod):
     name = "snip"
     Config = SnipConfig
-    # pruned at init, then trained with the dense schedule: no recovery schedule, no trained weights to choose from
-    result_neutral: ClassVar[frozenset[str]] = frozenset(
-        {
-            "prune_from",
-            "recovery.epochs",
-            "recovery.lr",
-            "recovery.lr_scale",
-            "recovery.schedule",
-            "recovery.milestones",
-        }
-    )
-
-    def mask_spec(self) -> dict:
-        # the mask does not depend on which init is trained afterwards: both variants share the prune stage
-        return {k: v for k, v in super().mask_spec().items() if k != "fresh_init"}
 
     def experiment_notes(self, stages: Stages) -> list[str]:
         return [] if stages.model_init == PAPER_INIT else [f"{stages.model_init} init"]
@@ -75,14 +57,7 @@ class Snip(ScoreMethod):
 
     def variant_notes(self) -> list[str]:
         notes = super().variant_notes()
-        notes += [f"{self.cfg.batches} batches"] if self.cfg.batches != 1 else []
-        return notes + (["fresh init"] if self.cfg.fresh_init else [])
-
-    def recovery_stage(self, stages: Stages, round_index, pruned, source):
-        if not self.cfg.fresh_init:
-            return super().recovery_stage(stages, round_index, pruned, source)
-        fresh = stages.init_stage("fresh_init", seed=stages.seed("init") + REINIT_OFFSET)
-        return stages.train_stage(f"train{round_index}", fresh, stages.train_config, masks=pruned)
+        return notes + ([f"{self.cfg.batches} batches"] if self.cfg.batches != 1 else [])
 
 
 METHOD = Snip

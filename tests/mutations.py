@@ -36,6 +36,7 @@ IGNORE = shutil.ignore_patterns(
     "wandb",
 )
 ANSWERS = "tests/test_method_answers.py"
+PAI = "tests/test_scores_pai.py"
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,8 @@ MUTANTS = [
         (ANSWERS,),
     ),
     Mutant(
-        "SNIP fresh init is the scored init",
-        "methods/snip.py",
+        "fresh init (SNIP's official code, Frankle et al.'s reinit) is the scored init",
+        "methods/pipeline/unstructured.py",
         'fresh = stages.init_stage("fresh_init", seed=stages.seed("init") + REINIT_OFFSET)',
         'fresh = stages.init_stage("fresh_init", seed=stages.seed("init"))',
         (ANSWERS,),
@@ -225,6 +226,79 @@ MUTANTS = [
         "return {n: m.flatten()[torch.randperm(m.numel(), generator=gen)].view_as(m) for n, m in masks.items()}",
         "return {n: m.clone() for n, m in masks.items()}",
         (ANSWERS,),
+    ),
+    Mutant(
+        "SynFlow without the absolute value",
+        "methods/pipeline/scores/synflow.py",
+        "                tensor.abs_()",
+        "                tensor.mul_(1)",
+        (PAI,),
+    ),
+    Mutant(
+        "SynFlow prunes to the target at its first iteration",
+        "methods/synflow.py",
+        "overall**exponent if k < n else overall,",
+        "overall,",
+        (f"{ANSWERS}::test_synflow_keeps_the_top_path_products_over_its_exponential_schedule",),
+    ),
+    Mutant(
+        "SynFlow keeps ReLU6 clamps (the flow vanishes)",
+        "methods/pipeline/scores/synflow.py",
+        "            setattr(model.get_submodule(parent) if parent else model, child, nn.ReLU())",
+        "            pass",
+        (PAI,),
+    ),
+    Mutant(
+        "GraSP with the sign flipped",
+        "methods/grasp.py",
+        "kept = {n: (params[n].detach() * hg[n]).cpu() for n in alive}",
+        "kept = {n: (-params[n].detach() * hg[n]).cpu() for n in alive}",
+        (f"{ANSWERS}::test_grasp_removes_the_largest_minus_theta_hg",),
+    ),
+    Mutant(
+        "GraSP scores the real model, not a copy",
+        "methods/grasp.py",
+        "scored = copy.deepcopy(model).to(stages.device)",
+        "scored = model.to(stages.device)",
+        (f"{ANSWERS}::test_grasp_scores_a_train_mode_copy_and_leaves_the_real_bn_statistics_alone",),
+    ),
+    Mutant(
+        "GMP's exponent 2 instead of 3",
+        "methods/pipeline/schedules.py",
+        "CUBIC = 3",
+        "CUBIC = 2",
+        (PAI,),
+    ),
+    Mutant(
+        "shuffle across layers instead of within",
+        "methods/pipeline/scores/weights.py",
+        "    return {n: m.flatten()[torch.randperm(m.numel(), generator=gen)].view_as(m) for n, m in masks.items()}",
+        "    joined = torch.cat([m.flatten() for m in masks.values()])\n"
+        "    joined = joined[torch.randperm(joined.numel(), generator=gen)]\n"
+        "    sizes = [m.numel() for m in masks.values()]\n"
+        "    return {n: p.view_as(m) for (n, m), p in zip(masks.items(), joined.split(sizes))}",
+        (ANSWERS,),
+    ),
+    Mutant(
+        "invert ignored",
+        "methods/pipeline/unstructured.py",
+        "return {n: -s.double() for n, s in scores.items()} if self.cfg.invert else scores",
+        "return scores",
+        (f"{ANSWERS}::test_invert_keeps_the_complement_of_the_ranking",),
+    ),
+    Mutant(
+        "the shuffle stage does not hash the mask it permutes",
+        "methods/pipeline/unstructured.py",
+        '{"shuffle_seed": seed, "mask": pruned.ref}',
+        '{"shuffle_seed": seed}',
+        (f"{ANSWERS}::test_the_shuffle_stage_follows_its_mask",),
+    ),
+    Mutant(
+        "layer collapse counts biases as layers",
+        "methods/pipeline/collapse.py",
+        "return [n for n, m in masks.items() if m.dim() > 1]",
+        "return [n for n, m in masks.items() if m.dim() > 0]",
+        (PAI,),
     ),
     Mutant(
         "slimming's L1 subgradient pushes γ away from 0",

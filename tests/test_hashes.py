@@ -34,6 +34,8 @@ TINY = [
 BASE = {  # per method: what keeps the run small
     "obd": ["method.samples=32"],
     "snip": ["method.batch_size=16"],
+    "grasp": ["method.samples_per_class=4"],
+    "synflow": ["method.iterations=2"],
     "thinet": ["method.n_images=16", "method.batch_size=16"],
     "scratch": ["+method.source_overrides.recovery.epochs=1"],
 }
@@ -51,9 +53,17 @@ COMMON = {
     "prunable.classifier": ([], ["method.prunable.classifier=false"]),
     "prunable.exclude": ([], ["method.prunable.exclude=[fc1]"]),
 }
+INIT = ["method.when=init"]
+AT_INIT = {  # Frankle et al. 2021's ablations and the collapse measure, options of every method pruning at init
+    "shuffle": (INIT, ["method.shuffle=true"]),
+    "fresh_init": (INIT, ["method.fresh_init=true"]),
+    "invert": (INIT, ["method.invert=true"]),
+    "measure_collapse": (INIT, ["method.measure_collapse=true"]),
+}
 SCORE = {
     **COMMON,
     **RECOVERY,
+    **AT_INIT,
     "scope": ([], ["method.scope=layerwise"]),
     "rounds": ([], ["method.rounds=2"]),
     "layer_density": ([], ["+method.layer_density={fc1.weight:0.5}"]),
@@ -89,6 +99,19 @@ FLIPS: dict[str, dict[str, tuple[list[str], list[str]]]] = {
         "batch_size": ([], ["method.batch_size=8"]),
         "batches": ([], ["method.batches=2"]),
         "fresh_init": ([], ["method.fresh_init=true"]),
+    },
+    "synflow": {
+        **{k: v for k, v in SCORE.items() if k not in ("when", "rounds")},
+        "iterations": ([], ["method.iterations=3"]),
+        "precision": ([], ["method.precision=float32"]),
+    },
+    "grasp": {
+        **{k: v for k, v in SCORE.items() if k not in ("when", "rounds")},
+        "samples_per_class": ([], ["method.samples_per_class=2"]),
+        "temperature": ([], ["method.temperature=1.0"]),
+        "variant": ([], ["method.variant=abs"]),
+        "bn_mode": ([], ["method.bn_mode=eval"]),
+        "reinit_linear": ([], ["method.reinit_linear=false"]),
     },
     "random": {
         **SCORE,
@@ -156,6 +179,10 @@ FLIPS: dict[str, dict[str, tuple[list[str], list[str]]]] = {
 FIXED = {
     ("snip", "when"): ["method.when=after_training"],
     ("snip", "rounds"): ["method.rounds=2"],
+    ("synflow", "when"): ["method.when=after_training"],
+    ("synflow", "rounds"): ["method.rounds=2"],
+    ("grasp", "when"): ["method.when=after_training"],
+    ("grasp", "rounds"): ["method.rounds=2"],
     ("thinet", "scope"): ["method.scope=global"],
 }
 

@@ -396,3 +396,197 @@ def test_random_shuffle_refuses_a_structured_source_and_repeated_rounds(tmp_path
             "+method.source.name=snip",
             "method.rounds=2",
         )
+
+
+# ------------------------------------------------------------------------------------------------- SynFlow
+def synflow_closed_form(weights: list[torch.Tensor]) -> list[torch.Tensor]:
+    """S_l[i, j] = (1ᵀ|W_L|…|W_{l+1}|)_i |W_l[i, j]| (|W_{l−1}|…|W_1| 1)_j: the path products through each weight of
+    a bias-free ReLU MLP on an all-ones input (every activation is positive, so ReLU passes everything)."""
+    a = [w.double().abs() for w in weights]
+    forward = [torch.ones(a[0].shape[1], dtype=torch.float64)]
+    for w in a[:-1]:
+        forward.append(w @ forward[-1])
+    backward = [torch.ones(a[-1].shape[0], dtype=torch.float64)]
+    for w in reversed(a[1:]):
+        backward.insert(0, w.T @ backward[0])
+    return [torch.outer(b, f) * w for b, f, w in zip(backward, forward, a)]
+
+
+@pytest.mark.parametrize("iterations", [1, 4])
+def test_synflow_keeps_the_top_path_products_over_its_exponential_schedule(tmp_path, iterations):
+    record, store, _ = experiment(tmp_path, "method=synflow", "method.sparsity=0.9", f"method.iterations={iterations}")
+    init = stage(store, record, "init", "init").weights()
+    assert all(float(init[n.replace("weight", "bias")].abs().max()) == 0 for n in SIZES)  # zero biases: exact
+    alive = {n: torch.ones_like(init[n], dtype=torch.bool) for n in SIZES}
+    for k in range(1, iterations + 1):
+        scores = synflow_closed_form([init[n] * alive[n] for n in SIZES])
+        alive = top(dict(zip(SIZES, scores)), round(0.1 ** (k / iterations) * N), alive, gap=1e-9)
+    assert same(stage(store, record, "prune1", "prune").masks(), alive)
+    assert record["density"] == pytest.approx(round(0.1 * N) / N)
+    assert record["label"] == ("synflow" if iterations == 100 else f"synflow ({iterations} iterations)")
+
+
+# ------------------------------------------------------------------------------------------------- GraSP
+def grasp_expected(store, record, config, keep: float, variant: str, reinit: bool):
+    """−θ⊙Hg by torch.autograd.functional.hvp on the Xavier-redrawn copy (drawn from seeds.prune in module order),
+    on the first 10 images of each class in the shuffled training split, as two halves; keep the lowest."""
+    from datasets import build_dataset
+
+    model = fresh_model()
+    model.load_state_dict(stage(store, record, "init", "init").weights())
+    if reinit:
+        gen = generator(config.seed_for("prune"))
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, torch.nn.Linear):
+                    torch.nn.init.xavier_normal_(module.weight, generator=gen)
+    data = build_dataset(config.dataset)
+    seen: dict[int, list] = {c: [] for c in range(CLASSES)}
+    for xb, yb in data.train.batches(13, shuffle=True, seed=config.seed_for("prune")):
+        for x1, y1 in zip(xb, yb.tolist()):
+            seen[y1] += [x1] if len(seen[y1]) < 10 else []
+    x = torch.stack([im for c in range(CLASSES) for im in seen[c]])
+    y = torch.arange(CLASSES).repeat_interleave(10)
+    fixed = {k: v for k, v in model.state_dict().items() if k not in SIZES}
+    theta = torch.cat([model.state_dict()[n].flatten() for n in SIZES])
+
+    def loss(flat):
+        parts, start = {}, 0
+        for n, size in SIZES.items():
+            parts[n] = flat[start : start + size].view(model.state_dict()[n].shape)
+            start += size
+        out = functional_call(model, {**fixed, **parts}, (x,)) / 200
+        return F.cross_entropy(out[:20], y[:20]) + F.cross_entropy(out[20:], y[20:])
+
+    leaf = theta.clone().requires_grad_(True)
+    g = torch.autograd.grad(loss(leaf), leaf)[0]
+    hg = torch.autograd.functional.hvp(loss, theta, g)[1]
+    removal = -theta * hg  # eq. 8: remove the largest
+    ranking = removal.abs() if variant == "abs" else -removal
+    split = dict(zip(SIZES, ranking.split(list(SIZES.values()))))
+    return top({n: split[n].view_as(model.state_dict()[n]) for n in SIZES}, round(keep * N), gap=1e-6)
+
+
+@pytest.mark.parametrize("variant,reinit", [("official", True), ("abs", True), ("official", False)])
+def test_grasp_removes_the_largest_minus_theta_hg(tmp_path, variant, reinit):
+    args = ["method=grasp", "method.sparsity=0.8", f"method.variant={variant}", f"method.reinit_linear={reinit}"]
+    record, store, config = experiment(tmp_path, *args)
+    expected = grasp_expected(store, record, config, 0.2, variant, reinit)
+    assert same(stage(store, record, "prune1", "prune").masks(), expected)
+
+
+def test_grasp_scores_a_train_mode_copy_and_leaves_the_real_bn_statistics_alone(tmp_path):
+    args = ["method=grasp", "model=mlp_bn", "method.sparsity=0.8"]
+    train_mode, store, _ = experiment(tmp_path, *args)
+    init = stage(store, train_mode, "init", "init").weights()
+    pruned = stage(store, train_mode, "prune1", "prune").weights()
+    buffers = [k for k in init if "running" in k or "num_batches" in k]
+    assert buffers and all(torch.equal(init[k], pruned[k]) for k in buffers)
+    eval_mode, _, _ = experiment(tmp_path, *args, "method.bn_mode=eval")
+    masks = stage(store, eval_mode, "prune1", "prune").masks()
+    assert not same(masks, stage(store, train_mode, "prune1", "prune").masks())  # the mode matters on a BN net
+    assert eval_mode["label"] == "grasp (eval-mode BN)" and train_mode["label"] == "grasp"
+
+
+# ------------------------------------------------------------------------------------------------- Frankle et al. 2021
+AT_INIT = {
+    "snip": ["method=snip"],
+    "grasp": ["method=grasp"],
+    "synflow": ["method=synflow", "method.iterations=3"],
+    "random": ["method=random", "method.variant=global"],
+    "magnitude": ["method=magnitude", "method.when=init"],
+}
+
+
+@pytest.mark.parametrize("method", list(AT_INIT))
+def test_shuffle_keeps_every_layers_count_and_trains_the_permuted_mask_on_the_same_init(tmp_path, method):
+    args = [*AT_INIT[method], "method.sparsity=0.8"]
+    plain, store, _ = experiment(tmp_path, *args)
+    record, _, _ = experiment(tmp_path, *args, "method.shuffle=true")
+    assert record["stage_hashes"]["prune1"] == plain["stage_hashes"]["prune1"]  # the method's own mask, shared
+    original = stage(store, record, "prune1", "prune").masks()
+    mixed = stage(store, record, "shuffle", "prune")
+    assert counts(mixed.masks()) == counts(original) and not same(mixed.masks(), original)
+    init = stage(store, record, "init", "init").weights()
+    assert all(torch.equal(mixed.weights()[n], init[n] * mixed.masks()[n]) for n in SIZES)
+    trained = stage(store, record, "train1", "train")
+    assert trained.result["parents"]["start"] == mixed.hash and same(trained.masks(), mixed.masks())
+    assert "shuffled" in record["label"]
+
+
+def test_the_shuffle_ablation_is_randoms_shuffle_of_the_same_experiment(tmp_path):
+    snip = ["method=snip", "method.sparsity=0.8", "method.batch_size=20"]
+    ablation, store, _ = experiment(tmp_path, *snip, "method.shuffle=true")
+    shuffle = [
+        "method=random",
+        "method.variant=shuffle",
+        "+method.source.name=snip",
+        "+method.source.sparsity=0.8",
+        "+method.source.batch_size=20",
+    ]
+    record, _, _ = experiment(tmp_path, *shuffle)
+    assert same(stage(store, record, "prune1", "prune").masks(), stage(store, ablation, "shuffle", "prune").masks())
+
+
+@pytest.mark.parametrize("method", ["grasp", "synflow", "random"])
+def test_fresh_init_trains_the_same_mask_from_a_new_draw(tmp_path, method):
+    args = [*AT_INIT[method], "method.sparsity=0.8"]
+    plain, store, _ = experiment(tmp_path, *args)
+    record, _, _ = experiment(tmp_path, *args, "method.fresh_init=true")
+    assert record["stage_hashes"]["prune1"] == plain["stage_hashes"]["prune1"]
+    fresh = stage(store, record, "fresh_init", "init").weights()
+    reference = fresh_model(seed=0 + REINIT_OFFSET).state_dict()
+    assert all(torch.equal(fresh[k], reference[k]) for k in reference)
+    trained = stage(store, record, "train1", "train")
+    assert trained.result["parents"]["start"] == record["stage_hashes"]["fresh_init"]
+    assert same(trained.masks(), stage(store, plain, "prune1", "prune").masks())
+    assert "fresh init" in record["label"]
+
+
+@pytest.mark.parametrize("method", ["snip", "grasp", "synflow", "magnitude"])
+def test_invert_keeps_the_complement_of_the_ranking(tmp_path, method):
+    args = [*AT_INIT[method], "method.iterations=1"] if method == "synflow" else AT_INIT[method]
+    plain, store, _ = experiment(tmp_path, *args, "method.sparsity=0.3")  # keeps 224 of 320
+    inverted, _, _ = experiment(tmp_path, *args, "method.sparsity=0.7", "method.invert=true")  # keeps the other 96
+    top_masks = stage(store, plain, "prune1", "prune").masks()
+    low_masks = stage(store, inverted, "prune1", "prune").masks()
+    assert all(torch.equal(low_masks[n], ~top_masks[n]) for n in SIZES)
+    assert "inverted" in inverted["label"]
+
+
+def test_the_ablations_are_refused_after_training(tmp_path):
+    for flag in ("shuffle", "fresh_init", "invert", "measure_collapse"):
+        with pytest.raises(UserError, match=rf"^method.{flag}: an ablation .* set method.when=init"):
+            make_run(tmp_path, *TINY, "method=magnitude", f"method.{flag}=true")
+    with pytest.raises(UserError, match=r"^method.invert: variant=shuffle takes another experiment's mask"):
+        make_run(
+            tmp_path, *TINY, "method=random", "method.variant=shuffle", "+method.source.name=snip", "method.invert=true"
+        )
+
+
+# ------------------------------------------------------------------------------------------------- layer collapse
+def test_layer_collapse_and_critical_compression_in_the_record(tmp_path):
+    # SynFlow single-shot on the tiny net: critical compression from the rank of the weakest layer's best weight
+    record, store, _ = experiment(
+        tmp_path, "method=synflow", "method.iterations=1", "method.sparsity=0.99", "method.measure_collapse=true"
+    )
+    init = stage(store, record, "init", "init").weights()
+    scores = synflow_closed_form([init[n] for n in SIZES])
+    flat = torch.cat([s.flatten() for s in scores])
+    needed = max(int((flat >= s.max()).sum()) for s in scores)
+    grid = [10 ** (k / 4) for k in range(8) if 10 ** (k / 4) <= N / 3]  # N / L = 106.7
+    assert record["critical_compression"] == pytest.approx(max(r for r in grid if round(N / r) >= needed))
+    masks = stage(store, record, "prune1", "prune").masks()
+    assert record["layer_collapse"] == any(int(m.sum()) == 0 for m in masks.values())
+    plain, _, _ = experiment(tmp_path, "method=synflow", "method.iterations=1", "method.sparsity=0.99")
+    assert plain["critical_compression"] is None and plain["stage_hashes"] == record["stage_hashes"]
+    assert plain["layer_collapse"] == record["layer_collapse"]
+
+
+def test_the_shuffle_stage_follows_its_mask(tmp_path):
+    # two targets in one store: each shuffle permutes its own mask (the stage hashes the mask it permutes)
+    for sparsity in (0.8, 0.5):
+        record, store, _ = experiment(tmp_path, "method=snip", f"method.sparsity={sparsity}", "method.shuffle=true")
+        original = stage(store, record, "prune1", "prune").masks()
+        assert counts(stage(store, record, "shuffle", "prune").masks()) == counts(original)
+        assert record["density"] == pytest.approx(round((1 - sparsity) * N) / N)

@@ -30,6 +30,8 @@ SETTINGS = {
     "random": ONE,
     "obd": [*ONE, "method.samples=16"],
     "snip": ["method.batch_size=16"],
+    "grasp": ["method.samples_per_class=4"],
+    "synflow": ["method.iterations=3"],
     "lottery": ["method.sparsity=0.36"],
     "l1_filter": ONE,
     "random_channel": ONE,

@@ -10,23 +10,52 @@ on the target; each round is its own pair of stages in the store.
   training, the trained minimum OBD's Taylor expansion assumes, LeCun et al. 1990 §2 "extremal" approximation, and
   what the lottery ticket prunes) or ``selected`` (the validation-selected checkpoint, ``train.selection``).
 - Pruning at initialization (``when=init``) is one-shot: ``rounds > 1`` is refused. Iterative pruning at init
-  (SNIP-it, FORCE: score, prune, re-score the pruned network at the same init, no training in between) is not
-  implemented, and training between rounds — what the loop would otherwise do — is neither that nor the method.
+  (SNIP-it, FORCE: score, prune, re-score the pruned network at the same init, no training in between) is a
+  method's own ``selector`` (SynFlow's 100 iterations), never training between rounds — what the loop would
+  otherwise do, and neither that nor the method.
+
+Frankle, Dziugaite, Roy & Carbin, ICLR 2021 ("Pruning neural networks at initialization: why are we missing the
+mark?") ablate every pruning-at-init method three ways; here they are options of every ``when=init`` method:
+
+- ``shuffle``: train the mask shuffled within each layer (every layer keeps its count exactly, the positions are a
+  uniform permutation drawn from ``seeds.prune``). A separate stage after the method's own mask, which it shares.
+  ``random``'s ``variant=shuffle`` is the same permutation of another experiment's final mask (any weight-level
+  method, after training too) and gives the identical mask when that experiment is this method at init.
+- ``fresh_init``: train the mask from a fresh draw of the same initialization (``seeds.init + REINIT_OFFSET``), as
+  the lottery's ``reinit`` control and SNIP's official code (``weights_ap``) do. The mask stage is shared.
+- ``invert``: keep the lowest-scoring weights (every step of an iterative selector ranks inverted scores).
+
+Layer collapse (Tanaka et al. 2020) is recorded for every score-based method (``layer_collapse``: a Conv/Linear
+weight tensor of the final mask kept nothing); ``measure_collapse=true`` also measures, at init, the method's
+critical compression on the grid 10^{k/4} (``methods.pipeline.collapse``) into the record's
+``critical_compression``: the scores are computed again on the init and the selector re-run per grid point.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 
 from foundations.checks import check, nondefault
 from foundations.errors import UserError
 from foundations.record import ExperimentRecord
+from foundations.seeds import REINIT_OFFSET
 from methods.pipeline.api import Method, MethodConfig, StageRef, Stages, Weights
+from methods.pipeline.collapse import compression_grid, critical_compression, layer_collapse
+from methods.pipeline.masks import Masks, folded
 from methods.pipeline.recover import Recovery, recovery_config
+from methods.pipeline.scores import shuffled
 from methods.pipeline.select import SCOPES, ladder, select
+
+# What a method keeps for a target: (overall keep fraction, per-layer keep fractions) -> masks
+Keep = Callable[[float, dict[str, float]], Masks]
+
+
+# Fields that act after the method's mask stage (which they share with the plain method) or only on the record.
+AFTER_THE_MASK = ("shuffle", "fresh_init", "measure_collapse")
 
 
 @dataclass
@@ -39,6 +68,12 @@ class ScoreConfig(MethodConfig):
     when: str = "after_training"  # after_training (then recover) | init (then train)
     prune_from: str = "last"  # after training: last (end of training) | selected (validation-selected checkpoint)
     recovery: Recovery = field(default_factory=Recovery)
+    # Frankle et al. 2021's ablations of pruning at init (when=init): shuffle the mask within each layer, train it
+    # from a fresh init, keep the lowest scores
+    shuffle: bool = False
+    fresh_init: bool = False
+    invert: bool = False
+    measure_collapse: bool = False  # at init: the record's critical_compression (Tanaka et al. 2020)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -65,6 +100,18 @@ class ScoreConfig(MethodConfig):
             "method.layer_density",
             "keep fractions must be in (0, 1]",
         )
+        for flag in ("shuffle", "fresh_init", "invert", "measure_collapse"):
+            check(
+                not getattr(self, flag) or self.when == "init",
+                f"method.{flag}",
+                "an ablation (Frankle et al. 2021) or measure of pruning at initialization; set method.when=init",
+            )
+        check(
+            not (self.invert or self.measure_collapse) or (self.scope != "layerwise_std" and not self.layer_density),
+            "method.invert" if self.invert else "method.measure_collapse",
+            "needs a ranking to a target density (scope=global or layerwise, no layer_density); layerwise_std "
+            "thresholds q·σ",
+        )
         check(
             _is_quality(self.quality),
             "method.quality",
@@ -81,13 +128,39 @@ def _is_quality(value: Any) -> bool:
 
 class ScoreMethod(Method):
     Config = ScoreConfig
+    # the critical compression is measured beside the stages, into the record only
+    result_neutral: ClassVar[frozenset[str]] = frozenset({"measure_collapse"})
 
     def scores(self, stages: Stages, model: torch.nn.Module, alive: dict) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def selector(self, stages: Stages, model: torch.nn.Module, alive: Masks, weights: dict) -> tuple[Keep, dict]:
+        """(what the method keeps for a target, the scores it ranks): one-shot methods score ``model`` once and
+        select (``choose``) among ``alive``; an iterative method at init (SynFlow) re-scores inside ``Keep``."""
+        scores = self.scores(stages, model, alive)
+        ranked = self.ranked({n: scores[n].cpu() for n in alive})
+
+        def keep(overall: float, layers: dict[str, float]) -> Masks:
+            return self.choose(ranked, alive, overall, layers, weights)
+
+        return keep, scores
+
+    def ranked(self, scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The scores as selection ranks them: negated under ``invert`` (keep the lowest, Frankle et al. 2021)."""
+        return {n: -s.double() for n, s in scores.items()} if self.cfg.invert else scores
+
     def label(self, stages: Optional[Stages] = None) -> str:
-        notes = self.variant_notes() + (self.experiment_notes(stages) if stages is not None else [])
+        notes = self.variant_notes() + self.ablation_notes()
+        notes += self.experiment_notes(stages) if stages is not None else []
         return f"{self.name} ({', '.join(notes)})" if notes else self.name
+
+    def ablation_notes(self) -> list[str]:
+        cfg = self.cfg
+        return (
+            (["inverted"] if cfg.invert else [])
+            + (["shuffled"] if cfg.shuffle else [])
+            + (["fresh init"] if cfg.fresh_init else [])
+        )
 
     def experiment_notes(self, stages: Stages) -> list[str]:
         """Variant notes from facts outside the method's config (the model's init for SNIP)."""
@@ -127,7 +200,7 @@ class ScoreMethod(Method):
         return {
             k: v
             for k, v in nondefault(self.cfg).items()
-            if k not in ("name", "sparsity", "recovery", "rounds", "prune_from")
+            if k not in ("name", "sparsity", "recovery", "rounds", "prune_from", *AFTER_THE_MASK)
         }
 
     def round_spec(self, stages: Stages) -> dict:
@@ -173,20 +246,34 @@ class ScoreMethod(Method):
 
     def recovery_stage(self, stages: Stages, round_index: int, pruned: StageRef, source: StageRef) -> StageRef:
         if self.cfg.when == "init":  # pruning at initialization: train the sparse network normally
+            if self.cfg.fresh_init:  # the same mask on a fresh draw of the initialization
+                fresh = stages.init_stage("fresh_init", seed=stages.seed("init") + REINIT_OFFSET)
+                return stages.train_stage(f"train{round_index}", fresh, stages.train_config, masks=pruned)
             return stages.train_stage(f"train{round_index}", pruned, stages.train_config)
         return stages.train_stage(
             f"recover{round_index}", pruned, recovery_config(self.cfg.recovery, stages.train_config)
         )
 
+    def shuffle_stage(self, stages: Stages, pruned: StageRef, init: StageRef) -> StageRef:
+        """The mask of ``pruned`` permuted within each layer, applied to the init's weights."""
+        seed = stages.seed("prune")
+
+        def shuffle(model, alive):
+            source = pruned.masks()
+            return shuffled({n: source[n] for n in alive}, seed), {}
+
+        return stages.mask_stage("shuffle", init, {"shuffle_seed": seed, "mask": pruned.ref}, shuffle)
+
     def chain(self, stages: Stages) -> ExperimentRecord:
         state, dense = self.start(stages)
+        init = state
         pruned, rounds = None, []
         for index, (overall, layers) in enumerate(self.round_targets(self.names(stages)), start=1):
 
             def select_round(model, alive, overall=overall, layers=layers):
                 weights = {n: p.detach().cpu() for n, p in model.named_parameters() if n in alive}
-                scores = self.scores(stages, model, alive)
-                masks = self.choose({n: scores[n].cpu() for n in alive}, alive, overall, layers, weights)
+                keep, scores = self.selector(stages, model, alive, weights)
+                masks = keep(overall, layers)
                 return masks, self.round_info(stages, model, alive, masks, scores)
 
             pruned = stages.mask_stage(
@@ -211,8 +298,23 @@ class ScoreMethod(Method):
                     "test_acc_after_pruning": pruned.result["after_pruning"]["test_acc"],
                 }
             )
+            if self.cfg.shuffle:  # at init: one round
+                pruned = self.shuffle_stage(stages, pruned, state)
             state = self.recovery_stage(stages, index, pruned, state)
-        return stages.finish(state, pruned=pruned, dense=dense, rounds=rounds)
+        assert pruned is not None  # round_targets has at least one round
+        collapse: dict[str, Any] = {"layer_collapse": layer_collapse(pruned.masks())}
+        if self.cfg.measure_collapse:
+            collapse["critical_compression"] = self.critical_compression(stages, init)
+        return stages.finish(state, pruned=pruned, dense=dense, rounds=rounds, **collapse)
+
+    def critical_compression(self, stages: Stages, init: StageRef) -> float:
+        """Tanaka et al. 2020's critical compression of this method at ``init`` (``methods.pipeline.collapse``)."""
+        model = folded(stages.model_from(init))
+        params = dict(model.named_parameters())
+        alive = {n: torch.ones_like(params[n], dtype=torch.bool).cpu() for n in stages.prunable(model)}
+        weights = {n: params[n].detach().cpu() for n in alive}
+        keep, _ = self.selector(stages, model, alive, weights)
+        return critical_compression(lambda d: keep(d, {n: d for n in alive}), compression_grid(alive))
 
     def names(self, stages: Stages) -> list[str]:
         return stages.prunable(stages.base_model())
@@ -220,3 +322,29 @@ class ScoreMethod(Method):
     def round_info(self, stages: Stages, model: torch.nn.Module, alive: dict, masks: dict, scores: dict) -> dict:
         """Numbers about one pruning round for the record's ``rounds`` (OBD: predicted vs measured loss increase)."""
         return {}
+
+
+@dataclass
+class AtInitConfig(ScoreConfig):
+    when: str = "init"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.when == "init", "method.when", f"{self.name} prunes at initialization (when=init)")
+
+
+class AtInitMethod(ScoreMethod):
+    """A method defined at initialization only (SNIP, GraSP, SynFlow): pruned once at init, then trained for the
+    dense schedule, so there is no fine-tune and no trained checkpoint to choose from."""
+
+    Config = AtInitConfig
+    result_neutral: ClassVar[frozenset[str]] = frozenset(
+        {
+            "prune_from",
+            "recovery.epochs",
+            "recovery.lr",
+            "recovery.lr_scale",
+            "recovery.schedule",
+            "recovery.milestones",
+        }
+    )
