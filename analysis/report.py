@@ -268,7 +268,8 @@ def render_summary(
     if pngs:
         lines += ["## Figures", ""]
         lines += [f"Each figure's title says what its bands are: {FIGURE_NOTE}", ""]
-        lines += [f"{note}" for note in notes(prepared)] + ([""] if notes(prepared) else [])
+        figure_notes = notes(prepared)
+        lines += [*figure_notes, ""] if figure_notes else []
     for png in pngs:
         lines += [f"![{png.stem}]({rel(png)})", ""]
     return "\n".join(lines)

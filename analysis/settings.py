@@ -271,11 +271,15 @@ def notes(group: pd.DataFrame) -> list[str]:
     if _named(group):
         out.append(NOTE_VARIANTS)
     for shared in sorted(set(pruned[SHARED]) - {""}):
-        row = pruned.loc[pruned[SHARED] == shared, ROW].iloc[0]
-        sources = shared.split(" | ")
+        members = pruned[pruned[SHARED] == shared]
+        why = (
+            ": their sources leave the same layer widths, and a scratch training is keyed by the widths"
+            if members["method"].eq("scratch").all()
+            else ""
+        )
         out.append(
-            f"{row}: {' and '.join(sources)} are one training (the same final stage for every seed and sparsity: "
-            "their sources leave the same layer widths, and a scratch training is keyed by the widths); one row."
+            f"{members[ROW].iloc[0]}: {' and '.join(shared.split(' | '))} are one training (the same final stage "
+            f"for every seed and sparsity{why}); one row."
         )
     out += partial_shares(pruned)
     if group[LEGACY].any():

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.claims import CONFIDENCE, paired_stats
-from analysis.settings import DENSE_ROW, ROW, assign_rows, notes
+from analysis.settings import DENSE_KEY, DENSE_ROW, ROW, assign_rows, notes
 
 LATENCY_COLUMN = "latency_ms.pruned.256"
 DENSE_LATENCY_COLUMN = "latency_ms.dense.256"
@@ -132,11 +132,11 @@ def dense_baselines(group: pd.DataFrame) -> list[tuple[str, Stat]]:
     """(label, accuracy) of each dense setting of a prepared group (``dense_row``: "dense", or "dense [...]" naming
     the fields in which the dense settings differ)."""
     out = []
-    for label, part in group.groupby(DENSE_ROW, sort=True):
+    for _, part in group.groupby(DENSE_KEY, sort=False):
         s = dense_baseline(part)
         if s is not None:
-            out.append((str(label), s))
-    return out
+            out.append((str(part[DENSE_ROW].iloc[0]), s))
+    return sorted(out, key=lambda item: item[0])
 
 
 def baselines_for(dense: list[tuple[str, Stat]], records: pd.DataFrame) -> list[tuple[str, Stat]]:
@@ -147,10 +147,11 @@ def baselines_for(dense: list[tuple[str, Stat]], records: pd.DataFrame) -> list[
 
 
 def dense_baseline(group: pd.DataFrame) -> Optional[Stat]:
-    """Dense accuracy over distinct dense models of one dense setting: records of kind "dense" and the
-    ``dense_test_acc`` of pruned records, deduplicated by the dense stage hash (or by seed and value when there is
-    none), since every method of one seed usually shares one dense model."""
-    values: dict[tuple, float] = {}
+    """Dense accuracy of one dense setting over seeds: records of kind "dense" and the ``dense_test_acc`` of pruned
+    records, deduplicated by the dense stage hash (or by seed and value when there is none), since every method of
+    one seed usually shares one dense model; then one value per seed (old records, whose dense setting is unknown,
+    may hold several dense models of one seed: their mean)."""
+    values: dict[tuple, tuple[str, float]] = {}
     hashes = pd.Series(None, index=group.index, dtype=object)
     for column in ("stage_hashes.dense", "dense_stage"):  # records before `dense_stage` only have the former
         if column in group.columns:
@@ -162,8 +163,11 @@ def dense_baseline(group: pd.DataFrame) -> Optional[Stat]:
             continue
         digest = hashes[idx]
         key = ("hash", digest) if isinstance(digest, str) and digest else ("seed", str(row["seed"]), round(acc, 12))
-        values.setdefault(key, float(acc))
-    return stat(list(values.values())) if values else None
+        values.setdefault(key, (seed_key(row["seed"]), float(acc)))
+    per_seed: dict[str, list[float]] = {}
+    for seed, acc in values.values():
+        per_seed.setdefault(seed, []).append(acc)
+    return stat([float(np.mean(v)) for v in per_seed.values()]) if per_seed else None
 
 
 def dense_latency(group: pd.DataFrame) -> Optional[float]:
@@ -370,7 +374,7 @@ def sparsity_table(
         + (f" {BOLD_RULE}" if max_n > 1 else "")
         + (" Dense: the unpruned baselines." if dense else "")
         + caption_notes(
-            group[(group["kind"] == kind) | group[DENSE_ROW].isin([d[0] for d in dense])],
+            group[(group["kind"] == kind) | (group["kind"].eq("dense") & group[DENSE_ROW].isin([d[0] for d in dense]))],
             any(marked for _, marked in levels),
         )
     )
@@ -469,10 +473,10 @@ def compression_table(
 def dense_latencies(group: pd.DataFrame) -> dict[str, float]:
     """Measured dense latency per dense baseline label (structured records time the dense network too)."""
     out = {}
-    for label, part in group.groupby(DENSE_ROW, sort=True):
+    for _, part in group.groupby(DENSE_KEY, sort=False):
         value = dense_latency(part)
         if value is not None:
-            out[str(label)] = value
+            out[str(part[DENSE_ROW].iloc[0])] = value
     return out
 
 

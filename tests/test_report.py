@@ -430,10 +430,10 @@ def test_dense_baseline_counts_a_dense_model_once_whatever_a_method_calls_its_st
         **record("magnitude", "unstructured", 0.9, 0, 0.96),
         "stage_hashes": {"dense": "d1"},
         "dense_test_acc": 0.5,
-    }  # another dense model of the same seed (e.g. another schedule): counted
+    }  # another dense model of the same seed (e.g. another schedule; old records cannot tell): one seed, their mean
     usable = load_local(write_store(tmp_path, [dense, lottery, other]))
     base = dense_baseline(prepare(usable[usable["status"] == "ok"]))
-    assert base.n == 2 and base.mean == pytest.approx((DENSE[0] + 0.5) / 2)
+    assert base.n == 1 and base.mean == pytest.approx((DENSE[0] + 0.5) / 2)
 
 
 def test_every_method_default_label_has_a_fixed_style():
@@ -758,3 +758,24 @@ def test_load_wandb_reads_the_setting_as_the_store_does(tmp_path):
     local = load_local(root)
     pd.testing.assert_frame_equal(remote.drop(columns="source"), local.drop(columns="source"))
     assert json.loads(local["setting"][0])["train"]["epochs"] in (1, 2)
+
+
+def test_the_lottery_ladder_figure_never_mixes_two_lottery_settings(tmp_path):
+    """REPRODUCTION.md's ladder is drawn from the levels of the ticket's records: two lottery configurations under one
+    experiment name (another rate) would interleave their levels, so the figure is left out."""
+    from analysis.claims import CLAIMS_DIR, load_claim
+    from analysis.reproduction import Context, lth_ladder_figure
+
+    claim = load_claim(CLAIMS_DIR / "lth_ticket_matches_dense.yaml")
+    spec = next(f for f in claim.figures if f["kind"] == "lth_ladder")
+    context = Context(experiment="reproduce_smoke", tier="smoke", seeds=[0, 1])
+
+    def ticket(seed, **paths):
+        rec = setting_record("lottery", 0.8, seed, 0.9, **paths)
+        levels = [{"density": 1.0, "test_acc": 0.9}, {"density": 0.5, "test_acc": 0.91}]
+        return {**rec, "experiment": context.experiment, "levels": levels, "dense_test_acc": 0.9}
+
+    one = [ticket(0, method__rate=0.5), ticket(1, method__rate=0.5)]
+    assert lth_ladder_figure(claim, spec, one, context, tmp_path / "one") is not None
+    two = [ticket(0, method__rate=0.5), ticket(1, method__rate=0.2)]
+    assert lth_ladder_figure(claim, spec, two, context, tmp_path / "two") is None
