@@ -16,7 +16,18 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from analysis.tables import DENSE_LATENCY_COLUMN, LATENCY_COLUMN, Stat, dense_baseline, numeric, safe_name
+from analysis.settings import ROW
+from analysis.tables import (
+    LATENCY_COLUMN,
+    ONE_SEED,
+    Stat,
+    baselines_for,
+    by_seed,
+    dense_baselines,
+    dense_latencies,
+    numeric,
+    safe_name,
+)
 
 if TYPE_CHECKING:
     from matplotlib.typing import RcKeyType
@@ -50,6 +61,7 @@ RC: dict[RcKeyType, Any] = {
     "savefig.dpi": DPI,
 }
 DENSE_COLOR = "0.35"
+DENSE_LINESTYLES = ["--", ":", "-."]  # several dense settings in one figure: one line each
 
 # Colour-blind-aware first picks (Okabe–Ito, then Tol's muted set); grey is reserved for the dense reference.
 PALETTE = [
@@ -100,16 +112,26 @@ KNOWN_STYLES = {
 KIND_ORDER = {"unstructured": 0, "structured": 1}
 
 
+def known_base(label: str) -> str:
+    """The known label a row label extends: without its notes ("scratch-B (slimming, cap 2×)"), its setting names
+    ("magnitude [train.epochs=1]") and the other sources of a shared row ("scratch-E (slimming = thinet)")."""
+    base = re.sub(r" \[[^\[\]]*\]$", "", label)
+    base = re.sub(r" = [^,()\[\]]+", "", base)
+    return re.sub(r", [^()]*\)$", ")", base)
+
+
 def style_map(labels) -> dict[str, Style]:
     """Known labels keep their fixed style; the others take the unused (colour, marker) pairs in sorted order,
     so one report uses one style per label in all its figures."""
     labels = set(labels)
-    # a known label with extra notes ("scratch-B (slimming, cap 2×)") keeps its style unless the plain one is here too
-    styles = {
-        label: KNOWN_STYLES[base]
-        for label in labels
-        if (base := re.sub(r", [^()]*\)$", ")", label)) in KNOWN_STYLES and (base == label or base not in labels)
-    }
+    order = sorted(labels, key=lambda s: (s.casefold(), s))
+    # a known label with extra notes ("scratch-B (slimming, cap 2×)", "magnitude [train.epochs=1]") keeps its style
+    # unless the plain one is here too, or another label of the same method took it first
+    styles: dict[str, Style] = {}
+    for label in order:
+        base = known_base(label)
+        if base in KNOWN_STYLES and (base == label or base not in labels) and KNOWN_STYLES[base] not in styles.values():
+            styles[label] = KNOWN_STYLES[base]
     used = set(styles.values())
     pool = [
         Style(PALETTE[i], MARKERS[(i + j) % len(MARKERS)], ("-", "--", "-.", ":")[j % 4])
@@ -130,26 +152,35 @@ def style_map(labels) -> dict[str, Style]:
 
 
 def curve(group: pd.DataFrame, x: pd.Series) -> pd.DataFrame:
-    """Per (label, sparsity): mean x and test accuracy (%) mean/std over seeds, sorted by x."""
-    data = pd.DataFrame(
-        {
-            "label": group["label"],
-            "kind": group["kind"],
-            "sparsity": group["sparsity"],
-            "x": x,
-            "acc": 100 * group["acc"],
-        }
-    ).dropna(subset=["x", "acc"])
-    data = data[np.isfinite(data["x"]) & (data["x"] > 0)]
-    if data.empty:
+    """Per (row, sparsity): mean x and test accuracy (%) mean/std/n over seeds (one value per seed), sorted by x."""
+    data = group.assign(x=x)
+    data = data[np.isfinite(data["x"]) & (data["x"] > 0) & data["acc"].notna()]
+    rows = []
+    for (label, kind, _, _), cell in data.groupby([ROW, "kind", "sparsity", "sparsity_marked"], sort=True):
+        accs = np.array(list(by_seed(cell).values()), dtype=float) * 100
+        rows.append(
+            {
+                "label": label,
+                "kind": kind,
+                "x": float(cell["x"].mean()),
+                "mean": float(accs.mean()),
+                "std": float(accs.std(ddof=1)) if len(accs) > 1 else 0.0,
+                "n": len(accs),
+            }
+        )
+    if not rows:
         return pd.DataFrame(columns=["label", "kind", "x", "mean", "std", "n"])
-    out = (
-        data.groupby(["label", "kind", "sparsity"], sort=True)
-        .agg(x=("x", "mean"), mean=("acc", "mean"), std=("acc", "std"), n=("acc", "count"))
-        .reset_index()
-    )
-    out["std"] = out["std"].fillna(0.0)
-    return out.sort_values(["label", "x"], kind="stable").reset_index(drop=True)
+    return pd.DataFrame(rows).sort_values(["label", "x"], kind="stable").reset_index(drop=True)
+
+
+def spread_note(points: pd.DataFrame, dense: list[tuple[str, Stat]]) -> str:
+    """What the bands are: the figure's counterpart of a table caption's seed note."""
+    counts = [int(n) for n in points["n"]] + [d.n for _, d in dense]
+    low, high = min(counts, default=0), max(counts, default=0)
+    if high <= 1:
+        return ONE_SEED
+    seeds = f"{high}" if low == high else f"{low}–{high}"
+    return f"mean ± 1 sample std over {seeds} seeds"
 
 
 def _log_axis(ax, values: np.ndarray) -> None:
@@ -169,20 +200,22 @@ def accuracy_figure(
     title: str,
     xlabel: str,
     stem: Path,
-    dense: Optional[Stat],
-    dense_x: Optional[float] = None,
+    dense: list[tuple[str, Stat]],
+    dense_x: Optional[dict[str, float]] = None,
     log_x: bool = True,
     invert_x: bool = False,
 ) -> list[Path]:
-    """Mean line + ±1 std band per method, dense accuracy as a dashed line (and a star at ``dense_x``)."""
+    """Mean line + ±1 std band per method, each dense baseline as a dashed line (and a star at its ``dense_x``); the
+    title's second line says what the bands are (or that one seed has none)."""
     kinds: dict[str, str] = dict(zip(points["label"], points["kind"])) if "kind" in points.columns else {}
     labels = sorted(
         dict.fromkeys(points["label"]), key=lambda s: (KIND_ORDER.get(kinds.get(s, ""), 2), s.casefold(), s)
     )
-    n_entries = len(labels) + (dense is not None) + (dense is not None and dense_x is not None)
+    dense_x = dense_x or {}
+    n_entries = len(labels) + len(dense) + sum(label in dense_x for label, _ in dense)
     outside = n_entries > 4
-    longest = max([len(label) for label in labels] + [5])
-    ncols = 3 if longest <= 12 else 2
+    longest = max([len(label) for label in [*labels, *(d for d, _ in dense)]] + [5])
+    ncols = 3 if longest <= 12 else 2 if longest <= 28 else 1
     legend_rows = math.ceil(n_entries / ncols) if outside else 0
     with matplotlib.rc_context(RC):
         fig = Figure(figsize=(WIDTH_IN, HEIGHT_IN + 0.16 * legend_rows), layout="constrained")
@@ -207,18 +240,19 @@ def accuracy_figure(
             if len(x) == 1 and std[0] > 0:  # a band needs two points: show the spread as an error bar
                 ax.errorbar(x, mean, yerr=std, fmt="none", ecolor=style.color, elinewidth=0.7, capsize=1.5, zorder=2)
             handles.append(line)
-        if dense is not None:
-            d_mean = 100 * dense.mean
-            d_std = 100 * dense.std if math.isfinite(dense.std) else 0.0
+        for (dense_label, baseline), linestyle in zip(dense, DENSE_LINESTYLES * len(dense)):
+            d_mean = 100 * baseline.mean
+            d_std = 100 * baseline.std if math.isfinite(baseline.std) else 0.0
             if d_std > 0:
                 ax.axhspan(d_mean - d_std, d_mean + d_std, color=DENSE_COLOR, alpha=0.12, linewidth=0, zorder=0)
             handles.append(
-                ax.axhline(d_mean, color=DENSE_COLOR, linestyle="--", linewidth=0.9, zorder=2, label="dense")
+                ax.axhline(d_mean, color=DENSE_COLOR, linestyle=linestyle, linewidth=0.9, zorder=2, label=dense_label)
             )
-            if dense_x is not None:
+        for dense_label, baseline in dense:
+            if dense_label in dense_x:
                 (star,) = ax.plot(
-                    [dense_x],
-                    [d_mean],
+                    [dense_x[dense_label]],
+                    [100 * baseline.mean],
                     linestyle="none",
                     marker="*",
                     markersize=8,
@@ -226,17 +260,17 @@ def accuracy_figure(
                     markeredgecolor="white",
                     markeredgewidth=0.4,
                     zorder=4,
-                    label="dense (latency)",
+                    label=f"{dense_label} (latency)",
                 )
                 handles.append(star)
-        xs = np.concatenate([points["x"].to_numpy(float), [dense_x] if dense_x is not None else []])
+        xs = np.concatenate([points["x"].to_numpy(float), list(dense_x.values())])
         if log_x and len(xs):
             _log_axis(ax, xs)
         if invert_x:
             ax.invert_xaxis()
         ax.set_xlabel(xlabel)
         ax.set_ylabel("Test accuracy (%)")
-        ax.set_title(title)
+        ax.set_title(f"{title}\n{spread_note(points, dense)}", fontsize=RC["axes.titlesize"], linespacing=1.3)
         ax.grid(True, which="major")
         if outside:
             fig.legend(handles=handles, loc="outside lower center", ncols=ncols)
@@ -252,13 +286,13 @@ def accuracy_figure(
 def build_figures(df: pd.DataFrame, fig_dir: Path, styles: Optional[dict[str, Style]] = None) -> list[Path]:
     """All figures for a prepared frame (:func:`analysis.tables.prepare`) of usable records."""
     if styles is None:
-        styles = style_map(df.loc[df["kind"] != "dense", "label"].unique())
+        styles = style_map(df.loc[df["kind"] != "dense", ROW].unique())
     paths: list[Path] = []
     for (dataset, model), group in df.groupby(["dataset", "model"], sort=True):
         pruned = group[group["kind"] != "dense"]
         if pruned.empty:
             continue
-        dense = dense_baseline(group)
+        dense = dense_baselines(group)
         title = f"{dataset} / {model}"
         base = fig_dir / safe_name(dataset, model)
         compression = numeric(pruned, "compression")
@@ -280,22 +314,21 @@ def build_figures(df: pd.DataFrame, fig_dir: Path, styles: Optional[dict[str, St
                     styles,
                     title=title,
                     xlabel=xlabel,
-                    dense=dense,
+                    dense=baselines_for(dense, pruned),
                     stem=base.parent / f"{base.name}_{name}",
                     invert_x=invert,
                 )
         structured = pruned[pruned["kind"] == "structured"]
         points = curve(structured, numeric(structured, LATENCY_COLUMN))
         if not points.empty:
-            d_lat = numeric(structured, DENSE_LATENCY_COLUMN).dropna()
             devices = ", ".join(sorted({str(d) for d in structured["latency_device"].dropna()})) or "cpu"
             paths += accuracy_figure(
                 points,
                 styles,
                 title=title,
                 xlabel=f"Measured latency on {devices}, batch of 256 (ms)",
-                dense=dense,
-                dense_x=float(d_lat.mean()) if len(d_lat) else None,
+                dense=baselines_for(dense, structured),
+                dense_x=dense_latencies(structured),
                 stem=base.parent / f"{base.name}_acc_vs_latency",
                 log_x=False,
             )

@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 import pandas as pd
 
+from foundations.hashing import canonical
 from foundations.progress import progress_bar
 from foundations.record import SCALAR_FIELDS, STORE_FIELDS
 
@@ -25,8 +26,10 @@ log = logging.getLogger(__name__)
 # so the report code never has to ask whether a column is there.
 SCHEMA = list(SCALAR_FIELDS)
 SOURCE = "source"
+SETTING = "setting"  # the record's setting (foundations/record.py) as canonical JSON text
 # df.attrs keys
 ATTR_SOURCE = "source"
+SETTING = "setting"  # the record's setting (foundations/record.py) as canonical JSON text
 ATTR_UNREADABLE = "unreadable"  # list of [path, reason] for records that could not be read
 
 
@@ -70,11 +73,20 @@ def _sort_key(record: Mapping) -> tuple:
     )
 
 
+def _row(record: Mapping, source: str) -> dict[str, Any]:
+    """One record as a frame row: nested fields flattened, except ``setting``, kept whole as canonical JSON (the
+    report compares settings as wholes; one column rather than one per config field)."""
+    setting = record.get(SETTING)
+    rest = {k: v for k, v in record.items() if k != SETTING}
+    return {**flatten(rest), SETTING: canonical(setting) if isinstance(setting, Mapping) else None, SOURCE: source}
+
+
 def records_to_frame(items: Iterable[tuple[Mapping, str]]) -> pd.DataFrame:
-    """``(record, source)`` pairs → the report's DataFrame: one row per record, nested dicts flattened."""
+    """``(record, source)`` pairs → the report's DataFrame: one row per record, nested dicts flattened (but
+    ``setting``: one JSON text column, null in records written before it)."""
     items = sorted(items, key=lambda item: _sort_key(item[0]))
-    rows = [{**flatten(record), SOURCE: source} for record, source in items]
-    df = pd.DataFrame(rows) if rows else pd.DataFrame(columns=[*SCHEMA, SOURCE])
+    rows = [_row(record, source) for record, source in items]
+    df = pd.DataFrame(rows) if rows else pd.DataFrame(columns=[*SCHEMA, SETTING, SOURCE])
     for column in SCHEMA:
         if column not in df.columns:
             df[column] = pd.Series([None] * len(df), dtype=object, index=df.index)

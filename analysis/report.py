@@ -30,7 +30,20 @@ from tabulate import tabulate
 
 from analysis.figures import build_figures, style_map
 from analysis.records import ATTR_SOURCE, ATTR_UNREADABLE, filter_experiments, load_local, load_wandb, split_usable
-from analysis.tables import Table, build_tables, dense_baseline, fmt_pct, fmt_sparsity, prepare, to_latex, to_markdown
+from analysis.settings import ROW, notes
+from analysis.tables import (
+    Table,
+    build_tables,
+    by_seed,
+    dense_baselines,
+    fmt_pct,
+    fmt_sparsity,
+    prepare,
+    seed_note,
+    stat,
+    to_latex,
+    to_markdown,
+)
 from foundations.errors import UserError
 from foundations.files import atomic_write_text
 from foundations.wandb_mode import effective_mode
@@ -38,6 +51,10 @@ from foundations.wandb_mode import effective_mode
 __all__ = ["load_local", "load_wandb", "generate_report", "main", "filter_experiments", "log_to_wandb"]
 
 log = logging.getLogger("analysis.report")
+FIGURE_NOTE = (
+    "mean ± 1 sample std over the seeds (one value per seed), or, where every point has one seed, "
+    '"one seed: no error bars". Dashed grey lines: the dense baselines.'
+)
 MANIFEST = ".report-manifest.json"
 
 
@@ -79,36 +96,39 @@ def failed_lines(excluded: pd.DataFrame) -> list[str]:
 
 
 def duplicate_lines(prepared: pd.DataFrame) -> list[str]:
-    """Records sharing (dataset, model, label, sparsity, seed) are averaged as separate samples; say so."""
+    """Records of one cell and seed that are not one computation (different or unknown final stages: old records,
+    whose grouping cannot see every setting) count as one seed, their mean; say so."""
     if prepared.empty:
         return []
-    keys = ["dataset", "model", "kind", "label", "sparsity", "seed"]
-    key = pd.Series(
-        ["|".join(map(str, row)) for row in prepared[keys].itertuples(index=False)], index=prepared.index, dtype=object
-    )
-    dup = prepared[key.duplicated(keep=False)]
+    keys = ["dataset", "model", "kind", ROW, "sparsity", "seed"]
     lines = []
-    for _, group in dup.groupby(key[key.duplicated(keep=False)], sort=True):
+    for _, group in prepared.groupby(keys, sort=True, dropna=False):
+        stages = set(group["final_stage"]) if "final_stage" in group.columns else {None}
+        if len(group) < 2 or (len(stages) == 1 and all(isinstance(f, str) and f for f in stages)):
+            continue
         row = group.iloc[0]
         experiments = ", ".join(sorted({str(e) for e in group["experiment"]}))
         lines.append(
-            f"{row['label']} @ {fmt_sparsity(row['sparsity'])}, seed {_fmt_seed(row['seed'])} "
+            f"{row[ROW]} @ {fmt_sparsity(row['sparsity'])}, seed {_fmt_seed(row['seed'])} "
             f"({row['dataset']} / {row['model']}): {len(group)} records (experiments: {experiments})"
         )
     return lines
 
 
 def compact_summary(prepared: pd.DataFrame) -> str:
-    """One line per (dataset/model, kind, method): runs, sparsity range, accuracy at its highest sparsity."""
+    """One line per (dataset/model, kind, row): seeds, sparsity range, accuracy at its highest sparsity; then what
+    the numbers are (one seed: no error bars) and the notes of the tables (settings named, shared rows)."""
     rows = []
+    counts: list[int] = []
     for (dataset, model), group in prepared.groupby(["dataset", "model"], sort=True):
-        dense = dense_baseline(group)
-        if dense is not None:
-            rows.append([f"{dataset} / {model}", "dense", "dense", dense.n, "0%", _stat_str(dense.mean, dense.std)])
+        for label, dense in dense_baselines(group):
+            counts.append(dense.n)
+            rows.append([f"{dataset} / {model}", "dense", label, str(dense.n), "0%", _stat_str(dense.mean, dense.std)])
         pruned = group[group["kind"] != "dense"]
-        for (kind, label), cell in pruned.groupby(["kind", "label"], sort=True):
+        for (kind, label), cell in pruned.groupby(["kind", ROW], sort=True):
             top = cell["sparsity"].max()
-            at_top = cell.loc[cell["sparsity"] == top, "acc"]
+            at_top = stat(by_seed(cell[cell["sparsity"] == top]).values())
+            counts.append(at_top.n)
             levels = sorted(cell["sparsity"].dropna().unique())
             span = (
                 (
@@ -124,19 +144,20 @@ def compact_summary(prepared: pd.DataFrame) -> str:
                     f"{dataset} / {model}",
                     kind,
                     label,
-                    len(cell),
+                    str(at_top.n),
                     span,
-                    _stat_str(at_top.mean(), at_top.std()) + f" @ {fmt_sparsity(top)}",
+                    _stat_str(at_top.mean, at_top.std) + f" @ {fmt_sparsity(top)}",
                 ]
             )
     if not rows:
         return "(no usable records)"
-    return tabulate(
+    table = tabulate(
         rows,
-        headers=["dataset / model", "kind", "method", "runs", "sparsities", "test acc % (at highest sparsity)"],
+        headers=["dataset / model", "kind", "method", "seeds", "sparsities", "test acc % (at highest sparsity)"],
         tablefmt="simple",
         disable_numparse=True,
     )
+    return "\n".join([table, "", seed_note(counts) + ".", *notes(prepared)])
 
 
 def _stat_str(mean: float, std: float) -> str:
@@ -178,7 +199,7 @@ def generate_report(df: pd.DataFrame, out_dir: str | Path) -> dict[str, list[Pat
         table.long.to_csv(stem.with_suffix(".csv"), index=False)
         outputs["tables"].append(stem.with_suffix(".csv"))
 
-    styles = style_map(prepared.loc[prepared["kind"] != "dense", "label"].unique())
+    styles = style_map(prepared.loc[prepared["kind"] != "dense", ROW].unique())
     outputs["figures"] = build_figures(prepared, out_dir / "figures", styles)
 
     runs_csv = out_dir / "runs.csv"
@@ -208,8 +229,10 @@ def render_summary(
         "",
         f"Records: {len(df)} ({len(prepared)} used, {len(excluded)} excluded"
         f"{f', {len(unreadable)} unreadable record file(s) skipped' if unreadable else ''}). "
-        "Accuracy is test accuracy in %, mean ± sample standard deviation (ddof=1) over seeds; "
-        "(n=k) marks cells with fewer seeds than the table's maximum.",
+        "Accuracy is test accuracy in %, mean ± sample standard deviation (ddof=1) over seeds, one value per seed "
+        "(each table and figure says when its cells have one seed: then no error bars and nothing bold); (n=k) "
+        "marks cells with fewer seeds than the table's maximum. Records of different settings (the experiment's "
+        "config without its seed) are never averaged.",
         "",
     ]
 
@@ -234,11 +257,19 @@ def render_summary(
         lines += [f"- `{path}`: {reason}" for path, reason in unreadable] + [""]
     duplicates = duplicate_lines(prepared)
     if duplicates:
-        lines += ["## Repeated (method, sparsity, seed) records, averaged as separate samples", ""]
+        lines += [
+            "## Repeated (method, sparsity, seed) records of different runs, counted as one seed (their mean)",
+            "",
+        ]
         lines += [f"- {line}" for line in duplicates] + [""]
 
     for table in tables:
         lines.append(to_markdown(table, heading="##"))
+    if pngs:
+        lines += ["## Figures", ""]
+        lines += [f"Each figure's title says what its bands are: {FIGURE_NOTE}", ""]
+        figure_notes = notes(prepared)
+        lines += [*figure_notes, ""] if figure_notes else []
     for png in pngs:
         lines += [f"![{png.stem}]({rel(png)})", ""]
     return "\n".join(lines)

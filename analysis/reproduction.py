@@ -42,6 +42,7 @@ from analysis.claims import (
 from analysis.figures import DENSE_COLOR, DPI, HEIGHT_IN, WIDTH_IN, style_map
 from analysis.figures import RC as _RC
 from foundations.files import atomic_write_text
+from foundations.hashing import canonical
 
 RC: Any = dict(_RC)  # the survey figures' style (Any: matplotlib types rc keys as literals)
 VERDICT_MARK = {
@@ -343,6 +344,16 @@ def curve_figure(claim: Claim, spec: dict, records: list[dict], context: Context
         return _save(fig, out / f"{spec['name']}.png")
 
 
+def _ladder_setting(record: dict) -> str:
+    """A lottery record's setting without its target sparsity (the targets of one ladder share their levels);
+    records written before ``setting`` existed count as one."""
+    setting = record.get("setting")
+    if not isinstance(setting, dict):
+        return ""
+    method = {k: v for k, v in (setting.get("method") or {}).items() if k != "sparsity"}
+    return canonical({**setting, "method": method})
+
+
 def lth_ladder_figure(claim: Claim, spec: dict, records: list[dict], context: Context, out: Path) -> Optional[Path]:
     """Test accuracy of every lottery level (from the records' ``levels``) against the density, the controls
     (reinit, shuffle) at their density and the dense accuracy."""
@@ -359,6 +370,8 @@ def lth_ladder_figure(claim: Claim, spec: dict, records: list[dict], context: Co
         and matches(r, ticket_filter)
         and r.get("seed") in context.seeds
     ]
+    if len({_ladder_setting(r) for r in lottery}) > 1:
+        return None  # two lottery configurations under one experiment name: their ladders must not be mixed
     ladder: dict[float, dict[int, float]] = {}
     for r in lottery:
         for level in r.get("levels") or []:
@@ -402,9 +415,14 @@ def lth_ladder_figure(claim: Claim, spec: dict, records: list[dict], context: Co
                     capsize=1.5,
                     label=label,
                 )
-        dense = [float(r["dense_test_acc"]) for r in lottery if r.get("dense_test_acc") is not None]
+        # one value per dense model: every target of a seed repeats its seed's dense accuracy
+        dense = {
+            r.get("dense_stage") or r["seed"]: float(r["dense_test_acc"])
+            for r in lottery
+            if r.get("dense_test_acc") is not None
+        }
         if dense:
-            ax.axhline(100 * float(np.mean(dense)), color=DENSE_COLOR, linestyle="--", label="dense")
+            ax.axhline(100 * float(np.mean(list(dense.values()))), color=DENSE_COLOR, linestyle="--", label="dense")
         ax.set_xscale("log")
         ticks = [100 * x for x in xs]
         ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])

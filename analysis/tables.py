@@ -1,7 +1,10 @@
 """Accuracy tables: method × sparsity (one per pruning kind, since the columns of structured and unstructured
 methods mean different things) and a per-(dataset, model) table keyed by achieved compression.
 
-Cells are test accuracy in percent, mean ± *sample* standard deviation (ddof=1, the pandas default) over seeds.
+Cells are test accuracy in percent, mean ± *sample* standard deviation (ddof=1, the pandas default) over seeds, one
+value per seed; a table whose cells have one seed says so and shows no error bars. Rows are method labels, one per
+setting (analysis/settings.py: records of different settings are never averaged; rows that are one training are one
+row). A column's best is bold only where the seeds tell it apart (:func:`clearly_better`, ``BOLD_RULE``).
 
 Columns are the target sparsity (``method.sparsity``) where the method hits it exactly. A method that sets its own
 sparsity (record field ``sparsity_set_by_method``: Han's q·σ thresholds, per-layer targets, multi-pass slimming) is
@@ -17,6 +20,9 @@ from typing import Optional
 
 import numpy as np
 import pandas as pd
+
+from analysis.claims import CONFIDENCE, paired_stats
+from analysis.settings import DENSE_KEY, DENSE_ROW, ROW, assign_rows, notes
 
 LATENCY_COLUMN = "latency_ms.pruned.256"
 DENSE_LATENCY_COLUMN = "latency_ms.dense.256"
@@ -52,7 +58,10 @@ def numeric(df: pd.DataFrame, column: str) -> pd.Series:
 
 def prepare(usable: pd.DataFrame) -> pd.DataFrame:
     """Fill the grouping columns: label falls back to method, a missing target sparsity to 1 − density."""
-    df = usable.copy()
+    df = usable.reset_index(drop=True)
+    for column in ("setting", "setting_hash", "final_stage"):  # a frame built without the loaders (tests, scripts)
+        if column not in df.columns:
+            df[column] = pd.Series(None, index=df.index, dtype=object)
     label = df["label"].where(df["label"].map(lambda v: isinstance(v, str) and v != ""), df["method"])
     df["label"] = label.map(lambda v: v if isinstance(v, str) and v else "?").astype(object)
     df["kind"] = df["kind"].map(lambda v: v if isinstance(v, str) and v else "other").astype(object)
@@ -68,14 +77,81 @@ def prepare(usable: pd.DataFrame) -> pd.DataFrame:
     df["sparsity"] = target.where(~own, achieved.round(2)).round(6)
     df["sparsity_marked"] = own.astype(bool)
     df["acc"] = numeric(df, "test_acc")
-    return df
+    return assign_rows(df)
+
+
+def seed_key(seed) -> str:
+    """A seed as one key whatever its type in the frame (0, 0.0, "0")."""
+    try:
+        f = float(seed)
+    except (TypeError, ValueError):
+        return "?" if seed is None else str(seed)
+    return "?" if math.isnan(f) else str(int(f)) if f.is_integer() else str(seed)
+
+
+def by_seed(cell: pd.DataFrame, column: str = "acc") -> dict[str, float]:
+    """One value per seed: records of one cell and one seed are one computation (the same setting under another
+    sweep name, or one training under two labels), so they count once, as their mean."""
+    values = pd.DataFrame({"seed": cell["seed"].map(seed_key), "value": numeric(cell, column)}).dropna()
+    return {str(k): float(v) for k, v in values.groupby("seed", sort=True)["value"].mean().items()}
+
+
+# ---------------------------------------------------------------- the bold rule
+
+BOLD_RULE = (
+    "Bold: a column's best, only where it beats every other method of the column by more than its seeds explain: "
+    f"over two or more common seeds, the {100 * CONFIDENCE:g} % Student-t interval of the mean paired difference "
+    "excludes 0; otherwise (unpaired, two or more seeds each) the difference of the means exceeds both standard "
+    "deviations. A cell of one seed is never bold."
+)
+ONE_SEED = "one seed: no error bars"
+
+
+def clearly_better(a: dict[str, float], b: dict[str, float]) -> bool:
+    """Whether ``a`` (per seed) beats ``b`` by more than the seeds can explain (``BOLD_RULE``)."""
+    common = sorted(set(a) & set(b))
+    if len(common) >= 2:  # paired: one seed is one dense model and data order for both
+        return paired_stats([a[s] - b[s] for s in common], CONFIDENCE).low > 0
+    if len(a) >= 2 and len(b) >= 2:
+        sa, sb = stat(a.values()), stat(b.values())
+        return sa.mean - sb.mean > max(sa.std, sb.std)
+    return False
+
+
+def seed_note(counts: list[int]) -> str:
+    """What a table's or figure's numbers are, by the seeds its cells have."""
+    top = max(counts, default=0)
+    if top <= 1:
+        return f"test accuracy (%), {ONE_SEED}; nothing is bold (one seed cannot tell a best from noise)"
+    return "test accuracy (%), mean ± sample std (ddof=1) over seeds (one value per seed)" + (
+        f"; (n=k): fewer seeds than the table's maximum ({top})" if min(counts) < top else ""
+    )
+
+
+def dense_baselines(group: pd.DataFrame) -> list[tuple[str, Stat]]:
+    """(label, accuracy) of each dense setting of a prepared group (``dense_row``: "dense", or "dense [...]" naming
+    the fields in which the dense settings differ)."""
+    out = []
+    for _, part in group.groupby(DENSE_KEY, sort=False):
+        s = dense_baseline(part)
+        if s is not None:
+            out.append((str(part[DENSE_ROW].iloc[0]), s))
+    return sorted(out, key=lambda item: item[0])
+
+
+def baselines_for(dense: list[tuple[str, Stat]], records: pd.DataFrame) -> list[tuple[str, Stat]]:
+    """The dense baselines of the settings ``records`` come from (all of them when none matches: every accuracy
+    table and figure shows a dense baseline)."""
+    mine = [d for d in dense if d[0] in set(records[DENSE_ROW])]
+    return mine or dense
 
 
 def dense_baseline(group: pd.DataFrame) -> Optional[Stat]:
-    """Dense accuracy over distinct dense models: records of kind "dense" and the ``dense_test_acc`` of pruned
+    """Dense accuracy of one dense setting over seeds: records of kind "dense" and the ``dense_test_acc`` of pruned
     records, deduplicated by the dense stage hash (or by seed and value when there is none), since every method of
-    one seed usually shares one dense model."""
-    values: dict[tuple, float] = {}
+    one seed usually shares one dense model; then one value per seed (old records, whose dense setting is unknown,
+    may hold several dense models of one seed: their mean)."""
+    values: dict[tuple, tuple[str, float]] = {}
     hashes = pd.Series(None, index=group.index, dtype=object)
     for column in ("stage_hashes.dense", "dense_stage"):  # records before `dense_stage` only have the former
         if column in group.columns:
@@ -87,8 +163,11 @@ def dense_baseline(group: pd.DataFrame) -> Optional[Stat]:
             continue
         digest = hashes[idx]
         key = ("hash", digest) if isinstance(digest, str) and digest else ("seed", str(row["seed"]), round(acc, 12))
-        values.setdefault(key, float(acc))
-    return stat(list(values.values())) if values else None
+        values.setdefault(key, (seed_key(row["seed"]), float(acc)))
+    per_seed: dict[str, list[float]] = {}
+    for seed, acc in values.values():
+        per_seed.setdefault(seed, []).append(acc)
+    return stat([float(np.mean(v)) for v in per_seed.values()]) if per_seed else None
 
 
 def dense_latency(group: pd.DataFrame) -> Optional[float]:
@@ -97,15 +176,16 @@ def dense_latency(group: pd.DataFrame) -> Optional[float]:
 
 
 def cell_stats(group: pd.DataFrame) -> pd.DataFrame:
-    """One row per (kind, label, sparsity) of the pruned records: accuracy stats and mean achieved metrics."""
+    """One row per (kind, row, sparsity) of the pruned records of a prepared group: accuracy over seeds (one value
+    per seed, ``by_seed`` kept for the bold rule), the settings, mean achieved metrics."""
     pruned = group[group["kind"] != "dense"]
-    if "sparsity_marked" not in pruned.columns:
-        pruned = pruned.assign(sparsity_marked=False)
     rows = []
     for (kind, label, sparsity, marked), cell in pruned.groupby(
-        ["kind", "label", "sparsity", "sparsity_marked"], sort=True, dropna=True
+        ["kind", ROW, "sparsity", "sparsity_marked"], sort=True, dropna=True
     ):
-        s = stat(cell["acc"])
+        samples = by_seed(cell)
+        s = stat(samples.values())
+        hashes = sorted({h for h in cell["setting_hash"] if isinstance(h, str) and h})
         rows.append(
             {
                 "kind": kind,
@@ -115,7 +195,9 @@ def cell_stats(group: pd.DataFrame) -> pd.DataFrame:
                 "test_acc_mean": s.mean,
                 "test_acc_std": s.std,
                 "n": s.n,
-                "seeds": ",".join(sorted({str(v) for v in cell["seed"]}, key=_seed_order)),
+                "seeds": ",".join(sorted(samples, key=_seed_order)),
+                "setting_hash": " ".join(hashes),
+                "by_seed": samples,
                 "compression_mean": numeric(cell, "compression").mean(),
                 "params_remaining_pct_mean": (100 / numeric(cell, "compression")).mean(),
                 "speedup_theoretical_mean": numeric(cell, "speedup_theoretical").mean(),
@@ -131,6 +213,8 @@ def cell_stats(group: pd.DataFrame) -> pd.DataFrame:
         "test_acc_std",
         "n",
         "seeds",
+        "setting_hash",
+        "by_seed",
         "compression_mean",
         "params_remaining_pct_mean",
         "speedup_theoretical_mean",
@@ -193,11 +277,73 @@ def safe_name(*parts: str) -> str:
     return "_".join(re.sub(r"[^A-Za-z0-9_.+-]+", "-", str(p)).strip("-") or "x" for p in parts)
 
 
-def sparsity_table(group: pd.DataFrame, dataset: str, model: str, kind: str, dense: Optional[Stat]) -> Optional[Table]:
-    """Rows = method labels, columns = target sparsities, best mean per column in bold."""
-    stats = cell_stats(group[group["kind"] == kind])
+LONG_COLUMNS = [
+    "dataset",
+    "model",
+    "kind",
+    "label",
+    "target_sparsity",
+    "sparsity_marked",
+    "test_acc_mean",
+    "test_acc_std",
+    "n",
+    "seeds",
+    "setting_hash",
+    "compression_mean",
+    "params_remaining_pct_mean",
+    "speedup_theoretical_mean",
+    "latency_ms_256_mean",
+]
+
+
+def dense_long(dataset: str, model: str, label: str, dense: Stat, latency: Optional[float] = None) -> dict:
+    """A dense baseline as a row of a table's CSV."""
+    return {
+        "dataset": dataset,
+        "model": model,
+        "kind": "dense",
+        "label": label,
+        "target_sparsity": 0.0,
+        "sparsity_marked": False,
+        "test_acc_mean": dense.mean,
+        "test_acc_std": dense.std,
+        "n": dense.n,
+        "compression_mean": 1.0,
+        "params_remaining_pct_mean": 100.0,
+        "speedup_theoretical_mean": 1.0,
+        "latency_ms_256_mean": latency if latency is not None else math.nan,
+    }
+
+
+def caption_notes(group: pd.DataFrame, marked: bool) -> str:
+    """The notes every accuracy caption of a group ends with: settings named, shared rows, old records, marks."""
+    parts = notes(group) + ([ACHIEVED_NOTE] if marked else [])
+    return "".join(f" {p}" for p in parts)
+
+
+def best_cells(cells: dict[tuple[str, tuple[float, bool]], dict[str, float]]) -> set[tuple[str, tuple[float, bool]]]:
+    """Per column, the best mean's cell where it clearly beats every other cell of the column (``BOLD_RULE``)."""
+    best = set()
+    for level in {level for _, level in cells}:
+        column = {label: samples for (label, lv), samples in cells.items() if lv == level and samples}
+        if len(column) < 2:
+            continue
+        top = max(column, key=lambda label: (stat(column[label].values()).mean, label))
+        if all(clearly_better(column[top], column[other]) for other in column if other != top):
+            best.add((top, level))
+    return best
+
+
+def sparsity_table(
+    group: pd.DataFrame, dataset: str, model: str, kind: str, dense: list[tuple[str, Stat]]
+) -> Optional[Table]:
+    """Rows = method labels (one per setting), columns = target sparsities; a column's best in bold where the seeds
+    tell it apart from every other row (``BOLD_RULE``)."""
+    of_kind = group[group["kind"] == kind]
+    stats = cell_stats(of_kind)
     if stats.empty:
         return None
+    dense = baselines_for(dense, of_kind)
     # a column is (sparsity, marked): an achieved 0.87* never shares a column with a target of 0.87
     levels = sorted({(r.target_sparsity, r.sparsity_marked) for r in stats.itertuples()})
     labels = sorted(stats["label"].unique(), key=lambda s: (s.casefold(), s))
@@ -205,13 +351,10 @@ def sparsity_table(group: pd.DataFrame, dataset: str, model: str, kind: str, den
         (r.label, (r.target_sparsity, r.sparsity_marked)): Stat(r.test_acc_mean, r.test_acc_std, int(r.n))
         for r in stats.itertuples()
     }
-    max_n = max([s.n for s in cells.values()] + ([dense.n] if dense else []))
-    best: set[tuple[str, tuple[float, bool]]] = set()
-    for level in levels:
-        column = {label: round(100 * cells[(label, level)].mean, 2) for label in labels if (label, level) in cells}
-        if len(column) >= 2:
-            top = max(column.values())
-            best |= {(label, level) for label, value in column.items() if value == top}
+    samples = {(r.label, (r.target_sparsity, r.sparsity_marked)): r.by_seed for r in stats.itertuples()}
+    counts = [s.n for s in cells.values()] + [d.n for _, d in dense]
+    max_n = max(counts)
+    best = best_cells(samples)
     rows = []
     for label in labels:
         row = [Text(label)]
@@ -222,57 +365,27 @@ def sparsity_table(group: pd.DataFrame, dataset: str, model: str, kind: str, den
             row.append(text)
         rows.append(row)
     footer = []
-    if dense is not None:
-        dense_text = stat_text(dense, show_n=dense.n < max_n)
-        footer.append([Text("dense")] + [Text(dense_text.main, dense_text.note) for _ in levels])
+    for label, baseline in dense:
+        dense_text = stat_text(baseline, show_n=baseline.n < max_n)
+        footer.append([Text(label)] + [Text(dense_text.main, dense_text.note) for _ in levels])
     meaning = KIND_COLUMN_MEANING.get(kind, "target sparsity")
     caption = (
-        f"{dataset} / {model}, {kind} pruning: test accuracy (%), mean ± sample std (ddof=1) over seeds; "
-        f"columns: {meaning}. Bold: best mean per column. (n=k): fewer seeds than the table's maximum "
-        f"({max_n}). Dense: the unpruned baselines."
-        + (f" {ACHIEVED_NOTE}" if any(marked for _, marked in levels) else "")
+        f"{dataset} / {model}, {kind} pruning: {seed_note(counts)}; columns: {meaning}."
+        + (f" {BOLD_RULE}" if max_n > 1 else "")
+        + (" Dense: the unpruned baselines." if dense else "")
+        + caption_notes(
+            group[(group["kind"] == kind) | (group["kind"].eq("dense") & group[DENSE_ROW].isin([d[0] for d in dense]))],
+            any(marked for _, marked in levels),
+        )
     )
     long = stats.assign(
         dataset=dataset,
         model=model,
         best=[(r.label, (r.target_sparsity, r.sparsity_marked)) in best for r in stats.itertuples()],
     )
-    if dense is not None:
-        dense_row = {
-            "dataset": dataset,
-            "model": model,
-            "kind": "dense",
-            "label": "dense",
-            "target_sparsity": 0.0,
-            "sparsity_marked": False,
-            "test_acc_mean": dense.mean,
-            "test_acc_std": dense.std,
-            "n": dense.n,
-            "best": False,
-            "compression_mean": 1.0,
-            "params_remaining_pct_mean": 100.0,
-            "speedup_theoretical_mean": 1.0,
-        }
-        long = pd.concat([long, pd.DataFrame([dense_row])], ignore_index=True)
-    long = long[
-        [
-            "dataset",
-            "model",
-            "kind",
-            "label",
-            "target_sparsity",
-            "sparsity_marked",
-            "test_acc_mean",
-            "test_acc_std",
-            "n",
-            "best",
-            "seeds",
-            "compression_mean",
-            "params_remaining_pct_mean",
-            "speedup_theoretical_mean",
-            "latency_ms_256_mean",
-        ]
-    ]
+    if dense:
+        long = pd.concat([long, pd.DataFrame([{**dense_long(dataset, model, *d), "best": False} for d in dense])])
+    columns = [*LONG_COLUMNS[:9], "best", *LONG_COLUMNS[9:]]
     return Table(
         name=safe_name(dataset, model, kind),
         title=f"{dataset} / {model} — {kind}",
@@ -282,12 +395,12 @@ def sparsity_table(group: pd.DataFrame, dataset: str, model: str, kind: str, den
         rows=rows,
         footer=footer,
         span_footer=True,
-        long=long.reset_index(drop=True),
+        long=long[columns].reset_index(drop=True),
     )
 
 
 def compression_table(
-    group: pd.DataFrame, dataset: str, model: str, dense: Optional[Stat], latency_dense: Optional[float]
+    group: pd.DataFrame, dataset: str, model: str, dense: list[tuple[str, Stat]], latency: dict[str, float]
 ) -> Optional[Table]:
     """Every (method, sparsity) cell of every kind, sorted by achieved compression: the cross-kind comparison."""
     stats = cell_stats(group)
@@ -295,12 +408,13 @@ def compression_table(
         return None
     stats = stats.sort_values(["compression_mean", "label"], kind="stable", na_position="last")
     with_latency = stats["latency_ms_256_mean"].notna().any()
-    max_n = max([int(n) for n in stats["n"]] + ([dense.n] if dense else []))
+    counts = [int(n) for n in stats["n"]] + [d.n for _, d in dense]
+    max_n = max(counts)
 
-    def number(x: float, fmt: str) -> str:
+    def number(x: Optional[float], fmt: str) -> str:
         return "—" if x is None or not math.isfinite(x) else format(x, fmt)
 
-    def row(label, kind, sparsity, compression, remaining, speedup, latency, s):
+    def row(label, kind, sparsity, compression, remaining, speedup, latency_ms, s):
         cells = [
             Text(label),
             Text(kind),
@@ -310,11 +424,14 @@ def compression_table(
             Text(number(speedup, ".2f")),
         ]
         if with_latency:
-            cells.append(Text(number(latency, ".3g")))
+            cells.append(Text(number(latency_ms, ".3g")))
         cells.append(stat_text(s, show_n=s is not None and s.n < max_n))
         return cells
 
-    rows = [
+    rows = [  # the dense baselines first (compression 1×) in a table sorted by compression
+        row(label, "dense", "0%", 1.0, 100.0, 1.0, latency.get(label, math.nan), s) for label, s in dense
+    ]
+    rows += [
         row(
             r.label,
             r.kind,
@@ -327,13 +444,6 @@ def compression_table(
         )
         for r in stats.itertuples()
     ]
-    if dense is not None:  # compression 1×: first in a table sorted by compression
-        rows.insert(
-            0,
-            row(
-                "dense", "dense", "0%", 1.0, 100.0, 1.0, latency_dense if latency_dense is not None else math.nan, dense
-            ),
-        )
     header = ["Method", "Kind", "Target", "Compression (×)", "Params left (%)", "Speedup (×)"]
     if with_latency:
         header.append("Latency b256 (ms)")
@@ -341,46 +451,14 @@ def compression_table(
     caption = (
         f"{dataset} / {model}, all methods by achieved compression (total / nonzero parameters). Speedup: "
         f"theoretical (dense / effective FLOPs). Latency: measured time per batch of 256 on the job's device "
-        f"(runs.csv: latency_device, latency_threads). Test accuracy "
-        f"(%), mean ± sample std (ddof=1) over seeds; (n=k): fewer seeds than the table's maximum ({max_n})."
-        + (f" {ACHIEVED_NOTE}" if stats["sparsity_marked"].any() else "")
+        f"(runs.csv: latency_device, latency_threads). Accuracy: {seed_note(counts)}."
+        + caption_notes(group, bool(stats["sparsity_marked"].any()))
     )
     long = stats.assign(dataset=dataset, model=model)
-    if dense is not None:
-        dense_row = {
-            "dataset": dataset,
-            "model": model,
-            "kind": "dense",
-            "label": "dense",
-            "target_sparsity": 0.0,
-            "sparsity_marked": False,
-            "test_acc_mean": dense.mean,
-            "test_acc_std": dense.std,
-            "n": dense.n,
-            "compression_mean": 1.0,
-            "params_remaining_pct_mean": 100.0,
-            "speedup_theoretical_mean": 1.0,
-            "latency_ms_256_mean": latency_dense if latency_dense is not None else math.nan,
-        }
-        long = pd.concat([pd.DataFrame([dense_row]), long], ignore_index=True)
-    long = long[
-        [
-            "dataset",
-            "model",
-            "kind",
-            "label",
-            "target_sparsity",
-            "sparsity_marked",
-            "compression_mean",
-            "params_remaining_pct_mean",
-            "speedup_theoretical_mean",
-            "latency_ms_256_mean",
-            "test_acc_mean",
-            "test_acc_std",
-            "n",
-            "seeds",
-        ]
-    ]
+    if dense:
+        baselines = [dense_long(dataset, model, label, s, latency.get(label)) for label, s in dense]
+        long = pd.concat([pd.DataFrame(baselines), long])
+    columns = [*LONG_COLUMNS[:6], *LONG_COLUMNS[11:], *LONG_COLUMNS[6:11]]
     return Table(
         name=safe_name(dataset, model, "compression"),
         title=f"{dataset} / {model} — by compression",
@@ -388,8 +466,18 @@ def compression_table(
         header=header,
         align="lll" + "r" * (len(header) - 3),
         rows=rows,
-        long=long.reset_index(drop=True),
+        long=long[columns].reset_index(drop=True),
     )
+
+
+def dense_latencies(group: pd.DataFrame) -> dict[str, float]:
+    """Measured dense latency per dense baseline label (structured records time the dense network too)."""
+    out = {}
+    for _, part in group.groupby(DENSE_KEY, sort=False):
+        value = dense_latency(part)
+        if value is not None:
+            out[str(part[DENSE_ROW].iloc[0])] = value
+    return out
 
 
 def build_tables(usable: pd.DataFrame) -> list[Table]:
@@ -397,7 +485,7 @@ def build_tables(usable: pd.DataFrame) -> list[Table]:
     df = prepare(usable)
     tables = []
     for (dataset, model), group in df.groupby(["dataset", "model"], sort=True):
-        dense = dense_baseline(group)
+        dense = dense_baselines(group)
         kinds = sorted(
             (k for k in group["kind"].unique() if k != "dense"),
             key=lambda k: ({"unstructured": 0, "structured": 1}.get(k, 2), k),
@@ -406,7 +494,7 @@ def build_tables(usable: pd.DataFrame) -> list[Table]:
             table = sparsity_table(group, dataset, model, kind, dense)
             if table is not None:
                 tables.append(table)
-        table = compression_table(group, dataset, model, dense, dense_latency(group))
+        table = compression_table(group, dataset, model, dense, dense_latencies(group))
         if table is not None:
             tables.append(table)
     return tables

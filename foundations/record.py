@@ -31,6 +31,12 @@ class ExperimentRecord:
     dataset: str = ""
     seed: int = 0  # the top-level seed; seeds below are the derived ones actually used
     seeds: dict[str, int] = field(default_factory=dict)  # {"init", "data", "prune"}
+    # The setting: the experiment's identity without its seed (``runners.experiment.setting_spec``: the hashed
+    # config — model, dataset, method, train, explicit ``seeds.*`` overrides, thread count — minus the top-level
+    # ``seed`` and the sweep name). Records with one setting differ only in ``seed``: the report averages them as
+    # seeds and never averages records of different settings. None in records written before these fields.
+    setting_hash: Optional[str] = None
+    setting: Optional[dict[str, Any]] = None  # what the report compares to name the fields two settings differ in
     target_sparsity: float = 0.0  # method.sparsity as configured (what a sweep's axis sets)
     # what the final model has: fraction of prunable weights removed (1 − density), or of channels removed
     # (channel_sparsity) for structured methods

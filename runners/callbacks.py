@@ -4,7 +4,9 @@ report of the sweep, regenerated when it ends.
 ``ReportOnMultirunEnd.on_multirun_end`` reads every experiment record of the sweep's name (config key ``name``,
 record field ``experiment``) from the store (``paths.results``), writes tables and figures with
 :func:`analysis.report.generate_report` into ``<paths.results>/report/<experiment>/`` and prints a one-screen
-summary: jobs ok / failed (from the job folders of this sweep), the compact accuracy table, where the files are. It
+summary: jobs ok / failed (from the job folders of this sweep), the compact accuracy table (by the report's rules:
+one row per setting of a method, seeds counted once each, "one seed: no error bars" where so, one row for one
+training under two labels), where the files are. It
 never raises: the sweep's results are in the store whatever happens to the report, and
 ``python -m analysis.report --experiment <name>`` redoes it. Single runs (no ``-m``) never call it.
 """

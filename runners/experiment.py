@@ -109,6 +109,7 @@ class Experiment:
         self.model_name = display_name(config.model)
         self.model_init = config.model.init
         spec = experiment_spec(config)
+        self.setting = setting_spec(spec)
         # The checkpoint's sha256 is hashed where it is loaded (the init stage, so every stage after it); a stage
         # that does not descend from it (a re-initialization) does not depend on it.
         self.checkpoint_id: Optional[str] = spec["model"].pop("checkpoint", None)
@@ -395,6 +396,8 @@ class Experiment:
             dataset=self.config.dataset.name,
             seed=self.config.seed,
             seeds={p: self.seed(p) for p in ("init", "data", "prune")},
+            setting_hash=hash_setting(self.setting),
+            setting=self.setting,
             target_sparsity=self.config.method.sparsity,
             achieved_sparsity=achieved,
             sparsity_set_by_method=self.method.sets_own_sparsity(),
@@ -466,6 +469,24 @@ def experiment_spec(config: ExperimentConfig) -> dict:
     }
 
 
+# What "the same setting, another seed" means: two experiments whose specs differ only in these keys. The top-level
+# `seed` is what a seed sweep varies; the sweep's name (`experiment`) changes no number. Explicit `seeds.*` overrides
+# stay in the setting: `seed=0,1,2 seeds.init=7` varies only the data order and the pruning draws around one fixed
+# initialization, a different setting (and a different spread) from `seed=0,1,2`.
+NOT_SETTING = ("seed", "experiment")
+
+
+def setting_spec(spec: dict) -> dict:
+    """An experiment's spec (:func:`experiment_spec`) without ``NOT_SETTING``: what the records of the seeds of one
+    setting share (record field ``setting``; the report never averages records of different settings)."""
+    return copy.deepcopy({k: v for k, v in spec.items() if k not in NOT_SETTING})
+
+
+def hash_setting(setting: dict) -> str:
+    """The record's ``setting_hash``: equal for the seeds of one setting, different for anything else."""
+    return stage_hash("setting", setting, {})
+
+
 def experiment_hash(config: ExperimentConfig) -> str:
     """The experiment's folder name under ``runs/experiment/`` (and its W&B run id)."""
     return stage_hash("experiment", experiment_spec(config), {})
@@ -507,6 +528,7 @@ def record_failure(config: ExperimentConfig, store: Store, error: BaseException)
         label = get_method(config.method.name)(config.method).label()
     except Exception:
         label = config.method.name
+    setting = setting_spec(experiment_spec(config))
     record = ExperimentRecord(
         status="failed",
         error=f"{type(error).__name__}: {error}",
@@ -516,6 +538,8 @@ def record_failure(config: ExperimentConfig, store: Store, error: BaseException)
         model=display_name(config.model),
         dataset=config.dataset.name,
         seed=config.seed,
+        setting_hash=hash_setting(setting),
+        setting=setting,
         target_sparsity=config.method.sparsity,
         method_config=asdict(config.method),
     ).to_dict()

@@ -349,6 +349,72 @@ MUTANTS = [
         "        if first < -1:\n            raise Diverged",
         ("tests/test_fail_loudly.py::test_the_loop_stops_at_the_first_non_finite_loss",),
     ),
+    Mutant(
+        "the report groups without the setting (one row per label, settings averaged)",
+        "analysis/settings.py",
+        "    if len(set(keys.values())) == 1:",
+        "    if True:",
+        (
+            "tests/test_report.py::test_two_configs_under_one_sweep_name_are_two_rows_naming_the_fields_they_differ_in",
+            "tests/test_report.py::test_two_image_folders_never_share_a_cell",
+        ),
+    ),
+    Mutant(
+        "a seed repeated in one cell counts as another seed",
+        "analysis/tables.py",
+        'pd.DataFrame({"seed": cell["seed"].map(seed_key), "value"',
+        'pd.DataFrame({"seed": cell.index.map(str), "value"',
+        ("tests/test_report.py::test_one_training_under_two_labels_is_one_row_naming_both",),
+    ),
+    Mutant(
+        "one training under two labels stays two rows",
+        "analysis/settings.py",
+        "            if len(rows) > 1:\n                members = ",
+        "            if len(rows) > 2:\n                members = ",
+        ("tests/test_report.py::test_one_training_under_two_labels_is_one_row_naming_both",),
+    ),
+    Mutant(
+        "the best mean is bold whatever the seeds say",
+        "analysis/tables.py",
+        "        if all(clearly_better(column[top], column[other]) for other in column if other != top):",
+        "        if True:",
+        ("tests/test_report.py::test_bold_only_where_paired_seeds_tell_the_best_apart",),
+    ),
+    Mutant(
+        "unpaired bold ignores the standard deviations",
+        "analysis/tables.py",
+        "        return sa.mean - sb.mean > max(sa.std, sb.std)",
+        "        return sa.mean - sb.mean > 0",
+        ("tests/test_report.py::test_bold_without_common_seeds_needs_a_gap_beyond_both_stds",),
+    ),
+    Mutant(
+        "one seed is captioned as mean ± std over seeds",
+        "analysis/tables.py",
+        "    if top <= 1:",
+        "    if top < 1:",
+        ("tests/test_report.py::test_one_seed_says_so_and_bolds_nothing",),
+    ),
+    Mutant(
+        "a method without a dense model renames the dense baseline",
+        "analysis/settings.py",
+        "for i in group.index if has_dense[i]}",
+        "for i in group.index}",
+        ("tests/test_report.py::test_every_table_keeps_a_dense_baseline_named_only_where_dense_settings_differ",),
+    ),
+    Mutant(
+        "the record's setting keeps the seed",
+        "runners/experiment.py",
+        'NOT_SETTING = ("seed", "experiment")',
+        'NOT_SETTING = ("experiment",)',
+        ("tests/test_report.py::test_the_record_carries_the_setting_without_the_seed",),
+    ),
+    Mutant(
+        "explicit seeds.* overrides are left out of the setting",
+        "runners/experiment.py",
+        'NOT_SETTING = ("seed", "experiment")',
+        'NOT_SETTING = ("seed", "experiment", "seeds")',
+        ("tests/test_report.py::test_the_record_carries_the_setting_without_the_seed",),
+    ),
 ]
 
 

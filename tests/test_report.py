@@ -13,9 +13,11 @@ import pandas as pd
 import pytest
 
 from analysis import report
-from analysis.figures import KNOWN_STYLES, style_map
-from analysis.records import load_local, load_wandb
-from analysis.tables import dense_baseline, prepare
+from analysis.figures import KNOWN_STYLES, curve, spread_note, style_map
+from analysis.records import load_local, load_wandb, split_usable
+from analysis.tables import build_tables, clearly_better, dense_baseline, dense_baselines, numeric, prepare
+from foundations.hashing import stage_hash
+from runners.experiment import hash_setting
 
 DENSE = {0: 0.980, 1: 0.981, 2: 0.982}  # dense model per seed → dense row 98.10 ± 0.10 (n=3)
 # (label, kind, target sparsity) → {seed: test_acc}
@@ -58,7 +60,7 @@ def record(label, kind, sparsity, seed, acc, experiment="survey"):
         "val_acc": acc - 0.001,
         "test_acc": acc,
         "test_acc_before_recovery": None,
-        "dense_test_acc": DENSE[seed],
+        "dense_test_acc": DENSE.get(seed),
         "stage_hashes": {"dense": f"dense{seed}", "prune": f"{label}{sparsity}{seed}"},
         "wall_time_s": {"dense": 30.0, "prune": 0.2, "recover": 12.0},
         "latency_ms": latency,
@@ -155,7 +157,8 @@ def test_structured_table_is_separate_and_shows_n1(built):
     _, out = built
     rows = md_rows(out / "tables" / "fashion_mnist_mlp_bn_structured.md")
     assert rows["Method"] == ["50%"]
-    assert rows["slimming"] == ["**95.70 ± 0.20**"]
+    # 95.70 ± 0.20 (n=3) against one seed of scratch-B: one seed cannot show a difference beyond the spread
+    assert rows["slimming"] == ["95.70 ± 0.20"]
     assert rows["scratch-B (slimming)"] == ["95.00 (n=1)"]
     assert rows["dense"] == ["98.10 ± 0.10"]
     compression = md_rows(out / "tables" / "fashion_mnist_mlp_bn_compression.md")
@@ -427,10 +430,10 @@ def test_dense_baseline_counts_a_dense_model_once_whatever_a_method_calls_its_st
         **record("magnitude", "unstructured", 0.9, 0, 0.96),
         "stage_hashes": {"dense": "d1"},
         "dense_test_acc": 0.5,
-    }  # another dense model of the same seed (e.g. another schedule): counted
+    }  # another dense model of the same seed (e.g. another schedule; old records cannot tell): one seed, their mean
     usable = load_local(write_store(tmp_path, [dense, lottery, other]))
     base = dense_baseline(prepare(usable[usable["status"] == "ok"]))
-    assert base.n == 2 and base.mean == pytest.approx((DENSE[0] + 0.5) / 2)
+    assert base.n == 1 and base.mean == pytest.approx((DENSE[0] + 0.5) / 2)
 
 
 def test_every_method_default_label_has_a_fixed_style():
@@ -460,3 +463,319 @@ def test_load_wandb_counts_an_experiment_once_however_many_runs_logged_it():
     df = load_wandb("ent", "proj", api=FakeApi(runs))
     assert sorted(df["source"]) == ["wandb:ent/proj/a", "wandb:ent/proj/c", "wandb:ent/proj/e", "wandb:ent/proj/f"]
     assert (df["status"] == "ok").all()
+
+
+# ------------------------------------------------------------------------ settings: what is averaged, what is bold
+
+TRAIN = {"epochs": 6, "lr": 0.05}
+
+
+def setting_record(label, sparsity, seed, acc, *, kind="unstructured", method=None, final_stage=None, **paths):
+    """A record of the current format: ``setting`` (the experiment's identity without its seed, as
+    runners.experiment.setting_spec writes it) and its hash; ``paths`` override dotted fields of the setting."""
+    method = method or label.split(" ")[0]
+    setting = {
+        "model": {"name": "mlp_bn"},
+        "dataset": {},
+        "method": {"name": method, "sparsity": sparsity},
+        "train": dict(TRAIN),
+        "seeds": {},
+    }
+    for path, value in paths.items():
+        node = setting
+        *parents, leaf = path.split("__")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    rec = record(label, kind, sparsity, seed, acc)
+    rec.update(setting=setting, setting_hash=hash_setting(setting), method=method, final_stage=final_stage)
+    rec.update(dense_test_acc=None, stage_hashes={})  # the dense baselines: dense_record's
+    return rec
+
+
+def dense_record(seed, acc, **paths):
+    rec = setting_record("dense", 0.0, seed, acc, kind="dense", **paths)
+    digest = rec["setting_hash"]
+    rec.update(dense_test_acc=acc, dense_stage=f"d{digest}{seed}", stage_hashes={"dense": f"d{digest}{seed}"})
+    return rec
+
+
+def pct(values, ddof=1) -> str:
+    values = 100 * np.asarray(values, dtype=float)
+    return f"{values.mean():.2f} ± {values.std(ddof=ddof):.2f}"
+
+
+def test_the_record_carries_the_setting_without_the_seed(tmp_path):
+    """``setting``: the experiment's spec without ``seed`` and the sweep name; equal hashes for the seeds of one
+    setting, different for another config or an explicit ``seeds.init`` (a fixed init is another setting)."""
+    from conftest import SYNTH, make_run
+
+    from foundations.errors import UserError
+    from runners.experiment import experiment_hash, experiment_spec, record_failure, run_experiment, setting_spec
+    from runners.store import Store
+
+    dense = [*SYNTH, "method=dense", "train.epochs=1"]
+    config = make_run(tmp_path, *dense)
+    record = run_experiment(config, Store(config.paths.results))
+    spec = experiment_spec(config)
+    assert record["setting"] == {k: v for k, v in spec.items() if k not in ("seed", "experiment")}
+    assert record["setting_hash"] == hash_setting(record["setting"])
+    assert json.loads(json.dumps(record["setting"])) == record["setting"]  # plain JSON, as W&B and the store keep it
+    failed = record_failure(config, Store(tmp_path / "other"), UserError("boom"))
+    assert failed["setting"] == record["setting"] and failed["setting_hash"] == record["setting_hash"]
+
+    def digest(*overrides):
+        return hash_setting(setting_spec(experiment_spec(make_run(tmp_path, *dense, *overrides))))
+
+    same = {digest(), digest("seed=1"), digest("seed=2", "name=another_sweep")}
+    assert same == {record["setting_hash"]}
+    others = [digest("train.epochs=2"), digest("dataset.num_train=100"), digest("seeds.init=7"), digest("threads=2")]
+    assert len({record["setting_hash"], *others}) == 5
+    # the records' own hashes do not depend on the new fields: the experiment hash is still the config's
+    assert experiment_hash(config) == stage_hash("experiment", spec, {})
+    assert (Path(config.paths.results) / "runs" / "experiment" / experiment_hash(config) / "result.json").is_file()
+
+
+def test_two_configs_under_one_sweep_name_are_two_rows_naming_the_fields_they_differ_in(tmp_path):
+    """The issue's case: a 2k-example 1-epoch run and a 20k-example 3-epoch one under one `name` were one cell."""
+    small = {0: 0.72, 1: 0.74}  # dataset.num_train=2000, train.epochs=1
+    large = {0: 0.86, 1: 0.87}  # dataset.num_train=20000, train.epochs=3
+    records = [
+        setting_record("magnitude", 0.5, s, a, dataset__num_train=2000, train__epochs=1) for s, a in small.items()
+    ]
+    records += [
+        setting_record("magnitude", 0.5, s, a, dataset__num_train=20000, train__epochs=3) for s, a in large.items()
+    ]
+    records += [dense_record(s, 0.80 + s / 100, dataset__num_train=2000, train__epochs=1) for s in small]
+    records += [dense_record(s, 0.88 + s / 100, dataset__num_train=20000, train__epochs=3) for s in large]
+    root = write_store(tmp_path / "results", records)
+    out = tmp_path / "report"
+    report.generate_report(load_local(root), out)
+    rows = md_rows(out / "tables" / "fashion_mnist_mlp_bn_unstructured.md")
+    assert rows["magnitude [dataset.num_train=2000, train.epochs=1]"] == [pct(list(small.values()))]
+    # bold: 13 and 14 pp better on both seeds (paired)
+    assert rows["magnitude [dataset.num_train=20000, train.epochs=3]"] == [f"**{pct(list(large.values()))}**"]
+    assert rows["dense [dataset.num_train=2000, train.epochs=1]"] == [pct([0.80, 0.81])]
+    assert rows["dense [dataset.num_train=20000, train.epochs=3]"] == [pct([0.88, 0.89])]
+    assert "magnitude" not in rows and "dense" not in rows
+    csv = pd.read_csv(out / "tables" / "fashion_mnist_mlp_bn_unstructured.csv")
+    assert sorted(csv.loc[csv["kind"] != "dense", "n"]) == [2, 2]
+    # the sweep-end summary (runners/callbacks.py) prints the same rows
+    from runners.callbacks import sweep_report
+
+    text = sweep_report("survey", root)
+    assert "magnitude [dataset.num_train=2000, train.epochs=1]" in text
+    assert pct(list(large.values())) + " @ 50%" in text
+
+
+def test_two_image_folders_never_share_a_cell(tmp_path):
+    """Two folders (`dataset=folder`, different content digests) are two settings: two rows and two dense
+    baselines, even for one seed, never one "mean ± std" cell."""
+    a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    records = [
+        setting_record("magnitude", 0.5, 0, 1.0, dataset__name="folder", dataset__content=a),
+        setting_record("magnitude", 0.5, 0, 0.5, dataset__name="folder", dataset__content=b),
+        dense_record(0, 1.0, dataset__name="folder", dataset__content=a),
+        dense_record(0, 0.6, dataset__name="folder", dataset__content=b),
+    ]
+    for rec in records:
+        rec["dataset"] = "folder"
+    root = write_store(tmp_path / "results", records)
+    tables = {t.name: t for t in build_tables(split_usable(load_local(root))[0])}
+    table = tables["folder_mlp_bn_unstructured"]
+    rows = {row[0].main: [cell.plain() for cell in row[1:]] for row in (*table.rows, *table.footer)}
+    assert rows == {
+        "magnitude [dataset.content=sha256:aaaaaaaaa…]": ["100.00"],
+        "magnitude [dataset.content=sha256:bbbbbbbbb…]": ["50.00"],
+        "dense [dataset.content=sha256:aaaaaaaaa…]": ["100.00"],
+        "dense [dataset.content=sha256:bbbbbbbbb…]": ["60.00"],
+    }
+
+
+def test_one_seed_says_so_and_bolds_nothing(tmp_path):
+    """The survey is one seed: no "mean ± std over seeds", no error bars, nothing bold (88.15 vs 88.89)."""
+    records = [
+        setting_record("random", 0.5, 0, 0.8815),
+        setting_record("random", 0.75, 0, 0.8889),
+        setting_record("magnitude", 0.5, 0, 0.8822),
+        setting_record("magnitude", 0.75, 0, 0.5),  # far apart, still one seed
+        dense_record(0, 0.89),
+    ]
+    root = write_store(tmp_path / "results", records)
+    out = tmp_path / "report"
+    report.generate_report(load_local(root), out)
+    for name in ("unstructured", "compression"):
+        md = (out / "tables" / f"fashion_mnist_mlp_bn_{name}.md").read_text()
+        assert "one seed: no error bars" in md and "over seeds" not in md and "**" not in md and "±" not in md
+    tex = (out / "tables" / "fashion_mnist_mlp_bn_unstructured.tex").read_text()
+    assert r"\textbf" not in tex and "one seed: no error bars" in tex
+    assert not pd.read_csv(out / "tables" / "fashion_mnist_mlp_bn_unstructured.csv")["best"].any()
+    prepared = prepare(split_usable(load_local(root))[0])
+    points = curve(prepared[prepared["kind"] != "dense"], numeric(prepared, "compression"))
+    assert spread_note(points, dense_baselines(prepared)) == "one seed: no error bars"
+    assert "one seed: no error bars" in report.compact_summary(prepared)
+
+
+SEEDS3 = (0, 1, 2)
+
+
+def bold_cells(records, tmp_path) -> dict[str, bool]:
+    root = write_store(tmp_path / "results", records)
+    table = next(t for t in build_tables(split_usable(load_local(root))[0]) if t.name.endswith("_unstructured"))
+    return {row[0].main: row[1].bold for row in table.rows}
+
+
+@pytest.mark.parametrize(
+    "a,b,clear",
+    [
+        ((0.900, 0.920, 0.940), (0.890, 0.925, 0.930), False),  # paired differences +1.0, -0.5, +1.0 pp
+        ((0.900, 0.920, 0.940), (0.890, 0.911, 0.929), True),  # +1.0, +0.9, +1.1 pp: the seeds agree
+    ],
+)
+def test_bold_only_where_paired_seeds_tell_the_best_apart(tmp_path, a, b, clear):
+    from scipy import stats as scipy_stats
+
+    oracle = scipy_stats.ttest_rel(a, b).confidence_interval(0.95).low > 0  # the paired t interval, by scipy
+    assert oracle == clear
+    records = [setting_record("magnitude", 0.5, s, v) for s, v in zip(SEEDS3, a)]
+    records += [setting_record("random", 0.5, s, v) for s, v in zip(SEEDS3, b)]
+    assert bold_cells(records, tmp_path) == {"magnitude": clear, "random": False}
+
+
+@pytest.mark.parametrize("gap,clear", [(0.008, False), (0.015, True)])
+def test_bold_without_common_seeds_needs_a_gap_beyond_both_stds(tmp_path, gap, clear):
+    spread = (-0.01, 0.0, 0.01)  # sample std 1 pp for both methods
+    records = [setting_record("magnitude", 0.5, s, 0.9 + gap + d) for s, d in zip(SEEDS3, spread)]
+    records += [setting_record("random", 0.5, s + 3, 0.9 + d) for s, d in zip(SEEDS3, spread)]
+    assert bold_cells(records, tmp_path) == {"magnitude": clear, "random": False}
+
+
+def test_clearly_better_is_never_true_with_one_seed():
+    assert not clearly_better({"0": 0.99}, {"0": 0.10})
+    assert not clearly_better({"0": 0.99, "1": 0.98}, {"2": 0.10})
+
+
+def scratch_records(stage_of) -> list[dict]:
+    """Scratch-E of slimming and of ThiNet at 30 % and 70 %, seeds 0 and 1; ``stage_of(source, sparsity, seed)``
+    names the final stage (equal for both sources where their widths are equal)."""
+    out = []
+    for source in ("slimming", "thinet"):
+        for sparsity in (0.3, 0.7):
+            for seed in (0, 1):
+                stage = stage_of(source, sparsity, seed)
+                acc = 0.80 - sparsity / 10 + seed / 100 + (0.0 if stage.startswith("train/shared") else 0.05)
+                out.append(
+                    setting_record(
+                        f"scratch-E ({source})",
+                        sparsity,
+                        seed,
+                        acc,
+                        kind="structured",
+                        method="scratch",
+                        final_stage=stage,
+                        method__source=source,
+                    )
+                )
+    return out
+
+
+def test_one_training_under_two_labels_is_one_row_naming_both(tmp_path):
+    records = scratch_records(lambda source, sparsity, seed: f"train/shared{sparsity}{seed}")
+    records.append(setting_record("slimming", 0.3, 0, 0.79, kind="structured", final_stage="train/s"))
+    records += [dense_record(seed, 0.81) for seed in (0, 1)]
+    root = write_store(tmp_path / "results", records)
+    out = tmp_path / "report"
+    report.generate_report(load_local(root), out)
+    rows = md_rows(out / "tables" / "fashion_mnist_mlp_bn_structured.md")
+    assert set(rows) == {"Method", "scratch-E (slimming = thinet)", "slimming", "dense"}
+    assert rows["scratch-E (slimming = thinet)"] == [pct([0.77, 0.78]), pct([0.73, 0.74])]  # n = 2 seeds, not 4
+    caption = (out / "tables" / "fashion_mnist_mlp_bn_structured.md").read_text()
+    assert "scratch-E (slimming) and scratch-E (thinet) are one training" in caption
+    assert "same layer widths" in caption
+    csv = pd.read_csv(out / "tables" / "fashion_mnist_mlp_bn_compression.csv")
+    assert (csv["label"] == "scratch-E (slimming = thinet)").sum() == 2 and "scratch-E (thinet)" not in set(
+        csv["label"]
+    )
+    prepared = prepare(split_usable(load_local(root))[0])
+    structured = prepared[prepared["kind"] == "structured"]
+    points = curve(structured, numeric(structured, "compression"))
+    assert set(points["label"]) == {"scratch-E (slimming = thinet)", "slimming"} and points["n"].max() == 2
+
+
+def test_trainings_shared_at_some_sparsities_only_stay_two_rows_with_a_note(tmp_path):
+    records = scratch_records(
+        lambda source, sparsity, seed: f"train/shared{sparsity}{seed}" if sparsity == 0.3 else f"train/{source}{seed}"
+    )
+    table = next(
+        t for t in build_tables(split_usable(load_local(write_store(tmp_path, records)))[0]) if "structured" in t.name
+    )
+    assert [row[0].main for row in table.rows] == ["scratch-E (slimming)", "scratch-E (thinet)"]
+    assert "scratch-E (slimming) and scratch-E (thinet) are one training at 30% " in table.caption
+
+
+def test_old_records_without_a_setting_load_and_fall_back_to_the_method_config(tmp_path):
+    """Records written before ``setting`` existed: grouped by label, sparsity and ``method_config``, said in the
+    caption; a store mixing old and new records reports both."""
+    old = [
+        {**record("magnitude", "unstructured", 0.5, s, a), "method_config": {"name": "magnitude", "recovery": r}}
+        for s, a, r in [(0, 0.90, {"epochs": 1}), (1, 0.91, {"epochs": 1}), (0, 0.95, {"epochs": 3})]
+    ]
+    assert all("setting" not in rec and "setting_hash" not in rec for rec in old)
+    root = write_store(tmp_path / "results", [*old, setting_record("random", 0.5, 0, 0.5)])
+    df = load_local(root)
+    assert df["setting"].isna().sum() == 3 and df["setting_hash"].isna().sum() == 3
+    out = tmp_path / "report"
+    report.generate_report(df, out)
+    md = (out / "tables" / "fashion_mnist_mlp_bn_unstructured.md").read_text()
+    rows = md_rows(out / "tables" / "fashion_mnist_mlp_bn_unstructured.md")
+    assert rows["magnitude [method.recovery.epochs=1]"] == [pct([0.90, 0.91])]
+    assert rows["magnitude [method.recovery.epochs=3]"] == ["95.00 (n=1)"]
+    assert rows["random"] == ["50.00 (n=1)"]
+    assert "predate the record's setting" in md and "method config only" in md
+
+
+def test_every_table_keeps_a_dense_baseline_named_only_where_dense_settings_differ(tmp_path):
+    """SNIP prunes at initialization under its own init (no dense model): it does not rename the baseline the
+    others started from, and its table still shows it."""
+    records = [setting_record("magnitude", 0.5, s, 0.9) for s in (0, 1)]
+    for rec in records:
+        rec.update(dense_test_acc=0.95 + rec["seed"] / 100, dense_stage=f"dense{rec['seed']}")
+    records += [setting_record("snip", 0.5, s, 0.8, model__init="variance_scaling") for s in (0, 1)]
+    records += [setting_record("slimming", 0.3, s, 0.85, kind="structured", final_stage=f"s{s}") for s in (0, 1)]
+    root = write_store(tmp_path / "results", records)
+    tables = build_tables(split_usable(load_local(root))[0])
+    assert [t.name.rsplit("_", 1)[-1] for t in tables] == ["unstructured", "structured", "compression"]
+    for table in tables:
+        dense = [row for row in (*table.rows, *table.footer) if row[0].main.startswith("dense")]
+        assert [(row[0].main, row[-1].plain()) for row in dense] == [("dense", pct([0.95, 0.96]))], table.name
+
+
+def test_load_wandb_reads_the_setting_as_the_store_does(tmp_path):
+    records = [setting_record("magnitude", 0.5, s, 0.9, train__epochs=s + 1) for s in (0, 1)]
+    root = write_store(tmp_path / "results", records)
+    runs = [FakeRun(f"r{i}", {**rec, "_step": 3}) for i, rec in enumerate(records)]
+    remote = load_wandb("ent", "proj", api=FakeApi(runs))
+    local = load_local(root)
+    pd.testing.assert_frame_equal(remote.drop(columns="source"), local.drop(columns="source"))
+    assert json.loads(local["setting"][0])["train"]["epochs"] in (1, 2)
+
+
+def test_the_lottery_ladder_figure_never_mixes_two_lottery_settings(tmp_path):
+    """REPRODUCTION.md's ladder is drawn from the levels of the ticket's records: two lottery configurations under one
+    experiment name (another rate) would interleave their levels, so the figure is left out."""
+    from analysis.claims import CLAIMS_DIR, load_claim
+    from analysis.reproduction import Context, lth_ladder_figure
+
+    claim = load_claim(CLAIMS_DIR / "lth_ticket_matches_dense.yaml")
+    spec = next(f for f in claim.figures if f["kind"] == "lth_ladder")
+    context = Context(experiment="reproduce_smoke", tier="smoke", seeds=[0, 1])
+
+    def ticket(seed, **paths):
+        rec = setting_record("lottery", 0.8, seed, 0.9, **paths)
+        levels = [{"density": 1.0, "test_acc": 0.9}, {"density": 0.5, "test_acc": 0.91}]
+        return {**rec, "experiment": context.experiment, "levels": levels, "dense_test_acc": 0.9}
+
+    one = [ticket(0, method__rate=0.5), ticket(1, method__rate=0.5)]
+    assert lth_ladder_figure(claim, spec, one, context, tmp_path / "one") is not None
+    two = [ticket(0, method__rate=0.5), ticket(1, method__rate=0.2)]
+    assert lth_ladder_figure(claim, spec, two, context, tmp_path / "two") is None
