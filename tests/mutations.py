@@ -248,6 +248,27 @@ MUTANTS = [
         ("tests/test_masks.py",),
     ),
     Mutant(
+        "a mask update inside a stage forgets the optimizer state (momentum, Adam moments)",
+        "methods/pipeline/masks.py",
+        "        self._zero(indices, keep, optimizer)",
+        "        self._zero(indices, keep, None)",
+        ("tests/test_masks.py",),
+    ),
+    Mutant(
+        "masked training trusts an optimizer's state from before the masks",
+        "methods/pipeline/masks.py",
+        "        if optimizer is not self._optimizer:\n            self._agree(optimizer)",
+        "        if False:\n            self._agree(optimizer)",
+        ("tests/test_masks.py",),
+    ),
+    Mutant(
+        "masked training masks gradients with the buffers it found at entry (stale after NHWC, a checkpoint)",
+        "methods/pipeline/masks.py",
+        "        return cast(list[torch.Tensor], [buffers[key] for buffers, key in self._slots])",
+        "        return self.__dict__.setdefault('_entry', [buffers[key] for buffers, key in self._slots])",
+        ("tests/test_masks.py",),
+    ),
+    Mutant(
         "the train hash leaves out the conv layout train() picks",
         "runners/experiment.py",
         "            train_cfg, channels_last=channels_last(train_cfg.channels_last, self.convolutional, self.device)",
