@@ -481,8 +481,10 @@ def run_experiment(config: ExperimentConfig, store: Store, tracker: Optional[Tra
     """Run (or reuse) one experiment; its record is ``runs/experiment/<hash>/result.json``."""
     spec = experiment_spec(config)
     existing = recorded(config, store)
-    if existing is not None:
+    final = existing.result.get("final_stage") if existing is not None else None
+    if existing is not None and (final is None or store.get(final) is not None):
         return existing.result
+    # a record whose final stage is gone (moved aside as corrupt) is made again: its intact stages are reused
     threads = config.cpu_threads()
     if threads:  # what the hash says computes, however run_experiment is called
         torch.set_num_threads(threads)

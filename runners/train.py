@@ -382,8 +382,9 @@ def job(cfg: DictConfig) -> dict | None:
     store = Store(config.paths.results)
     with open_tracker(config, store, cfg, output_dir) as tracker:
         try:
-            reused = recorded(config, store) is not None
+            existing = recorded(config, store)
             record = run_experiment(config, store, tracker)
+            reused = existing is not None and record == existing.result  # not when its lost final stage was remade
         except UserError as err:
             tracker.discard()
             stop(str(err), output_dir, sweeping)

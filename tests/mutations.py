@@ -269,6 +269,23 @@ MUTANTS = [
         ("tests/test_masks.py",),
     ),
     Mutant(
+        "a corrupt stage found by a reader stays in place",
+        "runners/store.py",
+        "                return result\n            self._move_aside(kind, digest, problem)\n        return None",
+        "                return result\n        return None",
+        (
+            "tests/test_store.py::test_a_corrupt_shared_stage_is_moved_aside_and_its_next_consumer_recomputes_it_bitwise",
+        ),
+    ),
+    Mutant(
+        "the store moves a stage aside without checking it again under the lock",
+        "runners/store.py",
+        "        with self._lock(kind, digest):\n            result, problem = self._check(folder)\n            if problem is None:\n"
+        "                return result\n            self._move_aside",
+        "        with self._lock(kind, digest):\n            self._move_aside",
+        ("tests/test_store.py::test_what_looked_corrupt_is_checked_again_under_the_lock_before_anything_moves",),
+    ),
+    Mutant(
         "the train hash leaves out the conv layout train() picks",
         "runners/experiment.py",
         "            train_cfg, channels_last=channels_last(train_cfg.channels_last, self.convolutional, self.device)",
