@@ -416,9 +416,11 @@ def job(cfg: DictConfig) -> dict | None:
             return record
         log_record(tracker, record, store, reused=reused)
     atomic_write_json(output_dir / "result.json", record)
+    final = store.get(record["final_stage"])
+    curves = f"\n  metrics: {final.metrics_file}" if final is not None and final.metrics_file is not None else ""
     print(
         f"\n{record['label']} on {record['model']}/{record['dataset']}: test_acc={record['test_acc']:.4f}\n"
-        f"{summarize(record)}\n  record: {output_dir / 'result.json'}"
+        f"{summarize(record)}\n  record: {output_dir / 'result.json'}{curves}"
     )
     return record
 

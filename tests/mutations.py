@@ -286,6 +286,20 @@ MUTANTS = [
         ("tests/test_store.py::test_what_looked_corrupt_is_checked_again_under_the_lock_before_anything_moves",),
     ),
     Mutant(
+        "a resumed stage does not say so",
+        "foundations/training/loop.py",
+        '        log.info(\n            "resumed %s',
+        '        log.debug(\n            "resumed %s',
+        ("tests/test_store.py::test_a_resumed_stage_says_so_in_the_log",),
+    ),
+    Mutant(
+        "evaluation lines go to the console too",
+        "conf/hydra/job_logging/prunelab.yaml",
+        "    propagate: false",
+        "    propagate: true",
+        ("tests/test_job_log.py",),
+    ),
+    Mutant(
         "the train hash leaves out the conv layout train() picks",
         "runners/experiment.py",
         "            train_cfg, channels_last=channels_last(train_cfg.channels_last, self.convolutional, self.device)",

@@ -1,6 +1,7 @@
 import json
 import logging
 import multiprocessing as mp
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -109,6 +110,18 @@ def test_resume_after_interruption_gives_identical_numbers(tmp_path, model_name)
     assert all(torch.equal(resumed.selected_state[k], straight.selected_state[k]) for k in straight.selected_state)
 
 
+def test_a_resumed_stage_says_so_in_the_log(tmp_path, caplog):
+    checkpoint = tmp_path / "checkpoint.pt"
+    with pytest.raises(Interrupt):
+        _train(tmp_path, checkpoint, fail_at=3)  # killed in epoch 3: epoch 2's checkpoint
+    with caplog.at_level(logging.INFO, logger="prunelab"):
+        _train(tmp_path, checkpoint)
+    lines = [r.getMessage() for r in caplog.records]
+    per_epoch = 1800 // 64 + 1  # synthetic: 2000 images, 200 for validation, batches of 64 (the last one short)
+    assert lines[0] == f"resumed train at epoch 2/4 (iteration {2 * per_epoch}) from {checkpoint}"
+    assert [line.split(",")[0] for line in lines[1:]] == ["train: epoch 3/4", "train: epoch 4/4"]
+
+
 def _truncate(path):
     path.write_bytes(path.read_bytes()[:-64])
 
@@ -162,7 +175,7 @@ def test_a_corrupt_shared_stage_is_moved_aside_and_its_next_consumer_recomputes_
     assert not (runs / "train" / dense).exists() and (aside / "result.json").exists()
     assert json.loads((tmp_path / "out" / "result.json").read_text()) == first  # the record, reused
     log = (tmp_path / "out" / "train.log").read_text()
-    assert warned[0] in log
+    assert warned[0] in log and "nothing to compute" in log
 
     store = Store(run.paths.results)
     other = run_experiment(make_run(tmp_path, *SYNTH, "method=magnitude", "method.sparsity=0.5"), store)
@@ -321,3 +334,11 @@ def test_kill_9_mid_training_then_rerun_matches_an_uninterrupted_run(tmp_path):
     straight_stage = tmp_path / "straight" / "runs" / "train" / stage.name
     assert (stage / "metrics.jsonl").read_text() == (straight_stage / "metrics.jsonl").read_text()
     assert (stage / "model.safetensors").read_bytes() == (straight_stage / "model.safetensors").read_bytes()
+    # the job's log (Hydra's train.log, both runs appended to it): the resume, then only the epochs after it
+    log = (killed / "out" / "train.log").read_text()
+    resumed = re.findall(r"resumed dense:dense at epoch (\d+)/12 \(iteration (\d+)\) from \S+checkpoint.pt", log)
+    assert len(resumed) == 1, log
+    epoch = int(resumed[0][0])
+    after = log.split("resumed dense:dense")[1]
+    assert re.findall(r"dense:dense: epoch (\d+)/12,", after) == [str(e) for e in range(epoch + 1, 13)]
+    assert "resumed" not in (tmp_path / "straight" / "out" / "train.log").read_text()
