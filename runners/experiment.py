@@ -10,6 +10,7 @@ stage's masks, Scratch-E/B start from a fresh init of a plan.
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -52,6 +53,7 @@ from runners.store import Stage, StageFiles, Store
 from runners.tracking import Tracker
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
+progress_log = logging.getLogger("prunelab.progress")  # the job's log file (conf/hydra/job_logging/prunelab.yaml)
 
 
 def measured(source: StageRef, weights: Weights) -> Optional[dict]:
@@ -163,6 +165,8 @@ class Experiment:
         self.stage_hashes[name] = stage.hash
         self.reused[name] = stage.reused
         self.wall_time[name] = 0.0 if stage.reused else stage.result["wall_time_s"]
+        how = "reused from the store" if stage.reused else f"computed in {stage.result['wall_time_s']:.1f} s"
+        progress_log.info("stage %s (%s): %s", name, stage.ref, how)
         return stage
 
     def init_stage(
@@ -502,8 +506,12 @@ def run_experiment(config: ExperimentConfig, store: Store, tracker: Optional[Tra
     """Run (or reuse) one experiment; its record is ``runs/experiment/<hash>/result.json``."""
     spec = experiment_spec(config)
     existing = recorded(config, store)
-    if existing is not None:
+    final = existing.result.get("final_stage") if existing is not None else None
+    if existing is not None and (final is None or store.get(final) is not None):
+        progress_log.info("record %s: in the store (final stage %s); nothing to compute", existing.ref, final)
         return existing.result
+    if existing is not None:  # the model the record describes is gone (moved aside as corrupt): make it again
+        progress_log.info("record %s: its final stage %s is missing; computing the record again", existing.ref, final)
     threads = config.cpu_threads()
     if threads:  # what the hash says computes, however run_experiment is called
         torch.set_num_threads(threads)
@@ -518,7 +526,9 @@ def run_experiment(config: ExperimentConfig, store: Store, tracker: Optional[Tra
         record.wall_time_s["total"] = time.perf_counter() - start
         return record.to_dict()
 
-    return store.get_or_compute("experiment", spec, {}, compute).result
+    stage = store.get_or_compute("experiment", spec, {}, compute)
+    progress_log.info("record %s: %s", stage.ref, "reused from the store" if stage.reused else "written")
+    return stage.result
 
 
 def record_failure(config: ExperimentConfig, store: Store, error: BaseException) -> dict:

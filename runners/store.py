@@ -3,16 +3,21 @@
 A stage's hash covers its spec (only fields that differ from their defaults — see ``foundations.checks.nondefault``)
 and the hashes of its parent stages, so a sweep shares every stage it can: 8 methods × 5 sparsities × 3 seeds train
 each dense model once. ``result.json`` is written last and atomically, with a checksum of every file it vouches for;
-a folder without it is incomplete (and resumable), a folder whose files fail their checksum is recomputed.
-A file lock keeps two concurrent jobs (joblib, SLURM array) from computing the same stage twice.
+a folder without it is incomplete (and resumable). A folder whose files fail their checksum is moved aside, whoever
+finds it (``find``, ``get``, ``get_or_compute``), to ``<root>/corrupt/<kind>/<hash>.<n>/`` with one warning, so the
+next ``get_or_compute`` recomputes it from scratch and no reader of ``runs/`` ever sees it again.
+A file lock per stage (``runs/<kind>/.<hash>.lock``, beside the folder so that moving the folder leaves it in place)
+keeps two concurrent jobs (joblib, SLURM array) from computing the same stage twice, and a folder from being moved
+while another job writes it: the checksums are checked again under the lock before anything is moved.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +33,7 @@ from foundations.hashing import canonical, file_sha256, stage_hash
 from methods.pipeline.api import Weights
 from methods.pipeline.channels import ChannelPlan
 
+log = logging.getLogger("prunelab")
 RESULT = "result.json"
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -36,6 +42,7 @@ _NOT_VOUCHED = {RESULT, CHECKPOINT, ".lock", METRICS, MIRROR}
 # The only place that names the files of a stage folder.
 _WEIGHTS = {"selected": "model.safetensors", "last": "last.safetensors"}
 _MASKS, _PLAN, _CONFIG = "masks.safetensors", "plan.json", "config.yaml"
+CORRUPT = "corrupt"  # <root>/corrupt/<kind>/<hash>.<n>/: stage folders that failed verification, kept for a look
 
 
 def _weights_file(which: Weights) -> str:
@@ -97,10 +104,16 @@ class Stage:
         """What the stage's hash covers: ``{"kind", "spec", "parents"}`` (its ``config.yaml``)."""
         return yaml.safe_load((self.dir / _CONFIG).read_text())
 
+    @property
+    def metrics_file(self) -> Optional[Path]:
+        """Where a training stage's per-evaluation rows are (``metrics.jsonl``); None for other stages."""
+        path = self.dir / METRICS
+        return path if path.exists() else None
+
     def metrics(self) -> list[dict]:
         """The per-evaluation rows of a training stage (empty for other stages)."""
-        path = self.dir / METRICS
-        return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+        path = self.metrics_file
+        return [json.loads(line) for line in path.read_text().splitlines() if line] if path is not None else []
 
 
 class StageFiles:
@@ -131,12 +144,16 @@ class Store:
     def stage_dir(self, kind: str, digest: str) -> Path:
         return self.root / "runs" / kind / digest
 
-    def find(self, kind: str, spec: dict, parents: Optional[dict[str, str]] = None) -> Optional[Stage]:
-        """The complete, intact stage for this spec, or None."""
-        digest = stage_hash(kind, spec, parents or {})
+    def _lock(self, kind: str, digest: str) -> FileLock:
         folder = self.stage_dir(kind, digest)
-        result = self._verified(folder)
-        return Stage(kind, digest, folder, result, True) if result is not None else None
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(folder.parent / f".{digest}.lock"))
+
+    def find(self, kind: str, spec: dict, parents: Optional[dict[str, str]] = None) -> Optional[Stage]:
+        """The complete, intact stage for this spec, or None (a corrupt one is moved aside)."""
+        digest = stage_hash(kind, spec, parents or {})
+        result = self._intact(kind, digest)
+        return Stage(kind, digest, self.stage_dir(kind, digest), result, True) if result is not None else None
 
     @staticmethod
     def weights_id(which: Weights) -> str:
@@ -145,36 +162,39 @@ class Store:
 
     def get(self, ref: str) -> Optional[Stage]:
         """The finished stage named ``kind/hash`` (as records name stages), verified against its checksums; None if
-        the store has no such stage."""
+        the store has no such stage (a corrupt one is moved aside)."""
         kind, _, digest = ref.partition("/")
-        folder = self.stage_dir(kind, digest)
-        result = self._verified(folder)
-        return Stage(kind, digest, folder, result, True) if result is not None else None
+        result = self._intact(kind, digest)
+        return Stage(kind, digest, self.stage_dir(kind, digest), result, True) if result is not None else None
 
     def at(self, ref: str) -> Stage:
         """:meth:`get`, for a stage that must exist."""
         stage = self.get(ref)
         if stage is None:
-            raise UserError(f"stage {ref}: missing or corrupt in {self.root}; rerun the experiment that made it")
+            raise UserError(
+                f"stage {ref}: missing or corrupt (moved to {self.root / CORRUPT}) in {self.root}; "
+                f"rerun the experiment that made it"
+            )
         return stage
 
     def get_or_compute(
         self, kind: str, spec: dict, parents: Optional[dict[str, str]], compute: Callable[[StageFiles], dict]
     ) -> Stage:
         """Reuse the stage if complete; otherwise compute it under a lock (``compute`` writes files into the folder
-        and returns the result fields)."""
+        and returns the result fields). A corrupt folder is moved aside first and computed anew."""
         parents = parents or {}
         digest = stage_hash(kind, spec, parents)
         folder = self.stage_dir(kind, digest)
-        result = self._verified(folder)
+        result, _ = self._check(folder)
         if result is not None:
             return Stage(kind, digest, folder, result, True)
-        folder.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(folder / ".lock")):
-            result = self._verified(folder)  # another job may have finished it while we waited
+        with self._lock(kind, digest):
+            result, problem = self._check(folder)  # another job may have finished (or moved) it while we waited
             if result is not None:
                 return Stage(kind, digest, folder, result, True)
-            self._discard_corrupt(folder)
+            if problem is not None:
+                self._move_aside(kind, digest, problem)
+            folder.mkdir(parents=True, exist_ok=True)
             (folder / _CONFIG).write_text(
                 yaml.safe_dump(json.loads(canonical({"kind": kind, "spec": spec, "parents": parents})), sort_keys=True)
             )
@@ -198,10 +218,29 @@ class Store:
         self.computed.append(f"{kind}/{digest}")
         return Stage(kind, digest, folder, result, False)
 
-    def _verified(self, folder: Path) -> Optional[dict]:
+    def _intact(self, kind: str, digest: str) -> Optional[dict]:
+        """The verified result of a finished stage; None for a missing or incomplete one, and for a corrupt one,
+        which is moved aside. The first check takes no lock (the common case: intact, or not there); a failure is
+        checked again under the stage's lock before anything moves, since what looked corrupt may have been a folder
+        another job was moving or writing at that moment."""
+        folder = self.stage_dir(kind, digest)
+        result, problem = self._check(folder)
+        if problem is None:
+            return result
+        with self._lock(kind, digest):
+            result, problem = self._check(folder)
+            if problem is None:
+                return result
+            self._move_aside(kind, digest, problem)
+        return None
+
+    @staticmethod
+    def _check(folder: Path) -> tuple[Optional[dict], Optional[str]]:
+        """``(result, None)`` for an intact finished stage, ``(None, None)`` for a missing or incomplete one (no
+        result.json yet: resumable), ``(None, what failed)`` for a corrupt one."""
         path = folder / RESULT
         if not path.exists():
-            return None
+            return None, None
         try:
             result = json.loads(path.read_text())
             bad = [
@@ -209,19 +248,24 @@ class Store:
                 for name, digest in result.get("files", {}).items()
                 if not (folder / name).exists() or file_sha256(folder / name) != digest
             ]
-        except (OSError, json.JSONDecodeError) as err:
-            bad = [f"{RESULT} ({err})"]
+        except (OSError, json.JSONDecodeError, AttributeError) as err:
+            return None, f"{RESULT} is unreadable ({type(err).__name__})"
         if bad:
-            warnings.warn(
-                f"stage {folder} is corrupt ({', '.join(bad)} failed its checksum); recomputing it", stacklevel=2
-            )
-            return None
-        return result
+            return None, f"{', '.join(bad)} failed {'its' if len(bad) == 1 else 'their'} checksum"
+        return result, None
 
-    @staticmethod
-    def _discard_corrupt(folder: Path) -> None:
-        """A folder with a result.json that failed verification is emptied; an incomplete one keeps its checkpoint."""
-        if (folder / RESULT).exists():
-            for entry in folder.iterdir():
-                if entry.name != ".lock":
-                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    def _move_aside(self, kind: str, digest: str, problem: str) -> None:
+        """Move a corrupt stage folder out of ``runs/`` (the caller holds the stage's lock), with one warning."""
+        area = self.root / CORRUPT / kind
+        area.mkdir(parents=True, exist_ok=True)
+        n = 1
+        while (area / f"{digest}.{n}").exists():
+            n += 1
+        target = area / f"{digest}.{n}"
+        try:
+            os.replace(self.stage_dir(kind, digest), target)
+        except OSError:  # runs/ and corrupt/ on different file systems (a symlinked runs/)
+            shutil.move(str(self.stage_dir(kind, digest)), str(target))
+        log.warning(
+            "stage %s/%s is corrupt (%s): moved to %s; it is recomputed when needed", kind, digest, problem, target
+        )

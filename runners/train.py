@@ -382,8 +382,9 @@ def job(cfg: DictConfig) -> dict | None:
     store = Store(config.paths.results)
     with open_tracker(config, store, cfg, output_dir) as tracker:
         try:
-            reused = recorded(config, store) is not None
+            existing = recorded(config, store)
             record = run_experiment(config, store, tracker)
+            reused = existing is not None and record == existing.result  # not when its lost final stage was remade
         except UserError as err:
             tracker.discard()
             stop(str(err), output_dir, sweeping)
@@ -415,9 +416,11 @@ def job(cfg: DictConfig) -> dict | None:
             return record
         log_record(tracker, record, store, reused=reused)
     atomic_write_json(output_dir / "result.json", record)
+    final = store.get(record["final_stage"])
+    curves = f"\n  metrics: {final.metrics_file}" if final is not None and final.metrics_file is not None else ""
     print(
         f"\n{record['label']} on {record['model']}/{record['dataset']}: test_acc={record['test_acc']:.4f}\n"
-        f"{summarize(record)}\n  record: {output_dir / 'result.json'}"
+        f"{summarize(record)}\n  record: {output_dir / 'result.json'}{curves}"
     )
     return record
 

@@ -322,6 +322,58 @@ MUTANTS = [
         ("tests/test_masks.py",),
     ),
     Mutant(
+        "a mask update inside a stage forgets the optimizer state (momentum, Adam moments)",
+        "methods/pipeline/masks.py",
+        "        self._zero(indices, keep, optimizer)",
+        "        self._zero(indices, keep, None)",
+        ("tests/test_masks.py",),
+    ),
+    Mutant(
+        "masked training trusts an optimizer's state from before the masks",
+        "methods/pipeline/masks.py",
+        "        if optimizer is not self._optimizer:\n            self._agree(optimizer)",
+        "        if False:\n            self._agree(optimizer)",
+        ("tests/test_masks.py",),
+    ),
+    Mutant(
+        "masked training masks gradients with the buffers it found at entry (stale after NHWC, a checkpoint)",
+        "methods/pipeline/masks.py",
+        "        return cast(list[torch.Tensor], [buffers[key] for buffers, key in self._slots])",
+        "        return self.__dict__.setdefault('_entry', [buffers[key] for buffers, key in self._slots])",
+        ("tests/test_masks.py",),
+    ),
+    Mutant(
+        "a corrupt stage found by a reader stays in place",
+        "runners/store.py",
+        "                return result\n            self._move_aside(kind, digest, problem)\n        return None",
+        "                return result\n        return None",
+        (
+            "tests/test_store.py::test_a_corrupt_shared_stage_is_moved_aside_and_its_next_consumer_recomputes_it_bitwise",
+        ),
+    ),
+    Mutant(
+        "the store moves a stage aside without checking it again under the lock",
+        "runners/store.py",
+        "        with self._lock(kind, digest):\n            result, problem = self._check(folder)\n            if problem is None:\n"
+        "                return result\n            self._move_aside",
+        "        with self._lock(kind, digest):\n            self._move_aside",
+        ("tests/test_store.py::test_what_looked_corrupt_is_checked_again_under_the_lock_before_anything_moves",),
+    ),
+    Mutant(
+        "a resumed stage does not say so",
+        "foundations/training/loop.py",
+        '        log.info(\n            "resumed %s',
+        '        log.debug(\n            "resumed %s',
+        ("tests/test_store.py::test_a_resumed_stage_says_so_in_the_log",),
+    ),
+    Mutant(
+        "evaluation lines go to the console too",
+        "conf/hydra/job_logging/prunelab.yaml",
+        "    propagate: false",
+        "    propagate: true",
+        ("tests/test_job_log.py",),
+    ),
+    Mutant(
         "the train hash leaves out the conv layout train() picks",
         "runners/experiment.py",
         "            train_cfg, channels_last=channels_last(train_cfg.channels_last, self.convolutional, self.device)",

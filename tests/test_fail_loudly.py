@@ -215,7 +215,7 @@ def test_disk_full_while_writing_a_stage_is_one_line_and_the_store_stays_consist
     folders = [p for p in (kept / "runs").glob("*/*") if p.is_dir()]
     finished = [p for p in folders if (p / "result.json").exists()]
     assert [p.parent.name for p in finished] == ["init"]
-    assert all(Store(kept)._verified(p) is not None for p in finished)
+    assert all(Store._check(p)[0] is not None for p in finished)
     assert not [p for p in kept.rglob(".*.tmp")]  # no half-written temp file left behind
     again = subprocess.run(
         shlex.split(cli_line(tmp_path, kept, *args)),

@@ -2,7 +2,15 @@ import pytest
 import torch
 from torch import nn
 
-from methods.pipeline.masks import Prunable, apply_masks, density, folded, masked_training, prunable_names
+from methods.pipeline.masks import (
+    Prunable,
+    apply_masks,
+    current_masks,
+    density,
+    folded,
+    masked_training,
+    prunable_names,
+)
 from methods.pipeline.select import ladder, select
 
 
@@ -91,6 +99,311 @@ def test_masked_training_is_bitwise_the_pruning_hooks_path(optimizer):
     x = torch.randn(8, 20)
     assert torch.equal(fast(x), slow(x))  # the hooks are back: the forward is the masked one again
     assert torch.equal(folded(fast)(x), folded(slow)(x))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Whatever optimizer masked_training is given: state from before the masks, masks that change inside the stage.
+
+OPTIMIZERS = {
+    "sgd": lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-2),
+    "adam": lambda params: torch.optim.Adam(params, lr=0.01, weight_decay=1e-2),
+    "amsgrad": lambda params: torch.optim.Adam(params, lr=0.01, weight_decay=1e-2, amsgrad=True),
+}
+LAYERS = {"0.weight": 0, "2.weight": 2}
+
+
+def _guard(model, expected: dict, layers: dict = LAYERS) -> list:
+    """Forward pre-hooks asserting that the weight each masked module's forward reads is exactly zero wherever the
+    test's own masks (``expected``, changed by the test as it prunes) say pruned. Returns the call log."""
+    calls = []
+
+    def check(module, _args, name):
+        weight = module.weight  # the attribute Linear.forward reads
+        assert torch.all(weight[~expected[name]] == 0), f"{name}: a pruned weight is used by the forward"
+        calls.append(name)
+
+    for name, index in layers.items():
+        model[index].register_forward_pre_hook(lambda m, a, name=name: check(m, a, name))
+    return calls
+
+
+def _assert_state_zero(opt, model, masks: dict, layers: dict = LAYERS) -> None:
+    for name, index in layers.items():
+        weight = model[index].weight_orig
+        assert torch.all(weight[~masks[name]] == 0), name
+        state = [v for v in opt.state[weight].values() if torch.is_tensor(v) and v.shape == weight.shape]
+        assert state, f"{name}: the optimizer keeps no elementwise state (the test would prove nothing)"
+        for value in state:
+            assert torch.all(value[~masks[name]] == 0), f"{name}: optimizer state revives a pruned entry"
+
+
+def _rezero(masks: dict):
+    """The reference: after every step, every pruned weight and optimizer-state entry set to zero."""
+
+    def hook(model, opt):
+        with torch.no_grad():
+            for name, index in LAYERS.items():
+                weight = model[index].weight_orig
+                weight.mul_(masks[name])
+                for value in opt.state[weight].values():
+                    if torch.is_tensor(value) and value.shape == weight.shape:
+                        value.mul_(masks[name])
+
+    return hook
+
+
+def _dense_steps(model, opt, n: int = 5) -> None:
+    for x, y in _batches(n):
+        _step(model, opt, x, y)
+
+
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+def test_an_optimizer_holding_state_from_before_the_masks_cannot_revive_pruned_weights(optimizer):
+    """Momentum / Adam moments gathered while dense, then masks applied: the first step moves the pruned weights
+    (their state is not zero), and masked training must undo it before any forward sees them. The reference path
+    (pruning hooks, every pruned weight and state entry re-zeroed after every step) must agree bitwise."""
+    fast, slow = net(), net()
+    fast_opt, slow_opt = OPTIMIZERS[optimizer](list(fast.parameters())), OPTIMIZERS[optimizer](list(slow.parameters()))
+    _dense_steps(fast, fast_opt)
+    _dense_steps(slow, slow_opt)
+    gen = torch.Generator().manual_seed(2)
+    masks = {n: torch.rand(p.shape, generator=gen) > 0.5 for n, p in fast.named_parameters() if n in LAYERS}
+    apply_masks(fast, masks)
+    apply_masks(slow, masks)
+    calls = _guard(fast, masks)
+    with masked_training(fast) as masking:
+        for x, y in _batches(20):
+            _step(fast, fast_opt, x, y, masking.before_step, masking.after_step)
+            _step(slow, slow_opt, x, y, (), [_rezero(masks)])
+            _assert_state_zero(fast_opt, fast, masks)
+    assert len(calls) == 2 * 20
+    for (name, a), b in zip(fast.state_dict().items(), slow.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def _magnitude_masks(model, masks: dict, keep: float, layers: dict = LAYERS) -> dict:
+    """Keep the ``keep`` fraction of each layer's entries with the largest |w| among the alive ones."""
+    out = {}
+    for name, index in layers.items():
+        weight = model[index].weight_orig.detach().abs().masked_fill(~masks[name], -1.0).flatten()
+        k = round(keep * weight.numel())
+        mask = torch.zeros(weight.numel(), dtype=torch.bool)
+        mask[weight.topk(k).indices] = True
+        out[name] = mask.view_as(masks[name]) & masks[name]
+    return out
+
+
+def _regrow(masks: dict, n: int = 7) -> dict:
+    """Turn the first ``n`` pruned entries of each layer back on."""
+    out = {}
+    for name, mask in masks.items():
+        flat = mask.flatten().clone()
+        flat[(~flat).nonzero()[:n, 0]] = True
+        out[name] = flat.view_as(mask)
+    return out
+
+
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+def test_masks_updated_during_training_keep_every_pruned_weight_and_its_state_zero(optimizer):
+    """Gradual pruning inside one stage with one optimizer: masks shrink three times, then some entries regrow.
+    At every forward the weights used are zero where pruned; after every step the optimizer state is zero there;
+    the numbers are bitwise the reference's (pruning hooks, masks re-applied with apply_masks, every pruned weight
+    and state entry re-zeroed after every step); a regrown entry restarts at 0 with zero state."""
+    fast, slow = net(), net()
+    full = {n: torch.ones_like(p, dtype=torch.bool) for n, p in fast.named_parameters() if n in LAYERS}
+    apply_masks(fast, full)
+    apply_masks(slow, full)
+    fast_opt, slow_opt = OPTIMIZERS[optimizer](list(fast.parameters())), OPTIMIZERS[optimizer](list(slow.parameters()))
+    current = dict(full)
+    schedule = {10: 0.7, 20: 0.5, 30: 0.3, 40: "regrow"}
+    regrown: dict = {}
+    pending: dict = {}
+    steps = []
+    calls = _guard(fast, current)
+    with masked_training(fast) as masking:
+
+        def prune_on_schedule(model, opt):  # an after_step hook, as gradual pruning would run
+            steps.append(1)
+            what = schedule.get(len(steps))
+            if what is None:
+                return
+            new = _regrow(current) if what == "regrow" else _magnitude_masks(model, current, what)
+            regrown.update({n: new[n] & ~current[n] for n in new} if what == "regrow" else {})
+            masking.update(new, opt)
+            pending.update(new)
+            current.update(new)
+            if regrown and what == "regrow":  # right after the update: weight and state zero at regrown entries
+                for name, index in LAYERS.items():
+                    assert torch.all(model[index].weight_orig[regrown[name]] == 0)
+                    for value in opt.state[model[index].weight_orig].values():
+                        if torch.is_tensor(value) and value.shape == regrown[name].shape:
+                            assert torch.all(value[regrown[name]] == 0)
+
+        def reference(model, opt):  # the same masks at the same point, applied the plain way
+            if pending:
+                apply_masks(model, pending)
+                pending.clear()
+            _rezero(current)(model, opt)
+
+        for x, y in _batches(50):
+            _step(fast, fast_opt, x, y, masking.before_step, [prune_on_schedule, *masking.after_step])
+            _step(slow, slow_opt, x, y, (), [reference])
+            _assert_state_zero(fast_opt, fast, current)
+            for (name, a), b in zip(fast.state_dict().items(), slow.state_dict().values()):
+                assert torch.equal(a, b), (len(steps), name)
+    assert len(calls) == 2 * 50
+    assert all(regrown[n].sum() == 7 for n in LAYERS)
+    assert all(fast[i].weight_orig[regrown[n]].ne(0).all() for n, i in LAYERS.items())  # they trained again
+    slow_masks = current_masks(slow)
+    for name, mask in current_masks(fast).items():
+        assert torch.equal(mask, current[name]) and torch.equal(mask, slow_masks[name])
+        assert density({name: mask}) < 0.5
+    x = torch.randn(8, 20)
+    assert torch.equal(fast(x), slow(x)) and torch.equal(folded(fast)(x), folded(slow)(x))
+    assert list(fast.state_dict()) == list(slow.state_dict())
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_regrown_entry_takes_the_step_of_a_zero_weight_with_zero_state(optimizer):
+    """The first step after regrowth, in closed form from its gradient g: SGD (Nesterov, μ = 0.9, decay on a zero
+    weight adds nothing) moves it by -lr·(1 + μ)·g; Adam at the tensor's step count t by
+    -lr·m̂/(√v̂ + ε) with m̂ = (1 - β1)·g/(1 - β1^t), v̂ = (1 - β2)·g²/(1 - β2^t)."""
+    model = net()
+    gen = torch.Generator().manual_seed(2)
+    masks = {n: torch.rand(p.shape, generator=gen) > 0.5 for n, p in model.named_parameters() if n in LAYERS}
+    apply_masks(model, masks)
+    opt = OPTIMIZERS[optimizer](list(model.parameters()))
+    batches = _batches(12)
+    with masked_training(model) as masking:
+        for x, y in batches[:10]:
+            _step(model, opt, x, y, masking.before_step, masking.after_step)
+        grown = _regrow(masks)
+        masking.update(grown, opt)
+        grads = {}
+
+        def keep_grad(m):
+            grads.update({n: m[i].weight_orig.grad.clone() for n, i in LAYERS.items()})
+
+        _step(model, opt, *batches[10], [*masking.before_step, keep_grad], masking.after_step)
+    for name, index in LAYERS.items():
+        entries = grown[name] & ~masks[name]
+        g = grads[name][entries]
+        assert g.abs().min() > 0  # the regrown entries got a gradient (else the check proves nothing)
+        if optimizer == "sgd":
+            expected = -0.1 * (1 + 0.9) * g
+        else:
+            t = float(opt.state[model[index].weight_orig]["step"])
+            (b1, b2), eps = opt.defaults["betas"], opt.defaults["eps"]
+            m_hat = (1 - b1) * g / (1 - b1**t)
+            v_hat = (1 - b2) * g**2 / (1 - b2**t)
+            expected = -0.01 * m_hat / (v_hat.sqrt() + eps)
+        torch.testing.assert_close(model[index].weight_orig.detach()[entries], expected, rtol=1e-5, atol=0)
+
+
+class Interrupt(Exception):
+    pass
+
+
+CONV_LAYERS = {"0.weight": 0, "3.weight": 3}
+
+
+def _gradual(optimizer: str, checkpoint, *, interrupt_at=None, resume_from=None, history=None):
+    """A small conv net trained channels-last by the real loop (which builds the optimizer itself and moves the model
+    to NHWC after masked_training began), pruned during training by an after_step hook: masks shrink at iterations
+    10, 35 and 60 and regrow at 70 of 87. ``history`` collects the masks of each update; a resumed run starts from the
+    masks the checkpoint holds."""
+    from datasets import build_dataset
+    from datasets.config import DatasetConfig
+    from foundations.training import Hooks, TrainConfig, train
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 8 * 8, 4))
+    full = {n: torch.ones_like(model.get_parameter(n), dtype=torch.bool) for n in CONV_LAYERS}
+    apply_masks(model, full)
+    data = build_dataset(DatasetConfig(name="synthetic", val_size=200))
+    cfg = TrainConfig(
+        optimizer=optimizer,
+        lr=0.05 if optimizer == "sgd" else 0.005,
+        nesterov=True,
+        weight_decay=1e-2,
+        epochs=3,
+        batch_size=64,
+        channels_last=True,
+    )
+    current = dict(full)
+    if resume_from is not None:
+        current.update(history[max(i for i in history if i <= resume_from)])
+    iteration = [resume_from or 0]
+    calls = _guard(model, current, CONV_LAYERS)
+    with masked_training(model) as masking:
+
+        def prune_on_schedule(m, opt):
+            iteration[0] += 1
+            what = {10: 0.6, 35: 0.4, 60: 0.25, 70: "regrow"}.get(iteration[0])
+            if what is not None:
+                new = _regrow(current) if what == "regrow" else _magnitude_masks(m, current, what, CONV_LAYERS)
+                masking.update(new, opt)
+                current.update(new)
+                if history is not None:
+                    history[iteration[0]] = dict(new)
+
+        def check(m, opt):
+            assert m[0].weight_orig.is_contiguous(memory_format=torch.channels_last)  # the loop's layout
+            _assert_state_zero(opt, m, current, CONV_LAYERS)
+
+        def on_eval(row):
+            if interrupt_at is not None and row["epoch"] >= interrupt_at:
+                raise Interrupt
+
+        outcome = train(
+            model,
+            data,
+            cfg,
+            data_seed=0,
+            device=torch.device("cpu"),
+            hooks=Hooks(masking.before_step, [prune_on_schedule, *masking.after_step, check]),
+            checkpoint=checkpoint,
+            on_eval=on_eval,
+            progress=False,
+        )
+    assert calls
+    return model, outcome, current
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_pruning_during_training_in_the_real_loop_survives_a_resume(tmp_path, optimizer):
+    """The loop's own optimizer (SGD with Nesterov momentum and decay; Adam with decay) reaches the pruning hook
+    through ``after_step``; the loop replaces the conv masks' buffers when it goes channels-last and again when a
+    checkpoint is loaded. Killed in epoch 2 and resumed from epoch 1's checkpoint (the masks of iteration 10 in it),
+    the run ends bitwise where the straight one does."""
+    history: dict = {}
+    straight, outcome, masks = _gradual(optimizer, None, history=history)
+    assert sorted(history) == [10, 35, 60, 70]
+    checkpoint = tmp_path / "checkpoint.pt"
+    with pytest.raises(Interrupt):
+        _gradual(optimizer, checkpoint, interrupt_at=2)
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["iteration"] == 29 and not torch.equal(saved["model"]["0.weight_mask"], torch.ones(6, 1, 3, 3))
+    resumed, again, resumed_masks = _gradual(optimizer, checkpoint, resume_from=29, history=history)
+    assert again.metrics == outcome.metrics
+    for (name, a), b in zip(resumed.state_dict().items(), straight.state_dict().values()):
+        assert torch.equal(a, b), name
+    for name, mask in current_masks(straight).items():
+        assert torch.equal(mask, masks[name]) and torch.equal(mask, resumed_masks[name])
+        assert torch.all(folded(straight).get_parameter(name)[~mask] == 0)
+
+
+def test_update_refuses_what_it_cannot_keep_zero():
+    model, masks = _masked_net()
+    with masked_training(model) as masking:
+        with pytest.raises(ValueError, match="had no mask when the stage began"):
+            masking.update({"0.bias": torch.ones(30, dtype=torch.bool)}, None)
+        with pytest.raises(ValueError, match="shape"):
+            masking.update({"0.weight": torch.ones(3, dtype=torch.bool)}, None)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        opt.state[model[0].weight_orig]["factored"] = torch.zeros(30)  # a row factor (Adafactor-like)
+        with pytest.raises(ValueError, match="cannot be kept zero"):
+            masking.update({"0.weight": masks["0.weight"]}, opt)
 
 
 def test_masked_training_leaves_an_unmasked_model_alone():

@@ -1,9 +1,14 @@
 import json
+import logging
 import multiprocessing as mp
+import re
+import threading
+import time
 from dataclasses import dataclass
 
 import pytest
 import torch
+from filelock import FileLock
 
 from foundations.checks import nondefault
 from foundations.hashing import stage_hash
@@ -105,20 +110,160 @@ def test_resume_after_interruption_gives_identical_numbers(tmp_path, model_name)
     assert all(torch.equal(resumed.selected_state[k], straight.selected_state[k]) for k in straight.selected_state)
 
 
-def test_corrupt_weights_are_detected_and_recomputed(tmp_path):
+def test_a_resumed_stage_says_so_in_the_log(tmp_path, caplog):
+    checkpoint = tmp_path / "checkpoint.pt"
+    with pytest.raises(Interrupt):
+        _train(tmp_path, checkpoint, fail_at=3)  # killed in epoch 3: epoch 2's checkpoint
+    with caplog.at_level(logging.INFO, logger="prunelab"):
+        _train(tmp_path, checkpoint)
+    lines = [r.getMessage() for r in caplog.records]
+    per_epoch = 1800 // 64 + 1  # synthetic: 2000 images, 200 for validation, batches of 64 (the last one short)
+    assert lines[0] == f"resumed train at epoch 2/4 (iteration {2 * per_epoch}) from {checkpoint}"
+    assert [line.split(",")[0] for line in lines[1:]] == ["train: epoch 3/4", "train: epoch 4/4"]
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:-64])
+
+
+def _corrupt_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "prunelab" and " is corrupt " in r.getMessage()]
+
+
+def test_corrupt_weights_are_detected_moved_aside_and_recomputed(tmp_path, caplog):
     run = make_run(tmp_path, *SYNTH)
     first = run_experiment(run, Store(run.paths.results))
-    dense_dir = tmp_path / "results" / "runs" / "train" / first["stage_hashes"]["dense"]
-    weights = dense_dir / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:-64])  # truncated
-    experiment_dir = tmp_path / "results" / "runs" / "experiment"
-    for result in experiment_dir.glob("*/result.json"):
-        result.unlink()  # force the experiment to look at its stages again
+    dense = first["stage_hashes"]["dense"]
+    dense_dir = tmp_path / "results" / "runs" / "train" / dense
+    original = (dense_dir / "model.safetensors").read_bytes()
+    _truncate(dense_dir / "model.safetensors")
+    # the record's final stage is the dense stage: the record is made again, the dense stage recomputed
     store = Store(run.paths.results)
-    with pytest.warns(UserWarning, match="checksum"):
+    with caplog.at_level(logging.INFO, logger="prunelab"):
         again = run_experiment(run, store)
-    assert f"train/{first['stage_hashes']['dense']}" in store.computed
+    assert _corrupt_lines(caplog) == [
+        f"stage train/{dense} is corrupt (model.safetensors failed its checksum): moved to "
+        f"{tmp_path / 'results' / 'corrupt' / 'train' / dense}.1; it is recomputed when needed"
+    ]
+    assert f"train/{dense}" in store.computed
+    assert again["test_acc"] == first["test_acc"] and again["stage_hashes"] == first["stage_hashes"]
+    assert (dense_dir / "model.safetensors").read_bytes() == original
+    assert (tmp_path / "results" / "corrupt" / "train" / f"{dense}.1" / "model.safetensors").read_bytes() != original
+
+
+def test_a_corrupt_shared_stage_is_moved_aside_and_its_next_consumer_recomputes_it_bitwise(tmp_path):
+    """The dense stage of a finished magnitude experiment is damaged. The same command again: one warning line, the
+    folder moved out of runs/, the record reused (its final stage is intact). A fine-tune at another sparsity then
+    needs the dense stage: it is recomputed, bitwise the first one."""
+    from tests.test_cli import cli
+
+    args = [*SYNTH, "method=magnitude", "method.sparsity=0.8", "method.recovery.epochs=1"]
+    run = make_run(tmp_path, *args)
+    first = run_experiment(run, Store(run.paths.results))
+    dense = first["stage_hashes"]["dense"]
+    runs = tmp_path / "results" / "runs"
+    weights, metrics = (runs / "train" / dense / name for name in ("model.safetensors", "metrics.jsonl"))
+    original, rows = weights.read_bytes(), metrics.read_text()
+    _truncate(weights)
+
+    again = cli(tmp_path, *args)
+    assert again.returncode == 0, again.stderr
+    warned = [line for line in (again.stdout + again.stderr).splitlines() if "WARNING" in line or "is corrupt" in line]
+    aside = tmp_path / "results" / "corrupt" / "train" / f"{dense}.1"
+    assert len(warned) == 1 and f"stage train/{dense} is corrupt (model.safetensors" in warned[0], warned
+    assert str(aside) in warned[0] and "WARNING" in warned[0]
+    assert not (runs / "train" / dense).exists() and (aside / "result.json").exists()
+    assert json.loads((tmp_path / "out" / "result.json").read_text()) == first  # the record, reused
+    log = (tmp_path / "out" / "train.log").read_text()
+    assert warned[0] in log and "nothing to compute" in log
+
+    store = Store(run.paths.results)
+    other = run_experiment(make_run(tmp_path, *SYNTH, "method=magnitude", "method.sparsity=0.5"), store)
+    assert other["stage_hashes"]["dense"] == dense and f"train/{dense}" in store.computed
+    assert weights.read_bytes() == original and metrics.read_text() == rows
+    assert other["dense_test_acc"] == first["dense_test_acc"]
+    assert not (tmp_path / "results" / "corrupt" / "train" / f"{dense}.2").exists()
+
+
+def test_a_corrupt_record_is_moved_where_no_reader_counts_it(tmp_path, caplog):
+    from analysis.records import load_local
+
+    run = make_run(tmp_path, *SYNTH)
+    first = run_experiment(run, Store(run.paths.results))
+    record = next((tmp_path / "results" / "runs" / "experiment").glob("*/result.json"))
+    record.write_text(record.read_text()[:100])  # cut mid-write by something other than the store
+    assert len(load_local(tmp_path / "results").attrs["unreadable"]) == 1
+    store = Store(run.paths.results)
+    with caplog.at_level(logging.WARNING, logger="prunelab"):
+        again = run_experiment(run, store)
+    assert len(_corrupt_lines(caplog)) == 1 and "result.json is unreadable" in _corrupt_lines(caplog)[0]
+    assert store.computed == [f"experiment/{record.parent.name}"]  # its stages are intact: only the record
     assert again["test_acc"] == first["test_acc"]
+    assert (tmp_path / "results" / "corrupt" / "experiment" / f"{record.parent.name}.1" / "result.json").exists()
+    df = load_local(tmp_path / "results")
+    assert len(df) == 1 and df.attrs["unreadable"] == []
+
+
+def _blocked_at_the_lock(store, monkeypatch):
+    """Each call that finds a stage corrupt without the lock signals, then waits for the lock the test holds."""
+    arrived = []
+    real = Store._lock
+
+    def lock(self, kind, digest):
+        arrived.append(threading.current_thread().name)
+        return real(self, kind, digest)
+
+    monkeypatch.setattr(Store, "_lock", lock)
+    return arrived
+
+
+def _wait_for(condition, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_what_looked_corrupt_is_checked_again_under_the_lock_before_anything_moves(tmp_path, monkeypatch, caplog):
+    """Two readers find a stage corrupt at once: one moves it (one warning). A reader that found it corrupt while a
+    job held its lock and repaired it (a stage being recomputed) moves nothing."""
+    run = make_run(tmp_path, *SYNTH)
+    first = run_experiment(run, Store(run.paths.results))
+    ref = f"train/{first['stage_hashes']['dense']}"
+    store = Store(run.paths.results)
+    weights = tmp_path / "results" / "runs" / ref / "model.safetensors"
+    original = weights.read_bytes()
+    arrived = _blocked_at_the_lock(store, monkeypatch)
+    found: dict = {}
+
+    def reader(name):
+        found[name] = store.get(ref)
+
+    for repair in (True, False):
+        arrived.clear()
+        found.clear()
+        _truncate(weights)
+        lock = FileLock(str(tmp_path / "results" / "runs" / "train" / f".{ref.split('/')[1]}.lock"))
+        with caplog.at_level(logging.WARNING, logger="prunelab"):
+            with lock:
+                threads = [threading.Thread(target=reader, args=(f"r{i}",), name=f"r{i}") for i in range(2)]
+                for thread in threads:
+                    thread.start()
+                _wait_for(lambda: len(arrived) == 2)  # both saw the damage and wait for the lock
+                if repair:
+                    weights.write_bytes(original)
+            for thread in threads:
+                thread.join(timeout=30)
+        if repair:
+            assert all(stage is not None for stage in found.values()) and len(found) == 2
+            assert _corrupt_lines(caplog) == [] and not (tmp_path / "results" / "corrupt").exists()
+        else:
+            assert found == {"r0": None, "r1": None}
+            assert len(_corrupt_lines(caplog)) == 1
+            assert sorted(p.name for p in (tmp_path / "results" / "corrupt" / "train").iterdir()) == [
+                f"{ref.split('/')[1]}.1"
+            ]
+            assert not (tmp_path / "results" / "runs" / ref).exists()
 
 
 def _needs_dense(results, out):
@@ -189,3 +334,11 @@ def test_kill_9_mid_training_then_rerun_matches_an_uninterrupted_run(tmp_path):
     straight_stage = tmp_path / "straight" / "runs" / "train" / stage.name
     assert (stage / "metrics.jsonl").read_text() == (straight_stage / "metrics.jsonl").read_text()
     assert (stage / "model.safetensors").read_bytes() == (straight_stage / "model.safetensors").read_bytes()
+    # the job's log (Hydra's train.log, both runs appended to it): the resume, then only the epochs after it
+    log = (killed / "out" / "train.log").read_text()
+    resumed = re.findall(r"resumed dense:dense at epoch (\d+)/12 \(iteration (\d+)\) from \S+checkpoint.pt", log)
+    assert len(resumed) == 1, log
+    epoch = int(resumed[0][0])
+    after = log.split("resumed dense:dense")[1]
+    assert re.findall(r"dense:dense: epoch (\d+)/12,", after) == [str(e) for e in range(epoch + 1, 13)]
+    assert "resumed" not in (tmp_path / "straight" / "out" / "train.log").read_text()

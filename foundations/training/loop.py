@@ -7,11 +7,16 @@ Design choices that make results reproducible and resumable:
   so a killed run continues from its last epoch and ends with bitwise-identical numbers;
 - a non-finite loss or weight stops training with ``Diverged`` rather than finishing "ok" at chance accuracy; no
   checkpoint or evaluation is ever taken of diverged weights.
+
+Each evaluation is one INFO line on the logger ``prunelab.progress`` (a Hydra job writes it to its log file only, the
+progress bar being the console's), and a resumed run says so on ``prunelab``.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,6 +32,8 @@ from foundations.progress import progress_bar
 from foundations.seeds import epoch_seed
 from foundations.training.config import TrainConfig
 
+log = logging.getLogger("prunelab")
+progress_log = logging.getLogger("prunelab.progress")
 GradientHook = Callable[[nn.Module], None]
 StepHook = Callable[[nn.Module, torch.optim.Optimizer], None]
 
@@ -227,10 +234,19 @@ def train(
         iteration, metrics = state["iteration"], state["metrics"]
         kept, selected_state = state["snapshots"], state["selected_state"]
         torch.set_rng_state(state["rng"])
+        log.info(
+            "resumed %s at epoch %.4g/%.4g (iteration %d) from %s",
+            desc,
+            iteration / per_epoch,
+            total / per_epoch,
+            iteration,
+            checkpoint,
+        )
     if iteration in wanted:
         kept[iteration] = _state_copy(model)
 
     model.train()
+    started = time.perf_counter()
     watch = _DivergenceWatch(device)
     bar = progress_bar(total=total, initial=iteration, desc=desc, enabled=progress, leave=False, dynamic_ncols=True)
     while iteration < total:
@@ -269,6 +285,7 @@ def train(
                     cfg.lr * lr_factor(cfg, iteration - 1, total),
                 )
                 metrics.append(row)
+                _log_eval(desc, row, total / per_epoch, time.perf_counter() - started)
                 if _select(metrics, cfg.selection) == len(metrics) - 1:
                     selected_state = _state_copy(model)
                 bar.set_postfix(val_acc=f"{row['val_acc']:.4f}")
@@ -296,6 +313,7 @@ def train(
         model.to(memory_format=torch.contiguous_format)
     if not metrics:  # a zero-length schedule (train.epochs=0, a checkpoint): the start weights, evaluated
         metrics.append(_eval_row(model, data, device, iteration, per_epoch, None, 0.0))
+        _log_eval(desc, metrics[-1], 0, time.perf_counter() - started)
         selected_state = _state_copy(model)
     chosen = _select(metrics, cfg.selection)
     early = min(range(len(metrics)), key=lambda i: (metrics[i]["val_loss"], i))
@@ -323,3 +341,19 @@ def _eval_row(model, data, device, iteration: int, per_epoch: int, train_loss: O
         "test_loss": test_loss,
         "test_acc": test_acc,
     }
+
+
+def _log_eval(desc: str, row: dict, epochs: float, elapsed: float) -> None:
+    loss = "-" if row["train_loss"] is None else f"{row['train_loss']:.4f}"
+    progress_log.info(
+        "%s: epoch %.4g/%.4g, iteration %d, train loss %s, val acc %.4f, test acc %.4f, lr %.4g, %.1f s",
+        desc,
+        row["epoch"],
+        epochs,
+        row["iteration"],
+        loss,
+        row["val_acc"],
+        row["test_acc"],
+        row["lr"],
+        elapsed,
+    )

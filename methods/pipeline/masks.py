@@ -8,10 +8,15 @@ Training a masked model goes through ``masked_training``, not through the prunin
 made masked training 1.3-1.6x slower than dense. Inside it the forward reads ``weight_orig`` itself (its pruned
 entries are exactly zero) and the gradients are masked in one fused in-place step after the other gradient hooks.
 The numbers are bitwise those of the hooks (``grad * mask`` is what autograd computes through ``weight_orig * mask``),
-and nothing needs re-zeroing after the step: with a zero gradient, a zero weight and zero state, SGD's update
-(momentum, Nesterov, weight decay) and Adam's (both moments, L2 decay) are exactly zero at the pruned entries, so the
-weights and the optimizer state stay zero (tests/test_masks.py checks both after every step). Re-zeroing the weights
-anyway cost 6 % of a LeNet-300-100 step.
+and nothing needs re-zeroing after a step: with a zero gradient, a zero weight and zero state, SGD's update
+(momentum, Nesterov, weight decay) and Adam's (both moments, AMSGrad's maximum, L2 decay) are exactly zero at the
+pruned entries, so the weights and the optimizer state stay zero (tests/test_masks.py checks both after every step).
+Re-zeroing the weights anyway cost 6 % of a LeNet-300-100 step.
+
+That induction needs zero state at the pruned entries to start from. An optimizer that meets a mask with state of its
+own (momentum gathered before the mask was applied, a mask changed inside the stage) would push the pruned weights
+off zero, so the weights and every elementwise state tensor are zeroed at the pruned entries once, when the handle of
+``masked_training`` first sees the optimizer and whenever ``MaskedTraining.update`` changes a mask: never per step.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Optional
+from typing import Optional, cast
 
 import torch
 from torch import nn
@@ -171,53 +176,142 @@ def folded(model: nn.Module) -> nn.Module:
     return plain
 
 
-def _pruned(model: nn.Module) -> list[tuple[nn.Module, str]]:
-    """(module, tensor name) of every tensor a pruning hook masks."""
+def _pruned(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
+    """(plain name, module, tensor name) of every tensor a pruning hook masks."""
     return [
-        (module, hook._tensor_name)
-        for module in model.modules()
+        (f"{module_name}.{hook._tensor_name}" if module_name else hook._tensor_name, module, hook._tensor_name)
+        for module_name, module in model.named_modules()
         for hook in module._forward_pre_hooks.values()
         if isinstance(hook, prune.BasePruningMethod)
     ]
 
 
-@contextmanager
-def masked_training(model: nn.Module) -> Iterator[Hooks]:
-    """The masked model trains as fast as a dense one; yields the step hooks that keep the pruned entries zero.
+class MaskedTraining(Hooks):
+    """The step hooks of a masked train stage (``before_step`` masks the gradients, ``after_step`` adopts the
+    optimizer), and ``update`` for masks that change inside the stage (pruning during training).
 
-    For the duration the pruning pre-hooks are detached and each masked ``weight`` is ``weight_orig`` itself; on
-    exit the hooks and the computed ``weight`` are back, so ``folded``, ``current_masks`` and the state dict are
-    unchanged. Append the yielded ``before_step`` hook after any other (it masks what they add too).
+    Invariant: at every forward inside ``masked_training`` each pruned entry of a weight is exactly zero, and so is
+    every elementwise optimizer-state tensor of that weight (SGD's ``momentum_buffer``; Adam's ``exp_avg``,
+    ``exp_avg_sq``, ``max_exp_avg_sq``) once the optimizer has taken a step. The masks are read from the module
+    buffers (``<name>_mask``) at each step, so a mask loaded from a checkpoint, or a buffer the training loop replaced
+    when it moved the model to another device or memory format, is the one applied.
     """
-    pruned = _pruned(model)
-    if not pruned:
-        yield Hooks()
-        return
-    weights = [getattr(module, f"{name}_orig") for module, name in pruned]
-    masks = [getattr(module, f"{name}_mask") for module, name in pruned]
-    saved = [(module, dict(module._forward_pre_hooks)) for module in {id(m): m for m, _ in pruned}.values()]
 
-    def mask_gradients(_model: nn.Module) -> None:
-        present = [(w.grad, m) for w, m in zip(weights, masks) if w.grad is not None]
+    def __init__(self, pruned: list[tuple[str, nn.Module, str]]):
+        self._names = {name: i for i, (name, _, _) in enumerate(pruned)}
+        self._weights = [getattr(module, f"{tensor}_orig") for _, module, tensor in pruned]
+        self._slots = [(module._buffers, f"{tensor}_mask") for _, module, tensor in pruned]
+        self._optimizer: Optional[torch.optim.Optimizer] = None  # the one whose state agrees with the masks
+        super().__init__([self._mask_gradients] if pruned else [], [self._adopt] if pruned else [])
+
+    def _masks(self) -> list[torch.Tensor]:
+        return cast(list[torch.Tensor], [buffers[key] for buffers, key in self._slots])
+
+    def _mask_gradients(self, _model: nn.Module) -> None:
+        present = [(w.grad, m) for w, m in zip(self._weights, self._masks()) if w.grad is not None]
         if present:
             torch._foreach_mul_([g for g, _ in present], [m for _, m in present])
 
+    def _adopt(self, _model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """An optimizer seen for the first time may hold state from before the masks: zero it (and the weights its
+        step just moved) at the pruned entries, once. After that every step keeps them zero by itself."""
+        if optimizer is not self._optimizer:
+            self._agree(optimizer)
+
+    def _agree(self, optimizer: torch.optim.Optimizer) -> None:
+        self._zero(list(range(len(self._weights))), self._masks(), optimizer)
+        self._optimizer = optimizer
+
+    @torch.no_grad()
+    def _zero(self, indices: list[int], keep: list[torch.Tensor], optimizer: Optional[torch.optim.Optimizer]) -> None:
+        weights = [self._weights[i] for i in indices]
+        torch._foreach_mul_(weights, keep)
+        for weight, mask in zip(weights, keep):
+            for value in _elementwise_state(optimizer, weight):
+                value.mul_(mask)
+
+    @torch.no_grad()
+    def update(self, masks: Masks, optimizer: Optional[torch.optim.Optimizer]) -> None:
+        """Replace the masks of some pruned tensors (plain names, as ``current_masks`` gives them), effective from
+        the next forward; call it from an ``after_step`` hook with the optimizer the loop passes (None before any
+        step). Entries pruned now get weight and optimizer state zero. An entry turned back on (regrowth) restarts
+        at weight 0 with zero state (its momentum, its Adam moments) and trains from its next gradient. Adam's step
+        count is per tensor, so a regrown entry is bias-corrected at the tensor's step t, not as a fresh parameter:
+        its first move is lr·(1 - β1)/√(1 - β2) ≈ 3.2·lr for the default betas and large t, not lr. Only tensors masked
+        when the stage began can be updated (attach ``full_masks`` to the others first), so the state dict's keys,
+        and with them the loop's checkpoints, never change inside a stage."""
+        indices, keep = [], []
+        for name, new in masks.items():
+            if name not in self._names:
+                raise ValueError(
+                    f"update: {name!r} had no mask when the stage began (masked: {', '.join(self._names)}); "
+                    f"attach full_masks to every tensor that may be pruned before masked_training"
+                )
+            i = self._names[name]
+            buffer = self._masks()[i]
+            if tuple(new.shape) != tuple(buffer.shape):
+                raise ValueError(f"update: the mask of {name} has shape {tuple(new.shape)}, not {tuple(buffer.shape)}")
+            new = new.to(device=buffer.device, dtype=torch.bool)
+            indices.append(i)
+            keep.append(buffer.bool() & new)  # a regrown entry is zeroed too: it restarts from 0 whatever it held
+            buffer.copy_(new)
+        if indices:
+            self._zero(indices, keep, optimizer)
+        if optimizer is not None and optimizer is not self._optimizer:
+            self._agree(optimizer)
+
+
+def _elementwise_state(optimizer: Optional[torch.optim.Optimizer], weight: torch.Tensor) -> list[torch.Tensor]:
+    """The optimizer's state tensors of ``weight`` that hold one value per entry; a per-tensor scalar (Adam's
+    ``step``) is left alone, and state of another shape (a factored second moment) cannot be masked: refused."""
+    if optimizer is None or weight not in optimizer.state:
+        return []
+    out = []
+    for key, value in optimizer.state[weight].items():
+        if not torch.is_tensor(value) or (value.numel() == 1 and value.shape != weight.shape):
+            continue
+        if value.shape != weight.shape:
+            raise ValueError(
+                f"masked training: {type(optimizer).__name__}'s state {key!r} has shape {tuple(value.shape)}, not "
+                f"the weight's {tuple(weight.shape)}: its pruned entries cannot be kept zero; use an elementwise "
+                f"optimizer (SGD, Adam)"
+            )
+        out.append(value)
+    return out
+
+
+@contextmanager
+def masked_training(model: nn.Module) -> Iterator[MaskedTraining]:
+    """The masked model trains as fast as a dense one; yields the step hooks that keep the pruned entries zero.
+
+    For the duration the pruning pre-hooks are detached and each masked ``weight`` is ``weight_orig`` itself; on
+    exit the hooks and the computed ``weight`` are back, so ``folded``, ``current_masks`` and the state dict hold the
+    masks as last updated. Append the yielded ``before_step`` hook after any other (it masks what they add too), and
+    the ``after_step`` hook after any that updates the masks. Whatever optimizer the loop passes to ``after_step``,
+    with or without state of its own, the pruned entries stay exactly zero (``MaskedTraining``).
+    """
+    pruned = _pruned(model)
+    handle = MaskedTraining(pruned)
+    if not pruned:
+        yield handle
+        return
+    saved = [(module, dict(module._forward_pre_hooks)) for module in {id(m): m for _, m, _ in pruned}.values()]
     with torch.no_grad():
-        torch._foreach_mul_(weights, masks)
+        torch._foreach_mul_(handle._weights, handle._masks())
     for module, hooks in saved:
         for key, hook in hooks.items():
             if isinstance(hook, prune.BasePruningMethod):
                 del module._forward_pre_hooks[key]
-    for (module, name), weight in zip(pruned, weights):
+    for (_, module, name), weight in zip(pruned, handle._weights):
         module.__dict__[name] = weight  # a plain attribute, as the hook sets it: not a second registered parameter
     try:
-        yield Hooks([mask_gradients], [])
+        yield handle
     finally:
         for module, hooks in saved:
             module._forward_pre_hooks.clear()
             module._forward_pre_hooks.update(hooks)
         with torch.no_grad():
-            for module, name in pruned:
+            for _, module, name in pruned:
                 module.__dict__[name] = getattr(module, f"{name}_orig") * getattr(module, f"{name}_mask")
 
 
