@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from foundations.checks import check
+from foundations.checks import check, moved_default
 from foundations.seeds import REINIT_OFFSET
 from methods.pipeline.api import Stages
 from methods.pipeline.scores import snip_scores
@@ -26,6 +26,8 @@ from methods.pipeline.unstructured import ScoreConfig, ScoreMethod
 
 @dataclass
 class SnipConfig(ScoreConfig):
+    name: str = moved_default("snip", hashed_as="dense")
+    sparsity: float = moved_default(0.9, hashed_as=0.0)
     when: str = "init"
     batch_size: int = 100
     batches: int = 1
