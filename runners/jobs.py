@@ -142,7 +142,7 @@ class Composer:
         """The groups under ``group`` (``what="groups"``) or its options, as Hydra lists them (each listing copies
         Hydra's repository: once per composer)."""
         if (group, what) not in self._listings:
-            loader = GlobalHydra.instance().config_loader()
+            loader = self._loader
             self._listings[group, what] = (
                 loader.list_groups(group) if what == "groups" else loader.get_group_options(group)
             )
@@ -171,7 +171,7 @@ class Composer:
                 )
             return Command(argv, [[_line(o) for o in task]], hydra, given)
         static = [_line(o) for o in task if self.is_group(o) and not o.is_sweep_override()]
-        params = self._base([*hydra, *static])[0]
+        params, sweep_config = self._base([*hydra, *static])
         fixed = {o.key_or_group for o in task if not o.is_sweep_override()}
         swept = {
             o.key_or_group
@@ -179,22 +179,36 @@ class Composer:
             if o.is_sweep_override() and self.is_group(o) and o.key_or_group not in fixed
         }
         changed = {g for s in swept for g in _CHANGED_BY.get(s.split("/")[0], (s,))}
-        lines = self._one_value_sweeps(task, changed)
+        lines = self._one_value_sweeps(task, changed, copy.deepcopy(sweep_config))
         rewritten = {_line(before): after for before, after in zip(task, lines)}
         argv = [rewritten.get(a, a) for a in argv]
-        return Command(argv, sweep_jobs(params, lines), hydra, given, swept, changed, multirun=True)
+        try:
+            jobs = sweep_jobs(params, lines)
+        except HydraException as err:
+            raise CheckError(_first_line(err), "value") from None
+        return Command(argv, jobs, hydra, given, swept, changed, multirun=True)
 
-    def _one_value_sweeps(self, task: list[Override], changed: set[str]) -> list[str]:
-        """``-m method=a,b method.scope=x``: Hydra composes the sweep's own config with the default method, where
-        ``method.scope`` may not exist. As the one-value sweep ``choice(x)`` the override is applied per job only, to
-        the method the job chose (the sweep's own config needs no field of a swept group)."""
+    def _one_value_sweeps(self, task: list[Override], changed: set[str], sweep_config: DictConfig) -> list[str]:
+        """``-m method=a,b method.scope=x``: Hydra composes the sweep's own config with the default method, which
+        has no ``method.scope``. As the one-value sweep ``choice(x)`` the override is applied per job only, to the
+        method the job chose. Only an override of a swept group's node that the sweep's own config refuses is
+        rewritten; the command line stays as given where Hydra takes it as it is."""
         out = []
         for o in task:
-            top = o.key_or_group.split(".")[0]
-            if top in changed and not self.is_group(o) and not o.is_sweep_override() and not o.is_delete():
-                out.append(f"{o.get_key_element()}=choice({o.get_value_element_as_str()})")
-            else:
-                out.append(_line(o))
+            line = _line(o)
+            if o.key_or_group.split(".")[0] in changed and not self.is_group(o) and not o.is_sweep_override():
+                try:
+                    self._apply(o, sweep_config)
+                except CheckError:
+                    if o.is_delete() or o.value() is None:
+                        raise CheckError(
+                            f"{line}: the sweep's own config (before each job chooses its "
+                            f"{o.key_or_group.split('.')[0]}) has no such key, and Hydra cannot sweep a deletion or "
+                            f"null; set it in an experiment config (conf/experiment/arm/)",
+                            "value",
+                        ) from None
+                    line = f"{o.get_key_element()}=choice({o.get_value_element_as_str()})"
+            out.append(line)
         return out
 
     # ------------------------------------------------------------------------------------------------ configs

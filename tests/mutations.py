@@ -280,14 +280,14 @@ MUTANTS = [
         "methods/pipeline/unstructured.py",
         '        if self.cfg.when != "init":\n            return super().ignored_fields()',
         "        if True:\n            return super().ignored_fields()",
-        ("tests/test_jobs.py",),
+        ("tests/test_jobs.py::test_a_value_the_method_ignores_is_refused_naming_who_uses_it",),
     ),
     Mutant(
         "the pre-launch check lets a value the method ignores through",
         "runners/jobs.py",
         '                raise CheckError(message, "value")',
         "                pass",
-        ("tests/test_jobs.py",),
+        ("tests/test_jobs.py::test_a_value_the_method_ignores_is_refused_naming_who_uses_it",),
     ),
     Mutant(
         "a job's config starts from the previous job's whatever it set",

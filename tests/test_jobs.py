@@ -235,6 +235,9 @@ def test_hydra_launches_the_lines_the_check_rewrites():
         "name=x",
         "dataset=synthetic",
     ]
+    # a key the sweep's own config has stays as given (Hydra has no one-value sweep of null)
+    claim = ["-m", "+experiment=reproduce_mlp", "dataset.train_limit=null", "+experiment/arm=magnitude,random_after"]
+    assert check_command([*claim, "method.sparsity=0.8"]) == [*claim, "method.sparsity=0.8"]
 
 
 def test_command_of_a_claim_line_is_its_jobs(tmp_path):
