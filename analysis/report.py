@@ -46,6 +46,7 @@ from analysis.tables import (
 )
 from foundations.errors import UserError
 from foundations.files import atomic_write_text
+from foundations.record import store_of
 from foundations.wandb_mode import effective_mode
 
 __all__ = ["load_local", "load_wandb", "generate_report", "main", "filter_experiments", "log_to_wandb"]
@@ -357,7 +358,14 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--results", default="results", help="results root holding runs/experiment/ (default: %(default)s)"
+        "record",
+        nargs="?",
+        help="a record a run printed (`record: .../result.json`): the report of its experiment, from its store",
+    )
+    parser.add_argument(
+        "--results",
+        default=None,
+        help="results root holding runs/experiment/ (default: the record's store, else results)",
     )
     parser.add_argument(
         "--experiment",
@@ -409,6 +417,23 @@ def load(args: argparse.Namespace) -> pd.DataFrame:
     return df
 
 
+def from_record(args: argparse.Namespace) -> None:
+    """``prunelab-report <record>``: the store the record names (or lies in) and its experiment, unless given."""
+    path = Path(args.record).expanduser()
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"record: {path} is not an experiment record ({' '.join(str(err).split())})") from None
+    store = store_of(path, record) if isinstance(record, dict) else None
+    if store is None or not record.get("experiment"):
+        raise UserError(
+            f"record: {path} names no store (neither <store>/runs/experiment/<hash>/result.json nor a job folder's "
+            f"result.json of this version); give --results <store> --experiment <name>"
+        )
+    args.results = args.results or str(store)
+    args.experiment = args.experiment or [record["experiment"]]
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if not logging.getLogger().handlers:
@@ -416,6 +441,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
         logging.getLogger("analysis").setLevel(logging.INFO)
     try:
+        if args.record:
+            from_record(args)
+        args.results = args.results or "results"
         df = load(args)
         out_dir = Path(args.out) if args.out else Path(args.results) / "report"
         outputs = generate_report(df, out_dir)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
-from dataclasses import MISSING, fields, is_dataclass
+from dataclasses import MISSING, field, fields, is_dataclass
 from typing import Any
 
 from omegaconf import MISSING as REQUIRED  # "???": a field the YAML must set
@@ -22,6 +24,12 @@ def check(ok: bool, key: str, message: str) -> None:
 _FULL_KEY = re.compile(r"full_key:\s*(\S+)")
 
 
+@functools.cache
+def _template(schema: type) -> DictConfig:
+    """The schema as an OmegaConf node, built once (``OmegaConf.merge`` copies it before merging into it)."""
+    return OmegaConf.structured(schema)
+
+
 def typed(schema: type, node: Any, prefix: str, *, instantiate: bool = True) -> Any:
     """Merge a config node into ``schema`` and instantiate it; errors become one line naming the field.
 
@@ -30,7 +38,7 @@ def typed(schema: type, node: Any, prefix: str, *, instantiate: bool = True) -> 
     try:
         if isinstance(node, DictConfig):  # resolve in the full config first: `${survey.dense_epochs}` points outside
             node = OmegaConf.to_container(node, resolve=True)
-        merged = OmegaConf.merge(OmegaConf.structured(schema), node if node is not None else {})
+        merged = OmegaConf.merge(_template(schema), node if node is not None else {})
         return OmegaConf.to_object(merged) if instantiate else merged
     except OmegaConfBaseException as err:
         message = str(err).splitlines()[0]
@@ -39,7 +47,18 @@ def typed(schema: type, node: Any, prefix: str, *, instantiate: bool = True) -> 
         raise UserError(f"{name}: {message}") from None
 
 
+def moved_default(value: Any, *, hashed_as: Any) -> Any:
+    """A dataclass field whose default moved from a YAML into its schema (``conf/method/<name>.yaml`` used to set
+    it): ``value`` is the default, and ``nondefault`` still measures the field against ``hashed_as``, the schema's
+    default when the hashes of existing stages were taken, so the move changed no hash."""
+    if is_dataclass(value):
+        return field(default_factory=lambda: copy.deepcopy(value), metadata={"hash_default": hashed_as})
+    return field(default=value, metadata={"hash_default": hashed_as})
+
+
 def _default(f: Any) -> Any:
+    if "hash_default" in f.metadata:
+        return f.metadata["hash_default"]
     if f.default is not MISSING:
         return f.default
     if f.default_factory is not MISSING:
@@ -50,7 +69,8 @@ def _default(f: Any) -> Any:
 def nondefault(obj: Any) -> Any:
     """The fields of a (nested) dataclass that differ from their defaults — what a stage hash covers.
 
-    As in OpenLTH, a field added later with a default leaves every existing hash unchanged.
+    As in OpenLTH, a field added later with a default leaves every existing hash unchanged. A field declared with
+    ``moved_default`` is measured against the default its hashes were taken with.
     """
     if is_dataclass(obj):
         return {f.name: nondefault(getattr(obj, f.name)) for f in fields(obj) if getattr(obj, f.name) != _default(f)}

@@ -7,13 +7,27 @@ to every ``result.json`` (never science: not in a W&B summary, not in a table).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
 from foundations.errors import UserError
 
 # What the store adds to every result.json (``runners.store``); never science, never in a W&B summary.
 STORE_FIELDS = ("stage_kind", "hash", "parents", "files")
+# A job folder's copy of a record (``runners.train``) also names the store holding its stages: an absolute path.
+STORE_KEY = "store"
+
+
+def store_of(path: Path, record: Mapping[str, Any]) -> Optional[Path]:
+    """The store whose stages the record file ``path`` names: the one its job-folder copy names (``STORE_KEY``), or
+    the one it lies in (``<root>/runs/experiment/<hash>/result.json``); None for neither."""
+    if record.get(STORE_KEY):
+        return Path(str(record[STORE_KEY]))
+    where = path.resolve().parents
+    inside = len(where) > 3 and where[1].name == "experiment" and where[2].name == "runs"
+    return where[3] if inside else None
 
 
 @dataclass

@@ -16,6 +16,7 @@ class Dense(Method):
     result_neutral: ClassVar[frozenset[str]] = frozenset(
         {"sparsity", "prunable.biases", "prunable.batchnorm", "prunable.classifier", "prunable.exclude"}
     )
+    ignored = {"sparsity": "nothing is pruned", "prunable": "nothing is pruned"}
 
     def chain(self, stages: Stages) -> ExperimentRecord:
         dense = stages.dense_stage()

@@ -17,9 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from foundations.checks import check
+from foundations.checks import check, moved_default
 from foundations.errors import UserError
 from methods.pipeline.api import Stages
+from methods.pipeline.recover import FINE_TUNE, Recovery
 from methods.pipeline.scores import l1_filter_scores
 from methods.pipeline.structured import ChannelConfig, ChannelMethod
 
@@ -28,6 +29,9 @@ TIED = ("skip", "first_layer")
 
 @dataclass
 class L1FilterConfig(ChannelConfig):
+    name: str = moved_default("l1_filter", hashed_as="dense")
+    sparsity: float = moved_default(0.5, hashed_as=0.0)
+    recovery: Recovery = moved_default(FINE_TUNE, hashed_as=Recovery(lr_scale=0.1))
     tied_groups: str = "skip"  # skip | first_layer (rank a residual-tied group by its first layer's filters)
 
     def __post_init__(self) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from foundations.checks import check, nondefault
+from foundations.checks import check, moved_default, nondefault
 from foundations.errors import UserError
 from foundations.record import ExperimentRecord
 from foundations.seeds import REINIT_OFFSET
@@ -33,6 +33,8 @@ from methods.pipeline.select import select
 
 @dataclass
 class LotteryConfig(MethodConfig):
+    name: str = moved_default("lottery", hashed_as="dense")
+    sparsity: float = moved_default(0.8, hashed_as=0.0)
     rate: float = 0.2
     output_rate: Optional[float] = None  # None: the classifier is pruned at `rate` like every layer
     scope: str = "global"  # global | layerwise

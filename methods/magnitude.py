@@ -10,17 +10,20 @@ hits a target exactly. Biases are not pruned.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from foundations.checks import moved_default
 from methods.pipeline.api import Stages
-from methods.pipeline.recover import Recovery
+from methods.pipeline.recover import FINE_TUNE, Recovery
 from methods.pipeline.scores import magnitude_scores
 from methods.pipeline.unstructured import ScoreConfig, ScoreMethod
 
 
 @dataclass
 class MagnitudeConfig(ScoreConfig):
-    recovery: Recovery = field(default_factory=lambda: Recovery(lr_scale=0.1))
+    name: str = moved_default("magnitude", hashed_as="dense")
+    sparsity: float = moved_default(0.9, hashed_as=0.0)
+    recovery: Recovery = moved_default(FINE_TUNE, hashed_as=Recovery(lr_scale=0.1))
 
 
 class Magnitude(ScoreMethod):

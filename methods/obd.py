@@ -13,14 +13,14 @@ retraining, on the same samples (the paper's Fig. 1b).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from foundations.checks import check
+from foundations.checks import check, moved_default
 from methods.pipeline.api import Stages
-from methods.pipeline.recover import Recovery
+from methods.pipeline.recover import FINE_TUNE, Recovery
 from methods.pipeline.scores import hessian_diagonal, obd_saliency, predicted_loss_increase
 from methods.pipeline.scores.hessian import ESTIMATORS
 from methods.pipeline.unstructured import ScoreConfig, ScoreMethod
@@ -31,7 +31,9 @@ class ObdConfig(ScoreConfig):
     estimator: str = "ggn_exact"
     samples: int = 10_000
     probes: int = 100
-    recovery: Recovery = field(default_factory=lambda: Recovery(lr_scale=0.1))
+    name: str = moved_default("obd", hashed_as="dense")
+    sparsity: float = moved_default(0.9, hashed_as=0.0)
+    recovery: Recovery = moved_default(FINE_TUNE, hashed_as=Recovery(lr_scale=0.1))
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -17,10 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from foundations.checks import check
+from foundations.checks import check, moved_default
 from foundations.errors import UserError
 from methods import get_method, registry
 from methods.pipeline.api import Stages
+from methods.pipeline.recover import FINE_TUNE, Recovery
 from methods.pipeline.scores import random_scores, shuffled
 from methods.pipeline.select import select
 from methods.pipeline.unstructured import ScoreConfig, ScoreMethod
@@ -30,6 +31,9 @@ VARIANTS = ("layerwise", "global", "shuffle")
 
 @dataclass
 class RandomConfig(ScoreConfig):
+    name: str = moved_default("random", hashed_as="dense")
+    sparsity: float = moved_default(0.9, hashed_as=0.0)
+    recovery: Recovery = moved_default(FINE_TUNE, hashed_as=Recovery())
     variant: str = "layerwise"
     when: str = "init"
     source: dict = field(
@@ -63,6 +67,15 @@ class RandomPruning(ScoreMethod):
     Config = RandomConfig
     # build_source: where the source comes from, not what it is; scope/quality: the variant decides the selection
     result_neutral: ClassVar[frozenset[str]] = frozenset({"build_source", "scope", "quality"})
+    ignored = {"scope": "method.variant decides the selection", "quality": "method.variant decides the selection"}
+
+    def ignored_fields(self) -> dict[str, str]:
+        own = (
+            {}
+            if self.cfg.variant == "shuffle"
+            else dict.fromkeys(("source", "build_source"), "only variant=shuffle reads a source")
+        )
+        return {**super().ignored_fields(), **own}
 
     def variant_notes(self) -> list[str]:
         if self.cfg.variant == "shuffle":

@@ -35,7 +35,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Optional
 
-from foundations.checks import check, typed
+from foundations.checks import check, moved_default, typed
 from foundations.errors import UserError
 from foundations.record import ExperimentRecord
 from foundations.seeds import REINIT_OFFSET
@@ -49,6 +49,8 @@ FLOP_COUNTS = ("rethinking", "conv_linear")
 
 @dataclass
 class ScratchConfig(MethodConfig):
+    name: str = moved_default("scratch", hashed_as="dense")
+    sparsity: float = moved_default(0.5, hashed_as=0.0)
     source: str = "magnitude"  # the method whose pruned architecture is trained from scratch
     source_overrides: dict[str, Any] = field(default_factory=dict)  # other config fields of the source method
     budget: str = "E"  # E: the dense epochs | B: the dense computation (FLOPs)
@@ -107,6 +109,12 @@ class Scratch(Method):
 
     def retrains_dense_schedule(self) -> bool:
         return True  # Scratch-E/B train for the dense epochs (or FLOPs)
+
+    def ignored_fields(self) -> dict[str, str]:
+        if self.cfg.budget == "B":
+            return super().ignored_fields()
+        only_b = "Scratch-E trains for the dense epochs; only method.budget=B reads it"
+        return {**super().ignored_fields(), **dict.fromkeys(("budget_cap", "epochs_rounding", "flops"), only_b)}
 
     def sets_own_sparsity(self) -> bool:
         if self.cfg.source not in registry():

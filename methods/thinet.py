@@ -50,13 +50,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
 from torch import nn
 
-from foundations.checks import check
+from foundations.checks import check, moved_default
 from foundations.errors import UserError
 from foundations.progress import progress_bar
 from foundations.record import ExperimentRecord
@@ -71,7 +71,7 @@ from methods.pipeline.channels.reconstruction import (
     reconstruction_error,
 )
 from methods.pipeline.masks import folded
-from methods.pipeline.recover import Recovery, recovery_config
+from methods.pipeline.recover import FINE_TUNE, Recovery, recovery_config
 from methods.pipeline.structured import ChannelConfig, ChannelMethod
 
 SELECTIONS = ("greedy_remove", "greedy_keep")
@@ -88,7 +88,9 @@ class ThiNetConfig(ChannelConfig):
     layer_fine_tune_iterations: Optional[int] = None  # overrides layer_fine_tune_epochs when set
     layer_fine_tune_lr_scale: float = 0.1  # × train.lr (paper: 1e-3 after a 1e-2 … schedule)
     batch_size: int = 256  # images per forward pass while collecting (locations are drawn per batch: hashed)
-    recovery: Recovery = field(default_factory=lambda: Recovery(lr_scale=0.1))
+    name: str = moved_default("thinet", hashed_as="dense")
+    sparsity: float = moved_default(0.5, hashed_as=0.0)
+    recovery: Recovery = moved_default(FINE_TUNE, hashed_as=Recovery(lr_scale=0.1))
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -339,6 +341,12 @@ class ThiNet(ChannelMethod):
                 f"whose channels feed exactly one Conv2d/Linear){reasons}; ThiNet needs at least two "
                 f"weight layers in a chain, e.g. one hidden layer (model.widths=[h])"
             )
+
+    def ignored_fields(self) -> dict[str, str]:
+        if self.cfg.layer_fine_tune_iterations is None:
+            return super().ignored_fields()
+        wins = "method.layer_fine_tune_iterations is set and decides the per-layer fine-tune's length"
+        return {**super().ignored_fields(), "layer_fine_tune_epochs": wins}
 
     def _fine_tuner(self, stages: Stages) -> Optional[Callable[[nn.Module, int], nn.Module]]:
         cfg = self.cfg

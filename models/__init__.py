@@ -122,10 +122,14 @@ def build_model(
     input_shape: tuple[int, int, int],
     num_classes: int,
     generator: Optional[torch.Generator] = None,
+    *,
+    initialized: bool = True,
 ) -> nn.Module:
     """Build ``cfg.name`` for inputs of ``input_shape`` (C, H, W) and initialize it with ``cfg.init``.
 
     ``generator`` seeds the initialization (same seed → identical weights); ``None`` uses the global torch RNG.
+    ``initialized=False`` skips prunelab's initialization of a built-in model (a shape check, which needs no
+    weights: ``runners.config.check_model_fits``).
     The model records ``bn_weight_init`` so that ``initialize(model, scheme, gen)`` of a compacted copy reuses it.
     The checkpoint is not loaded here: the dense stage loads it (``load_checkpoint``) into these weights.
     """
@@ -147,7 +151,7 @@ def build_model(
         )
     model = REGISTRY[cfg.name](cfg, shape, num_classes)
     model.bn_weight_init = float(cfg.bn_weight_init)  # type: ignore[assignment]  # torch types attributes as Tensor | Module
-    return _described(initialize(model, cfg.init, generator, cfg.bn_weight_init), shape)
+    return _described(initialize(model, cfg.init, generator, cfg.bn_weight_init) if initialized else model, shape)
 
 
 def _described(model: nn.Module, shape: Shape) -> nn.Module:

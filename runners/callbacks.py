@@ -23,6 +23,8 @@ from typing import Any, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from runners.jobs import sweep_jobs
+
 log = logging.getLogger("prunelab.sweep")
 SWEEP_SIZE = ".sweep_size"  # in the sweep folder: the number of jobs, written at the start (its mtime = the start)
 
@@ -119,12 +121,8 @@ def sweep_size(config: DictConfig) -> Optional[int]:
     """How many jobs the basic sweeper makes of this sweep (its own expansion of the config's and the command line's
     sweep overrides), or None when it cannot tell."""
     try:
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
         params = [f"{k}={v}" for k, v in (OmegaConf.select(config, "hydra.sweeper.params") or {}).items()]
-        overrides = OverridesParser.create().parse_overrides(params + list(config.hydra.overrides.task))
-        return len(BasicSweeper.split_arguments(overrides, None)[0])
+        return len(sweep_jobs(params, list(config.hydra.overrides.task)))
     except Exception:
         return None
 

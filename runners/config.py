@@ -7,6 +7,9 @@ The schemas are also registered in Hydra's ConfigStore (group ``schema``) so too
 
 from __future__ import annotations
 
+import importlib.util
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -14,6 +17,7 @@ from typing import Any, Optional
 import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from datasets import config as dataset_schemas
 from datasets import input_shape
@@ -208,10 +212,12 @@ def check_model_fits(model: Any, dataset: Any) -> None:
     if shape is None:
         return
     try:
-        # On the meta device: shapes are checked, no weights are drawn or computed (VGG-19 in ms, not seconds).
-        # build_model refuses inputs smaller than its pooling allows (one line); the head's width cannot matter.
-        with torch.device("meta"), torch.no_grad():
-            build_model(model, shape, 2).eval()(torch.zeros(1, *shape))
+        # On the CPU without prunelab's initialization (the modules' own is cheaper): VGG-19 in 0.4 s. Not on the meta
+        # device: its kernels are Python references that import torch._dynamo and sympy (2-4 s, paid before the
+        # first job of a sweep). build_model refuses inputs smaller than its pooling allows (one line); the head's
+        # width cannot matter.
+        with torch.no_grad():
+            build_model(model, shape, 2, initialized=False).eval()(torch.zeros(1, *shape))
     except RuntimeError as err:
         raise UserError(
             f"model={model.name}: cannot take the {dataset.name} input {'x'.join(map(str, shape))} "
@@ -220,30 +226,91 @@ def check_model_fits(model: Any, dataset: Any) -> None:
 
 
 def check_validation_split(dataset: Any, train: TrainConfig) -> None:
+    # val_size null (folder, target): the data's own validation split, else 10% of train; never none at all
     check(
-        dataset.val_size > 0 or train.selection == "last",
+        dataset.val_size is None or dataset.val_size > 0 or train.selection == "last",
         "dataset.val_size",
         f"0 leaves no validation split, so train.selection={train.selection} would pick the first evaluation; "
         f"set dataset.val_size > 0, or train.selection=last to report the last checkpoint",
     )
 
 
-def validate(cfg: DictConfig) -> ExperimentConfig:
-    sections = {name: typed(schema, cfg.get(name), name) for name, schema in schemas().items()}
-    sections["model"] = model_config(cfg.get("model") if cfg.get("model") is not None else {})
-    sections["dataset"] = dataset_config(cfg.get("dataset") if cfg.get("dataset") is not None else {})
+def check_results_folder(root: str) -> None:
+    """``paths.results`` must be (or be creatable as) a writable folder: a file or a read-only folder would otherwise
+    surface as a traceback from the first stage that is written."""
+    path = Path(root).expanduser().absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(
+            f"paths.results: {existing} is a file, not a folder; point paths.results at a folder (created if missing)"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(
+            f"paths.results: {existing} is not writable (read-only folder or file system); point "
+            f"paths.results at a writable folder"
+        )
+
+
+def check_importable(target: str, key: str) -> None:
+    """The package of a ``_target_`` must be on the Python path. ``python -m`` puts the current folder there, the
+    console scripts (prunelab-train) do not: a module next to you imports under one and not the other."""
+    package = target.split(".")[0]
+    if importlib.util.find_spec(package) is None:
+        raise UserError(
+            f"{key}: cannot import {target}: no module {package!r} on the Python path; the callable's package must "
+            f"be importable: install it, or add its folder to PYTHONPATH (prunelab-train does not search the "
+            f"current folder: PYTHONPATH=. prunelab-train ...)"
+        )
+
+
+def _resolved(cfg: DictConfig, name: str) -> Any:
+    """A section of the composed config with its interpolations resolved (``${pick:...}``), errors in one line."""
+    node = cfg.get(name)
+    try:
+        return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    except OmegaConfBaseException as err:
+        where = f"{name}.{err.full_key}" if getattr(err, "full_key", None) else name
+        raise UserError(f"{where}: {str(err).splitlines()[0]}") from None
+
+
+def validate(cfg: DictConfig, memo: Optional[dict] = None) -> ExperimentConfig:
+    """The typed experiment of a composed config, or a one-line UserError.
+
+    ``memo`` (a dict kept across calls) reuses the typed sections and checks of equal inputs: the pre-launch check
+    (runners/jobs.py) validates every job of a sweep, and most of their sections are the same."""
+    memo = {} if memo is None else memo
+
+    def once(key: tuple, make: Callable[..., Any], *args: Any) -> Any:
+        key = ("validate", *key)
+        if key not in memo:
+            memo[key] = make(*args)
+        return memo[key]
+
+    nodes = {name: _resolved(cfg, name) for name in (*schemas(), "model", "dataset", "method")}
+    sections = {
+        name: once((name, repr(nodes[name])), typed, schema, nodes[name], name) for name, schema in schemas().items()
+    }
+    sections["model"] = once(("model", repr(nodes["model"])), model_config, nodes["model"] or {})
+    sections["dataset"] = once(("dataset", repr(nodes["dataset"])), dataset_config, nodes["dataset"] or {})
+    for name in ("model", "dataset"):
+        target = getattr(sections[name], "target", None)
+        if isinstance(target, str):
+            once((name, "importable", target), check_importable, target, f"{name}._target_")
     check(
         not sections["train"].empty or sections["model"].checkpoint is not None,
         "train.epochs",
         "0 trains nothing; it only makes sense from model.checkpoint (the dense stage is then the checkpoint, "
         "loaded and evaluated); set train.epochs >= 1 or give model.checkpoint",
     )
-    method_name = OmegaConf.select(cfg, "method.name")
-    method_cls = get_method(method_name)
-    sections["method"] = typed(method_cls.Config, cfg.method, "method")
+    method = get_method(str((nodes["method"] or {}).get("name")))
+    sections["method"] = once(("method", repr(nodes["method"])), typed, method.Config, nodes["method"], "method")
     check_device(str(cfg.get("device", "auto")))
     check_validation_split(sections["dataset"], sections["train"])
-    check_model_fits(sections["model"], sections["dataset"])
+    once(
+        ("fits", repr(sections["model"]), repr(sections["dataset"])),
+        check_model_fits,
+        *(sections[k] for k in ("model", "dataset")),
+    )
     seed = cfg.get("seed", 0)
     check(isinstance(seed, int) and seed >= 0, "seed", f"must be a non-negative integer (got {seed!r})")
     threads = cfg.get("threads")

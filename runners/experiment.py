@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from torch import nn
 
 from datasets import build_dataset
@@ -49,11 +49,11 @@ from models.config import NATIVE
 from models.init import initialize
 from runners import metrics as measure
 from runners.config import ExperimentConfig
+from runners.jobs import method_defaults
 from runners.store import Stage, StageFiles, Store
 from runners.tracking import Tracker
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
-progress_log = logging.getLogger("prunelab.progress")  # the job's log file (conf/hydra/job_logging/prunelab.yaml)
+progress_log = logging.getLogger("prunelab.progress")  # the job's log file (hydra.job_logging in conf/config.yaml)
 
 
 def measured(source: StageRef, weights: Weights) -> Optional[dict]:
@@ -438,18 +438,12 @@ class Experiment:
 
 
 def source_experiment_config(config: ExperimentConfig, overrides: dict) -> ExperimentConfig:
-    """``config`` with its method replaced by ``conf/method/<overrides.name>.yaml`` updated with ``overrides``."""
+    """``config`` with its method replaced by ``method=<overrides.name>`` (composed by Hydra, as a job choosing that
+    method composes it) updated with ``overrides``."""
     name = overrides.get("name")
     if not isinstance(name, str):
         raise UserError(f"method.source.name: must name the source method, e.g. slimming (got {name!r})")
-    path = CONF / "method" / f"{name}.yaml"
-    if not path.exists():
-        raise UserError(f"method.source.name: no method config {name!r} (conf/method/{name}.yaml)")
-    defaults = OmegaConf.load(path)
-    if not isinstance(defaults, DictConfig):
-        raise UserError(f"conf/method/{name}.yaml: must be a mapping of the method's fields")
-    defaults.pop("defaults", None)  # the schema link; ``typed`` below applies the schema
-    node = OmegaConf.merge(defaults, overrides)
+    node = OmegaConf.merge(method_defaults(name, "method.source.name"), overrides)
     return replace(config, method=typed(get_method(name).Config, node, "method.source"))
 
 

@@ -46,6 +46,7 @@ from torch import nn
 
 from foundations.errors import UserError
 from foundations.files import atomic_write_json
+from foundations.record import store_of
 from foundations.seeds import generator
 from methods.pipeline.masks import folded
 from models import build_model, display_name, model_config
@@ -74,10 +75,8 @@ def resolve(ref: str, results: Optional[str]) -> tuple[Stage, Store]:
                 f"export: {path} is not the record of a finished experiment (status {status!r}); "
                 f"export a result.json whose status is ok, or a stage kind/hash"
             )
-        # A record inside a store (<root>/runs/experiment/<hash>/result.json) names its stages in that store.
-        where = path.resolve().parents
-        in_store = where[3] if len(where) > 3 and where[1].name == "experiment" and where[2].name == "runs" else None
-        store = Store(results or in_store or "results")
+        # A record names its stages in the store it lies in, or (a job folder's copy) the store it names.
+        store = Store(results or store_of(path, record) or "results")
         return store.at(record["final_stage"]), store
     if ref.count("/") == 1 and not path.exists():
         store = Store(results or "results")

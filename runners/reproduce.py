@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import itertools
 import json
 import shlex
 import subprocess
@@ -29,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from analysis.claims import CLAIMS_DIR, load_claims, select_claims
@@ -38,8 +36,9 @@ from analysis.reproduction import Context, duration, verdict_lines, write_report
 from datasets.mnist_like import locate
 from foundations.errors import UserError
 from foundations.files import atomic_write_json
-from runners.config import register_schemas, validate
+from runners.config import validate
 from runners.experiment import experiment_spec
+from runners.jobs import Composer
 from runners.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,45 +114,30 @@ def plan(claims, *, mnist: bool) -> list[Sweep]:
     return list(lines.values())
 
 
-def jobs_of(line: str) -> Optional[list[list[str]]]:
-    """The jobs of one command line as Hydra's basic sweeper makes them (every comma list is an axis, the last
-    varying fastest); None for sweep syntax other than plain comma lists (``range(...)``, globs)."""
-    tokens = shlex.split(line)
-    if any(c in t.split("=", 1)[-1] for t in tokens for c in "()[]{}*$"):
-        return None
-    axes = [[f"{t.split('=', 1)[0]}={v}" for v in t.split("=", 1)[1].split(",")] if "," in t else [t] for t in tokens]
-    return [list(job) for job in itertools.product(*axes)]
+def jobs_of(line: str) -> list[list[str]]:
+    """The jobs of one claim's command line, as Hydra's basic sweeper launches them (runners/jobs.py: the
+    experiment config's ``hydra.sweeper.params`` included; every comma list is an axis, the last varying fastest)."""
+    with Composer() as composer:
+        command = composer.command(["-m", *shlex.split(line)])
+    assert command is not None
+    return command.jobs
 
 
 def sweep_done(sweep: Sweep, *, tier: str, seeds: list[int], extra: list[str], results: Path) -> bool:
     """Whether every job of the sweep already has a finished record in the store, so launching it (workers, Hydra,
-    data loading per job) would only read them back. Composed exactly as the jobs compose their configs; anything
-    that does not compose here simply runs."""
-    jobs = jobs_of(sweep.line)
-    if jobs is None:
-        return False
+    data loading per job) would only read them back. The jobs are those of the sweep's own command line, composed
+    as the pre-launch check composes them; anything that does not compose here simply runs."""
     store = Store(results)
-    tier_args = [f"reproduce.tier={tier}"] if is_reproduce_config(sweep.line) else []
-    science = [o for o in extra if not o.lstrip("+~").startswith("hydra")]  # the launcher never changes a record
-    register_schemas()
+    argv = command(sweep, tier=tier, seeds=seeds, extra=extra, sweep_dir=results / "unused")
     try:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            for job in jobs:
-                for seed in seeds:
-                    cfg = compose(
-                        "config",
-                        overrides=[
-                            *job,
-                            *tier_args,
-                            f"name={record_name(tier)}",
-                            f"paths.results={results}",
-                            *science,
-                            f"seed={seed}",
-                        ],
-                    )
-                    found = store.find("experiment", experiment_spec(validate(cfg)))
-                    if found is None or found.result.get("status") != "ok":
-                        return False
+        with Composer() as composer:
+            launched = composer.command(argv[argv.index("runners.train") + 1 :])
+            memo: dict = {}
+            for _, cfg in composer.composed(launched) if launched is not None else ():
+                config = validate(cfg, memo=memo)
+                found = store.find("experiment", experiment_spec(config))
+                if found is None or found.result.get("status") != "ok":
+                    return False
     except Exception:
         return False
     return True

@@ -8,189 +8,54 @@ failed job is recorded as failed and the sweep goes on.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import errno
 import importlib
 import logging
 import os
 import sys
-from dataclasses import fields
 from pathlib import Path
 from typing import Optional, cast
 
 import hydra
 import torch
-import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from foundations.checks import typed
 from foundations.errors import UserError
 from foundations.files import atomic_write_json
+from foundations.record import STORE_KEY
 from foundations.training import Diverged
 from methods import get_method
 from models import display_name
-from runners.config import CONF, GROUPS, ExperimentConfig, group_schema, register_schemas, schemas, validate
+from runners.config import CONF, ExperimentConfig, check_results_folder, register_schemas, validate
 from runners.experiment import experiment_hash, record_failure, recorded, run_experiment
+from runners.jobs import check_command, composition_errors
 from runners.store import Store
 from runners.tracking import RunIdentity, Tracker, achieved_tag, artifact_name, make_tracker, table_of
 
 log = logging.getLogger("prunelab")
-GRAMMAR = "()[]{}$*"  # Hydra's sweep functions, lists, dicts, interpolations, globs: values left to Hydra as written
 
 
-def is_plain_value(value: str, *, commas: bool = False) -> bool:
-    """A literal override value (``commas``: a comma list counts as plain, e.g. the choices of a group sweep)."""
-    return not any(c in value for c in GRAMMAR + ("" if commas else ","))
-
-
-def closest(name: str, options: list[str]) -> str:
-    """`` (did you mean X?)`` for the nearest option, or nothing when none is near."""
-    near = difflib.get_close_matches(name, options, n=1)
-    return f" (did you mean {near[0]}?)" if near else ""
+def _first_of(argv: list[str], kinds: set[str]) -> None:
+    error = next((e for e in composition_errors(argv) if e.kind in kinds), None)
+    if error is not None:
+        raise error
 
 
 def check_group_choices(argv: list[str]) -> None:
-    """Hydra's own message for ``model=nosuch`` spans a screen; say it in one line instead."""
-    for arg in argv:
-        key, sep, value = arg.lstrip("+~").partition("=")
-        if not sep or key not in GROUPS or not is_plain_value(value, commas=True):
-            continue
-        for choice in value.split(","):
-            if choice and not (CONF / key / f"{choice}.yaml").exists():
-                options = sorted(p.stem for p in (CONF / key).glob("*.yaml"))
-                raise UserError(
-                    f"{key}={choice}: no such option{closest(choice, options)}; choose one of {', '.join(options)}"
-                )
-
-
-def _yaml(path: Path) -> dict:
-    node = yaml.safe_load(path.read_text()) or {}
-    return node if isinstance(node, dict) else {}
-
-
-def _top_level_keys(path: Path) -> set[str]:
-    return {k for k in _yaml(path) if k != "defaults"}
+    """An option of a config group that does not exist (``model=lenet55``): one line with the nearest."""
+    _first_of(argv, {"choice"})
 
 
 def check_top_level_keys(argv: list[str]) -> None:
-    """``modle=lenet5`` (a misspelled group or top-level key) is a six-line Hydra error with exit 1; one line with the
-    closest valid name instead. Known: the groups, the keys of conf/config.yaml and of the experiment configs the
-    command selects (``+experiment=survey_mlp`` adds ``level``, ``survey``). ``+key=value`` adds a key on purpose."""
-    known = set(GROUPS) | _top_level_keys(CONF / "config.yaml") | {"hydra"}
-    for arg in argv:
-        key, sep, value = arg.lstrip("~").partition("=")
-        group = key.lstrip("+")
-        if sep and group in ("experiment", "experiment/arm") and is_plain_value(value, commas=True):
-            for choice in value.split(","):
-                if (CONF / group / f"{choice}.yaml").exists():  # its keys and the groups its defaults add
-                    path = CONF / group / f"{choice}.yaml"
-                    known |= _top_level_keys(path) | {g.split("@")[0] for g in _defaults_choices(path)}
-    for arg in argv:
-        if arg.startswith(("+", "-")) or "=" not in arg:
-            continue
-        key = arg.lstrip("~").partition("=")[0]
-        head = key.replace("/", ".").split(".")[0]
-        if head not in known:
-            raise UserError(
-                f"{key}: no such config group or key{closest(head, sorted(known))}; groups: {', '.join(GROUPS)}"
-            )
-
-
-def _defaults_choices(path: Path) -> dict[str, str]:
-    """``{group: option}`` chosen by a config's defaults list (``- model: lenet300``, ``- override /model: vgg``)."""
-    out = {}
-    for entry in _yaml(path).get("defaults") or []:
-        if isinstance(entry, dict):
-            for key, value in entry.items():
-                out[key.replace("override", "").strip().strip("/")] = str(value)
-    return out
-
-
-def chosen_option(argv: list[str], group: str) -> Optional[str]:
-    """The option of ``group`` a command composes: ``group=X`` on the command line, else the last selected
-    experiment/arm config's ``override /group: X``, else conf/config.yaml's default; None for a sweep over options."""
-    choice = _defaults_choices(CONF / "config.yaml").get(group)
-    explicit = None
-    for arg in argv:
-        key, sep, value = arg.lstrip("+~").partition("=")
-        if (
-            sep
-            and key in ("experiment", "experiment/arm")
-            and is_plain_value(value)
-            and (CONF / key / f"{value}.yaml").exists()
-        ):
-            choice = _defaults_choices(CONF / key / f"{value}.yaml").get(group, choice)
-        elif sep and key == group:
-            explicit = value
-    choice = explicit if explicit is not None else choice
-    return None if choice is None or not is_plain_value(choice) else choice
+    """A key nobody has (``modle=lenet5``, ``train.epoch=3``): one line with the nearest that exists there."""
+    _first_of(argv, {"key"})
 
 
 def check_override_types(argv: list[str]) -> None:
-    """Type-check ``group.field=value`` overrides against the schemas before Hydra does it in a screenful, on the
-    option the command really composes (``model=vgg model.depth=11``: depth is checked as VGG's)."""
-    groups = schemas()
-    for group in ("method", "model", "dataset"):
-        option = chosen_option(argv, group)  # None: a sweep over options (each job is validated)
-        if option is None or option == "target" or not (CONF / group / f"{option}.yaml").exists():
-            groups.pop(group, None)  # target: its keys are the callable's, checked when it is built
-            continue
-        name = str(_yaml(CONF / group / f"{option}.yaml").get("name", option))
-        groups[group] = get_method(name).Config if group == "method" else group_schema(group, option)
-    for arg in argv:
-        key, sep, value = arg.lstrip("+~").partition("=")
-        group, _, rest = key.partition(".")
-        if not sep or not rest or group not in groups or not is_plain_value(value):
-            continue
-        # model/dataset: keys and types only; their cross-field checks (depth per architecture) need the whole node
-        typed(
-            groups[group],
-            OmegaConf.from_dotlist([f"{rest}={value}"]),
-            group,
-            instantiate=group not in ("model", "dataset"),
-        )
-
-
-def spread_method_fields(argv: list[str]) -> list[str]:
-    """``-m method=a,b method.field=v``: Hydra composes the sweep's own config with the default method (dense) and
-    refuses ``method.field`` there. Every swept method must have the field (else one line says which lacks it); the
-    override then becomes the one-value sweep ``choice(v)``, which Hydra applies per job only."""
-    sweep = next((a.split("=", 1)[1] for a in argv if a.startswith("method=") and "," in a), None)
-    if sweep is None or not ({"-m", "--multirun"} & set(argv)):
-        return argv
-    methods = [m.strip() for m in sweep.split(",")]
-    out = []
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if key.startswith("method.") and sep and is_plain_value(value):
-            field = key.split(".")[1]
-            lacking = [m for m in methods if field not in {f.name for f in fields(get_method(m).Config)}]
-            if lacking:
-                raise UserError(
-                    f"{key}: {', '.join(lacking)} has no field {field!r}; sweep methods that share it, "
-                    f"or give each method its own settings in an experiment config (conf/experiment/arm/)"
-                )
-            arg = f"{key}=choice({value})"
-        out.append(arg)
-    return out
-
-
-def check_results_folder(root: str) -> None:
-    """``paths.results`` must be (or be creatable as) a writable folder: a file or a read-only folder would otherwise
-    surface as a traceback from the first stage that is written."""
-    path = Path(root).expanduser().absolute()
-    existing = next(p for p in (path, *path.parents) if p.exists())
-    if not existing.is_dir():
-        raise UserError(
-            f"paths.results: {existing} is a file, not a folder; point paths.results at a folder (created if missing)"
-        )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(
-            f"paths.results: {existing} is not writable (read-only folder or file system); point "
-            f"paths.results at a writable folder"
-        )
+    """A value of the wrong type for the option the command really composes (``model=vgg model.depth=eleven``)."""
+    _first_of(argv, {"key", "value"})
 
 
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
@@ -277,10 +142,10 @@ def run_fields(config: ExperimentConfig) -> dict:
     }
 
 
-def open_tracker(config: ExperimentConfig, store: Store, cfg: DictConfig, output_dir: Path) -> Tracker:
-    """The experiment's W&B run, with the experiment hash as its id; none when the store already holds the record
-    and notes it as logged to this W&B project (a second run of the same record would count as another seed)."""
-    digest = experiment_hash(config)
+def open_tracker(config: ExperimentConfig, store: Store, cfg: DictConfig, output_dir: Path, digest: str) -> Tracker:
+    """The experiment's W&B run, with the experiment hash (``digest``) as its id; none when the store already holds
+    the record and notes it as logged to this W&B project (a second run of the same record would count as another
+    seed)."""
     existing = recorded(config, store)
     mirror = existing.mirror() if existing is not None else None
     if mirror is not None and (mirror.get("project"), mirror.get("entity")) == (
@@ -375,12 +240,13 @@ def job(cfg: DictConfig) -> dict | None:
     try:
         config = validate(cfg)
         check_results_folder(config.paths.results)
+        digest = experiment_hash(config)  # reads a folder dataset's tree (its content digest): its errors too
     except UserError as err:
         stop(str(err), output_dir, sweeping)
         return None
     configure_process(config)
     store = Store(config.paths.results)
-    with open_tracker(config, store, cfg, output_dir) as tracker:
+    with open_tracker(config, store, cfg, output_dir, digest) as tracker:
         try:
             existing = recorded(config, store)
             record = run_experiment(config, store, tracker)
@@ -407,7 +273,7 @@ def job(cfg: DictConfig) -> dict | None:
                 stop(str(no_room), output_dir, sweeping)
                 return None
             record = record_failure(config, store, err)
-            atomic_write_json(output_dir / "result.json", record)
+            atomic_write_json(output_dir / "result.json", run_folder_copy(record, store))
             tracker.summary(record)
             tracker.close(exit_code=1)
             log.exception("experiment failed")
@@ -415,14 +281,20 @@ def job(cfg: DictConfig) -> dict | None:
                 raise
             return record
         log_record(tracker, record, store, reused=reused)
-    atomic_write_json(output_dir / "result.json", record)
+    atomic_write_json(output_dir / "result.json", run_folder_copy(record, store))
     final = store.get(record["final_stage"])
     curves = f"\n  metrics: {final.metrics_file}" if final is not None and final.metrics_file is not None else ""
     print(
         f"\n{record['label']} on {record['model']}/{record['dataset']}: test_acc={record['test_acc']:.4f}\n"
-        f"{summarize(record)}\n  record: {output_dir / 'result.json'}{curves}"
+        f"{summarize(record)}\n  record: {output_dir / 'result.json'}\n  store:  {store.root.resolve()}{curves}"
     )
     return record
+
+
+def run_folder_copy(record: dict, store: Store) -> dict:
+    """The record as the job's folder keeps it: naming its store (``store``, absolute), so that prunelab-export and
+    prunelab-report given this file find the stages whatever ``paths.results`` was."""
+    return {**record, STORE_KEY: str(store.root.resolve())}
 
 
 # An absolute path: the console script imports this module by name, where "../conf" would be read as a package.
@@ -432,20 +304,11 @@ def main(cfg: DictConfig) -> float | None:
     return None if record is None else record.get("test_acc")
 
 
-# Hydra's own modes whose arguments are not overrides (``-sc query=bash`` asks for completions of ``bash``).
-_NOT_OVERRIDES = {"-sc", "--shell-completion"}
-
-
 def cli() -> None:
     register_schemas()
-    if _NOT_OVERRIDES & set(sys.argv[1:]):
-        main()
-        return
     try:
-        check_group_choices(sys.argv[1:])
-        check_top_level_keys(sys.argv[1:])
-        check_override_types(sys.argv[1:])
-        sys.argv[1:] = spread_method_fields(sys.argv[1:])
+        # every job composed and validated before the first starts; argv as @hydra.main must get it (runners/jobs.py)
+        sys.argv[1:] = check_command(sys.argv[1:])
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -50,6 +50,7 @@ def done(tmp_path_factory):
         record_path = next(
             p / "result.json"
             for p in path.iterdir()
+            if p.is_dir()
             if json.loads((p / "result.json").read_text()).get("method") == method
         )
         out[method] = {
@@ -221,3 +222,57 @@ def test_onnx_checked_with_onnxruntime(done, tmp_path):
     with torch.no_grad():
         expect = case["model"](x).numpy()
     assert abs(session.run(None, {"input": x.numpy()})[0] - expect).max() <= 1e-4
+
+
+@pytest.mark.slow  # a run through the CLI, then an export and a report from another folder (~1 min)
+def test_the_record_a_run_prints_leads_to_its_store_wherever_paths_results_was(tmp_path):
+    """The run folder's copy of the record names its store: export and report take the path as printed."""
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT)}
+    (tmp_path / "here").mkdir()
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runners.train",
+            "logger=none",
+            "progress=false",
+            f"paths.results={tmp_path}/store",
+            "dataset=synthetic",
+            "train.epochs=1",
+            "method=magnitude",
+            "method.recovery.epochs=1",
+            "name=mine",
+        ],
+        cwd=tmp_path / "here",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    printed = {k.strip(): v.strip() for k, _, v in (row.partition(":") for row in run.stdout.splitlines()[-2:])}
+    assert printed["store"] == str((tmp_path / "store").resolve())
+    record = printed["record"]
+    assert Path(record).is_relative_to(tmp_path / "here" / "outputs")  # the run folder's copy
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()  # no results/ here: only the record can say where the stages are
+    export = subprocess.run(
+        [sys.executable, "-m", "runners.export", record, "--format", "torchscript", "--out", "x"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert export.returncode == 0, export.stderr[-3000:]
+    assert (elsewhere / "x" / "model.torchscript.pt").is_file()
+    report = subprocess.run(
+        [sys.executable, "-m", "analysis.report", record, "--out", "report"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "magnitude" in (elsewhere / "report" / "summary.md").read_text()

@@ -78,13 +78,15 @@ def test_command_appends_name_tier_and_seeds_last_and_passes_overrides_through(t
 
 
 def test_jobs_of_a_line_are_hydras_product_with_the_last_axis_fastest():
-    assert jobs_of("+experiment=x +experiment/arm=a,b method.sparsity=0.5,0.9") == [
-        ["+experiment=x", "+experiment/arm=a", "method.sparsity=0.5"],
-        ["+experiment=x", "+experiment/arm=a", "method.sparsity=0.9"],
-        ["+experiment=x", "+experiment/arm=b", "method.sparsity=0.5"],
-        ["+experiment=x", "+experiment/arm=b", "method.sparsity=0.9"],
+    # Hydra's basic sweeper: the experiment config's own params first (its +experiment/arm axis, which the line's
+    # list replaces in place), then the line's overrides
+    assert jobs_of("+experiment=reproduce_mlp +experiment/arm=magnitude,snip method.sparsity=0.5,0.9") == [
+        ["+experiment/arm=magnitude", "+experiment=reproduce_mlp", "method.sparsity=0.5"],
+        ["+experiment/arm=magnitude", "+experiment=reproduce_mlp", "method.sparsity=0.9"],
+        ["+experiment/arm=snip", "+experiment=reproduce_mlp", "method.sparsity=0.5"],
+        ["+experiment/arm=snip", "+experiment=reproduce_mlp", "method.sparsity=0.9"],
     ]
-    assert jobs_of("+experiment=x seed=range(3)") is None  # other sweep syntax: never skipped, always launched
+    assert [job[-1] for job in jobs_of("+experiment=reproduce_mlp seed=range(3)")] == ["seed=0", "seed=1", "seed=2"]
 
 
 TINY_CLAIM = {

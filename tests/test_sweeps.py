@@ -268,25 +268,36 @@ def test_joblib_two_jobs_land_in_the_store_and_the_callback_writes_the_report(tm
 
 
 def test_a_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path):
-    # sparsity 1.5 passes Hydra (a sweep value) and fails validation in its job only
+    # Sparsity 0.995 is a valid config the pre-launch check passes, but this lottery cannot reach it (its classifier,
+    # 0.8 % of the weights, is pruned at rate 0): only the job, with the model built, can tell. (An invalid config,
+    # once refused in its job only, now stops the sweep before any job: test_an_invalid_job_stops_the_sweep...)
     proc = multirun(
         tmp_path,
         "name=probe",
         "dataset=synthetic",
-        "method=magnitude",
-        "method.sparsity=1.5,0.5",
+        "method=lottery",
+        "method.scope=layerwise",
+        "method.output_rate=0",
+        "method.sparsity=0.995,0.5",
         "train.epochs=1",
-        "method.recovery.epochs=1",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = job_records(tmp_path)
     assert jobs["0"]["status"] == "failed" and "method.sparsity" in jobs["0"]["error"]
     assert jobs["1"]["status"] == "ok"
-    assert [r["target_sparsity"] for r in store_records(tmp_path) if r["method"] == "magnitude"] == [0.5]
+    assert [r["target_sparsity"] for r in store_records(tmp_path) if r["method"] == "lottery"] == [0.5]
     assert "jobs: 1 ok, 1 failed" in proc.stdout
     assert "sweep: 1/2 jobs done (0 ok, 1 failed)" in proc.stdout
     assert "sweep: 2/2 jobs done (1 ok, 1 failed)" in proc.stdout
     assert (tmp_path / "results" / "report" / "probe" / "summary.md").exists()
+
+
+def test_an_invalid_job_stops_the_sweep_before_any_job_runs(tmp_path):
+    # every job is composed and validated before the first starts: one line, exit 2, nothing written
+    proc = multirun(tmp_path, "dataset=synthetic", "method=magnitude", "method.sparsity=0.5,1.5", "train.epochs=1")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["error: method.sparsity: must be in [0, 1) (got 1.5)"]
+    assert not (tmp_path / "results").exists() and not (tmp_path / "multirun").exists()
 
 
 def test_a_method_sweep_takes_fields_its_methods_share(tmp_path):

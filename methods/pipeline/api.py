@@ -11,7 +11,7 @@ it, so a new method is one module plus one ``conf/method/<name>.yaml``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional, Protocol, Union
 
@@ -139,6 +139,10 @@ class Method:
     # computes. Every other field must be in the hash of the stage it changes; tests/test_hashes.py flips each field
     # of each method and checks both sides. Declared here (and extended by subclasses along the MRO) only.
     result_neutral: ClassVar[frozenset[str]] = frozenset({"name"})
+    # Config fields (dotted paths; a path covers its sub-fields) the method never reads, each with the reason. A value
+    # set for one (unlike the method's default) is refused before any job starts (runners/jobs.py): whoever set it
+    # expects an effect there is none. Merged along the MRO; ``ignored_fields()`` adds what the config switches off.
+    ignored: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, cfg: Any):
         self.cfg = cfg
@@ -146,6 +150,14 @@ class Method:
     @classmethod
     def neutral_fields(cls) -> frozenset[str]:
         return frozenset().union(*(getattr(c, "result_neutral", frozenset()) for c in cls.__mro__))
+
+    def ignored_fields(self) -> dict[str, str]:
+        """The fields this configuration of the method never reads (``ignored``, and e.g. random at init: its
+        fine-tune), each with the reason."""
+        out: dict[str, str] = {}
+        for cls in reversed(type(self).__mro__):
+            out.update(getattr(cls, "ignored", {}))
+        return out
 
     def label(self, stages: Optional[Stages] = None) -> str:
         """How the method appears in tables and legends (``stages``: the experiment, for facts outside the method's

@@ -24,6 +24,11 @@ class Recovery:
         check(self.lr_scale > 0, "method.recovery.lr_scale", f"must be > 0 (got {self.lr_scale})")
 
 
+# The fine-tune of a pruned trained network unless a method says otherwise: 5 epochs at LR x 0.1. The YAMLs of
+# conf/method/ set it until it moved into the schemas (``moved_default``: hashed against what the schemas said then).
+FINE_TUNE = Recovery(epochs=5, lr_scale=0.1)
+
+
 def recovery_config(recovery: Recovery, base: TrainConfig) -> TrainConfig:
     """The training schedule of a recovery stage: ``base`` (the dense schedule) with the recovery's changes."""
     changes: dict = {"lr": (recovery.lr if recovery.lr is not None else base.lr) * recovery.lr_scale}

@@ -237,6 +237,16 @@ class ScoreMethod(Method):
     def retrains_dense_schedule(self) -> bool:
         return self.cfg.when == "init"  # pruned at initialization, then trained for the dense schedule
 
+    def ignored_fields(self) -> dict[str, str]:
+        if self.cfg.when != "init":
+            return super().ignored_fields()
+        at_init = "it prunes at initialization, then trains for the dense schedule (train.*)"
+        return {
+            **super().ignored_fields(),
+            "recovery": f"{at_init}: there is no fine-tune",
+            "prune_from": f"{at_init}: there are no trained weights to choose from",
+        }
+
     def start(self, stages: Stages) -> tuple[StageRef, Optional[StageRef]]:
         """(stage to prune, dense stage or None)."""
         if self.cfg.when == "init":
