@@ -51,8 +51,11 @@ COMMON = {
     "prunable.classifier": ([], ["method.prunable.classifier=false"]),
     "prunable.exclude": ([], ["method.prunable.exclude=[fc1]"]),
 }
+# N:M needs every pruned layer's input to tile into groups of M: fc1 has 16 inputs (fc2 6, fc3 5 are left dense)
+NM = (["method.sparsity=0.5", "method.prunable.exclude=[fc2,fc3]"], ["method.pattern=2:4"])
 SCORE = {
     **COMMON,
+    "pattern": NM,
     **RECOVERY,
     "scope": ([], ["method.scope=layerwise"]),
     "rounds": ([], ["method.rounds=2"]),
@@ -109,6 +112,7 @@ FLIPS: dict[str, dict[str, tuple[list[str], list[str]]]] = {
         "scope": ([], ["method.scope=layerwise"]),
         "rewind_iteration": ([], ["method.rewind_iteration=1"]),
         "control": ([], ["method.control=reinit"]),
+        "pattern": NM,
     },
     "slimming": {
         **CHANNEL,
