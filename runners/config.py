@@ -7,7 +7,7 @@ The schemas are also registered in Hydra's ConfigStore (group ``schema``) so too
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -25,6 +25,7 @@ from methods import get_method, registry
 from models import build_model
 from models.config import ModelConfig, TorchvisionConfig, model_config
 from models.config import schema_for as model_schema
+from runners.sparse import KERNELS
 from runners.tracking import NAME_FIELDS, run_name
 
 
@@ -73,9 +74,34 @@ class Paths:
     results: str = "results"
 
 
+@dataclass
+class LatencyConfig:
+    """How a record times its networks (``runners.metrics.measure_latency_ms``). It changes no result, so it is in
+    no hash: a record already in the store keeps the latency it was measured with."""
+
+    # weight-level records: the kernel of the sparse network (runners/sparse.py) timed beside the dense and the
+    # masked network: csr | bsr | coo | semi_structured, or none (not timed)
+    sparse_kernel: str = "csr"
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 256])
+    min_run_time: float = 0.1  # seconds each network runs per batch size (and at least 3 blocks of ~10 ms)
+
+    def __post_init__(self) -> None:
+        check(
+            self.sparse_kernel in (*KERNELS, "none"),
+            "latency.sparse_kernel",
+            f"must be one of {', '.join(KERNELS)} or none (got {self.sparse_kernel!r})",
+        )
+        check(
+            bool(self.batch_sizes) and all(b >= 1 for b in self.batch_sizes),
+            "latency.batch_sizes",
+            f"must be a non-empty list of batch sizes >= 1 (got {self.batch_sizes})",
+        )
+        check(self.min_run_time > 0, "latency.min_run_time", f"must be > 0 seconds (got {self.min_run_time})")
+
+
 def schemas() -> dict[str, type]:
     """The groups with one schema each; ``model`` and ``dataset`` pick theirs by name (``group_schema``)."""
-    return {"train": TrainConfig, "logger": LoggerConfig, "seeds": Seeds, "paths": Paths}
+    return {"train": TrainConfig, "logger": LoggerConfig, "seeds": Seeds, "paths": Paths, "latency": LatencyConfig}
 
 
 # The schemas the model and dataset YAMLs extend (``/schema/<group>/<name>@_here_``); the ``target`` YAMLs extend
@@ -153,6 +179,7 @@ class ExperimentConfig:
     seed: int
     seeds: Seeds
     paths: Paths
+    latency: LatencyConfig
     device: str
     sweep: str  # config key `name`: the sweep this experiment belongs to (records' `experiment` field)
     threads: Optional[int]
