@@ -22,6 +22,7 @@ import hydra
 import torch
 import yaml
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -139,18 +140,20 @@ def check_override_types(argv: list[str]) -> None:
             continue
         name = str(_yaml(CONF / group / f"{option}.yaml").get("name", option))
         groups[group] = get_method(name).Config if group == "method" else group_schema(group, option)
+    nodes: dict[str, DictConfig] = {}
     for arg in argv:
         key, sep, value = arg.lstrip("+~").partition("=")
         group, _, rest = key.partition(".")
         if not sep or not rest or group not in groups or not is_plain_value(value):
             continue
-        # model/dataset: keys and types only; their cross-field checks (depth per architecture) need the whole node
-        typed(
-            groups[group],
-            OmegaConf.from_dotlist([f"{rest}={value}"]),
-            group,
-            instantiate=group not in ("model", "dataset"),
-        )
+        # the value as Hydra reads it: YAML would read method.pattern=2:4 as the base-60 number 124
+        parsed = OverridesParser.create().parse_override(f"{key}={value}").value()
+        OmegaConf.update(nodes.setdefault(group, OmegaConf.create()), rest, parsed, force_add=True)
+    for group, node in nodes.items():
+        # a group's overrides together, so that a check across fields sees them all (method.pattern=2:4 with
+        # method.sparsity=0.5; method.output_rate with method.scope=layerwise). model/dataset: keys and types
+        # only; their cross-field checks (depth per architecture) need the whole node
+        typed(groups[group], node, group, instantiate=group not in ("model", "dataset"))
 
 
 def spread_method_fields(argv: list[str]) -> list[str]:

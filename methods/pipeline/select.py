@@ -104,7 +104,11 @@ def nm_pattern(pattern: str) -> Optional[tuple[int, int]]:
         return None
     n, sep, m = str(pattern).partition(":")
     if not (sep and n.strip().isdigit() and m.strip().isdigit() and 0 < int(n) < int(m)):
-        raise UserError(f"method.pattern: must be {UNSTRUCTURED} or N:M with 0 < N < M, e.g. '2:4' (got {pattern!r})")
+        # unquoted in a YAML file, 2:4 is read as the base-60 number 124
+        quote = "; quote it in YAML files (pattern: '2:4')" if str(pattern).isdigit() else ""
+        raise UserError(
+            f"method.pattern: must be {UNSTRUCTURED} or N:M with 0 < N < M, e.g. '2:4' (got {pattern!r}){quote}"
+        )
     return int(n), int(m)
 
 
