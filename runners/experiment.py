@@ -387,7 +387,7 @@ class Experiment:
         if final.has_plan():  # timed on the job's own device: a CUDA job's latency is a CUDA latency
             base_on, plain_on = copy.deepcopy(base).to(self.device), copy.deepcopy(plain).to(self.device)
             latency = measure.measure_latency_ms(
-                {"dense": base_on, "pruned": plain_on}, self.data.input_shape, timing.batch_sizes, timing.min_run_time
+                {"dense": base_on, "pruned": plain_on}, self.data.input_shape, timing.batch_sizes, timing.per_network(2)
             )
             setting = measure.latency_setting(plain_on)
         elif masks and timing.sparse_kernel != "none":  # weight-level: does any kernel turn the zeros into time?
@@ -397,7 +397,7 @@ class Experiment:
                 self.data.input_shape,
                 kernel=timing.sparse_kernel,
                 batch_sizes=timing.batch_sizes,
-                min_run_time=timing.min_run_time,
+                min_run_time=timing.per_network(3),
             )
             latency, kernels, setting = sparse.latency_ms, sparse.kernels, measure.latency_setting(model)
         return ExperimentRecord(

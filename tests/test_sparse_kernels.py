@@ -26,6 +26,7 @@ from models.config import ModelConfig
 from runners.experiment import experiment_hash, run_experiment
 from runners.sparse import SparseConv2d, SparseLinear, masked_weight, measure_sparse_latency, sparse_network
 from runners.store import Store
+from runners.train import check_override_types
 from tests.conftest import SYNTH, make_run
 
 CPU_KERNELS = ("csr", "bsr", "coo")
@@ -281,6 +282,17 @@ def test_nm_settings_it_cannot_honour_are_refused_in_one_line(tmp_path, override
         make_run(tmp_path, *TINY, *overrides)
 
 
+def test_the_command_line_pre_check_reads_a_pattern_as_hydra_does_and_with_the_groups_other_overrides():
+    check_override_types(["method=magnitude", "method.pattern=2:4", "method.sparsity=0.5"])
+    check_override_types(["method=lottery", "method.scope=layerwise", "method.output_rate=0.1"])
+    with pytest.raises(UserError, match="method.sparsity: pattern 2:4 keeps exactly 2 of every 4"):
+        check_override_types(["method=magnitude", "method.pattern=2:4"])
+    with pytest.raises(UserError, match=r"got '124'\); quote it in YAML"):
+        check_override_types(["method=magnitude", "method.pattern=124", "method.sparsity=0.5"])
+    with pytest.raises(UserError, match="train.epochs"):
+        check_override_types(["train.epochs=abc"])
+
+
 def test_a_layer_whose_input_does_not_tile_into_groups_is_refused_before_any_stage(tmp_path):
     with pytest.raises(UserError, match=r"fc2.weight has 12 inputs, not a multiple of 8.*exclude=\[fc2\]"):
         run(tmp_path, "method=magnitude", "method.pattern=1:8", "method.sparsity=0.875")
@@ -288,7 +300,7 @@ def test_a_layer_whose_input_does_not_tile_into_groups_is_refused_before_any_sta
 
 
 # ------------------------------------------------------------------------------------------------- the record
-FAST = ["latency.batch_sizes=[1,8]", "latency.min_run_time=0.01"]
+FAST = ["latency.batch_sizes=[1,8]", "latency.run_time=0.03"]
 
 
 def test_a_weight_level_record_times_dense_masked_and_sparse_and_names_each_layers_kernel(tmp_path):
