@@ -11,7 +11,7 @@ Kernels (what torch 2.14.1 runs on the CPU; ``benchmarks/sparse_kernels.py`` mea
 
 - ``csr``: ``torch.addmm(bias, W_csr, xᵀ)ᵀ`` — MKL sparse BLAS, float32 and float64 only on the CPU (bfloat16 and
   float16: "addmm_out_sparse_csr_impl_mkl not implemented"). The product is computed as W·xᵀ because the other
-  orientations (x·W_csrᵀ, CSC) ran 10-40x slower, and through ``addmm`` because ``F.linear`` with a CSR weight built
+  orientations (x·W_csrᵀ, CSC) ran 5-45x slower, and through ``addmm`` because ``F.linear`` with a CSR weight built
   outside ``torch.inference_mode`` fails inside it ("Cannot set version_counter for inference tensor").
 - ``bsr``: the same product on a block-sparse weight (``to_sparse_bsr``); MKL takes square blocks only ("MKL Sparse
   doesn't support matrices with non-square blocks"), so the block is the largest of ``BSR_BLOCKS`` that divides both
