@@ -23,7 +23,7 @@ Kernels (what torch 2.14.1 runs on the CPU; ``benchmarks/sparse_kernels.py`` mea
   Not exercised here (no GPU on the machine this was written on).
 
 Conv2d runs as im2col (``F.unfold``) followed by the same sparse product with the weight as an (O, C·R·S) matrix;
-grouped convolutions, non-zero padding modes and string padding other than ``valid`` are not supported. torch has
+grouped convolutions, padding modes other than zeros and string padding other than ``valid`` are not supported; torch has
 no sparse convolution of strided tensors.
 """
 
