@@ -23,8 +23,8 @@ Kernels (what torch 2.14.1 runs on the CPU; ``benchmarks/sparse_kernels.py`` mea
   Not exercised here (no GPU on the machine this was written on).
 
 Conv2d runs as im2col (``F.unfold``) followed by the same sparse product with the weight as an (O, C·R·S) matrix;
-grouped convolutions, padding modes other than zeros and string padding other than ``valid`` are not supported; torch has
-no sparse convolution of strided tensors.
+grouped convolutions, padding modes other than zeros and string padding other than ``valid`` are not supported;
+torch has no sparse convolution of strided tensors.
 """
 
 from __future__ import annotations
