@@ -67,7 +67,12 @@ class ExperimentRecord:
     flops_dense: Optional[int] = None  # multiply-adds per example, dense architecture
     flops_effective: Optional[int] = None  # multiply-adds per example counting only nonzero weights / kept channels
     speedup_theoretical: Optional[float] = None  # flops_dense / flops_effective
-    latency_ms: Optional[dict[str, Any]] = None  # structured only: {"dense"|"pruned": {"1": ms, "256": ms}, ...}
+    # ms per forward by batch size: structured {"dense"|"pruned": {"1": ms, "256": ms}}; weight-level {"dense"|
+    # "masked"|"sparse": {...}} (masked: the stored network, pruning hooks on; sparse: runners/sparse.py)
+    latency_ms: Optional[dict[str, Any]] = None
+    # weight-level: what each Conv2d/Linear of the sparse network runs ("csr", "csr (im2col)", "dense: not pruned",
+    # "dense: not supported (...)")
+    latency_kernels: Optional[dict[str, str]] = None
     latency_device: Optional[str] = None  # where latency_ms was timed: the job's device ("cpu", "cuda:0")
     latency_threads: Optional[int] = None  # torch threads it was timed with (the job's own count)
     # ---- accuracy (model selection on validation; test is only reported)

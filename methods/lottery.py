@@ -13,6 +13,11 @@ rewind iteration k with its data order and LR schedule, like the ticket (open_lt
 ``randomly_prune`` branches train from ``train_start_step``); at k = 0 that is the ordinary full schedule.
 Default ``scope=global`` with 20%/round (open_lth's ``sparse_global``); the paper's LeNet configuration is
 ``scope=layerwise output_rate=0.1`` (the ``lth_lenet300`` experiment).
+
+``pattern=N:M`` (e.g. ``2:4``; ``method.sparsity`` must be 1 − N/M) finds an N:M ticket in one level: the trained
+weights' N largest |θ| of every M consecutive along each layer's input (``select.select_nm``), rewound and retrained.
+One level, because an N:M mask cannot be reached by pruning ``rate`` of the remaining weights per level (a group
+pruned below N at an earlier level could not be restored); ``rate`` then plays no part.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from foundations.training import total_iterations
 from methods.pipeline.api import Method, MethodConfig, Stages
 from methods.pipeline.masks import classifier_name
 from methods.pipeline.scores import magnitude_scores, shuffled
-from methods.pipeline.select import select
+from methods.pipeline.select import UNSTRUCTURED, check_nm_shapes, check_pattern, nm_pattern, select, select_nm
 
 
 @dataclass
@@ -40,6 +45,7 @@ class LotteryConfig(MethodConfig):
     scope: str = "global"  # global | layerwise
     rewind_iteration: int = 0
     control: str = "none"  # none | reinit | shuffle
+    pattern: str = UNSTRUCTURED  # unstructured | "N:M": one level keeping N of every M weights (module docstring)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -55,6 +61,15 @@ class LotteryConfig(MethodConfig):
         )
         check(self.rewind_iteration >= 0, "method.rewind_iteration", f"must be >= 0 (got {self.rewind_iteration})")
         check(self.control in ("none", "reinit", "shuffle"), "method.control", "must be none, reinit or shuffle")
+        check_pattern(
+            self.pattern,
+            self.sparsity,
+            self.prunable,
+            {
+                "output_rate": (self.output_rate is not None, "a separate output-layer rate is not N/M"),
+                "control": (self.control == "shuffle", "shuffling the ticket's mask within a layer breaks its groups"),
+            },
+        )
 
 
 def _density(rates: dict[str, float], sizes: dict[str, int], level: float) -> float:
@@ -71,7 +86,8 @@ class Lottery(Method):
     Config = LotteryConfig
 
     def label(self, stages: Optional[Stages] = None) -> str:
-        return "lottery" if self.cfg.control == "none" else f"lottery ({self.cfg.control})"
+        notes = [n for n, default in ((self.cfg.control, "none"), (self.cfg.pattern, UNSTRUCTURED)) if n != default]
+        return f"lottery ({', '.join(notes)})" if notes else "lottery"
 
     def retrains_dense_schedule(self) -> bool:
         return True  # every level retrains the dense schedule
@@ -85,10 +101,14 @@ class Lottery(Method):
             )
         base = stages.base_model()
         params = dict(base.named_parameters())
+        check_nm_shapes(self.cfg.pattern, {n: params[n].shape for n in stages.prunable(base)})
         self.levels({n: params[n].numel() for n in stages.prunable(base)}, classifier_name(base))
 
     def levels(self, sizes: dict[str, int], head: str) -> list[dict[str, float]]:
-        """Per-layer keep fractions of each level; the last level's exponent is solved to hit the target exactly."""
+        """Per-layer keep fractions of each level; the last level's exponent is solved to hit the target exactly.
+        An N:M pattern is one level at N/M."""
+        if nm_pattern(self.cfg.pattern) is not None:
+            return [{n: 1 - self.cfg.sparsity for n in sizes}]
         rates = {
             n: (
                 self.cfg.output_rate if self.cfg.output_rate is not None and n.startswith(head + ".") else self.cfg.rate
@@ -122,11 +142,14 @@ class Lottery(Method):
         dense = stages.train_stage("level0", init, stages.train_config, snapshots=(k,) if k else ())
         rewind, weights = (init, "selected") if k == 0 else (dense, k)
         state, pruned, history = dense, None, []
+        nm = nm_pattern(self.cfg.pattern)
         for level, layers in enumerate(self.levels(sizes, classifier_name(base)), start=1):
             overall = sum(sizes[n] * layers[n] for n in names) / sum(sizes.values())
 
             def magnitude(model, alive, layers=layers, overall=overall):
                 scores = magnitude_scores(model, alive)
+                if nm is not None:
+                    return select_nm(scores, alive, *nm), {}
                 return select(scores, alive, scope=self.cfg.scope, layer_targets=layers, global_target=overall), {}
 
             spec = {
@@ -137,6 +160,7 @@ class Lottery(Method):
                 "keep": round(overall, 12),
                 "rewind_iteration": k,
                 **({"prunable": prunable} if (prunable := nondefault(self.cfg.prunable)) else {}),
+                **({"pattern": self.cfg.pattern} if nm is not None else {}),
             }
             pruned = stages.mask_stage(f"prune{level}", state, spec, magnitude, weights="last")
             state = stages.train_stage(

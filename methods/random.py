@@ -23,7 +23,7 @@ from methods import get_method, registry
 from methods.pipeline.api import Stages
 from methods.pipeline.recover import FINE_TUNE, Recovery
 from methods.pipeline.scores import random_scores, shuffled
-from methods.pipeline.select import select
+from methods.pipeline.select import nm_pattern, select
 from methods.pipeline.unstructured import ScoreConfig, ScoreMethod
 
 VARIANTS = ("layerwise", "global", "shuffle")
@@ -55,6 +55,12 @@ class RandomConfig(ScoreConfig):
                 f"method.{flag}",
                 "variant=shuffle takes another experiment's mask as it is: no scores to rank at a target",
             )
+        check(
+            self.variant != "shuffle" or nm_pattern(self.pattern) is None,
+            "method.pattern",
+            "variant=shuffle permutes another experiment's mask within each layer, which breaks N:M groups; "
+            "use variant=layerwise for a random N:M mask",
+        )
         check(
             self.variant != "shuffle" or self.rounds == 1,
             "method.rounds",
@@ -118,6 +124,8 @@ class RandomPruning(ScoreMethod):
     def choose(self, scores, alive, overall, layers, weights):
         if self.cfg.variant == "shuffle":
             return {n: scores[n].bool() & alive[n] for n in scores}  # the shuffled source mask itself
+        if nm_pattern(self.cfg.pattern) is not None:  # random scores, N of every M: the variant's scope plays no part
+            return super().choose(scores, alive, overall, layers, weights)
         scope = "global" if self.cfg.variant == "global" else "layerwise"
         return select(scores, alive, scope=scope, layer_targets=layers, global_target=overall)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -29,6 +29,7 @@ from methods import get_method, registry
 from models import build_model
 from models.config import ModelConfig, TorchvisionConfig, model_config
 from models.config import schema_for as model_schema
+from runners.sparse import KERNELS
 from runners.tracking import NAME_FIELDS, run_name
 
 
@@ -77,9 +78,40 @@ class Paths:
     results: str = "results"
 
 
+@dataclass
+class LatencyConfig:
+    """How a record times its networks (``runners.metrics.measure_latency_ms``). It changes no result, so it is in
+    no hash: a record already in the store keeps the latency it was measured with."""
+
+    # weight-level records: the kernel of the sparse network (runners/sparse.py) timed beside the dense and the
+    # masked network: csr | bsr | coo | semi_structured, or none (not timed)
+    sparse_kernel: str = "csr"
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 256])
+    # seconds of timing per batch size, shared by the networks compared (structured: dense, pruned; weight-level:
+    # dense, masked, sparse), each at least 3 blocks of ~10 ms: a record costs the same whatever it compares
+    run_time: float = 0.2
+
+    def per_network(self, networks: int) -> float:
+        """``min_run_time`` of ``runners.metrics.measure_latency_ms`` for ``networks`` networks."""
+        return self.run_time / networks
+
+    def __post_init__(self) -> None:
+        check(
+            self.sparse_kernel in (*KERNELS, "none"),
+            "latency.sparse_kernel",
+            f"must be one of {', '.join(KERNELS)} or none (got {self.sparse_kernel!r})",
+        )
+        check(
+            bool(self.batch_sizes) and all(b >= 1 for b in self.batch_sizes),
+            "latency.batch_sizes",
+            f"must be a non-empty list of batch sizes >= 1 (got {self.batch_sizes})",
+        )
+        check(self.run_time > 0, "latency.run_time", f"must be > 0 seconds (got {self.run_time})")
+
+
 def schemas() -> dict[str, type]:
     """The groups with one schema each; ``model`` and ``dataset`` pick theirs by name (``group_schema``)."""
-    return {"train": TrainConfig, "logger": LoggerConfig, "seeds": Seeds, "paths": Paths}
+    return {"train": TrainConfig, "logger": LoggerConfig, "seeds": Seeds, "paths": Paths, "latency": LatencyConfig}
 
 
 # The schemas the model and dataset YAMLs extend (``/schema/<group>/<name>@_here_``); the ``target`` YAMLs extend
@@ -157,6 +189,7 @@ class ExperimentConfig:
     seed: int
     seeds: Seeds
     paths: Paths
+    latency: LatencyConfig
     device: str
     sweep: str  # config key `name`: the sweep this experiment belongs to (records' `experiment` field)
     threads: Optional[int]

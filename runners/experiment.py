@@ -50,6 +50,7 @@ from models.init import initialize
 from runners import metrics as measure
 from runners.config import ExperimentConfig
 from runners.jobs import method_defaults
+from runners.sparse import measure_sparse_latency
 from runners.store import Stage, StageFiles, Store
 from runners.tracking import Tracker
 
@@ -386,11 +387,24 @@ class Experiment:
         # structured methods are tabled by the fraction of channels removed, the others by weights removed
         channels = extra.get("channel_sparsity")
         achieved = channels if self.method.kind == "structured" and channels is not None else 1 - density
-        latency, setting = None, {"device": None, "threads": None}
+        latency, kernels, setting = None, None, {"device": None, "threads": None}
+        timing = self.config.latency
         if final.has_plan():  # timed on the job's own device: a CUDA job's latency is a CUDA latency
             base_on, plain_on = copy.deepcopy(base).to(self.device), copy.deepcopy(plain).to(self.device)
-            latency = measure.measure_latency_ms({"dense": base_on, "pruned": plain_on}, self.data.input_shape)
+            latency = measure.measure_latency_ms(
+                {"dense": base_on, "pruned": plain_on}, self.data.input_shape, timing.batch_sizes, timing.per_network(2)
+            )
             setting = measure.latency_setting(plain_on)
+        elif masks and timing.sparse_kernel != "none":  # weight-level: does any kernel turn the zeros into time?
+            sparse = measure_sparse_latency(
+                model,
+                copy.deepcopy(base).to(self.device),
+                self.data.input_shape,
+                kernel=timing.sparse_kernel,
+                batch_sizes=timing.batch_sizes,
+                min_run_time=timing.per_network(3),
+            )
+            latency, kernels, setting = sparse.latency_ms, sparse.kernels, measure.latency_setting(model)
         return ExperimentRecord(
             experiment=self.config.sweep,
             method=self.method.name,
@@ -414,6 +428,7 @@ class Experiment:
             flops_effective=flops_effective,
             speedup_theoretical=flops_dense / max(flops_effective, 1),
             latency_ms=latency,
+            latency_kernels=kernels,
             latency_device=setting["device"],
             latency_threads=setting["threads"],
             val_acc=selected["val_acc"],

@@ -171,7 +171,13 @@ def _fastest_blocks(
     numbers = []
     for forward in forwards:
         _block(forward, 1, device)  # warm-up: the first call allocates and builds the kernels' primitives
-        numbers.append(max(1, int(block / max(_block(forward, 1, device), 1e-7))))
+        # sized by the fastest of up to 3 calls: one call slowed by another process sized blocks far below ~10 ms,
+        # and the models whose blocks were sized right then ran every extra turn (a weight-level job's three
+        # networks took up to 4.3 s instead of 1.1 s beside busy processes; 1.45 s at most with this)
+        once = _block(forward, 1, device)
+        for _ in range(2):
+            once = min(once, _block(forward, 1, device)) if once < block else once
+        numbers.append(max(1, int(block / max(once, 1e-7))))
     blocks: list[list[float]] = [[] for _ in forwards]
     while any(sum(b) * n < min_run_time or len(b) < min_blocks for b, n in zip(blocks, numbers)):
         for forward, number, times in zip(forwards, numbers, blocks):

@@ -444,6 +444,29 @@ MUTANTS = [
         ("tests/test_export.py::test_the_record_a_run_prints_leads_to_its_store_wherever_paths_results_was",),
     ),
     Mutant(
+        "the sparse kernels are built from the unmasked weights (weight_orig)",
+        "runners/sparse.py",
+        'return (getattr(module, f"{name}_orig") * mask).detach()',
+        'return getattr(module, f"{name}_orig").detach()',
+        ("tests/test_sparse_kernels.py::test_a_sparse_linear_equals_the_masked_dense_product",),
+    ),
+    Mutant(
+        "N:M groups of a conv run along its kernel positions, not its input channels",
+        "methods/pipeline/select.py",
+        "return tensor.permute(0, 2, 3, 1).reshape(-1, tensor.shape[1])",
+        "return tensor.reshape(-1, tensor.shape[1])",
+        ("tests/test_sparse_kernels.py::test_nm_selection_keeps_the_n_best_of_every_m_along_the_input",),
+    ),
+    Mutant(
+        "the N:M pattern is left out of the lottery's prune hash",
+        "methods/lottery.py",
+        '**({"pattern": self.cfg.pattern} if nm is not None else {}),',
+        "**({}),",
+        (
+            "tests/test_sparse_kernels.py::test_an_nm_experiment_prunes_n_of_every_m_trained_weights_and_hashes_the_pattern",
+        ),
+    ),
+    Mutant(
         "divergence goes unnoticed",
         "foundations/training/loop.py",
         "        if first >= 0:\n            raise Diverged",

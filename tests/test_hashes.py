@@ -60,8 +60,11 @@ AT_INIT = {  # Frankle et al. 2021's ablations and the collapse measure, options
     "invert": (INIT, ["method.invert=true"]),
     "measure_collapse": (INIT, ["method.measure_collapse=true"]),
 }
+# N:M needs every pruned layer's input to tile into groups of M: fc1 has 16 inputs (fc2 6, fc3 5 are left dense)
+NM = (["method.sparsity=0.5", "method.prunable.exclude=[fc2,fc3]"], ["method.pattern=2:4"])
 SCORE = {
     **COMMON,
+    "pattern": NM,
     **RECOVERY,
     **AT_INIT,
     "scope": ([], ["method.scope=layerwise"]),
@@ -132,6 +135,7 @@ FLIPS: dict[str, dict[str, tuple[list[str], list[str]]]] = {
         "scope": ([], ["method.scope=layerwise"]),
         "rewind_iteration": ([], ["method.rewind_iteration=1"]),
         "control": ([], ["method.control=reinit"]),
+        "pattern": NM,
     },
     "slimming": {
         **CHANNEL,

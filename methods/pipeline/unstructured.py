@@ -48,7 +48,16 @@ from methods.pipeline.collapse import compression_grid, critical_compression, la
 from methods.pipeline.masks import Masks, folded
 from methods.pipeline.recover import Recovery, recovery_config
 from methods.pipeline.scores import shuffled
-from methods.pipeline.select import SCOPES, ladder, select
+from methods.pipeline.select import (
+    SCOPES,
+    UNSTRUCTURED,
+    check_nm_shapes,
+    check_pattern,
+    ladder,
+    nm_pattern,
+    select,
+    select_nm,
+)
 
 # What a method keeps for a target: (overall keep fraction, per-layer keep fractions) -> masks
 Keep = Callable[[float, dict[str, float]], Masks]
@@ -67,6 +76,9 @@ class ScoreConfig(MethodConfig):
     quality: Any = None
     when: str = "after_training"  # after_training (then recover) | init (then train)
     prune_from: str = "last"  # after training: last (end of training) | selected (validation-selected checkpoint)
+    # unstructured | "N:M" (e.g. "2:4"): N of every M consecutive weights along each layer's input survive
+    # (methods/pipeline/select.py: select_nm); method.sparsity must then be 1 - N/M
+    pattern: str = UNSTRUCTURED
     recovery: Recovery = field(default_factory=Recovery)
     # Frankle et al. 2021's ablations of pruning at init (when=init): shuffle the mask within each layer, train it
     # from a fresh init, keep the lowest scores
@@ -116,6 +128,16 @@ class ScoreConfig(MethodConfig):
             _is_quality(self.quality),
             "method.quality",
             f"must be a number >= 0 or a mapping tensor -> number >= 0, e.g. {{fc1.weight: 1.0}} (got {self.quality!r})",
+        )
+        check_pattern(
+            self.pattern,
+            self.sparsity,
+            self.prunable,
+            {
+                "rounds": (self.rounds > 1, "iterative rounds reach N/M only at the last round"),
+                "scope": (self.scope == "layerwise_std", "layerwise_std thresholds set their own sparsity"),
+                "layer_density": (bool(self.layer_density), "per-layer targets differ from N/M"),
+            },
         )
 
 
@@ -176,6 +198,7 @@ class ScoreMethod(Method):
             notes.append("at init" if cfg.when == "init" else "after training")
         if cfg.prune_from != default.prune_from and cfg.when == "after_training":
             notes.append(f"prune {cfg.prune_from}")
+        notes += [cfg.pattern] if cfg.pattern != default.pattern else []
         return notes
 
     def sets_own_sparsity(self) -> bool:
@@ -183,6 +206,8 @@ class ScoreMethod(Method):
         return self.cfg.scope == "layerwise_std" or bool(self.cfg.layer_density)
 
     def validate(self, stages: Stages) -> None:
+        params = dict(stages.base_model().named_parameters())
+        check_nm_shapes(self.cfg.pattern, {n: params[n].shape for n in self.names(stages)})
         if isinstance(self.cfg.quality, dict):
             names = self.names(stages)
             missing = [n for n in names if n not in self.cfg.quality]
@@ -223,6 +248,9 @@ class ScoreMethod(Method):
         return steps
 
     def choose(self, scores: dict, alive: dict, overall: float, layers: dict, weights: dict) -> dict:
+        nm = nm_pattern(self.cfg.pattern)
+        if nm is not None:
+            return select_nm(scores, alive, *nm)
         scope = "layerwise" if self.cfg.layer_density else self.cfg.scope
         return select(
             scores,
