@@ -100,6 +100,8 @@ KNOWN_STYLES = {
     "random": Style(PALETTE[4], "v"),
     "synflow": Style(PALETTE[10], "*"),
     "grasp": Style(PALETTE[11], "8"),
+    "gmp": Style(PALETTE[0], "o", "--"),  # magnitude's colour, dashed: magnitude pruned gradually
+    "gmp (global)": Style(PALETTE[0], "s", "--"),  # the survey's arm
     "random_channel": Style(PALETTE[4], "v", "--"),
     "slimming": Style(PALETTE[5], "P"),
     "thinet": Style(PALETTE[6], "X"),

@@ -102,6 +102,8 @@ class ExperimentRecord:
     # ---- method-specific (None where a method has no such thing)
     rounds: Optional[list[dict[str, Any]]] = None  # weight-level methods: per pruning round (OBD: loss increases)
     levels: Optional[list[dict[str, Any]]] = None  # lottery: per level density, early stop, test accuracy
+    # gmp: the cubic schedule as run: {total_steps, start_step, end_step, frequency, updates: [{step, sparsity}]}
+    pruning_schedule: Optional[dict[str, Any]] = None
     # weight-level: some Conv/Linear weight tensor of the final mask kept no weight (Tanaka et al. 2020's collapse)
     layer_collapse: Optional[bool] = None
     # at init with method.measure_collapse: the largest compression 10^{k/4} the method reaches on this init before

@@ -141,6 +141,12 @@ def _pick(sequence: Any, index: Any) -> Any:
     return items[i]
 
 
+def _sum(*terms: Any) -> Any:
+    """``${sum:${survey.dense_epochs},${survey.recovery_epochs}}``: an arm's budget as the sum of the survey's knobs
+    (GMP trains as many epochs as dense training and the fine-tune together)."""
+    return sum(terms)
+
+
 CONF = Path(__file__).resolve().parent.parent / "conf"
 # The config groups a training run selects from (experiment/arm below experiment); conf/ also holds data that is not
 # a group of this entry point (claims, reproduction tiers), and the schemas are groups to Hydra that nobody selects.
@@ -161,6 +167,8 @@ def selectable_groups() -> str:
 # Registered at import so that joblib/submitit workers, which unpickle runners.train, resolve sweep configs too.
 if not OmegaConf.has_resolver("pick"):
     OmegaConf.register_new_resolver("pick", _pick)
+if not OmegaConf.has_resolver("sum"):
+    OmegaConf.register_new_resolver("sum", _sum)
 if not OmegaConf.has_resolver("prunelab_groups"):
     OmegaConf.register_new_resolver("prunelab_groups", selectable_groups)
 

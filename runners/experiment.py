@@ -36,9 +36,11 @@ from methods.pipeline.api import BuildFn, SelectFn, StageRef, Weights
 from methods.pipeline.channels import ChannelPlan, compact
 from methods.pipeline.masks import (
     Masks,
+    MaskSchedule,
     apply_masks,
     current_masks,
     folded,
+    full_masks,
     layer_density,
     masked_training,
     prunable_names,
@@ -225,11 +227,17 @@ class Experiment:
         extra: Optional[dict] = None,
         start_iteration: int = 0,
         snapshots: tuple[int, ...] = (),
+        mask_schedule: Optional[MaskSchedule] = None,
     ) -> Stage:
-        """Train from a stage's ``weights``, with ``masks`` (default: the start stage's own) kept fixed.
+        """Train from a stage's ``weights``, with ``masks`` (default: the start stage's own) kept fixed, or changed
+        by ``mask_schedule`` (pruning during training: every prunable tensor gets a mask, full where the start has
+        none; the stage stores the masks it ends with, and its selected checkpoint is one evaluated after the
+        schedule's last update).
 
-        ``extra`` must describe anything in ``hooks`` that changes the result (it is hashed).
+        ``extra`` must describe anything in ``hooks`` or ``mask_schedule`` that changes the result (it is hashed).
         """
+        if mask_schedule is not None and not extra:
+            raise ValueError("train_stage: a mask_schedule changes the result; describe it in `extra` (hashed)")
         data_seed = self.seed("data")
         # the layout train() would pick, resolved here so that the hash says it (conv nets only)
         train_cfg = replace(
@@ -238,7 +246,9 @@ class Experiment:
 
         def compute(files: StageFiles) -> dict:
             model = self.model_from(start, weights, masks=masks.masks() if masks is not None else None)
-            attached = current_masks(model)
+            if mask_schedule is not None:  # MaskedTraining.update changes only tensors masked when it begins
+                attached = current_masks(model)
+                apply_masks(model, full_masks(model, [n for n in self.prunable(model) if n not in attached]))
 
             def on_eval(row: dict) -> None:
                 self.tracker.log_stage(name, [row])  # live; a reused stage's stored rows are logged by runners.train
@@ -247,6 +257,10 @@ class Experiment:
                 stage_hooks = Hooks(
                     [*(hooks.before_step if hooks else []), *masking.before_step],
                     [*(hooks.after_step if hooks else []), *masking.after_step],
+                    [
+                        *(hooks.at_iteration if hooks else []),
+                        *([masking.following(mask_schedule)] if mask_schedule is not None else []),
+                    ],
                 )
                 outcome = train(
                     model,
@@ -261,13 +275,15 @@ class Experiment:
                     on_eval=on_eval,
                     progress=self.progress,
                     desc=f"{self.method.name}:{name}",
+                    select_from=mask_schedule.last if mask_schedule is not None else 0,
                 )
             files.weights(fold_state(outcome.selected_state))
             files.weights(fold_state(model.state_dict()), "last")
             for iteration, state in outcome.snapshots.items():
                 files.weights(fold_state(state), iteration)
-            if attached:
-                files.masks(attached)
+            final_masks = current_masks(model)  # the start's, or the last a mask schedule set
+            if final_masks:
+                files.masks(final_masks)
             if start.has_plan():
                 files.plan(start.plan())
             files.metrics(outcome.metrics)

@@ -37,6 +37,7 @@ IGNORE = shutil.ignore_patterns(
 )
 ANSWERS = "tests/test_method_answers.py"
 PAI = "tests/test_scores_pai.py"
+GMP = "tests/test_gmp.py"
 
 
 @dataclass(frozen=True)
@@ -326,7 +327,40 @@ MUTANTS = [
         "methods/pipeline/masks.py",
         "        self._zero(indices, keep, optimizer)",
         "        self._zero(indices, keep, None)",
-        ("tests/test_masks.py",),
+        (
+            "tests/test_masks.py",
+            f"{GMP}::test_every_forward_uses_the_masks_of_eq_1_chosen_by_magnitude_and_ends_exactly_on_the_target",
+        ),
+    ),
+    Mutant(
+        "GMP updates the masks one step late",
+        "methods/pipeline/masks.py",
+        "            if iteration not in steps:",
+        "            if iteration - 1 not in steps:",
+        (GMP,),
+    ),
+    Mutant(
+        "GMP's schedule counts its own calls (a resumed stage restarts it from step 0)",
+        "methods/pipeline/masks.py",
+        "        def at_iteration(_model: nn.Module, optimizer: torch.optim.Optimizer, iteration: int) -> None:\n",
+        "        calls = iter(range(1 << 62))\n\n"
+        "        def at_iteration(_model: nn.Module, optimizer: torch.optim.Optimizer, iteration: int) -> None:\n"
+        "            iteration = next(calls)\n",
+        (GMP,),
+    ),
+    Mutant(
+        "GMP reports a checkpoint evaluated before its last mask update",
+        "runners/experiment.py",
+        "select_from=mask_schedule.last if mask_schedule is not None else 0,",
+        "select_from=0,",
+        (GMP,),
+    ),
+    Mutant(
+        "GMP's stage does not hash its scope",
+        "methods/gmp.py",
+        '"scope": scope, "prunable"',
+        '"prunable"',
+        ("tests/test_hashes.py::test_flipping_a_field_changes_a_stage_hash_unless_declared_neutral[gmp]",),
     ),
     Mutant(
         "masked training trusts an optimizer's state from before the masks",

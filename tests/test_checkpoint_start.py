@@ -109,6 +109,8 @@ def test_empty_schedules_are_refused_before_anything_is_written(tmp_path):
         (["method=lottery"], r"^train\.epochs: method=lottery trains for the dense schedule"),
         (["method=snip"], r"^train\.epochs: method=snip trains for the dense schedule"),
         (["method=scratch", "method.source=l1_filter"], r"^train\.epochs: method=scratch"),
+        (["method=gmp"], r"^method\.training\.epochs: GMP trains for train\.epochs unless told otherwise"),
+        (["method=gmp", "method.train_from=dense"], r"^method\.training\.epochs: GMP trains for train\.epochs"),
     ]
     for extra, message in cases:
         run = make_run(tmp_path, *MLP, ckpt, "train.epochs=0", *extra)

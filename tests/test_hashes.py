@@ -38,6 +38,7 @@ BASE = {  # per method: what keeps the run small
     "synflow": ["method.iterations=2"],
     "thinet": ["method.n_images=16", "method.batch_size=16"],
     "scratch": ["+method.source_overrides.recovery.epochs=1"],
+    "gmp": ["method.frequency=1", "method.training.epochs=4"],  # 8 steps: updates at 2, 3, 4, 5, 6
 }
 RECOVERY = {
     "recovery.epochs": ([], ["method.recovery.epochs=2"]),
@@ -163,6 +164,20 @@ FLIPS: dict[str, dict[str, tuple[list[str], list[str]]]] = {
         "tied_groups": ([], ["method.tied_groups=first_layer"]),
     },
     "random_channel": CHANNEL,
+    "gmp": {
+        **COMMON,
+        "initial_sparsity": ([], ["method.initial_sparsity=0.3"]),
+        "start": ([], ["method.start=0.4"]),
+        "end": ([], ["method.end=0.9"]),
+        "frequency": ([], ["method.frequency=2"]),
+        "scope": ([], ["method.scope=global"]),
+        "train_from": ([], ["method.train_from=dense"]),
+        "training.epochs": ([], ["method.training.epochs=3"]),
+        "training.lr": ([], ["method.training.lr=0.02"]),
+        "training.lr_scale": ([], ["method.training.lr_scale=0.2"]),
+        "training.schedule": ([], ["method.training.schedule=constant"]),
+        "training.milestones": ([], ["method.training.milestones=[0.5]"]),
+    },
     "scratch": {
         **COMMON,
         "source": ([], ["method.source=random"]),

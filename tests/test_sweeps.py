@@ -117,6 +117,9 @@ def test_sweep_params_name_existing_arms_and_options():
         ("magnitude", UNSTRUCTURED),
         ("obd", UNSTRUCTURED),
         ("snip", UNSTRUCTURED),
+        ("grasp", UNSTRUCTURED),
+        ("synflow", UNSTRUCTURED),
+        ("gmp", UNSTRUCTURED),
         ("random", UNSTRUCTURED),
         ("lottery", UNSTRUCTURED),
         ("slimming", STRUCTURED),
@@ -140,6 +143,21 @@ def test_survey_level_maps_to_each_methods_own_sparsity(tmp_path, arm, levels):
         if arm.startswith("scratch"):  # Scratch takes the architecture of its source at the same channel fraction
             assert source in arm
             assert run.method.budget == arm.split("_")[1].upper()
+
+
+@pytest.mark.parametrize("knobs", [[], ["survey.dense_epochs=4", "survey.recovery_epochs=2"]])
+def test_gmp_trains_as_many_epochs_as_the_magnitude_arm_in_total(tmp_path, knobs):
+    """Equal total epochs (Zhu & Gupta; Gale et al.): GMP's one run = magnitude's dense training + its fine-tune,
+    with the same batch size, so the same number of steps, whatever the survey's knobs say."""
+    from runners.config import validate
+
+    def arm(name):
+        return validate(compose(tmp_path, "+experiment=survey_mlp", f"+experiment/arm={name}", *knobs))
+
+    gmp, magnitude = arm("gmp"), arm("magnitude")
+    assert gmp.method.training.epochs == magnitude.train.epochs + magnitude.method.recovery.epochs
+    assert gmp.train == magnitude.train and gmp.method.train_from == "init"
+    assert gmp.method.scope == magnitude.method.scope == "global"
 
 
 @pytest.mark.parametrize(
@@ -197,8 +215,8 @@ def test_report_callback_is_registered_for_multiruns(tmp_path):
 @pytest.mark.parametrize(
     "overrides,jobs",
     [
-        (["+experiment=survey_mlp"], 12 * 5),
-        (["+experiment=survey_mlp", "seed=0,1,2", "level=0,4"], 12 * 2 * 3),
+        (["+experiment=survey_mlp"], 15 * 5),
+        (["+experiment=survey_mlp", "seed=0,1,2", "level=0,4"], 15 * 2 * 3),
         (["method=magnitude", "method.sparsity=0.5,0.8", "seed=0,1"], 4),
     ],
 )

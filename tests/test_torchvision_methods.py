@@ -33,6 +33,7 @@ SETTINGS = {
     "grasp": ["method.samples_per_class=4"],
     "synflow": ["method.iterations=3"],
     "lottery": ["method.sparsity=0.36"],
+    "gmp": ["method.frequency=1"],  # 2 steps: updates after steps 0 and 1
     "l1_filter": ONE,
     "random_channel": ONE,
     "slimming": ONE,

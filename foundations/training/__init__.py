@@ -4,6 +4,7 @@ from foundations.training.config import OPTIMIZERS, SCHEDULES, TrainConfig
 from foundations.training.loop import (
     Diverged,
     Hooks,
+    IterationHook,
     TrainOutcome,
     channels_last,
     eval_mode,
@@ -19,6 +20,7 @@ __all__ = [
     "SCHEDULES",
     "Diverged",
     "Hooks",
+    "IterationHook",
     "TrainConfig",
     "TrainOutcome",
     "channels_last",

@@ -36,15 +36,25 @@ log = logging.getLogger("prunelab")
 progress_log = logging.getLogger("prunelab.progress")
 GradientHook = Callable[[nn.Module], None]
 StepHook = Callable[[nn.Module, torch.optim.Optimizer], None]
+IterationHook = Callable[[nn.Module, torch.optim.Optimizer, int], None]
 
 
 @dataclass
 class Hooks:
     """Extension points: ``before_step`` edits gradients (e.g. slimming's λ·sign(γ)); ``after_step`` edits weights
-    and optimizer state (e.g. re-applying masks)."""
+    and optimizer state (e.g. re-applying masks); ``at_iteration`` acts on a schedule of its own (pruning during
+    training).
+
+    ``at_iteration(model, optimizer, t)`` sees the model after ``t`` optimizer steps of the schedule, ``t`` counted
+    as the loop counts iterations (from ``start_iteration``, and from the checkpoint's iteration after a resume): once
+    before the first step of a run that starts afresh (``t = start_iteration``) and after every step, after the
+    ``after_step`` hooks. Over a stage's life each ``t`` is seen exactly once, resumes included: what a hook did at
+    ``t`` is in the checkpoint taken after it, so a schedule keyed by ``t`` needs no state of its own.
+    """
 
     before_step: list[GradientHook] = field(default_factory=list)
     after_step: list[StepHook] = field(default_factory=list)
+    at_iteration: list[IterationHook] = field(default_factory=list)
 
 
 class Diverged(RuntimeError):
@@ -184,12 +194,14 @@ def _load_checkpoint(path: Optional[Path]) -> Optional[dict]:
         return None
 
 
-def _select(metrics: list[dict], criterion: str) -> int:
+def _select(metrics: list[dict], criterion: str, first: int = 0) -> int:
+    """The row ``criterion`` picks among the evaluations at iteration ``first`` or later (the last row if none)."""
+    candidates = [i for i, row in enumerate(metrics) if row["iteration"] >= first] or [len(metrics) - 1]
     if criterion == "last":
-        return len(metrics) - 1
+        return candidates[-1]
     if criterion == "val_loss":
-        return min(range(len(metrics)), key=lambda i: (metrics[i]["val_loss"], i))
-    return min(range(len(metrics)), key=lambda i: (-metrics[i]["val_acc"], i))
+        return min(candidates, key=lambda i: (metrics[i]["val_loss"], i))
+    return min(candidates, key=lambda i: (-metrics[i]["val_acc"], i))
 
 
 def train(
@@ -206,11 +218,14 @@ def train(
     on_eval: Optional[Callable[[dict], None]] = None,
     progress: bool = True,
     desc: str = "train",
+    select_from: int = 0,
 ) -> TrainOutcome:
     """Train ``model`` in place on ``data.train``; evaluate on ``data.val`` and ``data.test``.
 
     ``start_iteration`` > 0 continues the data order and LR schedule from that iteration (lottery rewinding to
-    iteration k). ``snapshots`` lists iterations whose weights are kept (the rewind points).
+    iteration k). ``snapshots`` lists iterations whose weights are kept (the rewind points). ``select_from``: only
+    evaluations at that iteration or later may be the selected checkpoint (``cfg.selection``), e.g. those after the
+    last change of a schedule of masks, so that the reported weights have the final masks.
     """
     hooks = hooks or Hooks()
     nhwc = channels_last(cfg.channels_last, is_convolutional(model), device)
@@ -242,6 +257,9 @@ def train(
             iteration,
             checkpoint,
         )
+    else:  # a resumed run saw its iteration before the checkpoint was taken
+        for iteration_hook in hooks.at_iteration:
+            iteration_hook(model, optimizer, iteration)
     if iteration in wanted:
         kept[iteration] = _state_copy(model)
 
@@ -270,6 +288,8 @@ def train(
             for step_hook in hooks.after_step:
                 step_hook(model, optimizer)
             iteration += 1
+            for iteration_hook in hooks.at_iteration:
+                iteration_hook(model, optimizer, iteration)
             bar.update(1)
             if iteration in wanted:
                 kept[iteration] = _state_copy(model)
@@ -286,7 +306,7 @@ def train(
                 )
                 metrics.append(row)
                 _log_eval(desc, row, total / per_epoch, time.perf_counter() - started)
-                if _select(metrics, cfg.selection) == len(metrics) - 1:
+                if _select(metrics, cfg.selection, select_from) == len(metrics) - 1:
                     selected_state = _state_copy(model)
                 bar.set_postfix(val_acc=f"{row['val_acc']:.4f}")
                 if on_eval is not None:
@@ -315,7 +335,7 @@ def train(
         metrics.append(_eval_row(model, data, device, iteration, per_epoch, None, 0.0))
         _log_eval(desc, metrics[-1], 0, time.perf_counter() - started)
         selected_state = _state_copy(model)
-    chosen = _select(metrics, cfg.selection)
+    chosen = _select(metrics, cfg.selection, select_from)
     early = min(range(len(metrics)), key=lambda i: (metrics[i]["val_loss"], i))
     return TrainOutcome(
         metrics=metrics,

@@ -24,7 +24,7 @@ from foundations.errors import UserError
 from foundations.record import ExperimentRecord
 from foundations.training import Hooks, TrainConfig
 from methods.pipeline.channels.plan import ChannelPlan
-from methods.pipeline.masks import Masks, Prunable
+from methods.pipeline.masks import Masks, MaskSchedule, Prunable
 
 # Which weights of a stage: its validation-selected checkpoint, its last iterate, or its snapshot at iteration k.
 Weights = Union[str, int]  # "selected" | "last" | k
@@ -100,6 +100,7 @@ class Stages(Protocol):
         extra: Optional[dict] = None,
         start_iteration: int = 0,
         snapshots: tuple[int, ...] = (),
+        mask_schedule: Optional[MaskSchedule] = None,
     ) -> StageRef: ...
 
     def mask_stage(

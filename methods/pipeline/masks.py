@@ -22,7 +22,7 @@ off zero, so the weights and every elementwise state tensor are zeroed at the pr
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -33,11 +33,29 @@ from torch import nn
 from torch.nn.utils import prune
 
 from foundations.errors import UserError
-from foundations.training import Hooks, eval_mode
+from foundations.training import Hooks, IterationHook, eval_mode
 from models import INPUT_SHAPE
 
 Masks = dict[str, torch.Tensor]
 _BN = nn.modules.batchnorm._BatchNorm
+
+
+@dataclass(frozen=True)
+class MaskSchedule:
+    """Masks that change inside one train stage (pruning during training, e.g. GMP).
+
+    After ``t`` optimizer steps of the stage's schedule, for each ``t`` in ``steps``, the masks become
+    ``update(weights, alive, t)``: ``weights`` are the prunable tensors as the forward uses them (exactly zero where
+    pruned), ``alive`` the masks in force (boolean, on the CPU). A pure function of its arguments, so a resumed
+    stage, whose masks come back from the checkpoint, continues the same sequence."""
+
+    steps: tuple[int, ...]
+    update: Callable[[dict[str, torch.Tensor], Masks, int], Masks]
+
+    @property
+    def last(self) -> int:
+        """The step after which the masks no longer change."""
+        return max(self.steps)
 
 
 @dataclass
@@ -259,6 +277,22 @@ class MaskedTraining(Hooks):
             self._zero(indices, keep, optimizer)
         if optimizer is not None and optimizer is not self._optimizer:
             self._agree(optimizer)
+
+    def following(self, schedule: MaskSchedule) -> IterationHook:
+        """The ``at_iteration`` hook (``foundations.training.Hooks``) that applies ``schedule`` through ``update``:
+        keyed by the loop's iteration, so a resumed stage picks the sequence up where its checkpoint left it."""
+        steps = frozenset(schedule.steps)
+
+        def at_iteration(_model: nn.Module, optimizer: torch.optim.Optimizer, iteration: int) -> None:
+            if iteration not in steps:
+                return
+            names = list(self._names)
+            weights = {name: self._weights[self._names[name]].detach() for name in names}
+            masks = self._masks()
+            alive = {name: masks[self._names[name]].detach().bool().cpu() for name in names}
+            self.update(schedule.update(weights, alive, iteration), optimizer)
+
+        return at_iteration
 
 
 def _elementwise_state(optimizer: Optional[torch.optim.Optimizer], weight: torch.Tensor) -> list[torch.Tensor]:
