@@ -250,8 +250,8 @@ MUTANTS = [
     Mutant(
         "the train hash leaves out the conv layout train() picks",
         "runners/experiment.py",
-        "            train_cfg, channels_last=channels_last(train_cfg.channels_last, self.convolutional, self.device)",
-        "            train_cfg, channels_last=train_cfg.channels_last or (lambda *a: None)(train_cfg.channels_last)",
+        "        layout = channels_last(train_cfg.channels_last, self.trained_convs(start, weights), self.device)",
+        "        layout = train_cfg.channels_last",
         ("tests/test_layout.py",),
     ),
     Mutant(
