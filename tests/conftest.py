@@ -32,6 +32,7 @@ def make_run(tmp_path, *overrides):
 SYNTH = ["dataset=synthetic", "model=lenet300", "train.epochs=2", "train.batch_size=64"]
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: unknown (and unused) under -p no:xdist
 def pytest_xdist_make_scheduler(config, log):
     """``make test`` runs ``-n 2 --dist loadgroup`` (the Makefile says why); with loadgroup, xdist 3.8 puts a crashed
     worker's unfinished work back in the queue *with the test that crashed it*, which then crashes the next worker

@@ -262,7 +262,7 @@ MUTANTS = [
         ("tests/test_layout.py",),
     ),
     Mutant(
-        "the layout rule lets narrow stride-2 1x1 convs train channels-last",
+        "the layout rule lets narrow stride-2 1x1 convs through",
         "foundations/training/layout.py",
         "    strided = conv.stride != (1, 1)",
         "    strided = max(conv.stride) > 2",

@@ -122,8 +122,8 @@ def channels_last(requested: Optional[bool], convs: Mapping[str, ConvGeometry], 
     if requested and unsafe:
         name = unsafe[0]
         raise UserError(
-            f"train.channels_last: true, but conv {name} ({convs[name].describe()}) is a shape whose channels-last "
-            f"backward corrupts memory on this CPU (benchmarks/layout_probe.py); leave train.channels_last unset "
-            f"(this network then trains contiguous) or set it to false"
+            f"train.channels_last: true, but conv {name} ({convs[name].describe()}) is one whose channels-last weight "
+            f"gradient oneDNN computes out of bounds on the CPU (README › Speed, benchmarks/layout_probe.py); leave "
+            f"train.channels_last unset (this network then trains contiguous) or set it to false"
         )
     return requested
