@@ -1,12 +1,12 @@
 """Probe (not a test): which Conv2d geometries survive channels-last (NHWC) training on this CPU, and with which numbers.
 
-    .venv/bin/python benchmarks/layout_probe.py                       # the default grid, ~5 min on 2 cores
+    .venv/bin/python benchmarks/layout_probe.py                       # the default grid, ~15 min on 2 busy cores
     .venv/bin/python benchmarks/layout_probe.py --json probe.json     # also every case as JSON
     .venv/bin/python benchmarks/layout_probe.py --full --reps 30      # the whole product of the axes (hours)
     .venv/bin/python benchmarks/layout_probe.py --malloc-check        # glibc's heap checker in every child
 
 torch 2.14.1's oneDNN (v3.12) corrupts the heap on an AVX2 CPU in the weight gradient of a channels-last 1x1 conv
-with stride > 1 and few channels (``jit_1x1:avx2 backward_weights``): "double free or corruption", "corrupted size
+with stride > 1 and 2..7 input channels (``jit_1x1:avx2 backward_weights``): "double free or corruption", "corrupted size
 vs. prev_size", a segfault — or nothing at all, and wrong numbers. Each case (one conv geometry) runs in a child
 process, so a crash costs that case only: the child runs its cases one after the other and says which one it is
 on, the parent records a dead child's signal or exit code and the first line of its stderr against that case and
@@ -20,9 +20,9 @@ Axes of the default grid (batch 64 of 8x8 unless said): (a) in x out channels ov
 stride 1..3, threads 1 and 2; (b) the same channel pairs, kernel 3, stride 2, padding 1, one thread; (c) in = out
 over the same channels, kernel 1 and 3, stride 1..3, groups 1 and depthwise, dilation 1 and 2 (kernel 3), padding 0
 and 1, threads 1 and 2, batch 64 of 8x8 and 16 of 15x15; (d) grouped convs, 8..64 channels in 2, 3, 4 or 8
-groups, kernel 1 and 3, stride 1..3, threads 1 and 2, both batch sizes. ``--full`` takes the whole product of in x out and every
-other axis, and bias. At most two children run at a time (``--jobs``); the children are forked from a server that
-imported torch once, so that a crash costs a fork rather than a new interpreter.
+groups, kernel 1 and 3, stride 1..3, threads 1 and 2, both batch sizes. ``--full`` takes the whole product of
+in x out and every other axis, and bias. At most two children run at a time (``--jobs``); the children are forked
+from a server that imported torch once, so that a crash costs a fork rather than a new interpreter.
 
 The table lists, per geometry class, the cases, the crashes, the crash rate per repetition (crashes / repetitions
 run: the chance that one training step of such a layer crashes the process), the anomalies and the worst difference
@@ -33,6 +33,7 @@ whether ``foundations.training.layout.nhwc_safe`` (the rule the training loop ap
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import itertools
 import json
@@ -174,18 +175,7 @@ def measure(case: Case, reps: int, seed: int, say) -> dict[str, float]:
 
     reference = passes(conv, x, upstream)
     nhwc = torch.channels_last
-    conv_cl = nn.Conv2d(
-        case.in_channels,
-        case.out_channels,
-        case.kernel,
-        stride=case.stride,
-        padding=case.padding,
-        dilation=case.dilation,
-        groups=case.groups,
-        bias=case.bias,
-    )
-    conv_cl.load_state_dict(conv.state_dict())
-    conv_cl.to(memory_format=nhwc)
+    conv_cl = copy.deepcopy(conv).to(memory_format=nhwc)
     worst = dict.fromkeys(reference, 0.0)
     for rep in range(reps):
         say(rep)
