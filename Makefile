@@ -6,6 +6,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PYTEST_ARGS ?=
+# Two pytest workers (pytest-xdist): a test that kills its process (a segfault, an abort in a native kernel) is
+# reported as that test's failure and its worker replaced, instead of ending the run; the two cores are both used.
+# loadgroup keeps the tests of one xdist_group on one worker (the SLURM cluster's start/stop). PYTEST_WORKERS=0: one
+# process, in order.
+PYTEST_WORKERS ?= 2
+PYTEST_XDIST = $(if $(filter 0,$(PYTEST_WORKERS)),-p no:xdist,-n $(PYTEST_WORKERS) --dist loadgroup)
 
 .PHONY: setup data test test-fast lint mutants demo survey reproduce report clean
 
@@ -36,11 +42,11 @@ data:
 	fi
 
 test: setup
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 # The edit loop: everything but the tests marked slow (SLURM, kill -9, long trainings).
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 # Planted bugs (tests/mutations.py): each is applied to a temporary copy and must make its tests fail.
 mutants: setup

@@ -54,7 +54,7 @@ import torch  # noqa: E402
 from benchmarks.train_loop import NoEval, hand_loop, interleaved  # noqa: E402
 from datasets import build_dataset  # noqa: E402
 from datasets.config import DatasetConfig  # noqa: E402
-from foundations.training import Hooks, TrainConfig, channels_last, is_convolutional, train  # noqa: E402
+from foundations.training import Hooks, TrainConfig, channels_last, conv_geometries, train  # noqa: E402
 from methods.pipeline.masks import Prunable, apply_masks, masked_training, prunable_names  # noqa: E402
 from models import build_model  # noqa: E402
 from models.config import ModelConfig  # noqa: E402
@@ -179,7 +179,7 @@ def model_rows(data, names, iterations: dict[str, int], repeats: int, floor: flo
         cfg = TrainConfig(iterations=n, batch_size=128, lr=LR, weight_decay=5e-4)
         probe = fresh(name, data)  # read only: the masks' shapes, the layout, the multiply-adds
         masks = random_masks(probe)
-        nhwc = bool(channels_last(None, is_convolutional(probe), torch.device("cpu")))
+        nhwc = bool(channels_last(None, conv_geometries(probe), torch.device("cpu")))
         runs = [
             lambda: framework(name, data, cfg),
             lambda: hand_loop(fresh(name, data), data, cfg, nhwc),

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save
 
 
@@ -52,6 +53,12 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
+
+
+def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor of a safetensors file, read from its header (no tensor is loaded)."""
+    with safe_open(str(path), framework="pt") as fh:
+        return {key: tuple(fh.get_slice(key).get_shape()) for key in fh.keys()}  # noqa: SIM118 - not a dict
 
 
 def save_torch(path: Path, payload: Any) -> None:

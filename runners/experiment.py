@@ -30,7 +30,17 @@ from foundations.files import atomic_write_json
 from foundations.hashing import stage_hash
 from foundations.record import ExperimentRecord
 from foundations.seeds import generator
-from foundations.training import Hooks, TrainConfig, channels_last, evaluate, is_convolutional, resolve_device, train
+from foundations.training import (
+    ConvGeometry,
+    Hooks,
+    TrainConfig,
+    channels_last,
+    conv_geometries,
+    evaluate,
+    resolve_device,
+    train,
+    with_shapes,
+)
 from methods import get_method
 from methods.pipeline.api import BuildFn, SelectFn, StageRef, Weights
 from methods.pipeline.channels import ChannelPlan, compact
@@ -137,8 +147,17 @@ class Experiment:
         return build_model(self.config.model, self.data.input_shape, self.data.num_classes, generator=generator(seed))
 
     @cached_property
-    def convolutional(self) -> bool:
-        return is_convolutional(self.base_model())
+    def base_convs(self) -> dict[str, ConvGeometry]:
+        return conv_geometries(self.base_model())
+
+    def trained_convs(self, start: StageRef, weights: Weights = "selected") -> dict[str, ConvGeometry]:
+        """The Conv2d geometry of the model a stage starting from ``start`` trains, known before that stage is
+        hashed and without building it: the base model's kernels, strides and dilations with the channels of the
+        start stage's stored weights (a channel plan's compacted network, a Scratch init of the pruned widths)."""
+        if not self.base_convs:
+            return {}
+        found = with_shapes(self.base_convs, start.shapes(weights))
+        return found if found is not None else conv_geometries(self.model_from(start, weights))
 
     def model_from(self, stage: StageRef, weights: Weights = "selected", masks: Optional[Masks] = None) -> nn.Module:
         """The model a stage stores (compacted by its plan, masked by its masks), on the experiment's device."""
@@ -239,10 +258,9 @@ class Experiment:
         if mask_schedule is not None and not extra:
             raise ValueError("train_stage: a mask_schedule changes the result; describe it in `extra` (hashed)")
         data_seed = self.seed("data")
-        # the layout train() would pick, resolved here so that the hash says it (conv nets only)
-        train_cfg = replace(
-            train_cfg, channels_last=channels_last(train_cfg.channels_last, self.convolutional, self.device)
-        )
+        # the layout train() will pick for the model it trains, resolved here so that the hash says it (conv nets)
+        layout = channels_last(train_cfg.channels_last, self.trained_convs(start, weights), self.device)
+        train_cfg = replace(train_cfg, channels_last=layout)
 
         def compute(files: StageFiles) -> dict:
             model = self.model_from(start, weights, masks=masks.masks() if masks is not None else None)

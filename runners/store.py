@@ -28,7 +28,7 @@ import yaml
 from filelock import FileLock
 
 from foundations.errors import UserError
-from foundations.files import atomic_write_json, atomic_write_text, load_tensors, save_tensors
+from foundations.files import atomic_write_json, atomic_write_text, load_tensors, save_tensors, tensor_shapes
 from foundations.hashing import canonical, file_sha256, stage_hash
 from methods.pipeline.api import Weights
 from methods.pipeline.channels import ChannelPlan
@@ -81,6 +81,10 @@ class Stage:
 
     def weights(self, which: Weights = "selected") -> dict[str, torch.Tensor]:
         return load_tensors(self.dir / _weights_file(which))
+
+    def shapes(self, which: Weights = "selected") -> dict[str, tuple[int, ...]]:
+        """The shapes of ``weights(which)`` without loading them (the architecture a stage stores)."""
+        return tensor_shapes(self.dir / _weights_file(which))
 
     def mirror(self) -> Optional[dict]:
         """Where W&B holds this experiment's run (``{"project", "entity", "id"}``), once the mirror logged it."""

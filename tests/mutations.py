@@ -410,8 +410,8 @@ MUTANTS = [
     Mutant(
         "the train hash leaves out the conv layout train() picks",
         "runners/experiment.py",
-        "            train_cfg, channels_last=channels_last(train_cfg.channels_last, self.convolutional, self.device)",
-        "            train_cfg, channels_last=train_cfg.channels_last or (lambda *a: None)(train_cfg.channels_last)",
+        "        layout = channels_last(train_cfg.channels_last, self.trained_convs(start, weights), self.device)",
+        "        layout = train_cfg.channels_last",
         ("tests/test_layout.py",),
     ),
     Mutant(
@@ -420,6 +420,34 @@ MUTANTS = [
         "    layout = torch.channels_last if nhwc else",
         "    layout = torch.contiguous_format if nhwc else",
         ("tests/test_layout.py",),
+    ),
+    Mutant(
+        "the layout rule lets narrow stride-2 1x1 convs through",
+        "foundations/training/layout.py",
+        "    strided = conv.stride != (1, 1)",
+        "    strided = max(conv.stride) > 2",
+        ("tests/test_layout.py::test_the_rule_refuses_every_geometry_the_probe_saw_fail",),
+    ),
+    Mutant(
+        "the layout rule lets narrow stride-2 1x1 convs train channels-last (their gradients, in a child process)",
+        "foundations/training/layout.py",
+        "    strided = conv.stride != (1, 1)",
+        "    strided = max(conv.stride) > 2",
+        ("tests/test_layout.py::test_narrow_convs_the_rule_allows_give_the_contiguous_gradients_in_a_child_process",),
+    ),
+    Mutant(
+        "the train stage resolves the layout on the base network, not the one it trains",
+        "runners/experiment.py",
+        "        layout = channels_last(train_cfg.channels_last, self.trained_convs(start, weights), self.device)",
+        "        layout = channels_last(train_cfg.channels_last, self.base_convs, self.device)",
+        ("tests/test_layout.py::test_the_train_stage_resolves_the_layout_on_the_network_it_trains",),
+    ),
+    Mutant(
+        "a test that crashed its xdist worker is queued again",
+        "tests/conftest.py",
+        "            workload[scope][crashed] = True",
+        "            pass",
+        ("tests/test_crash_isolation.py",),
     ),
     Mutant(
         "the CPU thread count is left out of the hashes",

@@ -59,6 +59,7 @@ IS_ROOT = os.geteuid() == 0
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.xdist_group("slurm"),  # one pytest worker starts, uses and stops the one cluster (make test: -n 2)
     pytest.mark.skipif(
         not IS_ROOT and not slurm_installed(),
         reason="Slurm is not installed and installing it needs root: "

@@ -31,6 +31,7 @@ from foundations.files import save_torch
 from foundations.progress import progress_bar
 from foundations.seeds import epoch_seed
 from foundations.training.config import TrainConfig
+from foundations.training.layout import channels_last, conv_geometries
 
 log = logging.getLogger("prunelab")
 progress_log = logging.getLogger("prunelab.progress")
@@ -124,23 +125,6 @@ def lr_factor(cfg: TrainConfig, iteration: int, total: int) -> float:
     return warmup
 
 
-def is_convolutional(model: nn.Module) -> bool:
-    return any(isinstance(module, nn.Conv2d) for module in model.modules())
-
-
-def channels_last(requested: Optional[bool], convolutional: bool, device: torch.device) -> Optional[bool]:
-    """Whether a network trains in the NHWC (channels-last) layout; ``None`` where it has no 2-d convolution.
-
-    On the CPU oneDNN's convolutions run ~1.5x faster in NHWC than in NCHW (``benchmarks/speed.py --conv``, conv_bn
-    and LeNet-5, 2 threads), deterministically, but the sums run in another order: not NCHW's bitwise numbers, so
-    the resolved layout is part of a train stage's hash. Without convolutions the layout changes nothing (``None``,
-    not hashed). The default (``requested`` None) is NHWC on the CPU; on a GPU it stays NCHW (not measured here).
-    """
-    if not convolutional:
-        return None
-    return device.type == "cpu" if requested is None else requested
-
-
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "adam":
@@ -228,7 +212,7 @@ def train(
     last change of a schedule of masks, so that the reported weights have the final masks.
     """
     hooks = hooks or Hooks()
-    nhwc = channels_last(cfg.channels_last, is_convolutional(model), device)
+    nhwc = channels_last(cfg.channels_last, conv_geometries(model), device)
     layout = torch.channels_last if nhwc else torch.contiguous_format
     model.to(device)
     model.to(memory_format=layout)

@@ -53,6 +53,8 @@ class StageRef(Protocol):
 
     def weights(self, which: Weights = "selected") -> dict[str, torch.Tensor]: ...
 
+    def shapes(self, which: Weights = "selected") -> dict[str, tuple[int, ...]]: ...  # of weights(which), not loaded
+
     def snapshot(self, iteration: int) -> dict[str, torch.Tensor]: ...
 
 
