@@ -18,7 +18,8 @@ import pandas as pd
 
 from foundations.hashing import canonical
 from foundations.progress import progress_bar
-from foundations.record import SCALAR_FIELDS, STORE_FIELDS
+from foundations.record import SCALAR_FIELDS, legacy
+from foundations.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -98,22 +99,17 @@ def records_to_frame(items: Iterable[tuple[Mapping, str]]) -> pd.DataFrame:
 
 
 def read_records(root: str | Path) -> tuple[list[tuple[dict, str]], list[list[str]]]:
-    """Every ``<root>/runs/experiment/*/result.json`` as ``(record, path)``, and ``[path, reason]`` for each file
-    that could not be read (logged and skipped)."""
-    files = sorted((Path(root) / "runs" / "experiment").glob("*/result.json"))
+    """Every experiment record of the store at ``root`` as ``(record, path)`` (as this version writes records:
+    ``foundations.record.legacy``), and ``[path, reason]`` for each file that could not be read (logged and
+    skipped)."""
     items, unreadable = [], []
-    for path in progress_bar(files, desc="reading records", unit="file", leave=False):
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(record, dict):
-                raise ValueError(f"expected a JSON object, found {type(record).__name__}")
-            record = {k: v for k, v in record.items() if k not in STORE_FIELDS}  # as W&B summaries have it
-        except (OSError, UnicodeDecodeError, ValueError) as err:
-            reason = f"{type(err).__name__}: {err}"
-            log.warning("skipping unreadable record %s (%s)", path, reason)
-            unreadable.append([str(path), reason])
+    found = list(Store(root).records())
+    for path, record, problem in progress_bar(found, desc="reading records", unit="file", leave=False):
+        if record is None:
+            log.warning("skipping unreadable record %s (%s)", path, problem)
+            unreadable.append([str(path), str(problem)])
             continue
-        items.append((record, str(path)))
+        items.append((legacy(record), str(path)))  # without the store's bookkeeping, as W&B summaries have it
     return items, unreadable
 
 
@@ -146,7 +142,8 @@ def _is_media(value: Any) -> bool:
 
 def record_from_wandb(summary: Any, config: Any) -> dict:
     """The experiment record a run logged as its summary, without W&B's own keys (``_step``, ``_wandb``...),
-    logged metric series (``stage/metric``) and media; fields missing from the summary are taken from the config."""
+    logged metric series (``stage/metric``) and media; fields missing from the summary are taken from the config.
+    A run logged before records had ``outputs`` reads as this version writes records (``legacy``)."""
     summary = _plain(summary) or {}
     config = _plain(config) or {}
     record = {k: v for k, v in summary.items() if not k.startswith("_") and "/" not in k and not _is_media(v)}
@@ -159,7 +156,7 @@ def record_from_wandb(summary: Any, config: Any) -> dict:
         value = config.get(field)
         if field not in record and isinstance(value, dict) and isinstance(value.get("name"), str):
             record[field] = value["name"]
-    return record
+    return legacy(record) if "status" in record else record
 
 
 def _identity(record: dict, config: Any, run_path: str) -> str:

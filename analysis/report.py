@@ -46,7 +46,7 @@ from analysis.tables import (
 )
 from foundations.errors import UserError
 from foundations.files import atomic_write_text
-from foundations.record import store_of
+from foundations.store import store_of
 from foundations.wandb_mode import effective_mode
 
 __all__ = ["load_local", "load_wandb", "generate_report", "main", "filter_experiments", "log_to_wandb"]

@@ -23,12 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from datasets import build_dataset
 from datasets.config import DatasetConfig
 from foundations.seeds import epoch_seed
+from foundations.store import Store
 from foundations.training import TrainConfig, train
 from models import build_model
 from models.config import ModelConfig
 from runners.config import register_schemas, validate
 from runners.experiment import run_experiment
-from runners.store import Store
 
 
 def hand_loop(model, data, cfg, nhwc: bool = False):

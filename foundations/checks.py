@@ -12,13 +12,13 @@ from omegaconf import MISSING as REQUIRED  # "???": a field the YAML must set
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from foundations.errors import UserError
+from foundations.errors import ConfigError, UserError
 
 
 def check(ok: bool, key: str, message: str) -> None:
-    """Raise the one-line UserError the entry point prints when ``ok`` is false."""
+    """Raise the one-line error (``ConfigError``: ``key`` is the field) the entry point prints when ``ok`` is false."""
     if not ok:
-        raise UserError(f"{key}: {message}")
+        raise ConfigError(f"{key}: {message}")
 
 
 _FULL_KEY = re.compile(r"full_key:\s*(\S+)")
@@ -56,9 +56,12 @@ def moved_default(value: Any, *, hashed_as: Any) -> Any:
     return field(default=value, metadata={"hash_default": hashed_as})
 
 
-def _default(f: Any) -> Any:
+def _default(obj: Any, f: Any) -> Any:
     if "hash_default" in f.metadata:
         return f.metadata["hash_default"]
+    identity = getattr(type(obj), "HASH_DEFAULTS", {})
+    if f.name in identity:
+        return identity[f.name]
     if f.default is not MISSING:
         return f.default
     if f.default_factory is not MISSING:
@@ -70,10 +73,15 @@ def nondefault(obj: Any) -> Any:
     """The fields of a (nested) dataclass that differ from their defaults — what a stage hash covers.
 
     As in OpenLTH, a field added later with a default leaves every existing hash unchanged. A field declared with
-    ``moved_default`` is measured against the default its hashes were taken with.
+    ``moved_default`` is measured against the default its hashes were taken with. A dataclass may name, in a class
+    attribute ``HASH_DEFAULTS``, fields its subclasses' hashes always measure against the base's defaults, whatever
+    default a subclass declares (``MethodConfig``: a method's ``name`` and ``sparsity``, so that every method's own
+    defaults are in its hashes without any declaration of its own).
     """
     if is_dataclass(obj):
-        return {f.name: nondefault(getattr(obj, f.name)) for f in fields(obj) if getattr(obj, f.name) != _default(f)}
+        return {
+            f.name: nondefault(getattr(obj, f.name)) for f in fields(obj) if getattr(obj, f.name) != _default(obj, f)
+        }
     if isinstance(obj, dict):
         return {k: nondefault(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

@@ -1,33 +1,21 @@
 """The experiment record: one definition, used by the experiment, the failure path, the W&B mirror and the analysis.
 
-A record is written as ``runs/experiment/<hash>/result.json`` (flat JSON: one key per field). ``ExperimentRecord``
-names every field with its type and meaning; ``STORE_FIELDS`` are the store's own bookkeeping that ``Store`` adds
-to every ``result.json`` (never science: not in a W&B summary, not in a table).
+A record is written as ``runs/experiment/<hash>/result.json`` (``foundations.store``). ``ExperimentRecord`` names
+every common field with its type and meaning: what every method's record has (identity, size and cost of the final
+model, accuracies, provenance). What one method reports beyond them is its ``outputs``: the method's own
+``Outputs`` dataclass (``methods/<name>.py``), stored as one mapping, so a method with outputs of its own touches no
+file here. Records written before ``outputs`` existed (every method's fields flat at the top) read back with those
+fields moved into ``outputs`` (``ExperimentRecord.from_dict``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
 from foundations.errors import UserError
-
-# What the store adds to every result.json (``runners.store``); never science, never in a W&B summary.
-STORE_FIELDS = ("stage_kind", "hash", "parents", "files")
-# A job folder's copy of a record (``runners.train``) also names the store holding its stages: an absolute path.
-STORE_KEY = "store"
-
-
-def store_of(path: Path, record: Mapping[str, Any]) -> Optional[Path]:
-    """The store whose stages the record file ``path`` names: the one its job-folder copy names (``STORE_KEY``), or
-    the one it lies in (``<root>/runs/experiment/<hash>/result.json``); None for neither."""
-    if record.get(STORE_KEY):
-        return Path(str(record[STORE_KEY]))
-    where = path.resolve().parents
-    inside = len(where) > 3 and where[1].name == "experiment" and where[2].name == "runs"
-    return where[3] if inside else None
+from foundations.store import STORE_FIELDS, STORE_KEY
 
 
 @dataclass
@@ -99,30 +87,11 @@ class ExperimentRecord:
     # the method's config as run, every field (defaults too): what selects a variant whose label does not show it
     # (slimming's λ and scope, ThiNet's per-layer fine-tune), e.g. a claim's arm filter `method_config.lam: 0`
     method_config: dict[str, Any] = field(default_factory=dict)
-    # ---- method-specific (None where a method has no such thing)
-    rounds: Optional[list[dict[str, Any]]] = None  # weight-level methods: per pruning round (OBD: loss increases)
-    levels: Optional[list[dict[str, Any]]] = None  # lottery: per level density, early stop, test accuracy
-    # gmp: the cubic schedule as run: {total_steps, start_step, end_step, frequency, updates: [{step, sparsity}]}
-    pruning_schedule: Optional[dict[str, Any]] = None
-    # weight-level: some Conv/Linear weight tensor of the final mask kept no weight (Tanaka et al. 2020's collapse)
-    layer_collapse: Optional[bool] = None
-    # at init with method.measure_collapse: the largest compression 10^{k/4} the method reaches on this init before
-    # a layer collapses (methods.pipeline.collapse)
-    critical_compression: Optional[float] = None
-    channel_sparsity: Optional[float] = None  # structured: fraction of prunable channels removed overall
-    channel_sparsity_per_pass: Optional[list[float]] = None  # multi-pass slimming
-    sparsity_trained_test_acc: Optional[float] = None  # slimming: after the λ-regularized training
-    sparsity_trained_gamma_abs: Optional[dict[str, list[float]]] = None  # slimming: |γ| per BN layer, same weights
-    fine_tune: Optional[str] = None  # slimming: "paper" | "rethinking"
-    thinet_selection_seconds: Optional[dict[str, float]] = None
-    thinet_reconstruction: Optional[dict[str, Any]] = None  # per layer: relative reconstruction error
-    source: Optional[dict[str, Any]] = None  # scratch: the source experiment's method config
-    source_test_acc: Optional[float] = None
-    source_stage: Optional[str] = None
-    budget: Optional[str] = None  # scratch: "E" | "B"
-    scratch_epochs: Optional[int] = None
-    scratch_iterations: Optional[int] = None
-    scratch_flops: Optional[dict[str, Any]] = None  # Scratch-B: {"count": rethinking|conv_linear, "dense", "pruned"}
+    # structured: fraction of prunable channels removed overall (the final model's channel plan); None otherwise
+    channel_sparsity: Optional[float] = None
+    # ---- what the method reports beyond the fields above: its `Outputs` dataclass as a mapping (OBD's rounds, the
+    # lottery's levels, slimming's |γ|, Scratch's budget...); tables and claims read `outputs.<field>`
+    outputs: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,13 +105,29 @@ class ExperimentRecord:
         return self.final_stage
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ExperimentRecord:
-        """A record read back from ``result.json`` (store bookkeeping and unknown keys of old records dropped)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+    def from_dict(cls, data: Mapping[str, Any]) -> ExperimentRecord:
+        """A record read back from ``result.json`` or a W&B summary (``legacy`` read aliases applied; keys that are no
+        field dropped: the store's bookkeeping)."""
+        data = legacy(data)
+        return cls(**{k: v for k, v in data.items() if k in RECORD_FIELDS})
+
+
+def legacy(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A record as this version writes it, from one written by any earlier version: a record without ``outputs`` had
+    its method's fields flat at the top, beside the common ones; every key of it that is no common field and holds a
+    value moves into ``outputs`` (the None fields of the other methods, which the flat record carried, are dropped).
+    The store's bookkeeping is never an output."""
+    out = dict(data)
+    if "outputs" not in out:
+        flat = {k: v for k, v in out.items() if k not in RECORD_FIELDS and k not in _NEVER_OUTPUTS}
+        out = {k: v for k, v in out.items() if k not in flat}
+        out["outputs"] = {k: v for k, v in flat.items() if v is not None}
+    return out
 
 
 RECORD_FIELDS = tuple(f.name for f in fields(ExperimentRecord))
+# Keys beside a record's fields in a result.json that are no method's output: the store's bookkeeping.
+_NEVER_OUTPUTS = frozenset({*STORE_FIELDS, STORE_KEY})
 
 
 def _is_scalar(annotation: Any) -> bool:

@@ -73,6 +73,8 @@ ORIGINS = ("init", "dense")
 
 @dataclass
 class GMPConfig(MethodConfig):
+    name: str = "gmp"
+    sparsity: float = 0.9  # s_f
     initial_sparsity: float = 0.0  # s_i, the sparsity of the first update (at t₀)
     start: float = 0.2  # t₀ as a fraction of the stage's optimizer steps
     end: float = 0.7  # the last update at or before this fraction of the steps
@@ -130,9 +132,17 @@ class CubicSchedule:
         }
 
 
+@dataclass
+class GMPOutputs:
+    # the cubic schedule as run: {total_steps, start_step, end_step, frequency, updates: [{step, sparsity}]}
+    pruning_schedule: dict[str, Any]
+    layer_collapse: bool  # some Conv/Linear weight tensor of the final mask kept no weight (Tanaka et al. 2020)
+
+
 class GMP(Method):
     name = "gmp"
     Config = GMPConfig
+    Outputs = GMPOutputs
 
     def label(self, stages: Optional[Stages] = None) -> str:
         notes = [self.cfg.scope] if self.cfg.scope != GMPConfig.scope else []
@@ -186,12 +196,8 @@ class GMP(Method):
             mask_schedule=MaskSchedule(tuple(schedule.steps), update),
             extra={"gmp": {**schedule.spec(), "scope": scope, "prunable": nondefault(self.cfg.prunable)}},
         )
-        return stages.finish(
-            trained,
-            dense=dense,
-            pruning_schedule=schedule.record(),
-            layer_collapse=layer_collapse(trained.masks()),
-        )
+        outputs = GMPOutputs(pruning_schedule=schedule.record(), layer_collapse=layer_collapse(trained.masks()))
+        return stages.finish(trained, dense=dense, outputs=outputs)
 
 
 METHOD = GMP

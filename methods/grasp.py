@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from foundations.checks import check, moved_default
+from foundations.checks import check
 from foundations.errors import UserError
 from foundations.seeds import generator
 from methods.pipeline.api import Stages
@@ -53,8 +53,8 @@ FETCH_BATCH = 256  # how the shuffled split is read while collecting the samples
 
 @dataclass
 class GraspConfig(AtInitConfig):
-    name: str = moved_default("grasp", hashed_as="dense")  # the schema of every method hashes its name
-    sparsity: float = moved_default(0.9, hashed_as=0.0)
+    name: str = "grasp"
+    sparsity: float = 0.9
     samples_per_class: int = 10
     temperature: float = 200.0
     variant: str = "official"  # official: keep the lowest −θ⊙Hg | abs: keep the largest |θ⊙Hg|

@@ -18,19 +18,20 @@ from dataclasses import dataclass
 from typing import Optional
 
 from foundations.checks import check, moved_default
-from foundations.errors import UserError
+from foundations.errors import ConfigError
 from methods.pipeline.api import Stages
+from methods.pipeline.channels import ChannelGroup
 from methods.pipeline.recover import FINE_TUNE, Recovery
 from methods.pipeline.scores import l1_filter_scores
-from methods.pipeline.structured import ChannelConfig, ChannelMethod
+from methods.pipeline.structured import ChannelConfig, ChannelMethod, ScoredPlan
 
 TIED = ("skip", "first_layer")
 
 
 @dataclass
 class L1FilterConfig(ChannelConfig):
-    name: str = moved_default("l1_filter", hashed_as="dense")
-    sparsity: float = moved_default(0.5, hashed_as=0.0)
+    name: str = "l1_filter"
+    sparsity: float = 0.5
     recovery: Recovery = moved_default(FINE_TUNE, hashed_as=Recovery(lr_scale=0.1))
     tied_groups: str = "skip"  # skip | first_layer (rank a residual-tied group by its first layer's filters)
 
@@ -50,19 +51,19 @@ class L1Filter(ChannelMethod):
     def label(self, stages: Optional[Stages] = None) -> str:
         return self.name if self.cfg.tied_groups == "skip" else f"{self.name} (tied groups by first layer)"
 
-    def pruned_groups(self, groups: list) -> list:
+    def pruned_groups(self, groups: list[ChannelGroup]) -> list[ChannelGroup]:
         if self.cfg.tied_groups == "first_layer":
             return groups
         single = [g for g in groups if len(g.layers) == 1]
         if not single:
-            raise UserError(
+            raise ConfigError(
                 "method.tied_groups: every channel group of this model is residual-tied; "
                 "use method.tied_groups=first_layer to prune them ranked by their first layer"
             )
         return single
 
-    def channel_scores(self, stages: Stages, model, groups):
-        return l1_filter_scores(model, groups)
+    def pruner(self, stages: Stages) -> ScoredPlan:
+        return self.scored_plan(stages, l1_filter_scores, self.pruned_groups)
 
 
 METHOD = L1Filter

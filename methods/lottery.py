@@ -23,9 +23,9 @@ pruned below N at an earlier level could not be restored); ``rate`` then plays n
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
-from foundations.checks import check, moved_default, nondefault
+from foundations.checks import check, nondefault
 from foundations.errors import UserError
 from foundations.record import ExperimentRecord
 from foundations.seeds import REINIT_OFFSET
@@ -38,8 +38,8 @@ from methods.pipeline.select import UNSTRUCTURED, check_nm_shapes, check_pattern
 
 @dataclass
 class LotteryConfig(MethodConfig):
-    name: str = moved_default("lottery", hashed_as="dense")
-    sparsity: float = moved_default(0.8, hashed_as=0.0)
+    name: str = "lottery"
+    sparsity: float = 0.8
     rate: float = 0.2
     output_rate: Optional[float] = None  # None: the classifier is pruned at `rate` like every layer
     scope: str = "global"  # global | layerwise
@@ -72,6 +72,11 @@ class LotteryConfig(MethodConfig):
         )
 
 
+@dataclass
+class LotteryOutputs:
+    levels: list[dict[str, Any]]  # per level: {level, density, early_stop_iteration, test_acc}
+
+
 def _density(rates: dict[str, float], sizes: dict[str, int], level: float) -> float:
     return sum(sizes[n] * (1 - rates[n]) ** level for n in sizes) / sum(sizes.values())
 
@@ -84,6 +89,7 @@ def _floor(rates: dict[str, float], sizes: dict[str, int]) -> float:
 class Lottery(Method):
     name = "lottery"
     Config = LotteryConfig
+    Outputs = LotteryOutputs
 
     def label(self, stages: Optional[Stages] = None) -> str:
         notes = [n for n, default in ((self.cfg.control, "none"), (self.cfg.pattern, UNSTRUCTURED)) if n != default]
@@ -170,8 +176,8 @@ class Lottery(Method):
                 {
                     "level": level,
                     "density": overall,
-                    "early_stop_iteration": state.result["early_stop_iteration"],
-                    "test_acc": state.result["selected"]["test_acc"],
+                    "early_stop_iteration": state.result.early_stop_iteration,
+                    "test_acc": state.result.selected.test_acc,
                 }
             )
         if self.cfg.control == "reinit":
@@ -189,7 +195,7 @@ class Lottery(Method):
             state = stages.train_stage(
                 "control", rewind, stages.train_config, weights=weights, masks=control, start_iteration=k
             )
-        return stages.finish(state, pruned=pruned, dense=dense, levels=history)
+        return stages.finish(state, pruned=pruned, dense=dense, outputs=LotteryOutputs(levels=history))
 
 
 METHOD = Lottery

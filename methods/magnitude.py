@@ -21,8 +21,8 @@ from methods.pipeline.unstructured import ScoreConfig, ScoreMethod
 
 @dataclass
 class MagnitudeConfig(ScoreConfig):
-    name: str = moved_default("magnitude", hashed_as="dense")
-    sparsity: float = moved_default(0.9, hashed_as=0.0)
+    name: str = "magnitude"
+    sparsity: float = 0.9
     recovery: Recovery = moved_default(FINE_TUNE, hashed_as=Recovery(lr_scale=0.1))
 
 

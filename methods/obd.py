@@ -31,8 +31,8 @@ class ObdConfig(ScoreConfig):
     estimator: str = "ggn_exact"
     samples: int = 10_000
     probes: int = 100
-    name: str = moved_default("obd", hashed_as="dense")
-    sparsity: float = moved_default(0.9, hashed_as=0.0)
+    name: str = "obd"
+    sparsity: float = 0.9
     recovery: Recovery = moved_default(FINE_TUNE, hashed_as=Recovery(lr_scale=0.1))
 
     def __post_init__(self) -> None:

@@ -18,21 +18,22 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from foundations.checks import check, moved_default
-from foundations.errors import UserError
+from foundations.errors import ConfigError
 from methods import get_method, registry
-from methods.pipeline.api import Stages
+from methods.pipeline.api import StageRef, Stages
+from methods.pipeline.masks import Masks
 from methods.pipeline.recover import FINE_TUNE, Recovery
 from methods.pipeline.scores import random_scores, shuffled
-from methods.pipeline.select import nm_pattern, select
-from methods.pipeline.unstructured import ScoreConfig, ScoreMethod
+from methods.pipeline.select import nm_pattern
+from methods.pipeline.unstructured import Keep, ScoreConfig, ScoreMethod
 
 VARIANTS = ("layerwise", "global", "shuffle")
 
 
 @dataclass
 class RandomConfig(ScoreConfig):
-    name: str = moved_default("random", hashed_as="dense")
-    sparsity: float = moved_default(0.9, hashed_as=0.0)
+    name: str = "random"
+    sparsity: float = 0.9
     recovery: Recovery = moved_default(FINE_TUNE, hashed_as=Recovery())
     variant: str = "layerwise"
     when: str = "init"
@@ -86,55 +87,53 @@ class RandomPruning(ScoreMethod):
     def variant_notes(self) -> list[str]:
         if self.cfg.variant == "shuffle":
             return [f"shuffled {self.cfg.source.get('name')}"]
-        ignored = {self.cfg.scope}  # the variant, not `scope`, decides how random scores are selected
-        return ([self.cfg.variant] if self.cfg.variant != "layerwise" else []) + [
-            n for n in super().variant_notes() if n not in ignored
-        ]
+        return ([self.cfg.variant] if self.cfg.variant != "layerwise" else []) + super().variant_notes()
 
     def validate(self, stages: Stages) -> None:
         super().validate(stages)
         if self.cfg.variant == "shuffle":
             name = self.cfg.source.get("name")
             if name in registry() and get_method(name).kind != "unstructured":
-                raise UserError(
+                raise ConfigError(
                     f"method.source: {name} prunes channels (a channel plan, no weight mask); shuffle "
                     f"needs a weight-level source such as snip, magnitude or lottery"
                 )
             self._source_stage(stages)
 
-    def _source_stage(self, stages: Stages):
+    def _source_stage(self, stages: Stages) -> StageRef:
         record = stages.source_experiment(dict(self.cfg.source), build=self.cfg.build_source)
         stage = stages.stage_at(record.final_ref())
         if not stage.has_masks():
-            raise UserError(
+            raise ConfigError(
                 f"method.source: the {record.method} experiment left no weight mask ({stage.ref}); "
                 f"shuffle needs a weight-level source such as snip, magnitude or lottery"
             )
         return stage
 
-    def mask_spec(self) -> dict:
-        spec = {k: v for k, v in super().mask_spec().items() if k not in ("build_source", "quality")}
-        spec["scope"] = "global" if self.cfg.variant == "global" else "layerwise"
-        return spec
+    def scope(self) -> str:
+        return "global" if self.cfg.variant == "global" else "layerwise"
 
     def round_spec(self, stages: Stages) -> dict:
-        # the shuffled mask depends on the source's result, not only on its config
-        return {"source_stage": self._source_stage(stages).ref} if self.cfg.variant == "shuffle" else {}
+        # the scope its variant implies, as the prune stage always hashed it; a shuffled mask depends on the source's
+        # result, not only on its config
+        own = {"scope": self.scope()}
+        return {**own, "source_stage": self._source_stage(stages).ref} if self.cfg.variant == "shuffle" else own
 
-    def choose(self, scores, alive, overall, layers, weights):
-        if self.cfg.variant == "shuffle":
-            return {n: scores[n].bool() & alive[n] for n in scores}  # the shuffled source mask itself
-        if nm_pattern(self.cfg.pattern) is not None:  # random scores, N of every M: the variant's scope plays no part
-            return super().choose(scores, alive, overall, layers, weights)
-        scope = "global" if self.cfg.variant == "global" else "layerwise"
-        return select(scores, alive, scope=scope, layer_targets=layers, global_target=overall)
+    def selector(self, stages: Stages, model, alive: Masks, weights: dict) -> tuple[Keep, dict]:
+        """Random scores, ranked as the variant says; ``shuffle``: the source's mask permuted within each layer,
+        kept as it is at any target."""
+        if self.cfg.variant != "shuffle":
+            return super().selector(stages, model, alive, weights)
+        source = self._source_stage(stages).masks()
+        permuted = shuffled({n: source[n] for n in alive}, stages.seed("prune"))
+
+        def keep(overall: float, layers: dict[str, float]) -> Masks:
+            return {n: permuted[n].bool() & alive[n] for n in permuted}
+
+        return keep, permuted
 
     def scores(self, stages: Stages, model, alive):
-        seed = stages.seed("prune")
-        if self.cfg.variant == "shuffle":
-            source = self._source_stage(stages).masks()
-            return shuffled({n: source[n] for n in alive}, seed)
-        return random_scores({n: alive[n].shape for n in alive}, seed)
+        return random_scores({n: alive[n].shape for n in alive}, stages.seed("prune"))
 
 
 METHOD = RandomPruning

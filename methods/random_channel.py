@@ -10,13 +10,13 @@ from foundations.checks import moved_default
 from methods.pipeline.api import Stages
 from methods.pipeline.recover import FINE_TUNE, Recovery
 from methods.pipeline.scores import random_filter_scores
-from methods.pipeline.structured import ChannelConfig, ChannelMethod
+from methods.pipeline.structured import ChannelConfig, ChannelMethod, ScoredPlan
 
 
 @dataclass
 class RandomChannelConfig(ChannelConfig):
-    name: str = moved_default("random_channel", hashed_as="dense")
-    sparsity: float = moved_default(0.5, hashed_as=0.0)
+    name: str = "random_channel"
+    sparsity: float = 0.5
     recovery: Recovery = moved_default(FINE_TUNE, hashed_as=Recovery(lr_scale=0.1))
 
 
@@ -24,8 +24,9 @@ class RandomChannel(ChannelMethod):
     name = "random_channel"
     Config = RandomChannelConfig
 
-    def channel_scores(self, stages: Stages, model, groups):
-        return random_filter_scores(groups, stages.seed("prune"))
+    def pruner(self, stages: Stages) -> ScoredPlan:
+        seed = stages.seed("prune")
+        return self.scored_plan(stages, lambda model, groups: random_filter_scores(groups, seed))
 
 
 METHOD = RandomChannel

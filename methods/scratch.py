@@ -35,8 +35,8 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Optional
 
-from foundations.checks import check, moved_default, typed
-from foundations.errors import UserError
+from foundations.checks import check, typed
+from foundations.errors import ConfigError
 from foundations.record import ExperimentRecord
 from foundations.seeds import REINIT_OFFSET
 from foundations.training import TrainConfig
@@ -49,8 +49,8 @@ FLOP_COUNTS = ("rethinking", "conv_linear")
 
 @dataclass
 class ScratchConfig(MethodConfig):
-    name: str = moved_default("scratch", hashed_as="dense")
-    sparsity: float = moved_default(0.5, hashed_as=0.0)
+    name: str = "scratch"
+    sparsity: float = 0.5
     source: str = "magnitude"  # the method whose pruned architecture is trained from scratch
     source_overrides: dict[str, Any] = field(default_factory=dict)  # other config fields of the source method
     budget: str = "E"  # E: the dense epochs | B: the dense computation (FLOPs)
@@ -72,6 +72,17 @@ class ScratchConfig(MethodConfig):
         check(self.source != "dense", "method.source", "dense has nothing pruned; choose a pruning method")
 
 
+@dataclass
+class ScratchOutputs:
+    source: dict[str, Any]  # the source experiment's method config (name, sparsity, source_overrides)
+    source_test_acc: Optional[float]
+    source_stage: Optional[str]  # the source's final stage, whose architecture was trained from scratch
+    budget: str  # "E" | "B"
+    scratch_epochs: int
+    scratch_iterations: Optional[int]
+    scratch_flops: Optional[dict[str, Any]]  # Scratch-B: {"count": rethinking|conv_linear, "dense", "pruned"}
+
+
 def scratch_b_length(
     length: int, flops_dense: float, flops_pruned: float, *, cap: Optional[float] = None, rounding: str = "round"
 ) -> int:
@@ -86,6 +97,7 @@ def scratch_b_length(
 class Scratch(Method):
     name = "scratch"
     Config = ScratchConfig
+    Outputs = ScratchOutputs
     # build_source: where the source comes from, not what it is; prunable: the source is configured by
     # source_overrides, scratch's own prunable set only changes what its record's density counts
     result_neutral: ClassVar[frozenset[str]] = frozenset(
@@ -132,7 +144,7 @@ class Scratch(Method):
         source_final = stages.stage_at(record.final_ref())
         structured = source_final.has_plan()
         if not structured and not source_final.has_masks():
-            raise UserError(
+            raise ConfigError(
                 f"method.source: the {self.cfg.source} experiment left neither a channel plan nor a mask; "
                 f"scratch needs a pruned architecture"
             )
@@ -141,18 +153,16 @@ class Scratch(Method):
         flops = self.flops_of(stages, record) if self.cfg.budget == "B" else None
         train_cfg = self.budget_config(stages, flops)
         final = stages.train_stage("scratch", init, train_cfg, masks=None if structured else source_final)
-        return stages.finish(
-            final,
-            dense=stages.dense_stage(),
+        outputs = ScratchOutputs(
             source=self.source_config(),
             source_test_acc=record.test_acc,
             source_stage=record.final_stage,
             budget=self.cfg.budget,
             scratch_epochs=train_cfg.epochs,
             scratch_iterations=train_cfg.iterations,
-            channel_sparsity=record.channel_sparsity,
             scratch_flops=flops,
         )
+        return stages.finish(final, dense=stages.dense_stage(), outputs=outputs)
 
     def flops_of(self, stages: Stages, source_record: ExperimentRecord) -> dict:
         """FLOPs of the dense and the source's pruned model, counted as ``method.flops`` says."""

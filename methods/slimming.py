@@ -63,9 +63,10 @@ without the penalty. ``sparsity`` is the fraction of the *remaining* channels re
 per-iteration percentile, 50% for VGG, combined with "at most 50% per layer" = ``min_keep_fraction=0.5``), so the
 overall channel sparsity is ``1 − (1 − sparsity)^passes`` (recorded as ``channel_sparsity``). A later pass's plan
 indexes the compacted model's channels; it is composed with the earlier ones (kept index i of pass k maps to
-``keep_{k−1}[i]``) into one plan over the base architecture, which is what the experiment rebuilds from the stage.
+``keep_{k−1}[i]``: ``methods.pipeline.channels.plan.compose``) into one plan over the base architecture, which is what
+the experiment rebuilds from the stage.
 
-Record: ``dense_test_acc`` is the plain dense model's (``stages.dense_stage()``, shared across a sweep, so all methods
+Record (``Outputs``, besides the common fields): ``dense_test_acc`` is the plain dense model's (``stages.dense_stage()``, shared across a sweep, so all methods
 compare against the same "before"); ``sparsity_trained_test_acc`` is the sparsity-trained model's (the paper's
 "after sparsity training" row; the reference point for ``test_acc_before_recovery``);
 ``sparsity_trained_gamma_abs`` its |γ| per BN layer, the weights the threshold is taken over (Fig. 4's histograms).
@@ -75,22 +76,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
-from foundations.checks import check, nondefault
-from foundations.errors import UserError
-from foundations.record import ExperimentRecord
+from foundations.checks import check, moved_default, nondefault
+from foundations.errors import RefusedModel
 from foundations.training import Hooks
 from methods.pipeline.api import StageRef, Stages
-from methods.pipeline.channels import ChannelPlan, channel_sparsity, compact, prunable_channel_groups, select_channels
-from methods.pipeline.channels.plan import out_channels, validate_plan
-from methods.pipeline.masks import folded
+from methods.pipeline.channels import prunable_channel_groups
 from methods.pipeline.recover import Recovery, recovery_config
+from methods.pipeline.results import PlanResult, TrainResult
 from methods.pipeline.scores.filters import BN_MODELS, bn_scale_scores
-from methods.pipeline.structured import ChannelConfig, ChannelMethod
+from methods.pipeline.structured import ChannelConfig, ChannelFacts, ChannelMethod, ScoredPlan
 
 _BN = nn.modules.batchnorm._BatchNorm
 FINE_TUNE = ("paper", "rethinking")
@@ -98,8 +97,11 @@ FINE_TUNE = ("paper", "rethinking")
 
 @dataclass
 class SlimmingConfig(ChannelConfig):
-    name: str = "slimming"
-    sparsity: float = 0.5  # fraction of the remaining channels removed in each pass
+    # Slimming's hashes were taken against its own defaults, before MethodConfig.HASH_DEFAULTS measured every method's
+    # name and sparsity against dense's: declared so that they stay. (At all its defaults, slimming's experiment spec
+    # is therefore dense's; README › Results store.)
+    name: str = moved_default("slimming", hashed_as="slimming")
+    sparsity: float = moved_default(0.5, hashed_as=0.5)  # fraction of the remaining channels removed in each pass
     scope: str = "global"  # the paper's one percentile over all |γ|
     lam: float = 1e-4  # λ of Eq. 1 (§4.3: 1e-4 for VGGNet, 1e-5 for ResNet/DenseNet)
     bn_weight_init: Optional[float] = 0.5  # γ at the start of sparsity training; None = model.bn_weight_init
@@ -121,6 +123,25 @@ class SlimmingConfig(ChannelConfig):
             f"must be one of {', '.join(FINE_TUNE)} (got {self.fine_tune!r})",
         )
         check(self.passes >= 1, "method.passes", f"must be >= 1 (got {self.passes})")
+
+
+@dataclass(frozen=True)
+class PassFacts(ChannelFacts):
+    """A pass's plan stage: the plan so far over the base architecture, and this pass's own fraction."""
+
+    pass_channel_sparsity: float  # of the channels the pass found (the compacted model's)
+
+    @classmethod
+    def of(cls, total: float, step: float) -> PassFacts:
+        return cls(total, step)
+
+
+@dataclass
+class SlimmingOutputs:
+    channel_sparsity_per_pass: list[float]  # each pass's fraction of the channels it found
+    sparsity_trained_test_acc: float  # after the λ-regularized training (the reference of test_acc_before_recovery)
+    sparsity_trained_gamma_abs: dict[str, list[float]]  # |γ| per BN layer of the same weights (Fig. 4's histograms)
+    fine_tune: str  # "paper" | "rethinking"
 
 
 def sparsity_hook(lam: float):
@@ -154,20 +175,38 @@ def gamma_abs(model: nn.Module, weights: dict[str, torch.Tensor]) -> dict[str, l
     }
 
 
-def compose(previous: Optional[ChannelPlan], plan: ChannelPlan) -> ChannelPlan:
-    """``plan`` indexes the channels kept by ``previous``; return the same selection over the base architecture."""
-    if previous is None:
-        return plan
-    keep = {}
-    for key, kept in previous.keep.items():
-        keep[key] = [kept[i] for i in plan.keep[key]] if key in plan.keep else list(kept)
-    # bn_channels index the base architecture's BNs: the first pass's (a later pass's index the compacted model)
-    return ChannelPlan(keep=keep, members={**previous.members, **plan.members}, bn_channels=previous.bn_channels)
+@dataclass(frozen=True)
+class Passes:
+    """Slimming's pruner: pass 1 prunes the sparsity-trained model; every later pass sparsity-trains the previous
+    pass's compacted model with the fine-tune schedule plus λ·sign(γ), then prunes it again (§5, Table 4a)."""
+
+    method: Slimming
+
+    def prune(self, stages: Stages, start: StageRef) -> list[StageRef[PlanResult[Any]]]:
+        slimming = self.method
+        source, plans = start, list[StageRef[PlanResult[Any]]]()
+        for k in range(1, slimming.cfg.passes + 1):
+            if plans:  # pass k > 1 starts from pass k − 1's compacted model
+                schedule = slimming.fine_tune_config(stages)
+                source = slimming.sparsity_training(stages, f"sparsity_{k}", plans[-1], schedule)
+            one_pass = ScoredPlan(
+                lambda model, groups: bn_scale_scores(model, groups),
+                slimming.cfg.sparsity,
+                slimming.cfg.scope,
+                slimming.cfg.min_keep_fraction,
+                list(slimming.cfg.prunable.exclude),
+                {**slimming.plan_spec(), "pass": k, "prune_seed": stages.seed("prune")},
+                name="prune" if k == 1 else f"prune_{k}",
+                facts=PassFacts,
+            )
+            plans.append(one_pass.stage(stages, source))
+        return plans
 
 
 class Slimming(ChannelMethod):
     name = "slimming"
     Config = SlimmingConfig
+    Outputs = SlimmingOutputs
 
     def label(self, stages: Optional[Stages] = None) -> str:
         return self.name if self.cfg.passes == 1 else f"{self.name} ({self.cfg.passes} passes)"
@@ -178,7 +217,7 @@ class Slimming(ChannelMethod):
     def validate(self, stages: Stages) -> None:
         model = stages.base_model()
         if not any(isinstance(m, _BN) and m.weight is not None for m in model.modules()):
-            raise UserError(
+            raise RefusedModel(
                 f"method=slimming: model {stages.model_name} has no BatchNorm scales γ to regularize and "
                 f"prune; use a model with BN (built in: {BN_MODELS}, not model.batchnorm=false)"
             )
@@ -186,90 +225,44 @@ class Slimming(ChannelMethod):
             model, prunable_channel_groups(model, stages.example_input, self.cfg.prunable.exclude)
         )  # every group needs a BN
 
-    def channel_scores(self, stages: Stages, model, groups):
-        return bn_scale_scores(model, groups)
-
-    def select(self, model: nn.Module, example_input: torch.Tensor) -> ChannelPlan:
-        """The global-threshold plan over ``model``'s own channels (scores = |γ|)."""
-        groups = prunable_channel_groups(model, example_input, self.cfg.prunable.exclude)
-        return select_channels(
-            bn_scale_scores(model, groups),
-            groups,
-            self.cfg.sparsity,
-            scope=self.cfg.scope,
-            min_keep_fraction=self.cfg.min_keep_fraction,
-        )
-
     def recovery(self) -> Recovery:
-        return self.fine_tune_recovery()
-
-    def fine_tune_recovery(self) -> Recovery:
         preset = Recovery() if self.cfg.fine_tune == "paper" else Recovery(epochs=40, lr=1e-3, schedule="constant")
         return Recovery(**{**vars(preset), **nondefault(self.cfg.recovery)})
+
+    def fine_tune_config(self, stages: Stages):
+        return recovery_config(self.recovery(), stages.train_config)
 
     def plan_spec(self) -> dict:
         return {k: v for k, v in super().plan_spec().items() if k not in ("fine_tune", "passes")}
 
-    def sparsity_stage(self, stages: Stages) -> StageRef:
+    def sparsity_training(self, stages: Stages, name: str, start: StageRef, schedule) -> StageRef[TrainResult]:
+        return stages.train_stage(
+            name,
+            start,
+            schedule,
+            hooks=Hooks(before_step=[sparsity_hook(self.cfg.lam)]),
+            extra={"slimming_l1_bn": self.cfg.lam},
+        )
+
+    def pruning_start(self, stages: Stages, dense: StageRef[TrainResult]) -> StageRef[TrainResult]:
         """Pass 1's sparsity-regularized training from the γ-initialized dense init."""
         gamma = self.cfg.bn_weight_init
         if gamma is None or stages.from_checkpoint:  # a trained start keeps its own γ (see the module docstring)
             init = stages.init_stage()
         else:
             init = stages.init_stage("slimming_init", prepare=set_bn_weight(gamma), extra={"bn_weight_init": gamma})
-        return stages.train_stage(
-            "sparsity",
-            init,
-            stages.train_config,
-            hooks=Hooks(before_step=[sparsity_hook(self.cfg.lam)]),
-            extra={"slimming_l1_bn": self.cfg.lam},
-        )
+        return self.sparsity_training(stages, "sparsity", init, stages.train_config)
 
-    def chain(self, stages: Stages) -> ExperimentRecord:
-        dense = stages.dense_stage()
-        sparse = self.sparsity_stage(stages)
-        fine_tune = recovery_config(self.fine_tune_recovery(), stages.train_config)
-        base = stages.base_model().eval()
-        source, per_pass = sparse, []
-        pruned: Optional[StageRef] = None
-        for k in range(1, self.cfg.passes + 1):
-            if pruned is not None:  # pass k > 1 starts from pass k − 1's compacted model
-                source = stages.train_stage(
-                    f"sparsity_{k}",
-                    pruned,
-                    fine_tune,
-                    hooks=Hooks(before_step=[sparsity_hook(self.cfg.lam)]),
-                    extra={"slimming_l1_bn": self.cfg.lam},
-                )
-            previous = source.plan() if source.has_plan() else None
+    def pruner(self, stages: Stages) -> Passes:
+        return Passes(self)
 
-            def build(model, previous=previous):
-                model = folded(model).cpu().eval()
-                step = self.select(model, stages.example_input)
-                plan = compose(previous, step)
-                validate_plan(plan, {key: out_channels(base.get_submodule(key)) for key in plan.keep})
-                info = {
-                    "channel_sparsity": channel_sparsity(plan, base),
-                    "pass_channel_sparsity": channel_sparsity(step, model),
-                }
-                return plan, compact(model, step, stages.example_input), info
-
-            name = "prune" if k == 1 else f"prune_{k}"
-            pruned = stages.plan_stage(
-                name, source, {**self.plan_spec(), "pass": k, "prune_seed": stages.seed("prune")}, build
-            )
-            per_pass.append(pruned.result["pass_channel_sparsity"])
-        if pruned is None:
-            raise UserError(f"method.passes: must be >= 1 (got {self.cfg.passes})")
-        final = stages.train_stage("recover", pruned, fine_tune)
-        return stages.finish(
-            final,
-            pruned=pruned,
-            dense=dense,
-            channel_sparsity=pruned.result["channel_sparsity"],
-            channel_sparsity_per_pass=per_pass,
-            sparsity_trained_test_acc=sparse.result["selected"]["test_acc"],
-            sparsity_trained_gamma_abs=gamma_abs(base, sparse.weights()),
+    def outputs(
+        self, stages: Stages, start: StageRef[TrainResult], plans: list[StageRef[PlanResult[Any]]]
+    ) -> SlimmingOutputs:
+        return SlimmingOutputs(
+            channel_sparsity_per_pass=[plan.result.facts.pass_channel_sparsity for plan in plans],
+            sparsity_trained_test_acc=start.result.selected.test_acc,
+            sparsity_trained_gamma_abs=gamma_abs(stages.base_model().eval(), start.weights()),
             fine_tune=self.cfg.fine_tune,
         )
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from foundations.checks import check, moved_default
+from foundations.checks import check
 from methods.pipeline.api import Stages
 from methods.pipeline.scores import snip_scores
 from methods.pipeline.unstructured import AtInitConfig, AtInitMethod
@@ -26,8 +26,8 @@ from methods.pipeline.unstructured import AtInitConfig, AtInitMethod
 
 @dataclass
 class SnipConfig(AtInitConfig):
-    name: str = moved_default("snip", hashed_as="dense")
-    sparsity: float = moved_default(0.9, hashed_as=0.0)
+    name: str = "snip"
+    sparsity: float = 0.9
     batch_size: int = 100
     batches: int = 1
 

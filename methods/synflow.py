@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from foundations.checks import check, moved_default
+from foundations.checks import check
 from methods.pipeline.api import Stages
 from methods.pipeline.scores.synflow import DTYPES, iterative_synflow, synflow_scores
 from methods.pipeline.unstructured import AtInitConfig, AtInitMethod
@@ -35,8 +35,8 @@ from methods.pipeline.unstructured import AtInitConfig, AtInitMethod
 
 @dataclass
 class SynflowConfig(AtInitConfig):
-    name: str = moved_default("synflow", hashed_as="dense")  # the schema of every method hashes its name
-    sparsity: float = moved_default(0.9, hashed_as=0.0)
+    name: str = "synflow"
+    sparsity: float = 0.9
     iterations: int = 100
     precision: str = "float64"  # float64 | float32 (the released code)
 

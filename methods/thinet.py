@@ -19,8 +19,15 @@ c (§3.1). Layer by layer (§3, Alg. 1 inside the loop of Fig. 1), in module ord
    (``methods.pipeline.channels.compact``).
 5. Fine-tune briefly (paper, as recalled, not checked against its text: ~1 epoch at LR 1e-3) —
    ``layer_fine_tune_epochs`` (or ``layer_fine_tune_iterations``) at ``train.lr × layer_fine_tune_lr_scale``,
-   constant LR, last weights kept, data order from ``seeds.data``. Not after the last layer: the longer final
-   fine-tune (``recovery``; paper ~12 epochs with ×0.1 steps) follows immediately.
+   constant LR, last weights kept, a data order of its own per layer (``foundations.seeds.step_seed`` of
+   ``seeds.data``). Not after the last layer: the longer final fine-tune (``recovery``; paper ~12 epochs with ×0.1
+   steps) follows immediately.
+
+Each layer's pruning (steps 1–4) is a plan stage of the store (``prune<k>``) and each per-layer fine-tune a train
+stage (``fine_tune<k>``), so the fine-tunes log live curves, a killed run resumes inside the layer it was at, and
+two configs that agree on the first layers share them. The random (output channel, position) draws of step 1 come
+from one generator seeded by ``seeds.prune`` and running through the layers: each plan stage stores its state for
+the next one.
 
 Which layers: every prunable channel group (``methods.pipeline.channels.prunable_channel_groups``) that is a single
 Conv2d/Linear whose output feeds exactly one Conv2d/Linear (conv→conv, conv→linear through a flatten or global
@@ -41,29 +48,27 @@ not verified against the authors' repository) differs:
 - it keeps ``int(C · r)`` channels (truncation); here ``round`` of the removed count, as the other channel methods.
 - its layers' selection uses the network pruned so far without BN (VGG-16 has none); here BN statistics are used in
   eval mode and the removed filter's BN entries go with it.
-The per-layer wall time of selection (sampling forward pass + collection + greedy + least squares) is recorded as
-``thinet_selection_seconds`` (the issue asks to report it); ``thinet_reconstruction`` gives, per layer, the relative
-reconstruction error Σ(ŷ − ŷ_S)²/Σŷ² on the sample without and with the rescaling.
+The record's ``outputs``: the per-layer wall time of the search (sampling forward pass + collection + greedy + least
+squares) as ``thinet_selection_seconds`` (the issue asks to report it); ``thinet_reconstruction`` gives, per layer,
+the relative reconstruction error Σ(ŷ − ŷ_S)²/Σŷ² on the sample without and with the rescaling.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
 from foundations.checks import check, moved_default
-from foundations.errors import UserError
-from foundations.progress import progress_bar
-from foundations.record import ExperimentRecord
-from foundations.training import train
-from methods.pipeline.api import Stages
-from methods.pipeline.channels import channel_sparsity, compact, prunable_channel_groups
-from methods.pipeline.channels.plan import ChannelGroup, ChannelPlan, TraceError, min_kept
+from foundations.errors import ConfigError, RefusedModel
+from foundations.seeds import generator, step_seed
+from foundations.training import TrainConfig
+from methods.pipeline.api import PlanStep, StageRef, Stages
+from methods.pipeline.channels import compact, prunable_channel_groups
+from methods.pipeline.channels.plan import ChannelGroup, ChannelPlan, TraceError, compose, min_kept
 from methods.pipeline.channels.reconstruction import (
     collect_contributions,
     greedy_channel_selection,
@@ -71,10 +76,19 @@ from methods.pipeline.channels.reconstruction import (
     reconstruction_error,
 )
 from methods.pipeline.masks import folded
-from methods.pipeline.recover import FINE_TUNE, Recovery, recovery_config
+from methods.pipeline.recover import FINE_TUNE, Recovery
+from methods.pipeline.results import Accuracy, PlanResult
 from methods.pipeline.structured import ChannelConfig, ChannelMethod
 
 SELECTIONS = ("greedy_remove", "greedy_keep")
+# the config fields that change no layer's search itself, only which layers or what happens between them
+NOT_IN_A_LAYER = (
+    "layers",
+    "exclude",
+    "layer_fine_tune_epochs",
+    "layer_fine_tune_iterations",
+    "layer_fine_tune_lr_scale",
+)
 
 
 @dataclass
@@ -88,8 +102,8 @@ class ThiNetConfig(ChannelConfig):
     layer_fine_tune_iterations: Optional[int] = None  # overrides layer_fine_tune_epochs when set
     layer_fine_tune_lr_scale: float = 0.1  # × train.lr (paper: 1e-3 after a 1e-2 … schedule)
     batch_size: int = 256  # images per forward pass while collecting (locations are drawn per batch: hashed)
-    name: str = moved_default("thinet", hashed_as="dense")
-    sparsity: float = moved_default(0.5, hashed_as=0.0)
+    name: str = "thinet"
+    sparsity: float = 0.5
     recovery: Recovery = moved_default(FINE_TUNE, hashed_as=Recovery(lr_scale=0.1))
 
     def __post_init__(self) -> None:
@@ -168,7 +182,7 @@ def layer_pairs(
         known = [g.name for g, _ in pairs]
         unknown = [name for name in layers if name not in known]
         if unknown:
-            raise UserError(
+            raise ConfigError(
                 f"method.layers: {', '.join(map(str, unknown))} not a prunable ThiNet layer; "
                 f"choose from {', '.join(known) or '(none)'}"
             )
@@ -245,73 +259,118 @@ def _scale_input_slices(layer: nn.Module, channels: int, kept: list[int], scale:
     view[:, index, :] *= scale.to(weight.dtype).view(1, -1, 1)
 
 
-def thinet_prune(
-    model: nn.Module,
-    pairs: list[tuple[ChannelGroup, str]],
+@dataclass(frozen=True)
+class LayerFacts:
+    """What one layer's plan stage stores about its step."""
+
+    layer: str  # the group pruned (layer i)
+    kept_channels: int
+    search_seconds: float  # sampling forward pass + collection + greedy search + least squares
+    reconstruction: dict[str, Any]  # relative error Σ(ŷ − ŷ_S)²/Σŷ² without and with the rescaling, sample size
+
+
+@dataclass
+class ThiNetOutputs:
+    thinet_selection_seconds: dict[str, float]  # per layer: the search's wall time (LayerFacts.search_seconds)
+    thinet_reconstruction: dict[str, dict[str, Any]]  # per layer: {"unscaled", "rescaled", "samples"}
+
+
+def prune_layer(
+    current: nn.Module,
+    group: ChannelGroup,
+    consumer: str,
     sample,
     cfg: ThiNetConfig,
     *,
     generator: torch.Generator,
     example_input: torch.Tensor,
-    fine_tune: Optional[Callable[[nn.Module, int], nn.Module]] = None,
-    progress: bool = False,
-) -> tuple[ChannelPlan, nn.Module, dict]:
-    """Prune ``pairs`` layer by layer from the plain (unpruned) ``model`` (not modified).
-
-    ``fine_tune(model, k)`` is called after layer k (all but the last) and returns the fine-tuned model. Returns the
-    plan over ``model``'s architecture (original channel indices; compact(model, plan) has the returned model's
-    shapes), the pruned model (eval mode, CPU) and info: per-layer selection seconds, reconstruction errors,
-    kept counts.
-    """
-    current = folded(model).cpu().eval()
-    keep: dict[str, list[int]] = {}
-    seconds: dict[str, float] = {}
-    recon: dict[str, dict] = {}
-    for k, (group, consumer) in enumerate(progress_bar(pairs, enabled=progress, desc="thinet layers", leave=False)):
-        C = group.num_channels  # layers are pruned once each, so layer i still has all its channels
-        current.eval()
-        start = time.perf_counter()
-        X, y = _collect(current, consumer, C, sample, cfg, generator)
-        n_remove = n_removed(C, cfg.sparsity, cfg.min_keep_fraction)
-        if cfg.selection == "greedy_remove":
-            removed = greedy_channel_selection(X, n_remove)
-        else:
-            removed = greedy_keep_selection(X, y, C - n_remove)
-        kept = [c for c in range(C) if c not in set(removed)]
-        scale = least_squares_scale(X[:, kept], y) if cfg.rescale else None
-        seconds[group.name] = time.perf_counter() - start
-        norm = float((y.double() ** 2).sum()) or 1.0
-        rescaled = reconstruction_error(X, y, kept, scale) / norm if scale is not None else None
-        recon[group.name] = {
-            "unscaled": reconstruction_error(X, y, kept) / norm,
-            "rescaled": rescaled,
-            "samples": int(X.shape[0]),
-        }
-        if scale is not None:
-            _scale_input_slices(current.get_submodule(consumer), C, kept, scale)
-        step = ChannelPlan(
-            keep={group.name: kept},
-            members={group.name: dict(group.bn_of)},
-            bn_channels={group.name: dict(group.bn_channels)} if group.bn_channels else {},
-        )
-        current = compact(current, step, example_input).eval()
-        keep[group.name] = kept
-        if fine_tune is not None and k < len(pairs) - 1:
-            current = fine_tune(current, k).cpu().eval()
-    plan = ChannelPlan(
-        keep=keep,
-        members={g.name: dict(g.bn_of) for g, _ in pairs if g.name in keep},
-        bn_channels={g.name: dict(g.bn_channels) for g, _ in pairs if g.name in keep and g.bn_channels},
+) -> tuple[ChannelPlan, nn.Module, LayerFacts]:
+    """Steps 1–4 on layer i = ``group`` of ``current`` (a plain model, eval mode, modified by the rescaling), judged
+    by ``consumer`` (layer i + 1): the plan of this step over ``current``'s channels (the group is still whole, so
+    they are the base architecture's), the compacted model and the step's facts."""
+    C = group.num_channels  # layers are pruned once each, so layer i still has all its channels
+    current.eval()
+    start = time.perf_counter()
+    X, y = _collect(current, consumer, C, sample, cfg, generator)
+    n_remove = n_removed(C, cfg.sparsity, cfg.min_keep_fraction)
+    if cfg.selection == "greedy_remove":
+        removed = greedy_channel_selection(X, n_remove)
+    else:
+        removed = greedy_keep_selection(X, y, C - n_remove)
+    kept = [c for c in range(C) if c not in set(removed)]
+    scale = least_squares_scale(X[:, kept], y) if cfg.rescale else None
+    seconds = time.perf_counter() - start
+    norm = float((y.double() ** 2).sum()) or 1.0
+    rescaled = reconstruction_error(X, y, kept, scale) / norm if scale is not None else None
+    reconstruction = {
+        "unscaled": reconstruction_error(X, y, kept) / norm,
+        "rescaled": rescaled,
+        "samples": int(X.shape[0]),
+    }
+    if scale is not None:
+        _scale_input_slices(current.get_submodule(consumer), C, kept, scale)
+    step = ChannelPlan(
+        keep={group.name: kept},
+        members={group.name: dict(group.bn_of)},
+        bn_channels={group.name: dict(group.bn_channels)} if group.bn_channels else {},
     )
-    return plan, current, {"thinet_selection_seconds": seconds, "thinet_reconstruction": recon}
+    facts = LayerFacts(group.name, len(kept), seconds, reconstruction)
+    return step, compact(current, step, example_input).eval(), facts
+
+
+_GENERATOR = "generator"  # the state key of the sampling generator a layer's stage leaves for the next
+
+
+@dataclass(frozen=True)
+class LayerByLayer:
+    """ThiNet's pruner (Fig. 1): for each layer pair in module order, a plan stage pruning layer i of the current
+    network, then (but after the last) a brief fine-tune of the whole network."""
+
+    method: ThiNet
+
+    def prune(self, stages: Stages, start: StageRef) -> list[StageRef[PlanResult[Any]]]:
+        cfg, prune_seed = self.method.cfg, stages.seed("prune")
+        pairs = self.method.pairs(stages.base_model().eval(), stages.example_input)
+        sample = stages.data.train.subset(cfg.n_images, seed=prune_seed)
+        fine_tune = self.method.layer_fine_tune(stages)
+        spec = {k: v for k, v in self.method.plan_spec().items() if k not in NOT_IN_A_LAYER}
+        source, previous, plans = start, None, []
+        for k, (group, consumer) in enumerate(pairs, start=1):
+
+            def build(model: nn.Module, group=group, consumer=consumer, previous=previous, source=source):
+                draws = generator(prune_seed) if previous is None else torch.Generator()
+                if previous is not None:  # the draws continue where the previous layer's left off
+                    draws.set_state(previous.state()[_GENERATOR])
+                step, compacted, facts = prune_layer(
+                    folded(model).cpu().eval(),
+                    group,
+                    consumer,
+                    sample,
+                    cfg,
+                    generator=draws,
+                    example_input=stages.example_input,
+                )
+                plan = compose(source.plan() if source.has_plan() else None, step)
+                return PlanStep(plan, compacted, facts, {_GENERATOR: draws.get_state()})
+
+            layer_spec = {**spec, "prune_seed": prune_seed, "layer": k, "group": group.name}
+            pruned = stages.plan_stage(f"prune{k}", source, layer_spec, build, LayerFacts)
+            plans.append(pruned)
+            previous = source = pruned
+            if fine_tune is not None and k < len(pairs):
+                # a new optimizer per layer (zero momentum), and a data order of its own
+                data_seed = step_seed(stages.seed("data"), k - 1)
+                source = stages.train_stage(f"fine_tune{k}", pruned, fine_tune, data_seed=data_seed)
+        return plans
 
 
 # ------------------------------------------------------------------------------------------------------ method
 class ThiNet(ChannelMethod):
     name = "thinet"
     Config = ThiNetConfig
+    Outputs = ThiNetOutputs
 
-    def _pairs(self, model: nn.Module, example_input: torch.Tensor):
+    def pairs(self, model: nn.Module, example_input: torch.Tensor) -> list[tuple[ChannelGroup, str]]:
         groups = prunable_channel_groups(model, example_input, self.cfg.prunable.exclude)
         return layer_pairs(model, groups, self.cfg.layers)
 
@@ -319,7 +378,7 @@ class ThiNet(ChannelMethod):
         """Why each channel group is no ThiNet pair (the first three), for the error message."""
         try:
             groups = prunable_channel_groups(model, example_input, self.cfg.prunable.exclude)
-        except UserError:
+        except RefusedModel:
             return ""
         why = [f"{g.name}: {pair_of(model, g)[1]}" for g in groups][:3]
         return f" ({'; '.join(why)})" if why else ""
@@ -327,16 +386,14 @@ class ThiNet(ChannelMethod):
     def validate(self, stages: Stages) -> None:
         model = stages.base_model()
         try:
-            pairs = self._pairs(model, stages.example_input)
+            pairs = self.pairs(model, stages.example_input)
         except TraceError:
             raise
-        except UserError as err:
-            if str(err).startswith("method."):
-                raise
-            pairs = []  # e.g. no Linear classifier at all, or only the classifier: no pair either
+        except RefusedModel:  # e.g. no Linear classifier at all, or only the classifier: no pair either
+            pairs = []
         if not pairs:
             reasons = self._refusals(model, stages.example_input)
-            raise UserError(
+            raise RefusedModel(
                 f"method=thinet: model {stages.model_name} has no prunable layer pair (a Conv2d/Linear "
                 f"whose channels feed exactly one Conv2d/Linear){reasons}; ThiNet needs at least two "
                 f"weight layers in a chain, e.g. one hidden layer (model.widths=[h])"
@@ -348,14 +405,15 @@ class ThiNet(ChannelMethod):
         wins = "method.layer_fine_tune_iterations is set and decides the per-layer fine-tune's length"
         return {**super().ignored_fields(), "layer_fine_tune_epochs": wins}
 
-    def _fine_tuner(self, stages: Stages) -> Optional[Callable[[nn.Module, int], nn.Module]]:
+    def layer_fine_tune(self, stages: Stages) -> Optional[TrainConfig]:
+        """The schedule of the brief fine-tune after each layer (None: none)."""
         cfg = self.cfg
         if cfg.layer_fine_tune_iterations == 0 or (
             cfg.layer_fine_tune_iterations is None and cfg.layer_fine_tune_epochs == 0
         ):
             return None
         base = stages.train_config
-        train_cfg = replace(
+        return replace(
             base,
             lr=base.lr * cfg.layer_fine_tune_lr_scale,
             schedule="constant",
@@ -366,58 +424,18 @@ class ThiNet(ChannelMethod):
             epochs=max(cfg.layer_fine_tune_epochs, 1),
             iterations=cfg.layer_fine_tune_iterations,
         )
-        data_seed = stages.seed("data")
 
-        def fine_tune(model: nn.Module, k: int) -> nn.Module:
-            # A new optimizer per layer (zero momentum), its own data order per layer (seed offset by k).
-            outcome = train(
-                model,
-                stages.data,
-                train_cfg,
-                data_seed=data_seed + 1000 * (k + 1),
-                device=stages.device,
-                progress=stages.progress,
-                desc=f"thinet:fine-tune {k + 1}",
-            )
-            model.load_state_dict(outcome.selected_state)
-            return model
+    def pruner(self, stages: Stages) -> LayerByLayer:
+        return LayerByLayer(self)
 
-        return fine_tune
+    def before_pruning(self, plans: list[StageRef[PlanResult[Any]]]) -> Optional[Accuracy]:
+        return plans[0].result.before_pruning  # the layer-by-layer pruning as a whole started from the dense model
 
-    def chain(self, stages: Stages) -> ExperimentRecord:
-        dense = stages.dense_stage()
-        prune_seed = stages.seed("prune")
-        spec = {**self.plan_spec(), "prune_seed": prune_seed}
-        if self._fine_tuner(stages) is not None:
-            spec["data_seed"] = stages.seed("data")
-
-        def build(model):
-            model = folded(model).cpu().eval()
-            pairs = self._pairs(model, stages.example_input)
-            sample = stages.data.train.subset(self.cfg.n_images, seed=prune_seed)
-            plan, pruned, info = thinet_prune(
-                model,
-                pairs,
-                sample,
-                self.cfg,
-                generator=torch.Generator().manual_seed(prune_seed),
-                example_input=stages.example_input,
-                fine_tune=self._fine_tuner(stages),
-                progress=stages.progress,
-            )
-            info["channel_sparsity"] = channel_sparsity(plan, model)
-            info["kept_channels"] = {k: len(v) for k, v in plan.keep.items()}
-            return plan, pruned, info
-
-        pruned = stages.plan_stage("prune", dense, spec, build)
-        final = stages.train_stage("recover", pruned, recovery_config(self.cfg.recovery, stages.train_config))
-        return stages.finish(
-            final,
-            pruned=pruned,
-            dense=dense,
-            channel_sparsity=pruned.result["channel_sparsity"],
-            thinet_selection_seconds=pruned.result["thinet_selection_seconds"],
-            thinet_reconstruction=pruned.result["thinet_reconstruction"],
+    def outputs(self, stages: Stages, start: StageRef, plans: list[StageRef[PlanResult[Any]]]) -> ThiNetOutputs:
+        layers = [plan.result.facts for plan in plans]
+        return ThiNetOutputs(
+            thinet_selection_seconds={f.layer: f.search_seconds for f in layers},
+            thinet_reconstruction={f.layer: f.reconstruction for f in layers},
         )
 
 

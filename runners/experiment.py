@@ -13,7 +13,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Optional
@@ -23,13 +23,11 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from datasets import build_dataset
-from datasets import identity as data_identity
 from foundations.checks import nondefault, typed
 from foundations.errors import UserError
-from foundations.files import atomic_write_json
-from foundations.hashing import stage_hash
 from foundations.record import ExperimentRecord
 from foundations.seeds import generator
+from foundations.store import EXPERIMENT, Stage, StageFiles, Store
 from foundations.training import (
     ConvGeometry,
     Hooks,
@@ -50,49 +48,50 @@ from methods.pipeline.masks import (
     apply_masks,
     current_masks,
     folded,
+    folded_state,
     full_masks,
     layer_density,
     masked_training,
     prunable_names,
 )
+from methods.pipeline.results import (
+    Accuracy,
+    Evaluation,
+    F,
+    InitResult,
+    MaskResult,
+    ModelInput,
+    NoFacts,
+    PlanResult,
+    PruneResult,
+    StageResult,
+    TrainResult,
+    decode,
+)
 from models import build_model, display_name, load_checkpoint
-from models import identity as model_identity
 from models.config import NATIVE
 from models.init import initialize
-from runners import metrics as measure
 from runners.config import ExperimentConfig
+from runners.identity import Identity
 from runners.jobs import method_defaults
-from runners.sparse import measure_sparse_latency
-from runners.store import Stage, StageFiles, Store
+from runners.recording import Accuracies, Provenance, build_record, failure_record, measure_latency, measure_size
 from runners.tracking import Tracker
 
 progress_log = logging.getLogger("prunelab.progress")  # the job's log file (hydra.job_logging in conf/config.yaml)
 
 
-def measured(source: StageRef, weights: Weights) -> Optional[dict]:
+def measured(source: StageRef, weights: Weights) -> Optional[Accuracy]:
     """The source stage's own evaluation of the weights a prune stage starts from, without another pass: a training
     stage evaluated its selected checkpoint and (its last row) its last iterate; an init stage or a snapshot was
     never evaluated (None)."""
-    row = source.result.get({"selected": "selected", "last": "final"}[weights]) if isinstance(weights, str) else None
-    return {k: row[k] for k in ("val_loss", "val_acc", "test_loss", "test_acc")} if row else None
-
-
-def fold_state(state: dict) -> dict:
-    """A pruned model's state dict (``w_orig``, ``w_mask``) as a plain one with the masks multiplied in."""
-    out = {}
-    for key, value in state.items():
-        if key.endswith("_mask"):
-            continue
-        if key.endswith("_orig"):
-            base = key[: -len("_orig")]
-            out[base] = value * state[f"{base}_mask"]
-        else:
-            out[key] = value
-    return out
+    result = source.result
+    if not isinstance(result, TrainResult) or not isinstance(weights, str):
+        return None
+    return result.selected if weights == "selected" else result.final
 
 
 def stored_model(
-    stage: StageRef,
+    stage: Stage,
     base: nn.Module,
     example_input: torch.Tensor,
     weights: Weights = "selected",
@@ -100,7 +99,9 @@ def stored_model(
 ) -> nn.Module:
     """The model ``stage`` stores, rebuilt on ``base`` (a model of the experiment's architecture): compacted by the
     stage's channel plan, its weights loaded, masked by its masks (or ``masks``)."""
-    model = compact(base, stage.plan(), example_input.to(next(base.parameters()).device)) if stage.has_plan() else base
+    device = next(base.parameters()).device
+    plan = ChannelPlan.from_json(stage.plan_json()) if stage.has_plan() else None
+    model = compact(base, plan, example_input.to(device)) if plan is not None else base
     model.load_state_dict(stage.weights(weights))
     if masks is None and stage.has_masks():
         masks = stage.masks()
@@ -110,9 +111,15 @@ def stored_model(
 
 
 class Experiment:
-    """One experiment's stages (``methods.pipeline.api.Stages``) over a store, and its record."""
+    """One experiment's stages (``methods.pipeline.api.Stages``) over a store; its record is ``runners.recording``'s."""
 
-    def __init__(self, config: ExperimentConfig, store: Store, tracker: Optional[Tracker] = None):
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        store: Store,
+        tracker: Optional[Tracker] = None,
+        identity: Optional[Identity] = None,
+    ):
         self.config = config
         self.store = store
         self.tracker = tracker or Tracker()
@@ -123,16 +130,15 @@ class Experiment:
         self.progress = config.progress
         self.model_name = display_name(config.model)
         self.model_init = config.model.init
-        spec = experiment_spec(config)
-        self.setting = setting_spec(spec)
+        self.identity = identity or Identity.of(config)
+        spec = copy.deepcopy(self.identity.spec)
         # The checkpoint's sha256 is hashed where it is loaded (the init stage, so every stage after it); a stage
         # that does not descend from it (a re-initialization) does not depend on it.
         self.checkpoint_id: Optional[str] = spec["model"].pop("checkpoint", None)
         self.from_checkpoint = self.checkpoint_id is not None
-        self.identity = {"model": spec["model"], "dataset": spec["dataset"], **compute_identity(config)}
-        self.stage_hashes: dict[str, str] = {}
-        self.wall_time: dict[str, float] = {}
-        self.reused: dict[str, bool] = {}
+        # what every stage's hash starts with: the data, the model, the process (experiment_spec's thread count)
+        self.stage_identity = {key: spec[key] for key in ("model", "dataset", "threads") if key in spec}
+        self.provenance = Provenance()
 
     def seed(self, purpose: str) -> int:
         return self.config.seed_for(purpose)
@@ -161,35 +167,45 @@ class Experiment:
 
     def model_from(self, stage: StageRef, weights: Weights = "selected", masks: Optional[Masks] = None) -> nn.Module:
         """The model a stage stores (compacted by its plan, masked by its masks), on the experiment's device."""
-        return stored_model(stage, self.base_model().to(self.device), self.example_input, weights, masks)
+        return stored_model(stage.stored, self.base_model().to(self.device), self.example_input, weights, masks)
 
     def prunable(self, model: nn.Module) -> list[str]:
         return prunable_names(model, self.method.cfg.prunable)
 
-    # ----------------------------------------------------------------------------------------------- stages
-    def _stage(self, name: str, kind: str, spec: dict, parents: dict, compute: Callable[[StageFiles], dict]) -> Stage:
-        def described(files: StageFiles) -> dict:
-            # What rebuilds the stage's model without the data (export): not hashed, the identity decides it.
-            norm = self.data.train.norm
-            shape = {
-                "input_shape": list(self.data.input_shape),
-                "num_classes": self.data.num_classes,
-                "normalization": {
-                    "mean": [b / (255 * a) for a, b in zip(norm.scale, norm.shift)],
-                    "std": [1 / (255 * a) for a in norm.scale],
-                },
-            }
-            return {**compute(files), "model_input": shape}
-
-        stage = self.store.get_or_compute(
-            kind, {**self.identity, **spec}, {k: v for k, v in parents.items() if v}, described
+    @cached_property
+    def model_input(self) -> ModelInput:
+        """What rebuilds a stage's model without the data (export), stored with every stage: not hashed."""
+        norm = self.data.train.norm
+        return ModelInput(
+            input_shape=list(self.data.input_shape),
+            num_classes=self.data.num_classes,
+            mean=[b / (255 * a) for a, b in zip(norm.scale, norm.shift)],
+            std=[1 / (255 * a) for a in norm.scale],
         )
-        self.stage_hashes[name] = stage.hash
-        self.reused[name] = stage.reused
-        self.wall_time[name] = 0.0 if stage.reused else stage.result["wall_time_s"]
-        how = "reused from the store" if stage.reused else f"computed in {stage.result['wall_time_s']:.1f} s"
-        progress_log.info("stage %s (%s): %s", name, stage.ref, how)
-        return stage
+
+    # ----------------------------------------------------------------------------------------------- stages
+    def _stage(
+        self,
+        name: str,
+        kind: str,
+        spec: dict,
+        parents: dict,
+        compute: Callable[[StageFiles], StageResult],
+        facts: type = NoFacts,
+    ) -> StageRef[Any]:
+        """Reuse or compute one stage; its typed result is read back from what the store keeps, so a method sees
+        the same thing whether the stage was computed now or long ago."""
+
+        def stored(files: StageFiles) -> dict:
+            return replace(compute(files), model_input=self.model_input).to_json()
+
+        found = self.store.get_or_compute(
+            kind, {**self.stage_identity, **spec}, {k: v for k, v in parents.items() if v}, stored
+        )
+        self.provenance.add(name, found.hash, found.reused, 0.0 if found.reused else found.wall_time_s)
+        how = "reused from the store" if found.reused else f"computed in {found.wall_time_s:.1f} s"
+        progress_log.info("stage %s (%s): %s", name, found.ref, how)
+        return StageRef(found, decode(kind, found.result_json, has_plan=found.has_plan(), facts=facts))
 
     def init_stage(
         self,
@@ -199,7 +215,7 @@ class Experiment:
         architecture: Optional[ChannelPlan] = None,
         prepare: Optional[Callable[[nn.Module], None]] = None,
         extra: Optional[dict] = None,
-    ) -> Stage:
+    ) -> StageRef[InitResult]:
         """Freshly initialized weights, of the architecture a channel plan leaves when one is given (Scratch-E/B).
 
         The architecture is the plan's widths (``ChannelPlan.architecture``), not its kept channels: the stage is
@@ -212,7 +228,7 @@ class Experiment:
         seed = self.seed("init") if seed is None else seed
         widths = architecture.architecture() if architecture is not None else None
 
-        def compute(files: StageFiles) -> dict:
+        def compute(files: StageFiles) -> InitResult:
             model = self.base_model(seed)
             if loads:
                 load_checkpoint(model, self.config.model.checkpoint)
@@ -223,11 +239,11 @@ class Experiment:
                 # native (torchvision, a callable): a constructor's own scheme cannot be re-run on the narrower
                 # network; the fresh draw of the full model under this seed, cut to its first channels, is that
                 # scheme's weights (their scale follows the unpruned fans)
-                files.plan(widths)
+                files.plan(widths.to_json())
             if prepare is not None:
                 prepare(model)
             files.weights(model.state_dict())
-            return {"checkpoint": self.checkpoint_id} if loads else {"init_seed": seed}
+            return InitResult(checkpoint=self.checkpoint_id) if loads else InitResult(init_seed=seed)
 
         spec: dict[str, Any] = {"checkpoint": self.checkpoint_id} if loads else {"init_seed": seed}
         if widths is not None:
@@ -247,22 +263,24 @@ class Experiment:
         start_iteration: int = 0,
         snapshots: tuple[int, ...] = (),
         mask_schedule: Optional[MaskSchedule] = None,
-    ) -> Stage:
+        data_seed: Optional[int] = None,
+    ) -> StageRef[TrainResult]:
         """Train from a stage's ``weights``, with ``masks`` (default: the start stage's own) kept fixed, or changed
         by ``mask_schedule`` (pruning during training: every prunable tensor gets a mask, full where the start has
         none; the stage stores the masks it ends with, and its selected checkpoint is one evaluated after the
-        schedule's last update).
+        schedule's last update). ``data_seed``: the data order's seed, ``seeds.data`` unless a method derives its
+        own (``foundations.seeds``).
 
         ``extra`` must describe anything in ``hooks`` or ``mask_schedule`` that changes the result (it is hashed).
         """
         if mask_schedule is not None and not extra:
             raise ValueError("train_stage: a mask_schedule changes the result; describe it in `extra` (hashed)")
-        data_seed = self.seed("data")
+        data_seed = self.seed("data") if data_seed is None else data_seed
         # the layout train() will pick for the model it trains, resolved here so that the hash says it (conv nets)
         layout = channels_last(train_cfg.channels_last, self.trained_convs(start, weights), self.device)
         train_cfg = replace(train_cfg, channels_last=layout)
 
-        def compute(files: StageFiles) -> dict:
+        def compute(files: StageFiles) -> TrainResult:
             model = self.model_from(start, weights, masks=masks.masks() if masks is not None else None)
             if mask_schedule is not None:  # MaskedTraining.update changes only tensors masked when it begins
                 attached = current_masks(model)
@@ -295,23 +313,23 @@ class Experiment:
                     desc=f"{self.method.name}:{name}",
                     select_from=mask_schedule.last if mask_schedule is not None else 0,
                 )
-            files.weights(fold_state(outcome.selected_state))
-            files.weights(fold_state(model.state_dict()), "last")
+            files.weights(folded_state(outcome.selected_state))
+            files.weights(folded_state(model.state_dict()), "last")
             for iteration, state in outcome.snapshots.items():
-                files.weights(fold_state(state), iteration)
+                files.weights(folded_state(state), iteration)
             final_masks = current_masks(model)  # the start's, or the last a mask schedule set
             if final_masks:
                 files.masks(final_masks)
             if start.has_plan():
-                files.plan(start.plan())
+                files.plan(start.plan().to_json())
             files.metrics(outcome.metrics)
-            return {
-                "selected": outcome.selected,
-                "final": outcome.final,
-                "iterations": outcome.iterations,
-                "early_stop_iteration": outcome.early_stop_iteration,
-                "train": asdict(train_cfg),
-            }
+            return TrainResult(
+                selected=Evaluation.from_json(outcome.selected),
+                final=Evaluation.from_json(outcome.final),
+                iterations=outcome.iterations,
+                early_stop_iteration=outcome.early_stop_iteration,
+                train=train_cfg,
+            )
 
         spec = {
             "train": nondefault(train_cfg),
@@ -325,11 +343,11 @@ class Experiment:
 
     def mask_stage(
         self, name: str, source: StageRef, spec: dict, select: SelectFn, *, weights: Weights = "selected"
-    ) -> Stage:
+    ) -> StageRef[MaskResult]:
         """Score and select: ``select(plain_model, alive_masks) -> (new masks, info)``; the stage stores the masks,
         the masked weights (a fine-tune can start here), ``info`` and the accuracy right after pruning."""
 
-        def compute(files: StageFiles) -> dict:
+        def compute(files: StageFiles) -> MaskResult:
             model = self.model_from(source, weights)
             alive = current_masks(model)
             plain = folded(model)
@@ -338,49 +356,64 @@ class Experiment:
             new_masks, info = select(plain, alive)
             pruned = apply_masks(plain, new_masks)
             files.masks(new_masks)
-            files.weights(fold_state(pruned.state_dict()))
-            return {
-                "info": info,
-                "before_pruning": measured(source, weights),
-                "after_pruning": self.accuracy(pruned),
-                "layer_density": layer_density(new_masks),
-            }
+            files.weights(folded_state(pruned.state_dict()))
+            return MaskResult(
+                info=info,
+                before_pruning=measured(source, weights),
+                after_pruning=self.accuracy(pruned),
+                layer_density=layer_density(new_masks),
+            )
 
         return self._stage(name, "prune", self._prune_spec(spec, weights), {"source": source.hash}, compute)
 
     def plan_stage(
-        self, name: str, source: StageRef, spec: dict, build: BuildFn, *, weights: Weights = "selected"
-    ) -> Stage:
-        """Structured pruning: ``build(model) -> (plan over the base architecture, compacted model, info)``."""
+        self,
+        name: str,
+        source: StageRef,
+        spec: dict,
+        build: BuildFn[F],
+        facts: type[F],
+        *,
+        weights: Weights = "selected",
+    ) -> StageRef[PlanResult[F]]:
+        """Structured pruning: ``build(model) -> PlanStep`` (the plan over the base architecture, the compacted
+        model, the method's ``facts`` about the step, state a later step continues from)."""
 
-        def compute(files: StageFiles) -> dict:
-            plan, compacted, info = build(self.model_from(source, weights))
-            files.plan(plan)
-            files.weights(compacted.state_dict())
-            return {**info, "before_pruning": measured(source, weights), "after_pruning": self.accuracy(compacted)}
+        def compute(files: StageFiles) -> PlanResult[F]:
+            step = build(self.model_from(source, weights))
+            files.plan(step.plan.to_json())
+            files.weights(step.model.state_dict())
+            if step.state:
+                files.state(step.state)
+            return PlanResult(
+                facts=step.facts, before_pruning=measured(source, weights), after_pruning=self.accuracy(step.model)
+            )
 
-        return self._stage(name, "prune", self._prune_spec(spec, weights), {"source": source.hash}, compute)
+        return self._stage(
+            name, "prune", self._prune_spec(spec, weights), {"source": source.hash}, compute, facts=facts
+        )
 
     def _prune_spec(self, spec: dict, weights: Weights) -> dict:
         # Which weights of the source are pruned changes the result; "selected" (the original behaviour) is implied.
         return {"method": self.method.name, **spec, **({} if weights == "selected" else {"weights": weights})}
 
-    def accuracy(self, model: nn.Module) -> dict:
+    def accuracy(self, model: nn.Module) -> Accuracy:
         model.to(self.device)
         val_loss, val_acc = evaluate(model, self.data.val, self.device)
         test_loss, test_acc = evaluate(model, self.data.test, self.device)
-        return {"val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc}
+        return Accuracy(val_loss=val_loss, val_acc=val_acc, test_loss=test_loss, test_acc=test_acc)
 
-    def stage_at(self, ref: str) -> Stage:
-        return self.store.at(ref)
+    def stage_at(self, ref: str) -> StageRef[StageResult]:
+        found = self.store.at(ref)
+        return StageRef(found, decode(found.kind, found.result_json, has_plan=found.has_plan()))
 
     def source_experiment(self, overrides: dict, *, build: bool = True) -> ExperimentRecord:
         """The record of another method's experiment on the same model/data/seed, referenced by its config
         (``{name: slimming, sparsity: 0.5}``) and resolved through the store; computed (and shared) if missing."""
         source_config = source_experiment_config(self.config, overrides)
-        found = self.store.find("experiment", experiment_spec(source_config))
-        if found is not None and found.result.get("status") == "ok":
-            return ExperimentRecord.from_dict(found.result)
+        found = recorded(source_config, self.store)
+        if found is not None:
+            return found
         if not build:
             raise UserError(
                 f"method.source: no finished {overrides.get('name')} experiment with {dict(overrides)} on "
@@ -389,100 +422,49 @@ class Experiment:
             )
         return ExperimentRecord.from_dict(run_experiment(source_config, self.store))
 
-    def dense_stage(self) -> Stage:
+    def dense_stage(self) -> StageRef[TrainResult]:
         """The plain dense model every after-training method starts from (shared across methods in a sweep)."""
         return self.train_stage("dense", self.init_stage(), self.train_config)
 
     # ----------------------------------------------------------------------------------------------- record
     def finish(
-        self, final: StageRef, *, pruned: Optional[StageRef] = None, dense: Optional[StageRef] = None, **extra: Any
+        self,
+        final: StageRef[TrainResult],
+        *,
+        pruned: Optional[StageRef[PruneResult]] = None,
+        dense: Optional[StageRef[TrainResult]] = None,
+        outputs: Any = None,
+        before_pruning: Optional[Accuracy] = None,
     ) -> ExperimentRecord:
-        """Build the experiment record from the final stage (validation-selected weights)."""
+        """The experiment's record (``runners.recording``) of the final stage's validation-selected weights."""
         model = self.model_from(final)
-        masks = current_masks(model)
-        plain = folded(model).cpu().eval()
         base = self.base_model().eval()
-        dense_names = self.prunable(base)
-        dense_params = dict(base.named_parameters())
-        final_params = dict(plain.named_parameters())
-        prunable_total = sum(dense_params[n].numel() for n in dense_names)
-        prunable_nonzero = sum(int((final_params[n] != 0).sum()) for n in dense_names if n in final_params)
-        params_dense = measure.count_params(base)["params_total"]
-        params_nonzero = measure.count_params(plain)["params_nonzero"]
-        flops_dense = measure.count_flops(base, self.data.input_shape)["flops_dense"]
-        flops_effective = measure.count_flops(plain, self.data.input_shape)["flops_effective"]
-        selected = final.result["selected"]
-        per_layer = {
-            n: (int((final_params[n] != 0).sum()) / dense_params[n].numel()) if n in final_params else 0.0
-            for n in dense_names
-        }
-        per_layer.update(layer_density(masks) if masks else {})
-        density = prunable_nonzero / max(prunable_total, 1)
-        # structured methods are tabled by the fraction of channels removed, the others by weights removed
-        channels = extra.get("channel_sparsity")
-        achieved = channels if self.method.kind == "structured" and channels is not None else 1 - density
-        latency, kernels, setting = None, None, {"device": None, "threads": None}
-        timing = self.config.latency
-        if final.has_plan():  # timed on the job's own device: a CUDA job's latency is a CUDA latency
-            base_on, plain_on = copy.deepcopy(base).to(self.device), copy.deepcopy(plain).to(self.device)
-            latency = measure.measure_latency_ms(
-                {"dense": base_on, "pruned": plain_on}, self.data.input_shape, timing.batch_sizes, timing.per_network(2)
-            )
-            setting = measure.latency_setting(plain_on)
-        elif masks and timing.sparse_kernel != "none":  # weight-level: does any kernel turn the zeros into time?
-            sparse = measure_sparse_latency(
-                model,
-                copy.deepcopy(base).to(self.device),
-                self.data.input_shape,
-                kernel=timing.sparse_kernel,
-                batch_sizes=timing.batch_sizes,
-                min_run_time=timing.per_network(3),
-            )
-            latency, kernels, setting = sparse.latency_ms, sparse.kernels, measure.latency_setting(model)
-        return ExperimentRecord(
-            experiment=self.config.sweep,
-            method=self.method.name,
+        return build_record(
+            config=self.config,
+            identity=self.identity,
+            method=self.method,
             label=self.method.label(self),
-            kind=self.method.kind,
-            model=self.model_name,
-            dataset=self.config.dataset.name,
-            seed=self.config.seed,
-            seeds={p: self.seed(p) for p in ("init", "data", "prune")},
-            setting_hash=hash_setting(self.setting),
-            setting=self.setting,
-            target_sparsity=self.config.method.sparsity,
-            achieved_sparsity=achieved,
-            sparsity_set_by_method=self.method.sets_own_sparsity(),
-            density=density,
-            sparsity_all_params=1 - params_nonzero / params_dense,
-            compression=params_dense / max(params_nonzero, 1),
-            params_total=params_dense,
-            params_nonzero=params_nonzero,
-            flops_dense=flops_dense,
-            flops_effective=flops_effective,
-            speedup_theoretical=flops_dense / max(flops_effective, 1),
-            latency_ms=latency,
-            latency_kernels=kernels,
-            latency_device=setting["device"],
-            latency_threads=setting["threads"],
-            val_acc=selected["val_acc"],
-            test_acc=selected["test_acc"],
-            selected_iteration=selected["iteration"],
-            early_stop_iteration=final.result["early_stop_iteration"],
-            test_acc_before_recovery=pruned.result["after_pruning"]["test_acc"] if pruned else None,
-            test_loss_before_recovery=pruned.result["after_pruning"]["test_loss"] if pruned else None,
-            test_loss_before_pruning=(pruned.result.get("before_pruning") or {}).get("test_loss") if pruned else None,
-            dense_test_acc=dense.result["selected"]["test_acc"] if dense else None,
-            dense_test_loss=dense.result["selected"]["test_loss"] if dense else None,
-            dense_stage=dense.hash if dense else None,
-            final_stage=final.ref,
-            stage_hashes=dict(self.stage_hashes),
-            wall_time_s=dict(self.wall_time),
-            stages_reused=dict(self.reused),
-            prunable={**asdict(self.method.cfg.prunable), "tensors": dense_names},
-            per_layer_density=per_layer,
-            method_config=asdict(self.config.method),
-            **extra,
+            size=measure_size(
+                base, model, self.prunable(base), self.data.input_shape, final.plan() if final.has_plan() else None
+            ),
+            latency=measure_latency(
+                base,
+                model,
+                structured=final.has_plan(),
+                device=self.device,
+                input_shape=self.data.input_shape,
+                timing=self.config.latency,
+            ),
+            accuracies=Accuracies.of(
+                final.result,
+                pruned.result if pruned is not None else None,
+                dense.result if dense is not None else None,
+                before_pruning,
+            ),
+            provenance=self.provenance,
+            final_ref=final.ref,
+            dense_hash=dense.hash if dense is not None else None,
+            outputs=self.method.Outputs() if outputs is None else outputs,
         )
 
 
@@ -496,107 +478,53 @@ def source_experiment_config(config: ExperimentConfig, overrides: dict) -> Exper
     return replace(config, method=typed(get_method(name).Config, node, "method.source"))
 
 
-def compute_identity(config: ExperimentConfig) -> dict:
-    """What of the process changes every stage's numbers: the CPU thread count, where it is not the default 1."""
-    threads = config.cpu_threads()
-    return {"threads": threads} if threads not in (None, 1) else {}
+def recorded_stage(config: ExperimentConfig, store: Store, identity: Optional[Identity] = None) -> Optional[Stage]:
+    """The store's folder of the experiment's finished record, if any (a failed one is retried, so it does not
+    count)."""
+    found = store.find(EXPERIMENT, (identity or Identity.of(config)).spec)
+    return found if found is not None and ExperimentRecord.from_dict(found.result_json).status == "ok" else None
 
 
-def experiment_spec(config: ExperimentConfig) -> dict:
-    """What identifies an experiment's record (its folder under ``runs/experiment/``)."""
-    return {
-        "model": model_identity(config.model),
-        "dataset": data_identity(config.dataset),
-        "method": nondefault(config.method),
-        "train": nondefault(config.train),
-        "seed": config.seed,
-        "seeds": nondefault(config.seeds),
-        "experiment": config.sweep,
-        **compute_identity(config),
-    }
+def recorded(config: ExperimentConfig, store: Store, identity: Optional[Identity] = None) -> Optional[ExperimentRecord]:
+    """The experiment's finished record in the store, if any."""
+    found = recorded_stage(config, store, identity)
+    return ExperimentRecord.from_dict(found.result_json) if found is not None else None
 
 
-# What "the same setting, another seed" means: two experiments whose specs differ only in these keys. The top-level
-# `seed` is what a seed sweep varies; the sweep's name (`experiment`) changes no number. Explicit `seeds.*` overrides
-# stay in the setting: `seed=0,1,2 seeds.init=7` varies only the data order and the pruning draws around one fixed
-# initialization, a different setting (and a different spread) from `seed=0,1,2`.
-NOT_SETTING = ("seed", "experiment")
-
-
-def setting_spec(spec: dict) -> dict:
-    """An experiment's spec (:func:`experiment_spec`) without ``NOT_SETTING``: what the records of the seeds of one
-    setting share (record field ``setting``; the report never averages records of different settings)."""
-    return copy.deepcopy({k: v for k, v in spec.items() if k not in NOT_SETTING})
-
-
-def hash_setting(setting: dict) -> str:
-    """The record's ``setting_hash``: equal for the seeds of one setting, different for anything else."""
-    return stage_hash("setting", setting, {})
-
-
-def experiment_hash(config: ExperimentConfig) -> str:
-    """The experiment's folder name under ``runs/experiment/`` (and its W&B run id)."""
-    return stage_hash("experiment", experiment_spec(config), {})
-
-
-def recorded(config: ExperimentConfig, store: Store) -> Optional[Stage]:
-    """The experiment's finished record in the store, if any (a failed one is retried, so it does not count)."""
-    existing = store.find("experiment", experiment_spec(config))
-    return existing if existing is not None and existing.result.get("status") == "ok" else None
-
-
-def run_experiment(config: ExperimentConfig, store: Store, tracker: Optional[Tracker] = None) -> dict:
-    """Run (or reuse) one experiment; its record is ``runs/experiment/<hash>/result.json``."""
-    spec = experiment_spec(config)
-    existing = recorded(config, store)
-    final = existing.result.get("final_stage") if existing is not None else None
+def run_experiment(
+    config: ExperimentConfig, store: Store, tracker: Optional[Tracker] = None, identity: Optional[Identity] = None
+) -> dict:
+    """Run (or reuse) one experiment; its record is ``runs/experiment/<hash>/result.json``, returned as stored."""
+    identity = identity or Identity.of(config)
+    existing = recorded_stage(config, store, identity)
+    final = ExperimentRecord.from_dict(existing.result_json).final_stage if existing is not None else None
     if existing is not None and (final is None or store.get(final) is not None):
         progress_log.info("record %s: in the store (final stage %s); nothing to compute", existing.ref, final)
-        return existing.result
+        return existing.result_json
     if existing is not None:  # the model the record describes is gone (moved aside as corrupt): make it again
         progress_log.info("record %s: its final stage %s is missing; computing the record again", existing.ref, final)
     threads = config.cpu_threads()
     if threads:  # what the hash says computes, however run_experiment is called
         torch.set_num_threads(threads)
-    exp = Experiment(config, store, tracker)
+    exp = Experiment(config, store, tracker, identity)
     exp.method.check_schedule(exp)  # first: a method's own checks may measure the (empty) schedule
     exp.method.validate(exp)
     start = time.perf_counter()
-    (store.stage_dir("experiment", experiment_hash(config)) / "result.json").unlink(missing_ok=True)
+    store.forget_record(identity.hash)
 
     def compute(files: StageFiles) -> dict:
         record = exp.method.chain(exp)
         record.wall_time_s["total"] = time.perf_counter() - start
         return record.to_dict()
 
-    stage = store.get_or_compute("experiment", spec, {}, compute)
+    stage = store.get_or_compute(EXPERIMENT, identity.spec, {}, compute)
     progress_log.info("record %s: %s", stage.ref, "reused from the store" if stage.reused else "written")
-    return stage.result
+    return stage.result_json
 
 
 def record_failure(config: ExperimentConfig, store: Store, error: BaseException) -> dict:
-    """A failed experiment is recorded as failed (and retried by the next sweep); the sweep goes on. It carries the
-    variant's label and the method config, so a table row or a claim's arm shows it as failed, not missing."""
-    try:
-        label = get_method(config.method.name)(config.method).label()
-    except Exception:
-        label = config.method.name
-    setting = setting_spec(experiment_spec(config))
-    record = ExperimentRecord(
-        status="failed",
-        error=f"{type(error).__name__}: {error}",
-        experiment=config.sweep,
-        method=config.method.name,
-        label=label,
-        model=display_name(config.model),
-        dataset=config.dataset.name,
-        seed=config.seed,
-        setting_hash=hash_setting(setting),
-        setting=setting,
-        target_sparsity=config.method.sparsity,
-        method_config=asdict(config.method),
-    ).to_dict()
-    folder = store.stage_dir("experiment", experiment_hash(config))
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(folder / "result.json", record)
+    """A failed experiment is recorded as failed (and retried by the next sweep); the sweep goes on."""
+    identity = Identity.of(config)
+    record = failure_record(config, identity, error).to_dict()
+    store.write_record(identity.hash, record)
     return record

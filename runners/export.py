@@ -46,12 +46,12 @@ from torch import nn
 
 from foundations.errors import UserError
 from foundations.files import atomic_write_json
-from foundations.record import store_of
 from foundations.seeds import generator
+from foundations.store import Stage, Store, store_of
 from methods.pipeline.masks import folded
+from methods.pipeline.results import StageResult
 from models import build_model, display_name, model_config
 from runners.experiment import stored_model
-from runners.store import Stage, Store
 
 FORMATS = ("state_dict", "torchscript", "export", "onnx")
 # (atol, rtol) of the verification per format; measured differences on resnet18/mobilenet_v2 are far below them
@@ -86,8 +86,8 @@ def resolve(ref: str, results: Optional[str]) -> tuple[Stage, Store]:
 
 def model_of(stage: Stage) -> tuple[nn.Module, dict]:
     """The model the stage holds (masks folded, eval mode, CPU) and what describes it (config, shapes)."""
-    shape_info = stage.result.get("model_input")
-    if not shape_info:
+    shape_info = StageResult.model_input_of(stage.result_json)
+    if shape_info is None:
         raise UserError(
             f"export: stage {stage.ref} was stored before stages recorded their input shape; rerun its "
             f"experiment with this version of prunelab"
@@ -95,7 +95,7 @@ def model_of(stage: Stage) -> tuple[nn.Module, dict]:
     identity = dict(stage.config()["spec"]["model"])
     identity.pop("checkpoint", None)  # the weights come from the stage; the checkpoint only started them
     cfg = model_config(identity)
-    shape, classes = tuple(shape_info["input_shape"]), int(shape_info["num_classes"])
+    shape, classes = shape_info.shape, shape_info.num_classes
     base = build_model(cfg, shape, classes, generator(0))
     model = folded(stored_model(stage, base, torch.zeros(1, *shape))).cpu().eval()
     masked = sorted(stage.masks()) if stage.has_masks() else []
@@ -105,7 +105,7 @@ def model_of(stage: Stage) -> tuple[nn.Module, dict]:
         "model_config": identity,
         "input_shape": list(shape),
         "num_classes": classes,
-        "normalization": shape_info.get("normalization"),
+        "normalization": {"mean": shape_info.mean, "std": shape_info.std},
         "structured": stage.has_plan(),
         "masked_tensors": masked,
     }
@@ -120,7 +120,7 @@ def _state_dict(
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / "weights.safetensors"))
     if stage.has_plan():
-        (out / "plan.json").write_text(stage.plan().to_json())
+        (out / "plan.json").write_text(stage.plan_json())
     torch.save(model, out / "module.pt")
     checks: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
 

@@ -25,24 +25,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from foundations.training import eval_mode
+from methods.pipeline.masks import Masks, current_masks, plain_name
 
-Masks = dict[str, torch.Tensor]
 COUNTED_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-
-
-def _plain_name(name: str) -> str:
-    """``fc1.weight_orig`` (a ``torch.nn.utils.prune`` parameter) → ``fc1.weight``."""
-    return name[: -len("_orig")] if name.endswith("_orig") else name
-
-
-def attached_masks(model: nn.Module) -> Masks:
-    """Masks that ``torch.nn.utils.prune`` attached to the model, keyed by plain parameter name."""
-    out = {}
-    for module_name, module in model.named_modules():
-        for buffer_name, buffer in module.named_buffers(recurse=False):
-            if buffer_name.endswith("_mask"):
-                out[f"{module_name}.{buffer_name[:-5]}" if module_name else buffer_name[:-5]] = buffer.detach()
-    return out
 
 
 def _nonzero(name: str, value: torch.Tensor, masks: Masks) -> int:
@@ -59,10 +44,10 @@ def count_params(model: nn.Module, masks: Optional[Masks] = None) -> dict:
 
     Works on plain models and on models masked with ``torch.nn.utils.prune`` (``weight_orig`` counts as ``weight``).
     """
-    masks = {**attached_masks(model), **(masks or {})}
+    masks = {**current_masks(model), **(masks or {})}
     total = nonzero = 0
     for name, param in model.named_parameters():
-        name = _plain_name(name)
+        name = plain_name(name)
         total += param.numel()
         nonzero += _nonzero(name, param, masks)
     return {"params_total": total, "params_nonzero": nonzero}
@@ -88,7 +73,7 @@ def count_flops(model: nn.Module, input_shape, masks: Optional[Masks] = None) ->
     dense = sum(counts.get("Global", {}).values()) // 2
     # FlopCounterMode keys modules as "<root class name>.<module path>".
     prefix = type(model).__name__ + "."
-    masks = {**attached_masks(model), **(masks or {})}
+    masks = {**current_masks(model), **(masks or {})}
     per_layer: dict[str, dict] = {}
     for name, module in model.named_modules():
         if not isinstance(module, COUNTED_MODULES) or name == "":

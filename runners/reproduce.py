@@ -36,10 +36,10 @@ from analysis.reproduction import Context, duration, verdict_lines, write_report
 from datasets.mnist_like import locate
 from foundations.errors import UserError
 from foundations.files import atomic_write_json
+from foundations.store import Store
 from runners.config import validate
-from runners.experiment import experiment_spec
+from runners.experiment import recorded
 from runners.jobs import Composer
-from runners.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
@@ -134,9 +134,7 @@ def sweep_done(sweep: Sweep, *, tier: str, seeds: list[int], extra: list[str], r
             launched = composer.command(argv[argv.index("runners.train") + 1 :])
             memo: dict = {}
             for _, cfg in composer.composed(launched) if launched is not None else ():
-                config = validate(cfg, memo=memo)
-                found = store.find("experiment", experiment_spec(config))
-                if found is None or found.result.get("status") != "ok":
+                if recorded(validate(cfg, memo=memo), store) is None:
                     return False
     except Exception:
         return False

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from foundations.errors import UserError
-from foundations.record import STORE_FIELDS
+from foundations.store import science
 from foundations.wandb_mode import effective_mode
 
 log = logging.getLogger(__name__)
@@ -83,11 +83,6 @@ def achieved_tag(record: Mapping[str, Any]) -> list[str]:
     """The achieved weight sparsity of a finished record (``1 - density``), as a tag; none for a failed one."""
     density = record.get("density")
     return [f"achieved:{sparsity_bucket(1 - density)}"] if isinstance(density, (int, float)) else []
-
-
-def science(record: Mapping[str, Any]) -> dict:
-    """The record without the store's bookkeeping: what a run's summary shows and ``--source wandb`` reads back."""
-    return {k: v for k, v in record.items() if k not in STORE_FIELDS}
 
 
 def table_of(rows: list[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:

@@ -24,14 +24,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from foundations.errors import UserError
 from foundations.files import atomic_write_json
-from foundations.record import STORE_KEY
+from foundations.record import ExperimentRecord
+from foundations.store import EXPERIMENT, STORE_KEY, Store
 from foundations.training import Diverged
 from methods import get_method
 from models import display_name
 from runners.config import CONF, ExperimentConfig, check_results_folder, register_schemas, validate
-from runners.experiment import experiment_hash, record_failure, recorded, run_experiment
+from runners.experiment import record_failure, recorded_stage, run_experiment
+from runners.identity import Identity
 from runners.jobs import check_command, composition_errors
-from runners.store import Store
 from runners.tracking import RunIdentity, Tracker, achieved_tag, artifact_name, make_tracker, table_of
 
 log = logging.getLogger("prunelab")
@@ -142,11 +143,13 @@ def run_fields(config: ExperimentConfig) -> dict:
     }
 
 
-def open_tracker(config: ExperimentConfig, store: Store, cfg: DictConfig, output_dir: Path, digest: str) -> Tracker:
-    """The experiment's W&B run, with the experiment hash (``digest``) as its id; none when the store already holds
-    the record and notes it as logged to this W&B project (a second run of the same record would count as another
-    seed)."""
-    existing = recorded(config, store)
+def open_tracker(
+    config: ExperimentConfig, store: Store, cfg: DictConfig, output_dir: Path, identity: Identity
+) -> Tracker:
+    """The experiment's W&B run, with the experiment hash as its id; none when the store already holds the record
+    and notes it as logged to this W&B project (a second run of the same record would count as another seed)."""
+    digest = identity.hash
+    existing = recorded_stage(config, store, identity)
     mirror = existing.mirror() if existing is not None else None
     if mirror is not None and (mirror.get("project"), mirror.get("entity")) == (
         config.logger.project,
@@ -160,8 +163,8 @@ def open_tracker(config: ExperimentConfig, store: Store, cfg: DictConfig, output
         "experiment_hash": digest,
         "hydra_overrides": list(HydraConfig.get().overrides.task),
     }
-    identity = RunIdentity.of(config.logger.run_name, digest, run_fields(config))
-    return make_tracker(config.logger, run_dir=output_dir, identity=identity, config=resolved)
+    run = RunIdentity.of(config.logger.run_name, digest, run_fields(config))
+    return make_tracker(config.logger, run_dir=output_dir, identity=run, config=resolved)
 
 
 def stage_rows(store: Store, digest: str) -> list[dict]:
@@ -170,57 +173,56 @@ def stage_rows(store: Store, digest: str) -> list[dict]:
     return stage.metrics() if stage is not None else []
 
 
-def log_record(tracker: Tracker, record: dict, store: Store, *, reused: bool) -> None:
+def log_record(tracker: Tracker, stored: dict, store: Store, *, reused: bool) -> None:
     """What the run shows beyond the live curves: the curves of the stages reused from the store (all of them when
     the whole record was: ``reused``), the record as the summary (what `analysis.report --source wandb` reads), the
-    achieved-sparsity tag, tables (stages, lottery levels / pruning rounds, per-layer density) and the final stage's
-    model files as a `model` artifact. The store then notes where the run is, so a re-run opens none."""
-    for name, digest in record["stage_hashes"].items():
-        if reused or record["stages_reused"].get(name):
+    achieved-sparsity tag, tables (stages, the method's row outputs such as lottery levels or pruning rounds,
+    per-layer density) and the final stage's model files as a `model` artifact. The store then notes where the run
+    is, so a re-run opens none."""
+    record = ExperimentRecord.from_dict(stored)
+    for name, digest in record.stage_hashes.items():
+        if reused or record.stages_reused.get(name):
             tracker.log_stage(name, stage_rows(store, digest), reused=True)
-    tracker.summary(record)
-    tracker.add_tags(achieved_tag(record))
-    # table names never collide with record fields: a table logged under `levels` would replace the summary's levels
+    tracker.summary(stored)
+    tracker.add_tags(achieved_tag(stored))
+    # table names never collide with record fields: a table logged under `outputs` would replace the summary's
     tracker.table(
         "stages_table",
         ["stage", "hash", "reused", "wall_time_s"],
         [
-            [name, digest, reused or record["stages_reused"].get(name), record["wall_time_s"].get(name)]
-            for name, digest in record["stage_hashes"].items()
+            [name, digest, reused or record.stages_reused.get(name), record.wall_time_s.get(name)]
+            for name, digest in record.stage_hashes.items()
         ],
     )
-    for key in ("levels", "rounds"):
-        if record.get(key):
-            tracker.table(f"{key}_table", *table_of(record[key]))
+    for key, rows in record.outputs.items():  # an output that is a list of rows (levels, rounds) is a table too
+        if isinstance(rows, list) and rows and all(isinstance(row, dict) for row in rows):
+            tracker.table(f"{key}_table", *table_of(rows))
     tracker.table(
         "per_layer_density_table",
         ["tensor", "density"],
-        [[k, v] for k, v in (record.get("per_layer_density") or {}).items()],
+        [[k, v] for k, v in record.per_layer_density.items()],
     )
-    final = store.at(record["final_stage"])
+    final = store.at(record.final_ref())
     metadata = {
-        k: record.get(k)
-        for k in (
-            "experiment",
-            "label",
-            "model",
-            "dataset",
-            "seed",
-            "target_sparsity",
-            "density",
-            "test_acc",
-            "final_stage",
-        )
+        "experiment": record.experiment,
+        "label": record.label,
+        "model": record.model,
+        "dataset": record.dataset,
+        "seed": record.seed,
+        "target_sparsity": record.target_sparsity,
+        "density": record.density,
+        "test_acc": record.test_acc,
+        "final_stage": record.final_stage,
     }
     tracker.artifact(
-        artifact_name(record["label"], record["model"], record["dataset"]),
+        artifact_name(record.label, record.model, record.dataset),
         final.model_files(),
         alias=final.hash,
         metadata=metadata,
     )
     where = tracker.where()
     if where is not None:
-        store.at(f"experiment/{where['id']}").note_mirror(where)
+        store.at(f"{EXPERIMENT}/{where['id']}").note_mirror(where)
 
 
 def stop(message: str, output_dir: Path, sweeping: bool, *, code: int = 2, record: Optional[dict] = None) -> None:
@@ -240,17 +242,18 @@ def job(cfg: DictConfig) -> dict | None:
     try:
         config = validate(cfg)
         check_results_folder(config.paths.results)
-        digest = experiment_hash(config)  # reads a folder dataset's tree (its content digest): its errors too
+        identity = Identity.of(config)  # reads a folder dataset's tree (its content digest): its errors too
     except UserError as err:
         stop(str(err), output_dir, sweeping)
         return None
     configure_process(config)
     store = Store(config.paths.results)
-    with open_tracker(config, store, cfg, output_dir, digest) as tracker:
+    with open_tracker(config, store, cfg, output_dir, identity) as tracker:
         try:
-            existing = recorded(config, store)
-            record = run_experiment(config, store, tracker)
-            reused = existing is not None and record == existing.result  # not when its lost final stage was remade
+            existing = recorded_stage(config, store, identity)
+            record = run_experiment(config, store, tracker, identity)
+            # not when its lost final stage was remade
+            reused = existing is not None and record == existing.result_json
         except UserError as err:
             tracker.discard()
             stop(str(err), output_dir, sweeping)
@@ -282,10 +285,11 @@ def job(cfg: DictConfig) -> dict | None:
             return record
         log_record(tracker, record, store, reused=reused)
     atomic_write_json(output_dir / "result.json", run_folder_copy(record, store))
-    final = store.get(record["final_stage"])
+    done = ExperimentRecord.from_dict(record)
+    final = store.get(done.final_ref())
     curves = f"\n  metrics: {final.metrics_file}" if final is not None and final.metrics_file is not None else ""
     print(
-        f"\n{record['label']} on {record['model']}/{record['dataset']}: test_acc={record['test_acc']:.4f}\n"
+        f"\n{done.label} on {done.model}/{done.dataset}: test_acc={done.test_acc:.4f}\n"
         f"{summarize(record)}\n  record: {output_dir / 'result.json'}\n  store:  {store.root.resolve()}{curves}"
     )
     return record

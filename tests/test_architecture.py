@@ -20,12 +20,12 @@ def test_dependencies_point_one_way():
 def test_the_check_sees_a_violation(tmp_path, monkeypatch):
     graph = _graph()
     (tmp_path / "foundations").mkdir()
-    (tmp_path / "foundations" / "bad.py").write_text("from runners.store import Store\n")
+    (tmp_path / "foundations" / "bad.py").write_text("from runners.train import main\n")
     (tmp_path / "methods").mkdir()
     (tmp_path / "methods" / "a.py").write_text("import methods.b\n")
     (tmp_path / "methods" / "b.py").write_text("import methods.a\n\ndef f():\n    from runners import train\n")
     monkeypatch.setattr(graph, "ROOT", tmp_path)
     found = graph.violations()
-    assert "foundations.bad -> runners.store.Store" in found
+    assert "foundations.bad -> runners.train.main" in found
     assert "methods.b -> runners.train (in a function)" in found
     assert any(v.startswith("cycle: methods.a -> methods.b -> methods.a") for v in found)

@@ -9,9 +9,10 @@ import torch
 
 from foundations.errors import UserError
 from foundations.hashing import file_sha256
+from foundations.store import Store
+from methods.pipeline.channels import ChannelPlan
 from models import build_model
 from runners.experiment import Experiment, run_experiment
-from runners.store import Store
 from tests.conftest import make_run
 
 DATA = [
@@ -54,10 +55,12 @@ def test_epochs_zero_makes_the_dense_stage_the_checkpoint_evaluated(tmp_path):
     dense = store.at(f"train/{record['dense_stage']}")
     assert all(torch.equal(dense.weights()[k], v) for k, v in source.state_dict().items())
     test_loss, test_acc = scored(source, exp.data.test)
-    assert record["dense_test_acc"] == test_acc and dense.result["selected"]["test_loss"] == pytest.approx(test_loss)
-    assert (dense.result["selected"]["val_loss"], record["val_acc"]) == pytest.approx(scored(source, exp.data.val))
-    assert dense.result["iterations"] == 0 and len(dense.metrics()) == 1
-    init = store.at(f"init/{dense.result['parents']['start']}")
+    assert record["dense_test_acc"] == test_acc and dense.result_json["selected"]["test_loss"] == pytest.approx(
+        test_loss
+    )
+    assert (dense.result_json["selected"]["val_loss"], record["val_acc"]) == pytest.approx(scored(source, exp.data.val))
+    assert dense.result_json["iterations"] == 0 and len(dense.metrics()) == 1
+    init = store.at(f"init/{dense.result_json['parents']['start']}")
     assert init.config()["spec"]["checkpoint"] == f"sha256:{file_sha256(tmp_path / 'w.pt')}"
     assert "checkpoint" not in init.config()["spec"]["model"]  # hashed where it is loaded, not everywhere
 
@@ -87,9 +90,9 @@ def test_more_epochs_train_on_from_the_checkpoint(tmp_path):
     store = Store(run.paths.results)
     record = run_experiment(run, store)
     dense = store.at(f"train/{record['dense_stage']}")
-    init = store.at(f"init/{dense.result['parents']['start']}")
+    init = store.at(f"init/{dense.result_json['parents']['start']}")
     assert all(torch.equal(init.weights()[k], v) for k, v in source.state_dict().items())
-    assert dense.result["iterations"] == 4  # one epoch of 250 examples at batch 64
+    assert dense.result_json["iterations"] == 4  # one epoch of 250 examples at batch 64
     assert not torch.equal(dense.weights()["fc1.weight"], source.fc1.weight)
 
 
@@ -146,7 +149,7 @@ def test_pruning_a_checkpoint_reads_its_own_weights(tmp_path):
 
     run = make_run(tmp_path, *MLP, *ckpt, "method=slimming", "method.sparsity=0.4")
     record = run_experiment(run, store)
-    plan = store.at(f"prune/{record['stage_hashes']['prune']}").plan()
+    plan = ChannelPlan.from_json(store.at(f"prune/{record['stage_hashes']['prune']}").plan_json())
     gammas = {"fc1": source.bn1.weight.detach().abs(), "fc2": source.bn2.weight.detach().abs()}
     flat = sorted((float(g), name, i) for name, gs in gammas.items() for i, g in enumerate(gs))
     removed = {(name, i) for _, name, i in flat[: round(0.4 * 20)]}

@@ -12,10 +12,10 @@ import torch
 from safetensors.torch import load_file
 
 from foundations.errors import UserError
+from foundations.store import Store
 from methods.pipeline.masks import folded
 from runners import export as exporter
 from runners.experiment import Experiment, run_experiment
-from runners.store import Store
 from tests.conftest import make_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,7 +95,10 @@ def test_structured_export_is_the_compacted_architecture_with_its_plan(done, tmp
     case = done["l1_filter"]
     info = exporter.export(str(case["path"]), "state_dict", tmp_path / "out")
     assert info["structured"] and "plan.json" in info["files"]
-    assert json.loads((tmp_path / "out" / "plan.json").read_text())["keep"] == case["final"].plan().keep
+    assert (
+        json.loads((tmp_path / "out" / "plan.json").read_text())["keep"]
+        == json.loads(case["final"].plan_json())["keep"]
+    )
     module = torch.load(tmp_path / "out" / "module.pt", weights_only=False).eval()
     assert sum(p.numel() for p in module.parameters()) == case["record"]["params_nonzero"]
     x = batch(case["shape"])

@@ -130,8 +130,8 @@ def test_cuda_without_cuda_is_one_line_before_anything_is_written(tmp_path):
 
 
 def test_val_size_zero_is_allowed_when_the_last_checkpoint_is_reported(tmp_path):
+    from foundations.store import Store
     from runners.experiment import run_experiment
-    from runners.store import Store
     from tests.conftest import SYNTH, make_run
 
     run = make_run(tmp_path, *SYNTH, "dataset.val_size=0", "train.selection=last")
@@ -197,7 +197,7 @@ def test_disk_full_while_writing_a_stage_is_one_line_and_the_store_stays_consist
     """A 300 kB disk: the init stage (200 kB of LeNet-300-100 weights) fits, the dense stage's first checkpoint does
     not. One line, exit 2; every stage on the disk either verifies or is incomplete; the same command on a disk with
     room reuses the finished init stage."""
-    from runners.store import Store
+    from foundations.store import Store
 
     disk, kept = tmp_path / "disk", tmp_path / "kept"
     disk.mkdir()

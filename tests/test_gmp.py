@@ -16,9 +16,9 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from foundations.errors import UserError
+from foundations.store import Store
 from foundations.training import Hooks, TrainConfig, train
 from runners.experiment import run_experiment
-from runners.store import Store
 from runners.tracking import Tracker
 from tests.conftest import make_run
 
@@ -159,7 +159,7 @@ def test_every_forward_uses_the_masks_of_eq_1_chosen_by_magnitude_and_ends_exact
     assert record["selected_iteration"] >= t0 + n * dt
     selected = stage.weights("selected")
     assert all(torch.equal(selected[name] != 0, masks[name]) for name in SIZES)
-    assert record["pruning_schedule"]["end_step"] == 24 and record["label"] == (
+    assert record["outputs"]["pruning_schedule"]["end_step"] == 24 and record["label"] == (
         "gmp" if scope == "layerwise" else "gmp (global)"
     )
     assert record["stage_hashes"].keys() == {"init", "gmp"} and record["dense_test_acc"] is None
@@ -178,7 +178,7 @@ def test_from_the_dense_model_it_prunes_the_dense_last_iterate_during_retraining
         )
     dense = store.at(f"train/{record['stage_hashes']['dense']}")
     gmp = store.at(record["final_stage"])
-    assert gmp.result["parents"]["start"] == dense.hash and record["dense_stage"] == dense.hash
+    assert gmp.result_json["parents"]["start"] == dense.hash and record["dense_stage"] == dense.hash
     assert len(watch.forwards) == 2 * STEPS_PER_EPOCH  # GMP's own 2 epochs (the dense stage has no masks)
     last = dense.weights("last")
     first = {name: m for name, (_, m) in watch.forwards[0].items()}

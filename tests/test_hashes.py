@@ -14,9 +14,9 @@ from dataclasses import fields, is_dataclass
 import pytest
 
 from foundations.errors import UserError
+from foundations.store import Store
 from methods import get_method, registry
 from runners.experiment import run_experiment
-from runners.store import Store
 from tests.conftest import make_run
 
 # mlp_bn 16 -> 6 -> 5 -> 4 (BN after each hidden layer: slimming and prunable.batchnorm have something to act on)

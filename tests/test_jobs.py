@@ -39,7 +39,7 @@ def composed(argv: list[str]) -> list[tuple[list[str], dict]]:
 # ------------------------------------------------------------------------------------------------ composition
 def test_jobs_are_the_basic_sweepers_with_the_experiments_params():
     jobs = composed([*SURVEY, "level=0,4", "seed=0,1"])
-    assert len(jobs) == 2 * 12 * 2
+    assert len(jobs) == 2 * 15 * 2  # levels × arms × seeds
     # the sweep config's params come first (level, arm, seed), the command line's lists replace theirs in place
     assert jobs[0][0] == ["level=0", "+experiment/arm=dense", "seed=0", "+experiment=survey_mlp"]
     assert jobs[1][0] == ["level=0", "+experiment/arm=dense", "seed=1", "+experiment=survey_mlp"]
@@ -99,9 +99,13 @@ def test_a_method_yaml_leaves_every_default_to_its_schema(name):
 
 
 # The experiment hashes' method part as the YAMLs made it before the defaults moved into the schemas (their values,
-# read off conf/method/*.yaml of commit 4376c8e): a moved default must keep measuring against the old schema value.
+# read off conf/method/*.yaml of commit 4376c8e; gmp's of 1b9fa9d; grasp and synflow were written with their defaults
+# in the schema): a moved default must keep measuring against the old schema value, and a method's name and sparsity
+# against dense's (MethodConfig.HASH_DEFAULTS), except slimming's, hashed against its own from the start.
 OLD_NONDEFAULT = {
     "dense": {},
+    "gmp": {"name": "gmp", "sparsity": 0.9},
+    "grasp": {"name": "grasp", "sparsity": 0.9},
     "l1_filter": {"name": "l1_filter", "sparsity": 0.5, "recovery": {"epochs": 5, "lr_scale": 0.1}},
     "lottery": {"name": "lottery", "sparsity": 0.8},
     "magnitude": {"name": "magnitude", "sparsity": 0.9, "recovery": {"epochs": 5, "lr_scale": 0.1}},
@@ -111,6 +115,7 @@ OLD_NONDEFAULT = {
     "scratch": {"name": "scratch", "sparsity": 0.5},
     "slimming": {},
     "snip": {"name": "snip", "sparsity": 0.9},
+    "synflow": {"name": "synflow", "sparsity": 0.9},
     "thinet": {"name": "thinet", "sparsity": 0.5, "recovery": {"epochs": 5, "lr_scale": 0.1}},
 }
 
@@ -251,7 +256,7 @@ def test_command_of_a_claim_line_is_its_jobs(tmp_path):
 
 
 def test_a_job_folder_record_names_its_store(tmp_path):
-    from foundations.record import STORE_KEY, store_of
+    from foundations.store import STORE_KEY, store_of
 
     inside = tmp_path / "store" / "runs" / "experiment" / "abc" / "result.json"
     assert store_of(inside, {}) == (tmp_path / "store").resolve()

@@ -19,6 +19,7 @@ from torch import nn
 from benchmarks.layout_probe import Case, fork_server, run_chunk
 from datasets import build_dataset
 from foundations.errors import UserError
+from foundations.store import Store
 from foundations.training import (
     ConvGeometry,
     Hooks,
@@ -34,7 +35,6 @@ from methods.pipeline.channels.plan import ChannelPlan, prunable_channel_groups
 from models import build_model
 from models.config import ModelConfig
 from runners.experiment import run_experiment
-from runners.store import Store
 from tests.conftest import make_run
 
 CPU = torch.device("cpu")

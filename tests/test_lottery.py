@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from foundations.errors import UserError
+from foundations.store import Store
 from runners.experiment import run_experiment
-from runners.store import Store
 from tests.conftest import SYNTH, make_run
 
 LOTTERY = [*SYNTH, "method=lottery", "train.epochs=1"]
@@ -19,7 +19,7 @@ def test_higher_target_reuses_every_earlier_level(tmp_path):
     assert shared and all(second["stage_hashes"][n] == first["stage_hashes"][n] for n in shared)
     assert all(second["stages_reused"][n] for n in shared)
     assert abs(second["density"] - 0.3) < 1e-3 and abs(first["density"] - 0.5) < 1e-3
-    assert [lvl["level"] for lvl in second["levels"]] == list(range(1, len(second["levels"]) + 1))
+    assert [lvl["level"] for lvl in second["outputs"]["levels"]] == list(range(1, len(second["outputs"]["levels"]) + 1))
 
 
 @pytest.mark.parametrize("k", [0, 5])
@@ -32,7 +32,9 @@ def test_levels_restart_from_the_init_or_the_independently_reproduced_iteration_
     args = [*LOTTERY, "train.schedule=constant", "method.sparsity=0.36", f"method.rewind_iteration={k}"]
     record = run_experiment(make_run(tmp_path, *args), Store(tmp_path / "results"))
     runs, hashes = tmp_path / "results" / "runs", record["stage_hashes"]
-    last = yaml.safe_load((runs / "train" / hashes[f"level{len(record['levels'])}"] / "config.yaml").read_text())
+    last = yaml.safe_load(
+        (runs / "train" / hashes[f"level{len(record['outputs']['levels'])}"] / "config.yaml").read_text()
+    )
     if k == 0:
         assert last["parents"]["start"] == hashes["init"] and last["spec"]["start_iteration"] == 0
         return
@@ -50,7 +52,7 @@ def test_levels_restart_from_the_init_or_the_independently_reproduced_iteration_
         device=exp.device,
         progress=False,
     )
-    snapshot = exp.stage_at("train/" + hashes["level0"]).snapshot(k)
+    snapshot = exp.stage_at("train/" + hashes["level0"]).weights(k)
     assert all(torch.equal(model.state_dict()[n], snapshot[n]) for n in snapshot)
 
 

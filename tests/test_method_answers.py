@@ -14,10 +14,10 @@ from torch.func import functional_call
 
 from foundations.errors import UserError
 from foundations.seeds import REINIT_OFFSET, generator
+from foundations.store import Store
 from models import build_model
 from models.config import ModelConfig
 from runners.experiment import run_experiment
-from runners.store import Store
 from tests.conftest import make_run
 
 # 16 inputs -> 12 -> 8 -> 4 classes: 192 + 96 + 32 = 320 prunable weights; 300 training examples, 6 batches/epoch.
@@ -112,7 +112,9 @@ def test_prune_from_selects_which_trained_weights_are_scored(tmp_path):
     ]
     last, store, _ = experiment(tmp_path, *args)
     dense = stage(store, last, "dense", "train")
-    assert dense.result["selected"]["iteration"] != dense.result["final"]["iteration"]  # else the test is vacuous
+    assert (
+        dense.result_json["selected"]["iteration"] != dense.result_json["final"]["iteration"]
+    )  # else the test is vacuous
     selected, _, _ = experiment(tmp_path, *args, "method.prune_from=selected")
     for record, which in ((last, "last"), (selected, "selected")):
         expected = top(weights_abs(dense.weights(which)), round(0.2 * N))
@@ -161,7 +163,7 @@ def test_lottery_levels_follow_the_per_layer_ladder_with_the_output_rate(tmp_pat
     )
     # densities 0.525, 0.281, then the last level is solved to land on 0.2 exactly
     exponents = [1, 2, _keep_exponent(rates, 0.2)]
-    assert [lvl["level"] for lvl in record["levels"]] == [1, 2, 3]
+    assert [lvl["level"] for lvl in record["outputs"]["levels"]] == [1, 2, 3]
     alive = {n: torch.ones(SIZES[n], dtype=torch.bool) for n in SIZES}
     for level, exponent in enumerate(exponents, start=1):
         fractions = {n: (1 - rates[n]) ** exponent for n in SIZES}
@@ -170,7 +172,9 @@ def test_lottery_levels_follow_the_per_layer_ladder_with_the_output_rate(tmp_pat
         expected = top_per_layer(scores, fractions, {n: alive[n].flatten() for n in SIZES})
         masks = {n: m.flatten() for n, m in stage(store, record, f"prune{level}", "prune").masks().items()}
         assert same(masks, expected), f"level {level}"
-        assert record["levels"][level - 1]["density"] == pytest.approx(sum(SIZES[n] * fractions[n] for n in SIZES) / N)
+        assert record["outputs"]["levels"][level - 1]["density"] == pytest.approx(
+            sum(SIZES[n] * fractions[n] for n in SIZES) / N
+        )
         assert counts(masks)["fc3.weight"] == round(0.75**exponent * 32)
         alive = masks
     assert record["density"] == pytest.approx(0.2, abs=1.5 / N)
@@ -187,7 +191,7 @@ def test_lottery_global_levels_keep_the_top_survivors(tmp_path):
         masks = stage(store, record, f"prune{level}", "prune").masks()
         assert same(masks, expected), f"level {level}"
         alive = masks
-    assert [round(lvl["density"], 6) for lvl in record["levels"]] == [0.5, 0.25, 0.2]
+    assert [round(lvl["density"], 6) for lvl in record["outputs"]["levels"]] == [0.5, 0.25, 0.2]
 
 
 @pytest.mark.parametrize("rewind", [0, 3])
@@ -212,7 +216,9 @@ def test_lottery_reinit_control_is_a_fresh_init_trained_from_the_rewind_point(tm
     assert same(trained.masks(), stage(store, ticket, "prune1", "prune").masks())
     spec = yaml.safe_load((trained.dir / "config.yaml").read_text())
     assert spec["spec"]["start_iteration"] == rewind and spec["parents"]["start"] == control["stage_hashes"]["reinit"]
-    assert trained.result["iterations"] == 6  # one epoch of 6 batches: it resumes at k and ends where the ticket does
+    assert (
+        trained.result_json["iterations"] == 6
+    )  # one epoch of 6 batches: it resumes at k and ends where the ticket does
 
 
 def test_lottery_shuffle_control_keeps_every_layers_density(tmp_path):
@@ -225,11 +231,11 @@ def test_lottery_shuffle_control_keeps_every_layers_density(tmp_path):
         "method.output_rate=0.25",
     ]
     record, store, _ = experiment(tmp_path, *args, "method.control=shuffle")
-    ticket = stage(store, record, f"prune{len(record['levels'])}", "prune").masks()
+    ticket = stage(store, record, f"prune{len(record['outputs']['levels'])}", "prune").masks()
     shuffled = stage(store, record, "shuffle", "prune").masks()
     assert counts(shuffled) == counts(ticket) and not same(shuffled, ticket)
     trained = stage(store, record, "control", "train")
-    assert same(trained.masks(), shuffled) and trained.result["iterations"] == 6
+    assert same(trained.masks(), shuffled) and trained.result_json["iterations"] == 6
 
 
 def test_lottery_refuses_an_unreachable_target_in_one_line(tmp_path):
@@ -278,7 +284,7 @@ def test_snip_fresh_init_trains_a_new_draw_with_the_same_mask(tmp_path):
     assert all(torch.equal(fresh[k], reference[k]) for k in reference)
     assert not torch.equal(fresh["fc1.weight"], init["fc1.weight"])
     trained = stage(store, record, "train1", "train")
-    assert trained.result["parents"]["start"] == record["stage_hashes"]["fresh_init"]
+    assert trained.result_json["parents"]["start"] == record["stage_hashes"]["fresh_init"]
     assert same(trained.masks(), expected)
     assert record["stage_hashes"]["prune1"] == scored["stage_hashes"]["prune1"]  # one mask, two trainings
 
@@ -339,7 +345,7 @@ def test_obd_scores_are_half_the_hessian_diagonal_times_w_squared(tmp_path):
     expected = top(scores, round(0.2 * N), gap=1e-4)
     assert same(stage(store, record, "prune1", "prune").masks(), expected)
     removed = torch.cat([~expected[n].flatten() for n in SIZES])
-    predicted = record["rounds"][0]["predicted_loss_increase"]
+    predicted = record["outputs"]["rounds"][0]["predicted_loss_increase"]
     assert predicted == pytest.approx(float(saliency[removed].sum()), rel=1e-4)
 
 
@@ -376,10 +382,10 @@ def test_random_shuffle_keeps_every_layers_density_of_its_source(tmp_path):
             if '"method": "magnitude"' in r.read_text()
         )
     )
-    source_masks = store.at(magnitude.result["final_stage"]).masks()
+    source_masks = store.at(magnitude.result_json["final_stage"]).masks()
     assert counts(shuffled) == counts(source_masks) and not same(shuffled, source_masks)
     spec = store.at(f"prune/{record['stage_hashes']['prune1']}")
-    assert (spec.dir / "config.yaml").read_text().count(magnitude.result["final_stage"]) == 1
+    assert (spec.dir / "config.yaml").read_text().count(magnitude.result_json["final_stage"]) == 1
 
 
 def test_random_shuffle_refuses_a_structured_source_and_repeated_rounds(tmp_path):
@@ -510,7 +516,7 @@ def test_shuffle_keeps_every_layers_count_and_trains_the_permuted_mask_on_the_sa
     init = stage(store, record, "init", "init").weights()
     assert all(torch.equal(mixed.weights()[n], init[n] * mixed.masks()[n]) for n in SIZES)
     trained = stage(store, record, "train1", "train")
-    assert trained.result["parents"]["start"] == mixed.hash and same(trained.masks(), mixed.masks())
+    assert trained.result_json["parents"]["start"] == mixed.hash and same(trained.masks(), mixed.masks())
     assert "shuffled" in record["label"]
 
 
@@ -538,7 +544,7 @@ def test_fresh_init_trains_the_same_mask_from_a_new_draw(tmp_path, method):
     reference = fresh_model(seed=0 + REINIT_OFFSET).state_dict()
     assert all(torch.equal(fresh[k], reference[k]) for k in reference)
     trained = stage(store, record, "train1", "train")
-    assert trained.result["parents"]["start"] == record["stage_hashes"]["fresh_init"]
+    assert trained.result_json["parents"]["start"] == record["stage_hashes"]["fresh_init"]
     assert same(trained.masks(), stage(store, plain, "prune1", "prune").masks())
     assert "fresh init" in record["label"]
 
@@ -575,12 +581,12 @@ def test_layer_collapse_and_critical_compression_in_the_record(tmp_path):
     flat = torch.cat([s.flatten() for s in scores])
     needed = max(int((flat >= s.max()).sum()) for s in scores)
     grid = [10 ** (k / 4) for k in range(8) if 10 ** (k / 4) <= N / 3]  # N / L = 106.7
-    assert record["critical_compression"] == pytest.approx(max(r for r in grid if round(N / r) >= needed))
+    assert record["outputs"]["critical_compression"] == pytest.approx(max(r for r in grid if round(N / r) >= needed))
     masks = stage(store, record, "prune1", "prune").masks()
-    assert record["layer_collapse"] == any(int(m.sum()) == 0 for m in masks.values())
+    assert record["outputs"]["layer_collapse"] == any(int(m.sum()) == 0 for m in masks.values())
     plain, _, _ = experiment(tmp_path, "method=synflow", "method.iterations=1", "method.sparsity=0.99")
-    assert plain["critical_compression"] is None and plain["stage_hashes"] == record["stage_hashes"]
-    assert plain["layer_collapse"] == record["layer_collapse"]
+    assert plain["outputs"]["critical_compression"] is None and plain["stage_hashes"] == record["stage_hashes"]
+    assert plain["outputs"]["layer_collapse"] == record["outputs"]["layer_collapse"]
 
 
 def test_the_shuffle_stage_follows_its_mask(tmp_path):

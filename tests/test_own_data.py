@@ -294,8 +294,8 @@ def test_target_refuses_normalized_float_images():
 
 # ------------------------------------------------------------------------------------------------ in experiments
 def test_an_experiment_on_a_folder_is_named_by_its_content_not_its_path(tmp_path):
+    from foundations.store import Store
     from runners.experiment import run_experiment
-    from runners.store import Store
     from tests.conftest import make_run
 
     write_folder(tmp_path / "data", {"train": 12, "test": 3}, shape=(6, 6))
@@ -322,8 +322,8 @@ def test_an_experiment_on_a_folder_is_named_by_its_content_not_its_path(tmp_path
 
 def test_a_target_dataset_and_a_target_model_compose_through_hydra(tmp_path):
     """The issue's spelling: ``dataset._target_=...`` / ``model._target_=...`` plus ``+key=value`` arguments."""
+    from foundations.store import Store
     from runners.experiment import run_experiment
-    from runners.store import Store
     from tests.conftest import make_run
 
     run = make_run(

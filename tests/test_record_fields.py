@@ -9,9 +9,10 @@ from conftest import SYNTH, make_run
 
 from datasets import build_dataset
 from foundations.errors import UserError
+from foundations.store import Store
+from methods.pipeline.channels import ChannelPlan
 from models import build_model
 from runners.experiment import record_failure, run_experiment
-from runners.store import Store
 
 MAGNITUDE = [*SYNTH, "method=magnitude", "method.sparsity=0.8", "method.recovery.epochs=1"]
 
@@ -40,7 +41,9 @@ def test_loss_right_after_pruning_and_before_it(tmp_path, prune_from, weights):
     record = run_experiment(run, store)
     data = build_dataset(run.dataset)
     stage = store.at(f"train/{record['stage_hashes']['dense']}")
-    assert stage.result["selected"]["iteration"] != stage.result["final"]["iteration"]  # so the two cases differ
+    assert (
+        stage.result_json["selected"]["iteration"] != stage.result_json["final"]["iteration"]
+    )  # so the two cases differ
     pruned_from = stage.weights(weights)
     masks = store.at(f"prune/{record['stage_hashes']['prune1']}").masks()
     pruned = {k: v * masks[k] if k in masks else v for k, v in pruned_from.items()}
@@ -87,12 +90,12 @@ def test_slimming_records_the_gammas_its_threshold_saw(tmp_path):
     store = Store(run.paths.results)
     record = run_experiment(run, store)
     sparse = store.at(f"train/{record['stage_hashes']['sparsity']}").weights()
-    gammas = record["sparsity_trained_gamma_abs"]
+    gammas = record["outputs"]["sparsity_trained_gamma_abs"]
     assert sorted(gammas) == ["bn1", "bn2"]
     for bn in ("bn1", "bn2"):
         assert torch.allclose(torch.tensor(gammas[bn]), sparse[f"{bn}.weight"].abs())
     # the layerwise plan keeps exactly each layer's larger half of the recorded |γ|
-    plan = store.at(record["final_stage"]).plan().keep
+    plan = ChannelPlan.from_json(store.at(record["final_stage"]).plan_json()).keep
     for layer, bn in (("fc1", "bn1"), ("fc2", "bn2")):
         g = torch.tensor(gammas[bn])
         assert sorted(plan[layer]) == sorted(torch.argsort(g, descending=True)[: len(g) // 2].tolist())

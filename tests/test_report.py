@@ -511,8 +511,8 @@ def test_the_record_carries_the_setting_without_the_seed(tmp_path):
     from conftest import SYNTH, make_run
 
     from foundations.errors import UserError
+    from foundations.store import Store
     from runners.experiment import experiment_hash, experiment_spec, record_failure, run_experiment, setting_spec
-    from runners.store import Store
 
     dense = [*SYNTH, "method=dense", "train.epochs=1"]
     config = make_run(tmp_path, *dense)

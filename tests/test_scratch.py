@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from foundations.store import Store
 from methods.scratch import scratch_b_length
 from runners.experiment import Experiment, run_experiment
-from runners.store import Store
 from tests.conftest import make_run
 from tests.test_cli import cli
 
@@ -40,11 +40,15 @@ def test_scratch_b_trains_the_plan_for_the_flop_ratio_from_a_fresh_init(tmp_path
     # (1 per element); the hidden Linears have no bias before their BN
     rethinking_dense = 2 * 64 * 40 + 2 * 40 + 40 + 2 * 40 * 20 + 2 * 20 + 20 + 2 * 20 * 4 + 4
     rethinking_pruned = 2 * 64 * 20 + 2 * 20 + 20 + 2 * 20 * 10 + 2 * 10 + 10 + 2 * 10 * 4 + 4
-    assert record["scratch_flops"] == {"count": "rethinking", "dense": rethinking_dense, "pruned": rethinking_pruned}
-    assert record["scratch_epochs"] == round(2 * rethinking_dense / rethinking_pruned) == 5
+    assert record["outputs"]["scratch_flops"] == {
+        "count": "rethinking",
+        "dense": rethinking_dense,
+        "pruned": rethinking_pruned,
+    }
+    assert record["outputs"]["scratch_epochs"] == round(2 * rethinking_dense / rethinking_pruned) == 5
     assert record["kind"] == "structured" and record["label"] == "scratch-B (l1_filter)"
 
-    source = exp.model_from(exp.stage_at(record["source_stage"]))
+    source = exp.model_from(exp.stage_at(record["outputs"]["source_stage"]))
     init = exp.model_from(exp.stage_at("init/" + record["stage_hashes"]["scratch_init"]))
     final = exp.model_from(exp.stage_at(record["final_stage"]))
     shapes = {k: v.shape for k, v in source.state_dict().items()}
@@ -63,8 +67,11 @@ def test_scratch_b_trains_the_plan_for_the_flop_ratio_from_a_fresh_init(tmp_path
 def test_scratch_e_reuses_the_source_and_keeps_the_dense_epochs(tmp_path):
     first, _ = experiment(tmp_path, *MLP_BN, *L1_SOURCE, "method.budget=B")
     second, _ = experiment(tmp_path, *MLP_BN, *L1_SOURCE, "method.budget=E")
-    assert second["scratch_epochs"] == 2
-    assert second["stages_reused"]["scratch_init"] and second["source_stage"] == first["source_stage"]
+    assert second["outputs"]["scratch_epochs"] == 2
+    assert (
+        second["stages_reused"]["scratch_init"]
+        and second["outputs"]["source_stage"] == first["outputs"]["source_stage"]
+    )
     assert second["stage_hashes"]["scratch"] != first["stage_hashes"]["scratch"]
 
 
@@ -95,10 +102,13 @@ def test_a_scratch_init_is_the_fresh_draw_of_the_widths_whichever_channels_the_p
 def test_sources_leaving_the_same_widths_share_the_scratch_training(tmp_path):
     first, exp = experiment(tmp_path, *MLP_BN, *L1_SOURCE)
     second, _ = experiment(tmp_path, *MLP_BN, *L1_SOURCE, "method.source=random_channel")
-    plans = [exp.stage_at(r["source_stage"]).plan() for r in (first, second)]
+    plans = [exp.stage_at(r["outputs"]["source_stage"]).plan() for r in (first, second)]
     assert plans[0].widths() == plans[1].widths() and plans[0].keep != plans[1].keep
     assert second["stages_reused"]["scratch_init"] and second["stages_reused"]["scratch"]
-    assert second["final_stage"] == first["final_stage"] and second["source_stage"] != first["source_stage"]
+    assert (
+        second["final_stage"] == first["final_stage"]
+        and second["outputs"]["source_stage"] != first["outputs"]["source_stage"]
+    )
     assert second["label"] == "scratch-E (random_channel)"
 
 
@@ -114,7 +124,7 @@ def test_scratch_of_a_mask_keeps_the_mask_fixed_and_counts_nonzero_flops(tmp_pat
         "method.budget=B",
         "+method.source_overrides.recovery.epochs=1",
     )
-    source = exp.stage_at(record["source_stage"])
+    source = exp.stage_at(record["outputs"]["source_stage"])
     final = exp.stage_at(record["final_stage"])
     source_masks, final_masks = source.masks(), final.masks()
     assert source_masks.keys() == final_masks.keys()
@@ -122,8 +132,8 @@ def test_scratch_of_a_mask_keeps_the_mask_fixed_and_counts_nonzero_flops(tmp_pat
     weights = final.weights()
     assert all(int((weights[k][~final_masks[k]] != 0).sum()) == 0 for k in final_masks)
     assert abs(record["density"] - 0.2) < 1e-3
-    flops = record["scratch_flops"]
-    assert flops["pruned"] < 0.5 * flops["dense"] and record["scratch_epochs"] == round(
+    flops = record["outputs"]["scratch_flops"]
+    assert flops["pruned"] < 0.5 * flops["dense"] and record["outputs"]["scratch_epochs"] == round(
         2 * flops["dense"] / flops["pruned"]
     )
     assert record["kind"] == "unstructured"
@@ -131,8 +141,8 @@ def test_scratch_of_a_mask_keeps_the_mask_fixed_and_counts_nonzero_flops(tmp_pat
 
 def test_scratch_b_can_count_conv_linear_multiply_adds_only(tmp_path):
     record, _ = experiment(tmp_path, *MLP_BN, *L1_SOURCE, "method.budget=B", "method.flops=conv_linear")
-    assert record["scratch_flops"] == {"count": "conv_linear", "dense": 3440, "pruned": 1520}
-    assert record["scratch_epochs"] == 5 and record["label"] == "scratch-B (l1_filter, conv/linear FLOPs)"
+    assert record["outputs"]["scratch_flops"] == {"count": "conv_linear", "dense": 3440, "pruned": 1520}
+    assert record["outputs"]["scratch_epochs"] == 5 and record["label"] == "scratch-B (l1_filter, conv/linear FLOPs)"
 
 
 def test_rethinking_flops_by_hand():

@@ -9,10 +9,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from foundations.store import Store
+from methods.pipeline.channels import prunable_channel_groups, select_channels
+from methods.pipeline.scores.filters import bn_scale_scores
 from methods.slimming import sparsity_hook
 from models import build_model
 from runners.experiment import Experiment, run_experiment
-from runners.store import Store
 from tests.conftest import make_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,7 +75,7 @@ def test_sparsity_training_drives_gammas_to_zero(tmp_path):
             f"method.lam={lam}",
         )
         exp = Experiment(run, Store(run.paths.results))
-        stage = exp.method.sparsity_stage(exp)
+        stage = exp.method.pruning_start(exp, None)  # the sparsity training (slimming needs no dense stage)
         g = torch.cat(gammas(exp.model_from(stage, "last"))).abs()
         small.append(float((g < 1e-2).float().mean()))
     assert small[0] < 0.1 and small[1] > small[0] + 0.3, small
@@ -118,9 +120,9 @@ def test_global_threshold_init_and_end_to_end(tmp_path):
     assert record["channel_sparsity"] == 24 / 60 and record["compression"] > 1
     assert record["latency_ms"]["pruned"]["1"] > 0
     dense = exp.stage_at("train/" + hashes["dense"])
-    assert record["dense_test_acc"] == dense.result["selected"]["test_acc"]
+    assert record["dense_test_acc"] == dense.result.selected.test_acc
     sparse_stage = exp.stage_at("train/" + hashes["sparsity"])
-    assert record["sparsity_trained_test_acc"] == sparse_stage.result["selected"]["test_acc"]
+    assert record["outputs"]["sparsity_trained_test_acc"] == sparse_stage.result.selected.test_acc
 
 
 def test_floor_keeps_one_channel_in_a_layer_of_tiny_gammas(tmp_path):
@@ -132,7 +134,8 @@ def test_floor_keeps_one_channel_in_a_layer_of_tiny_gammas(tmp_path):
     with torch.no_grad():
         model.bn1.weight.copy_(torch.linspace(1e-4, 1e-3, 10))  # all below every γ of bn2
         model.bn2.weight.copy_(torch.linspace(0.1, 1.0, 10))
-    plan = exp.method.select(model, exp.example_input)
+    groups = prunable_channel_groups(model, exp.example_input)
+    plan = select_channels(bn_scale_scores(model, groups), groups, 0.5, scope="global", min_keep_fraction=0.0)
     # 10 of 20 channels go: the 9 smallest of bn1 (its largest survives the floor) and then bn2's smallest.
     assert plan.keep == {"fc1": [9], "fc2": list(range(1, 10))}
 
@@ -156,7 +159,7 @@ def test_two_passes_prune_twice_and_compose_the_plans(tmp_path):
     assert all(set(second.keep[k]) <= set(first.keep[k]) for k in first.keep)
     final = exp.model_from(exp.stage_at(record["final_stage"]))
     assert (final.fc1.out_features, final.fc2.out_features) == (len(second.keep["fc1"]), len(second.keep["fc2"]))
-    assert record["channel_sparsity"] == 0.75 and record["channel_sparsity_per_pass"] == [0.5, 0.5]
+    assert record["channel_sparsity"] == 0.75 and record["outputs"]["channel_sparsity_per_pass"] == [0.5, 0.5]
 
 
 def test_model_without_batchnorm_is_one_line_exit_2_and_writes_nothing(tmp_path):

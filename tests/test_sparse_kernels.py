@@ -19,6 +19,7 @@ from torch.nn.utils import prune
 
 import runners.sparse as sparse_module
 from foundations.errors import UserError
+from foundations.store import Store
 from methods.pipeline.masks import folded
 from methods.pipeline.select import nm_rows, select_nm
 from models import build_model
@@ -26,7 +27,6 @@ from models.config import ModelConfig
 from runners.experiment import experiment_hash, run_experiment
 from runners.jobs import check_command
 from runners.sparse import SparseConv2d, SparseLinear, masked_weight, measure_sparse_latency, sparse_network
-from runners.store import Store
 from tests.conftest import SYNTH, make_run
 
 CPU_KERNELS = ("csr", "bsr", "coo")
@@ -247,7 +247,7 @@ def test_an_nm_experiment_prunes_n_of_every_m_trained_weights_and_hashes_the_pat
     assert record["per_layer_density"] == {n: 0.5 for n in masks} and record["target_sparsity"] == 0.5
     assert record["label"] == f"{method} (2:4)"
     if method == "lottery":
-        assert [level["level"] for level in record["levels"]] == [1]
+        assert [level["level"] for level in record["outputs"]["levels"]] == [1]
     # another pattern of the same sparsity: another prune stage, the same dense training
     other, _ = run(tmp_path, f"method={method}", "method.sparsity=0.5", "method.pattern=1:2", *extra)
     assert other["stage_hashes"]["prune1"] != record["stage_hashes"]["prune1"]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from analysis.tables import build_tables, prepare, to_markdown
+from foundations.store import Store
 from runners.experiment import run_experiment
-from runners.store import Store
 from tests.conftest import make_run
 
 TINY = [

@@ -12,9 +12,9 @@ from filelock import FileLock
 
 from foundations.checks import nondefault
 from foundations.hashing import stage_hash
+from foundations.store import Store
 from foundations.training import TrainConfig, train
 from runners.experiment import run_experiment
-from runners.store import Store
 from tests.conftest import SYNTH, make_run
 
 

@@ -1,7 +1,7 @@
 import torch
 
+from foundations.store import Store
 from runners.experiment import Experiment, run_experiment
-from runners.store import Store
 from tests.conftest import make_run
 
 MLP_BN = ["dataset=synthetic", "model=mlp_bn", "model.widths=[40,20]", "train.epochs=1", "method.recovery.epochs=1"]

@@ -8,10 +8,12 @@ import torch
 from torch import nn
 
 from foundations.errors import UserError
+from foundations.store import Store
 from methods.pipeline.channels import prunable_channel_groups
-from methods.thinet import layer_pairs, thinet_prune
+from methods.pipeline.channels.plan import compose
+from methods.pipeline.masks import folded
+from methods.thinet import layer_pairs, prune_layer
 from runners.experiment import Experiment, run_experiment
-from runners.store import Store
 from tests.conftest import make_run
 from tests.test_cli import cli
 
@@ -33,11 +35,17 @@ def _experiment(tmp_path, *overrides):
 
 
 def _prune(exp, model, cfg, seed=0):
+    """ThiNet's layers pruned one after the other in memory (no fine-tune), as its plan stages chain them."""
     pairs = layer_pairs(model, prunable_channel_groups(model, exp.example_input), cfg.layers)
     sample = exp.data.train.subset(cfg.n_images, seed=seed)
-    return thinet_prune(
-        model, pairs, sample, cfg, generator=torch.Generator().manual_seed(seed), example_input=exp.example_input
-    )
+    draws, current, plan, facts = torch.Generator().manual_seed(seed), folded(model).eval(), None, []
+    for group, consumer in pairs:
+        step, current, found = prune_layer(
+            current, group, consumer, sample, cfg, generator=draws, example_input=exp.example_input
+        )
+        plan = compose(plan, step)
+        facts.append(found)
+    return plan, current, facts
 
 
 @pytest.mark.parametrize("selection", ["greedy_remove", "greedy_keep"])
@@ -69,17 +77,17 @@ def _expected_keep(width, sparsity, floor):
 
 
 def _capture_build(monkeypatch):
-    """Keep the model the prune stage's build() returned."""
+    """Keep the model the last prune stage's build() returned."""
     built = {}
     original = Experiment.plan_stage
 
-    def plan_stage(self, name, source, spec, build, **kw):
+    def plan_stage(self, name, source, spec, build, facts, **kw):
         def wrapped(model):
-            plan, compacted, info = build(model)
-            built["model"] = compacted
-            return plan, compacted, info
+            step = build(model)
+            built["model"] = step.model
+            return step
 
-        return original(self, name, source, spec, wrapped, **kw)
+        return original(self, name, source, spec, wrapped, facts, **kw)
 
     monkeypatch.setattr(Experiment, "plan_stage", plan_stage)
     return built
@@ -96,15 +104,15 @@ def test_end_to_end_plan_widths_and_record(tmp_path, monkeypatch, arch, sparsity
     built = _capture_build(monkeypatch)
     run, exp = _experiment(tmp_path, *arch, *FAST, f"method.sparsity={sparsity}", f"method.min_keep_fraction={floor}")
     record = run_experiment(run, Store(run.paths.results))
-    prune = exp.stage_at("prune/" + record["stage_hashes"]["prune"])
+    prune = exp.stage_at("prune/" + record["stage_hashes"][f"prune{len(layers)}"])  # the last layer's
     plan = prune.plan().keep
     expected = {name: _expected_keep(width, sparsity, floor) for name, (_, width) in layers.items()}
     assert {k: len(v) for k, v in plan.items()} == expected
     assert all(v == sorted(set(v)) and v[0] >= 0 and v[-1] < layers[k][1] for k, v in plan.items())
     total = sum(width for _, width in layers.values())
     assert record["channel_sparsity"] == pytest.approx((total - sum(expected.values())) / total)
-    assert set(record["thinet_selection_seconds"]) == set(layers)
-    assert all(s > 0 for s in record["thinet_selection_seconds"].values())
+    assert set(record["outputs"]["thinet_selection_seconds"]) == set(layers)
+    assert all(s > 0 for s in record["outputs"]["thinet_selection_seconds"].values())
     assert record["latency_ms"]["pruned"]["1"] > 0 and record["compression"] > 1
     final = dict(exp.model_from(exp.stage_at(record["final_stage"])).named_modules())
     base = dict(exp.base_model().named_modules())
@@ -158,7 +166,7 @@ def test_same_config_and_seed_give_the_same_plan(tmp_path):
     for sub in ("a", "b"):
         run, exp = _experiment(tmp_path / sub, *MLP, *FAST)
         record = run_experiment(run, Store(run.paths.results))
-        texts.append(exp.stage_at("prune/" + record["stage_hashes"]["prune"]).plan().to_json())
+        texts.append(exp.stage_at("prune/" + record["stage_hashes"]["prune2"]).plan().to_json())
     assert texts[0] == texts[1]
 
 

@@ -5,11 +5,11 @@ network computing what the channel-masked one computes."""
 import pytest
 import torch
 
+from foundations.store import Store
 from methods import registry
 from methods.pipeline.channels import compact, mask_channels
 from methods.pipeline.masks import folded
 from runners.experiment import Experiment, run_experiment
-from runners.store import Store
 from tests.conftest import make_run
 
 ARCHS = {"resnet18": [], "mobilenet_v2": ["+model.kwargs.width_mult=0.25"]}
@@ -86,8 +86,14 @@ def check_compaction(run, store, record):
     the same outputs (eval mode); for the methods that only cut (no ThiNet rescaling) the stored pruned network
     is that compacted copy."""
     exp = Experiment(run, store)
-    pruned = store.at(f"prune/{record['stage_hashes']['prune']}")
-    source = folded(exp.model_from(store.at(f"train/{pruned.result['parents']['source']}"))).eval()
+    hashes = record["stage_hashes"]
+    if record["method"] == "thinet":  # a plan stage per layer: the last one's plan covers them all, over the dense
+        last = max((k for k in hashes if k.startswith("prune")), key=lambda k: int(k[len("prune") :]))
+        pruned, source_ref = exp.stage_at(f"prune/{hashes[last]}"), f"train/{hashes['dense']}"
+    else:
+        pruned = exp.stage_at(f"prune/{hashes['prune']}")
+        source_ref = f"train/{pruned.stored.result_json['parents']['source']}"
+    source = folded(exp.model_from(exp.stage_at(source_ref))).eval()
     plan = pruned.plan()
     x = torch.randn(6, *exp.data.input_shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

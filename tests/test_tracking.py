@@ -15,9 +15,9 @@ import pytest
 
 from foundations.errors import UserError
 from foundations.record import STORE_FIELDS
+from foundations.store import Store
 from runners.config import LoggerConfig
 from runners.experiment import run_experiment
-from runners.store import Store
 from runners.tracking import RunIdentity, WandbTracker
 from tests.conftest import SYNTH, make_run
 from tests.wandb_offline import offline_runs, read_run
@@ -428,7 +428,8 @@ def test_each_stage_has_its_own_axis_and_reused_stages_come_from_the_store(sweep
     record = store_record(cwd, runs["lottery"].id)
     assert levels["columns"] == ["level", "density", "early_stop_iteration", "test_acc"]
     assert (
-        levels["data"] == [[row[c] for c in levels["columns"]] for row in record["levels"]] and len(levels["data"]) > 3
+        levels["data"] == [[row[c] for c in levels["columns"]] for row in record["outputs"]["levels"]]
+        and len(levels["data"]) > 3
     )
     rounds = logged_table(runs["magnitude"], "rounds_table")
     assert [dict(zip(rounds["columns"], row)) for row in rounds["data"]] == store_record(cwd, runs["magnitude"].id)[

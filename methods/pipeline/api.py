@@ -1,9 +1,10 @@
 """What a pruning method is, and the small typed API it is written against.
 
-A method is a typed ``Config`` dataclass and ``chain(stages)``, which chains store stages through ``Stages`` and
-returns the experiment record. ``Stages`` (implemented by ``runners.experiment.Experiment``) is everything a method
-may use: read-only facts (data, device, seeds, the dense schedule) and the stage constructors. A stage comes back as
-a ``StageRef``: its result and its stored weights, masks or channel plan, never a file name.
+A method is a typed ``Config`` dataclass, an ``Outputs`` dataclass (what it reports beyond the common record) and
+``chain(stages)``, which chains store stages through ``Stages`` and returns ``stages.finish(...)``. ``Stages``
+(implemented by ``runners.experiment.Experiment``) is everything a method may use: read-only facts (data, device,
+seeds, the dense schedule) and the stage constructors. A stage comes back as a ``StageRef``: its typed result
+(``methods.pipeline.results``) and its stored weights, masks or channel plan, never a file name.
 
 A method module defines one subclass and sets ``METHOD = TheClass``; the registry in ``methods/__init__.py`` finds
 it, so a new method is one module plus one ``conf/method/<name>.yaml``.
@@ -12,8 +13,8 @@ it, so a new method is one module plus one ``conf/method/<name>.yaml``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Optional, Protocol, Union
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, ClassVar, Generic, Optional, Protocol, TypeVar
 
 import torch
 from torch import nn
@@ -22,40 +23,88 @@ from datasets.base import DataBundle
 from foundations.checks import check
 from foundations.errors import UserError
 from foundations.record import ExperimentRecord
+from foundations.store import Stage, Weights
 from foundations.training import Hooks, TrainConfig
 from methods.pipeline.channels.plan import ChannelPlan
 from methods.pipeline.masks import Masks, MaskSchedule, Prunable
+from methods.pipeline.results import (
+    Accuracy,
+    F,
+    InitResult,
+    MaskResult,
+    PlanResult,
+    PruneResult,
+    StageResult,
+    TrainResult,
+)
 
-# Which weights of a stage: its validation-selected checkpoint, its last iterate, or its snapshot at iteration k.
-Weights = Union[str, int]  # "selected" | "last" | k
+__all__ = ["Weights"]  # re-exported: which weights of a stage ("selected" | "last" | an iteration)
+
+R = TypeVar("R", bound=StageResult, covariant=True)
 SelectFn = Callable[[nn.Module, Masks], tuple[Masks, dict]]
-BuildFn = Callable[[nn.Module], tuple[ChannelPlan, nn.Module, dict]]
 
 
-class StageRef(Protocol):
-    """A finished stage in the store."""
+@dataclass(frozen=True)
+class StageRef(Generic[R]):
+    """A finished stage in the store: its typed result, and its stored weights, masks, channel plan or state."""
 
-    kind: str
-    hash: str
-    result: dict[str, Any]
-    reused: bool
+    stored: Stage  # the store's folder (foundations.store); read through the methods below
+    result: R
 
     @property
-    def ref(self) -> str: ...  # "kind/hash", as records name stages
+    def kind(self) -> str:
+        return self.stored.kind
 
-    def has_plan(self) -> bool: ...
+    @property
+    def hash(self) -> str:
+        return self.stored.hash
 
-    def has_masks(self) -> bool: ...
+    @property
+    def ref(self) -> str:  # "kind/hash", as records name stages
+        return self.stored.ref
 
-    def plan(self) -> ChannelPlan: ...
+    @property
+    def reused(self) -> bool:
+        return self.stored.reused
 
-    def masks(self) -> Masks: ...
+    def has_plan(self) -> bool:
+        return self.stored.has_plan()
 
-    def weights(self, which: Weights = "selected") -> dict[str, torch.Tensor]: ...
+    def has_masks(self) -> bool:
+        return self.stored.has_masks()
 
-    def shapes(self, which: Weights = "selected") -> dict[str, tuple[int, ...]]: ...  # of weights(which), not loaded
+    def plan(self) -> ChannelPlan:
+        return ChannelPlan.from_json(self.stored.plan_json())
 
-    def snapshot(self, iteration: int) -> dict[str, torch.Tensor]: ...
+    def masks(self) -> Masks:
+        return self.stored.masks()
+
+    def weights(self, which: Weights = "selected") -> dict[str, torch.Tensor]:
+        """The stage's validation-selected weights, its last iterate ("last") or its snapshot at iteration k."""
+        return self.stored.weights(which)
+
+    def shapes(self, which: Weights = "selected") -> dict[str, tuple[int, ...]]:
+        """The shapes of ``weights(which)``, read without loading them."""
+        return self.stored.shapes(which)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """What the stage kept for a stage continuing from it (``PlanStep.state``)."""
+        return self.stored.state()
+
+
+@dataclass
+class PlanStep(Generic[F]):
+    """What a channel-pruning step built: the plan over the base architecture, the compacted model, the method's
+    facts about the step (a dataclass of its own, stored in the stage's result) and tensors a later step continues
+    from (``state``: a random generator's state)."""
+
+    plan: ChannelPlan
+    model: nn.Module
+    facts: F
+    state: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+BuildFn = Callable[[nn.Module], PlanStep[F]]
 
 
 class Stages(Protocol):
@@ -88,7 +137,7 @@ class Stages(Protocol):
         architecture: Optional[ChannelPlan] = None,
         prepare: Optional[Callable[[nn.Module], None]] = None,
         extra: Optional[dict] = None,
-    ) -> StageRef: ...
+    ) -> StageRef[InitResult]: ...
 
     def train_stage(
         self,
@@ -103,29 +152,48 @@ class Stages(Protocol):
         start_iteration: int = 0,
         snapshots: tuple[int, ...] = (),
         mask_schedule: Optional[MaskSchedule] = None,
-    ) -> StageRef: ...
+        data_seed: Optional[int] = None,
+    ) -> StageRef[TrainResult]: ...
 
     def mask_stage(
         self, name: str, source: StageRef, spec: dict, select: SelectFn, *, weights: Weights = "selected"
-    ) -> StageRef: ...
+    ) -> StageRef[MaskResult]: ...
 
     def plan_stage(
-        self, name: str, source: StageRef, spec: dict, build: BuildFn, *, weights: Weights = "selected"
-    ) -> StageRef: ...
+        self,
+        name: str,
+        source: StageRef,
+        spec: dict,
+        build: BuildFn[F],
+        facts: type[F],
+        *,
+        weights: Weights = "selected",
+    ) -> StageRef[PlanResult[F]]: ...
 
-    def dense_stage(self) -> StageRef: ...
+    def dense_stage(self) -> StageRef[TrainResult]: ...
 
     def finish(
-        self, final: StageRef, *, pruned: Optional[StageRef] = None, dense: Optional[StageRef] = None, **extra: Any
+        self,
+        final: StageRef[TrainResult],
+        *,
+        pruned: Optional[StageRef[PruneResult]] = None,
+        dense: Optional[StageRef[TrainResult]] = None,
+        outputs: Any = None,
+        before_pruning: Optional[Accuracy] = None,
     ) -> ExperimentRecord: ...
 
     def source_experiment(self, overrides: dict, *, build: bool = True) -> ExperimentRecord: ...
 
-    def stage_at(self, ref: str) -> StageRef: ...
+    def stage_at(self, ref: str) -> StageRef[StageResult]: ...
 
 
 @dataclass
 class MethodConfig:
+    """What every method's config has. ``name`` and ``sparsity`` are what a job is: every hash measures them against
+    these defaults (``nondefault``: dense, 0), whatever a method's own ``Config`` declares as its defaults."""
+
+    HASH_DEFAULTS: ClassVar[Mapping[str, Any]] = {"name": "dense", "sparsity": 0.0}  # foundations.checks.nondefault
+
     name: str = "dense"
     sparsity: float = 0.0  # fraction of prunable weights (unstructured) or channels (structured) removed
     prunable: Prunable = field(default_factory=Prunable)
@@ -134,10 +202,34 @@ class MethodConfig:
         check(0.0 <= self.sparsity < 1.0, "method.sparsity", f"must be in [0, 1) (got {self.sparsity})")
 
 
+@dataclass(frozen=True)
+class NoOutputs:
+    """A method that reports nothing beyond the common record (dense, l1_filter, random_channel)."""
+
+
+O = TypeVar("O")
+
+
+def outputs_json(outputs: Any) -> dict[str, Any]:
+    """A method's ``Outputs`` as the record's ``outputs`` mapping (its fields, nested values as they are)."""
+    if not is_dataclass(outputs) or isinstance(outputs, type):
+        raise TypeError(f"a method's outputs are an instance of its Outputs dataclass (got {outputs!r})")
+    return {f.name: getattr(outputs, f.name) for f in fields(outputs)}
+
+
+def outputs_from(kind: type[O], data: Mapping[str, Any]) -> O:
+    """A record's ``outputs`` mapping as the method's ``Outputs`` (fields the record lacks take their defaults)."""
+    names = {f.name for f in fields(kind)}  # type: ignore[arg-type]
+    return kind(**{k: v for k, v in data.items() if k in names})
+
+
 class Method:
     name: ClassVar[str]
     kind: str = "unstructured"  # dense | unstructured | structured
     Config: ClassVar[type[MethodConfig]] = MethodConfig
+    # What the method reports beyond the common record: a dataclass, passed as ``stages.finish(outputs=...)`` and
+    # stored as the record's ``outputs`` mapping (tables and claims read ``outputs.<field>``).
+    Outputs: ClassVar[type] = NoOutputs
     # Config fields (dotted paths) that change no stored stage: how an experiment is run or reported, never what it
     # computes. Every other field must be in the hash of the stage it changes; tests/test_hashes.py flips each field
     # of each method and checks both sides. Declared here (and extended by subclasses along the MRO) only.

@@ -1,7 +1,10 @@
-"""Weight masks for unstructured pruning, built on ``torch.nn.utils.prune``.
+"""Weight masks for unstructured pruning, built on ``torch.nn.utils.prune``; the one definition of their format.
 
 A pruned model stays a normal PyTorch model: the forward uses ``weight = weight_orig * weight_mask`` and the state
-dict holds ``weight_orig`` and ``weight_mask``. ``folded`` exports a plain copy with the masks multiplied in.
+dict holds ``weight_orig`` and ``weight_mask``. This module alone knows that format: ``current_masks`` reads the
+masks a model carries (by plain name, as ``named_parameters`` of the plain model names the tensor), ``folded``
+exports a plain copy with the masks multiplied in, ``folded_state`` does the same to a state dict, ``plain_name``
+maps ``fc1.weight_orig`` to ``fc1.weight``.
 
 Training a masked model goes through ``masked_training``, not through the pruning hooks: recomputing
 ``weight_orig * mask`` in a forward pre-hook every step, and re-zeroing every optimizer-state tensor after every step,
@@ -32,7 +35,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from foundations.errors import UserError
+from foundations.errors import ConfigError, RefusedModel
 from foundations.training import Hooks, IterationHook, eval_mode
 from models import INPUT_SHAPE
 
@@ -82,7 +85,7 @@ def check_exclude(model: nn.Module, patterns: list[str]) -> None:
     candidates = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d, _BN))]
     for pattern in patterns:
         if not any(excluded(name, [pattern]) for name in candidates):
-            raise UserError(
+            raise ConfigError(
                 f"method.prunable.exclude: {pattern!r} matches no Conv2d/Linear/BatchNorm of the model; "
                 f"its layers: {', '.join(candidates[:8])}{', ...' if len(candidates) > 8 else ''}"
             )
@@ -120,7 +123,7 @@ def classifier_name(model: nn.Module) -> str:
     """
     linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
     if not linears:
-        raise UserError(
+        raise RefusedModel(
             "model: it has no nn.Linear classifier (prunelab takes the Linear producing the logits as the classifier)"
         )
     shape = getattr(model, INPUT_SHAPE, None)
@@ -140,17 +143,44 @@ def prunable_names(model: nn.Module, which: Prunable) -> list[str]:
         if isinstance(module, (nn.Linear, nn.Conv2d)):
             if module_name == head and not which.classifier:
                 continue
-            names.append(f"{module_name}.weight")
+            names.append(_joined(module_name, "weight"))
             if which.biases and module.bias is not None:
-                names.append(f"{module_name}.bias")
+                names.append(_joined(module_name, "bias"))
         elif which.batchnorm and isinstance(module, _BN) and module.weight is not None:
-            names.append(f"{module_name}.weight")
+            names.append(_joined(module_name, "weight"))
     return names
 
 
 def _split(name: str) -> tuple[str, str]:
     module, _, param = name.rpartition(".")
     return module, param
+
+
+def _joined(module: str, tensor: str) -> str:
+    """A tensor's plain name: ``fc1.weight``; ``weight`` for a parameter of the root module (a bare Linear)."""
+    return f"{module}.{tensor}" if module else tensor
+
+
+_ORIG, _MASK = "_orig", "_mask"  # torch.nn.utils.prune's suffixes of a masked tensor's parameter and buffer
+
+
+def plain_name(name: str) -> str:
+    """``fc1.weight_orig`` (a masked parameter) → ``fc1.weight``; other names unchanged."""
+    return name[: -len(_ORIG)] if name.endswith(_ORIG) else name
+
+
+def folded_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A masked model's state dict (``w_orig``, ``w_mask``) as a plain one with the masks multiplied in."""
+    out = {}
+    for key, value in state.items():
+        if key.endswith(_MASK) and f"{key[: -len(_MASK)]}{_ORIG}" in state:
+            continue
+        if key.endswith(_ORIG):
+            base = key[: -len(_ORIG)]
+            out[base] = value * state[f"{base}{_MASK}"]
+        else:
+            out[key] = value
+    return out
 
 
 def apply_masks(model: nn.Module, masks: Masks) -> nn.Module:
@@ -169,13 +199,18 @@ def apply_masks(model: nn.Module, masks: Masks) -> nn.Module:
 
 
 def current_masks(model: nn.Module) -> Masks:
-    """The masks attached to a model (plain names), as boolean tensors."""
-    out = {}
-    for module_name, module in model.named_modules():
-        for buffer_name, buffer in module.named_buffers(recurse=False):
-            if buffer_name.endswith("_mask"):
-                out[f"{module_name}.{buffer_name[:-5]}"] = buffer.detach().bool().cpu()
-    return out
+    """The masks attached to a model (plain names), as boolean tensors on the CPU."""
+    return {name: mask.detach().bool().cpu() for name, _, _, mask in _masked(model)}
+
+
+def _masked(model: nn.Module) -> list[tuple[str, nn.Module, str, torch.Tensor]]:
+    """(plain name, module, tensor name, mask buffer) of every tensor a pruning hook masks, in module order."""
+    return [
+        (_joined(module_name, hook._tensor_name), module, hook._tensor_name, getattr(module, hook._tensor_name + _MASK))
+        for module_name, module in model.named_modules()
+        for hook in module._forward_pre_hooks.values()
+        if isinstance(hook, prune.BasePruningMethod)
+    ]
 
 
 def folded(model: nn.Module) -> nn.Module:
@@ -196,12 +231,7 @@ def folded(model: nn.Module) -> nn.Module:
 
 def _pruned(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
     """(plain name, module, tensor name) of every tensor a pruning hook masks."""
-    return [
-        (f"{module_name}.{hook._tensor_name}" if module_name else hook._tensor_name, module, hook._tensor_name)
-        for module_name, module in model.named_modules()
-        for hook in module._forward_pre_hooks.values()
-        if isinstance(hook, prune.BasePruningMethod)
-    ]
+    return [(name, module, tensor) for name, module, tensor, _ in _masked(model)]
 
 
 class MaskedTraining(Hooks):

@@ -28,7 +28,9 @@ mark?") ablate every pruning-at-init method three ways; here they are options of
 Layer collapse (Tanaka et al. 2020) is recorded for every score-based method (``layer_collapse``: a Conv/Linear
 weight tensor of the final mask kept nothing); ``measure_collapse=true`` also measures, at init, the method's
 critical compression on the grid 10^{k/4} (``methods.pipeline.collapse``) into the record's
-``critical_compression``: the scores are computed again on the init and the selector re-run per grid point.
+``critical_compression``: the scores are computed again on the init and the selector re-run per grid point. Both
+are ``ScoreOutputs``, with ``rounds`` (per pruning round: its density, the method's facts, the accuracy right
+after pruning).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from methods.pipeline.api import Method, MethodConfig, StageRef, Stages, Weights
 from methods.pipeline.collapse import compression_grid, critical_compression, layer_collapse
 from methods.pipeline.masks import Masks, folded
 from methods.pipeline.recover import Recovery, recovery_config
+from methods.pipeline.results import MaskResult
 from methods.pipeline.scores import shuffled
 from methods.pipeline.select import (
     SCOPES,
@@ -141,6 +144,17 @@ class ScoreConfig(MethodConfig):
         )
 
 
+@dataclass
+class ScoreOutputs:
+    # per pruning round: {round, density (the keep target), the method's facts (OBD: predicted_loss_increase,
+    # measured_loss_increase), test_acc_after_pruning}
+    rounds: list[dict[str, Any]]
+    layer_collapse: bool  # some Conv/Linear weight tensor of the final mask kept no weight (Tanaka et al. 2020)
+    # at init with method.measure_collapse: the largest compression 10^{k/4} the method reaches on this init before a
+    # layer collapses (methods.pipeline.collapse)
+    critical_compression: Optional[float] = None
+
+
 def _is_quality(value: Any) -> bool:
     def number(q: Any) -> bool:
         return isinstance(q, (int, float)) and not isinstance(q, bool) and q >= 0
@@ -150,6 +164,7 @@ def _is_quality(value: Any) -> bool:
 
 class ScoreMethod(Method):
     Config = ScoreConfig
+    Outputs = ScoreOutputs
     # the critical compression is measured beside the stages, into the record only
     result_neutral: ClassVar[frozenset[str]] = frozenset({"measure_collapse"})
 
@@ -191,7 +206,8 @@ class ScoreMethod(Method):
     def variant_notes(self) -> list[str]:
         """What sets this variant apart from the method's defaults, so that variants never share a table row."""
         default, cfg = type(self.cfg)(), self.cfg
-        notes = [cfg.scope] if cfg.scope != default.scope and not cfg.layer_density else []
+        scoped = "scope" not in self.ignored_fields()  # random: its variant decides the scope (and names it)
+        notes = [cfg.scope] if scoped and cfg.scope != default.scope and not cfg.layer_density else []
         notes += ["per-layer targets"] if cfg.layer_density else []
         notes += [f"{cfg.rounds} rounds"] if cfg.rounds != default.rounds else []
         if cfg.when != default.when:
@@ -203,7 +219,12 @@ class ScoreMethod(Method):
 
     def sets_own_sparsity(self) -> bool:
         # q·σ thresholds and per-layer targets decide the overall sparsity; `method.sparsity` is then not what is hit
-        return self.cfg.scope == "layerwise_std" or bool(self.cfg.layer_density)
+        return self.scope() == "layerwise_std" or bool(self.cfg.layer_density)
+
+    def scope(self) -> str:
+        """How scores become a mask at a target: one threshold (global), the same fraction per tensor (layerwise,
+        also for per-layer targets), Han's q·σ (layerwise_std)."""
+        return "layerwise" if self.cfg.layer_density else self.cfg.scope
 
     def validate(self, stages: Stages) -> None:
         params = dict(stages.base_model().named_parameters())
@@ -221,11 +242,13 @@ class ScoreMethod(Method):
 
     def mask_spec(self) -> dict:
         """Everything in the config that changes which weights are removed (hashed into the prune stage; which
-        weights of the source are pruned, ``prune_from``, is hashed by the stage itself)."""
+        weights of the source are pruned, ``prune_from``, is hashed by the stage itself; a field the method declares
+        result-neutral is not)."""
+        neutral = self.neutral_fields()
         return {
             k: v
             for k, v in nondefault(self.cfg).items()
-            if k not in ("name", "sparsity", "recovery", "rounds", "prune_from", *AFTER_THE_MASK)
+            if k not in ("name", "sparsity", "recovery", "rounds", "prune_from", *AFTER_THE_MASK) and k not in neutral
         }
 
     def round_spec(self, stages: Stages) -> dict:
@@ -251,11 +274,10 @@ class ScoreMethod(Method):
         nm = nm_pattern(self.cfg.pattern)
         if nm is not None:
             return select_nm(scores, alive, *nm)
-        scope = "layerwise" if self.cfg.layer_density else self.cfg.scope
         return select(
             scores,
             alive,
-            scope=scope,
+            scope=self.scope(),
             layer_targets=layers,
             global_target=overall,
             weights=weights,
@@ -305,7 +327,8 @@ class ScoreMethod(Method):
     def chain(self, stages: Stages) -> ExperimentRecord:
         state, dense = self.start(stages)
         init = state
-        pruned, rounds = None, []
+        pruned: Optional[StageRef[MaskResult]] = None
+        rounds = []
         for index, (overall, layers) in enumerate(self.round_targets(self.names(stages)), start=1):
 
             def select_round(model, alive, overall=overall, layers=layers):
@@ -332,18 +355,20 @@ class ScoreMethod(Method):
                 {
                     "round": index,
                     "density": overall,
-                    **pruned.result.get("info", {}),
-                    "test_acc_after_pruning": pruned.result["after_pruning"]["test_acc"],
+                    **pruned.result.info,
+                    "test_acc_after_pruning": pruned.result.after_pruning.test_acc,
                 }
             )
             if self.cfg.shuffle:  # at init: one round
                 pruned = self.shuffle_stage(stages, pruned, state)
             state = self.recovery_stage(stages, index, pruned, state)
         assert pruned is not None  # round_targets has at least one round
-        collapse: dict[str, Any] = {"layer_collapse": layer_collapse(pruned.masks())}
-        if self.cfg.measure_collapse:
-            collapse["critical_compression"] = self.critical_compression(stages, init)
-        return stages.finish(state, pruned=pruned, dense=dense, rounds=rounds, **collapse)
+        outputs = ScoreOutputs(
+            rounds=rounds,
+            layer_collapse=layer_collapse(pruned.masks()),
+            critical_compression=self.critical_compression(stages, init) if self.cfg.measure_collapse else None,
+        )
+        return stages.finish(state, pruned=pruned, dense=dense, outputs=outputs)
 
     def critical_compression(self, stages: Stages, init: StageRef) -> float:
         """Tanaka et al. 2020's critical compression of this method at ``init`` (``methods.pipeline.collapse``)."""

@@ -28,14 +28,14 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from foundations.errors import UserError
+from foundations.errors import RefusedModel, UserError
 from foundations.training import eval_mode
 from methods.pipeline.masks import check_exclude, classifier_name, excluded
 
 SCOPES = ("global", "layerwise")
 
 
-class TraceError(UserError):
+class TraceError(RefusedModel):
     """torch-pruning cannot follow the model's channels (a failed trace, or layers the trace does not reach)."""
 
 
@@ -174,6 +174,26 @@ def out_channels(module: nn.Module) -> int:
     raise UserError(f"channel plan: {type(module).__name__} is not a Conv2d/Linear")
 
 
+def compose(previous: Optional[ChannelPlan], step: ChannelPlan) -> ChannelPlan:
+    """``step`` indexes the channels of a model already compacted by ``previous``: the same selection as one plan over
+    the base architecture (a stage's plan, from which ``compact`` rebuilds its model). A group ``step`` leaves alone
+    keeps ``previous``'s channels; a group ``previous`` left alone is still the base's, so ``step``'s indices stand
+    (ThiNet prunes one group per step, slimming every group in every pass)."""
+    if previous is None:
+        return step
+    keep = {
+        key: [kept[i] for i in step.keep[key]] if key in step.keep else list(kept)
+        for key, kept in previous.keep.items()
+    }
+    keep.update({key: list(kept) for key, kept in step.keep.items() if key not in previous.keep})
+    # bn_channels index the base architecture's BNs: a group's first plan has them (a later step's index the
+    # compacted model)
+    new = {key: v for key, v in step.bn_channels.items() if key not in previous.keep}
+    return ChannelPlan(
+        keep=keep, members={**previous.members, **step.members}, bn_channels={**previous.bn_channels, **new}
+    )
+
+
 def channel_sparsity(plan: ChannelPlan, model: nn.Module) -> float:
     """Removed / total channels over the plan's keys, each group counted once (sizes from the *unpruned* model)."""
     total = sum(out_channels(model.get_submodule(key)) for key in plan.keep)
@@ -243,7 +263,7 @@ def groups_from_graph(model: nn.Module, graph: tp.DependencyGraph, exclude: Sequ
             module = model.get_submodule(layer)
             # A depthwise conv's channel c is its input channel c: torch-pruning removes it with its producer's.
             if isinstance(module, nn.Conv2d) and module.groups != 1 and not _is_depthwise(module):
-                raise UserError(
+                raise RefusedModel(
                     f"channel pruning: {layer} is a grouped conv ({module.groups} groups of "
                     f"{module.in_channels // module.groups} channels); only plain and depthwise convs "
                     f"can lose channels (exclude it: method.prunable.exclude=[{layer}])"
@@ -297,7 +317,7 @@ def prunable_channel_groups(
             if exclude
             else f"its only Conv2d/Linear is the classifier {classifier_name(model)}, whose outputs are the logits"
         )
-        raise UserError(f"channel pruning: {name} has no prunable channel group ({why})")
+        raise RefusedModel(f"channel pruning: {name} has no prunable channel group ({why})")
     return groups
 
 

@@ -1,4 +1,7 @@
-"""Content-addressed stage folders: ``<root>/runs/<kind>/<hash>/``.
+"""The store: content-addressed stage folders ``<root>/runs/<kind>/<hash>/``, their file layout and its reader.
+
+This module is the only one that names the files of a stage folder or the folders of the store; everything else
+(the experiment, the export, the W&B mirror, the analysis) goes through ``Store`` and ``Stage``.
 
 A stage's hash covers its spec (only fields that differ from their defaults — see ``foundations.checks.nondefault``)
 and the hashes of its parent stages, so a sweep shares every stage it can: 8 methods × 5 sparsities × 3 seeds train
@@ -9,6 +12,10 @@ next ``get_or_compute`` recomputes it from scratch and no reader of ``runs/`` ev
 A file lock per stage (``runs/<kind>/.<hash>.lock``, beside the folder so that moving the folder leaves it in place)
 keeps two concurrent jobs (joblib, SLURM array) from computing the same stage twice, and a folder from being moved
 while another job writes it: the checksums are checked again under the lock before anything is moved.
+
+The store keeps JSON: ``result.json`` holds what a stage's ``compute`` returned (a typed result's ``to_json()``:
+``methods.pipeline.results``) plus the store's own bookkeeping (``STORE_FIELDS``, ``wall_time_s``). Experiments are
+stages of kind ``experiment`` whose result is the record (``foundations.record``): ``records`` reads them all.
 """
 
 from __future__ import annotations
@@ -18,10 +25,10 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, Union
 
 import torch
 import yaml
@@ -30,9 +37,9 @@ from filelock import FileLock
 from foundations.errors import UserError
 from foundations.files import atomic_write_json, atomic_write_text, load_tensors, save_tensors, tensor_shapes
 from foundations.hashing import canonical, file_sha256, stage_hash
-from methods.pipeline.api import Weights
-from methods.pipeline.channels import ChannelPlan
 
+# Which weights of a stage: its validation-selected checkpoint, its last iterate, or its snapshot at iteration k.
+Weights = Union[str, int]  # "selected" | "last" | k
 log = logging.getLogger("prunelab")
 RESULT = "result.json"
 CHECKPOINT = "checkpoint.pt"
@@ -42,7 +49,31 @@ _NOT_VOUCHED = {RESULT, CHECKPOINT, ".lock", METRICS, MIRROR}
 # The only place that names the files of a stage folder.
 _WEIGHTS = {"selected": "model.safetensors", "last": "last.safetensors"}
 _MASKS, _PLAN, _CONFIG = "masks.safetensors", "plan.json", "config.yaml"
+# tensors a following stage continues from that are no weights (ThiNet's sampling generator between its layers)
+_STATE = "state.safetensors"
+RUNS = "runs"  # <root>/runs/<kind>/<hash>/: the stages
 CORRUPT = "corrupt"  # <root>/corrupt/<kind>/<hash>.<n>/: stage folders that failed verification, kept for a look
+EXPERIMENT = "experiment"  # the kind of the stages whose result is an experiment's record
+# What the store adds to every result.json: never science (not in a W&B summary, not in a table).
+STORE_FIELDS = ("stage_kind", "hash", "parents", "files")
+# A job folder's copy of a record (``runners.train``) also names the store holding its stages: an absolute path.
+STORE_KEY = "store"
+
+
+def store_of(path: Path, record: Mapping[str, Any]) -> Optional[Path]:
+    """The store whose stages the record file ``path`` names: the one its job-folder copy names (``STORE_KEY``), or
+    the one it lies in (``<root>/runs/experiment/<hash>/result.json``); None for neither."""
+    if record.get(STORE_KEY):
+        return Path(str(record[STORE_KEY]))
+    where = path.resolve().parents
+    inside = len(where) > 3 and where[1].name == EXPERIMENT and where[2].name == RUNS
+    return where[3] if inside else None
+
+
+def science(result: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``result.json`` without the store's bookkeeping (``STORE_FIELDS``, ``STORE_KEY``): a record as its W&B
+    summary and the report see it."""
+    return {k: v for k, v in result.items() if k not in STORE_FIELDS and k != STORE_KEY}
 
 
 def _weights_file(which: Weights) -> str:
@@ -55,17 +86,23 @@ def _weights_file(which: Weights) -> str:
 
 @dataclass
 class Stage:
-    """A finished stage folder: its result and its stored weights, masks or channel plan."""
+    """A finished stage folder: its ``result.json`` (``result_json``, as stored) and its weights, masks, channel
+    plan or state. Typed views of the result are the callers' (``methods.pipeline.results``, ``ExperimentRecord``)."""
 
     kind: str
     hash: str
     dir: Path
-    result: dict
+    result_json: dict[str, Any]
     reused: bool
 
     @property
     def ref(self) -> str:
         return f"{self.kind}/{self.hash}"
+
+    @property
+    def wall_time_s(self) -> float:
+        """Seconds its computation took (a stage's own bookkeeping; an experiment record's is per stage)."""
+        return float(self.result_json["wall_time_s"])
 
     def has_plan(self) -> bool:
         return (self.dir / _PLAN).exists()
@@ -73,8 +110,9 @@ class Stage:
     def has_masks(self) -> bool:
         return (self.dir / _MASKS).exists()
 
-    def plan(self) -> ChannelPlan:
-        return ChannelPlan.from_json((self.dir / _PLAN).read_text())
+    def plan_json(self) -> str:
+        """The stored channel plan (``methods.pipeline.channels.ChannelPlan.from_json`` reads it)."""
+        return (self.dir / _PLAN).read_text()
 
     def masks(self) -> dict[str, torch.Tensor]:
         return load_tensors(self.dir / _MASKS)
@@ -85,6 +123,11 @@ class Stage:
     def shapes(self, which: Weights = "selected") -> dict[str, tuple[int, ...]]:
         """The shapes of ``weights(which)`` without loading them (the architecture a stage stores)."""
         return tensor_shapes(self.dir / _weights_file(which))
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Tensors the stage kept for a stage continuing from it (``StageFiles.state``); empty if none."""
+        path = self.dir / _STATE
+        return load_tensors(path) if path.exists() else {}
 
     def mirror(self) -> Optional[dict]:
         """Where W&B holds this experiment's run (``{"project", "entity", "id"}``), once the mirror logged it."""
@@ -99,10 +142,6 @@ class Stage:
     def model_files(self) -> list[Path]:
         """The files that are this stage's model: its selected weights and, where it has them, its masks or plan."""
         return [self.dir / name for name in (_WEIGHTS["selected"], _MASKS, _PLAN) if (self.dir / name).exists()]
-
-    def snapshot(self, iteration: int) -> dict[str, torch.Tensor]:
-        """The weights a training stage kept at ``iteration`` (a rewind point)."""
-        return self.weights(iteration)
 
     def config(self) -> dict:
         """What the stage's hash covers: ``{"kind", "spec", "parents"}`` (its ``config.yaml``)."""
@@ -133,8 +172,13 @@ class StageFiles:
     def masks(self, masks: dict[str, torch.Tensor]) -> None:
         save_tensors(self.dir / _MASKS, masks)
 
-    def plan(self, plan: ChannelPlan) -> None:
-        atomic_write_text(self.dir / _PLAN, plan.to_json())
+    def plan(self, plan_json: str) -> None:
+        """A channel plan as its JSON text (``ChannelPlan.to_json``)."""
+        atomic_write_text(self.dir / _PLAN, plan_json)
+
+    def state(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Tensors a following stage continues from (a random generator's state); vouched for like the weights."""
+        save_tensors(self.dir / _STATE, tensors)
 
     def metrics(self, rows: list[dict]) -> None:
         atomic_write_text(self.dir / METRICS, "".join(json.dumps(row) + "\n" for row in rows))
@@ -146,7 +190,36 @@ class Store:
         self.computed: list[str] = []  # "kind/hash" of stages this process computed (tests assert through it)
 
     def stage_dir(self, kind: str, digest: str) -> Path:
-        return self.root / "runs" / kind / digest
+        return self.root / RUNS / kind / digest
+
+    def records(self) -> Iterator[tuple[Path, Optional[dict[str, Any]], Optional[str]]]:
+        """Every experiment record file of the store, sorted: ``(path, result.json without the store's bookkeeping,
+        None)``, or ``(path, None, why it is unreadable)``. Read as stored, without their checksums (the report
+        reads many; a corrupt record's final stage is checked when an experiment needs it)."""
+        for path in sorted((self.root / RUNS / EXPERIMENT).glob(f"*/{RESULT}")):
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                if not isinstance(data, dict):
+                    raise ValueError(f"expected a JSON object, found {type(data).__name__}")
+            except (OSError, UnicodeDecodeError, ValueError) as err:
+                yield path, None, f"{type(err).__name__}: {err}"
+                continue
+            yield path, science(data), None
+
+    def record_path(self, digest: str) -> Path:
+        """Where the record of the experiment ``digest`` lies (written by ``get_or_compute``, or ``write_record``)."""
+        return self.stage_dir(EXPERIMENT, digest) / RESULT
+
+    def write_record(self, digest: str, record: dict[str, Any]) -> None:
+        """A record written outside ``get_or_compute`` (a failed experiment: no files to vouch for, retried by the
+        next sweep since its status is not ok)."""
+        path = self.record_path(digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, record)
+
+    def forget_record(self, digest: str) -> None:
+        """Remove a record about to be made again (its final stage was lost), so no reader sees the stale one."""
+        self.record_path(digest).unlink(missing_ok=True)
 
     def _lock(self, kind: str, digest: str) -> FileLock:
         folder = self.stage_dir(kind, digest)
