@@ -57,7 +57,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from foundations.checks import check, nondefault
+from foundations.checks import check, moved_default, nondefault
 from foundations.errors import UserError
 from foundations.record import ExperimentRecord
 from foundations.training import TrainConfig, total_iterations
@@ -73,6 +73,8 @@ ORIGINS = ("init", "dense")
 
 @dataclass
 class GMPConfig(MethodConfig):
+    name: str = moved_default("gmp", hashed_as="dense")  # the schema of every method hashes its name
+    sparsity: float = moved_default(0.9, hashed_as=0.0)  # s_f
     initial_sparsity: float = 0.0  # s_i, the sparsity of the first update (at t₀)
     start: float = 0.2  # t₀ as a fraction of the stage's optimizer steps
     end: float = 0.7  # the last update at or before this fraction of the steps
