@@ -841,24 +841,25 @@ def build_parts(claim: Claim, records: list[dict], *, experiment: str, seeds: li
 def judge_parts(parts: list[Part]) -> None:
     """The verdict of every part of one claim: primary and preconditions on their own p, secondaries on their
     Holm-adjusted p over the claim's tested secondary parts; collapsed parts are uninformative (module docstring)."""
-    family = []
+    family: list[tuple[Part, float, float]] = []  # the tested secondary parts with (p_confirm, p_refute)
     for part in parts:
         if part.stats is None:
             part.verdict = NO_VERDICT
             continue
-        part.p_confirm, part.p_refute = p_values(
+        confirm, refute = p_values(
             part.stats, part.relation, threshold=part.threshold, tolerance=part.comparison.tolerance
         )
+        part.p_confirm, part.p_refute = confirm, refute
         if part.collapse is not None:
             part.verdict = UNINFORMATIVE
         elif part.role == SECONDARY:
-            family.append(part)
+            family.append((part, confirm, refute))
         else:
-            part.p = min(part.p_confirm, part.p_refute)
-            part.verdict = decide(part.p_confirm, part.p_refute)
-    for part, adjusted in zip(family, holm([min(p.p_confirm or 1.0, p.p_refute or 1.0) for p in family])):
+            part.p = min(confirm, refute)
+            part.verdict = decide(confirm, refute)
+    for (part, confirm, refute), adjusted in zip(family, holm([min(c, r) for _, c, r in family])):
         part.p = adjusted
-        part.verdict = decide(part.p_confirm or 1.0, part.p_refute or 1.0, adjusted)
+        part.verdict = decide(confirm, refute, adjusted)
 
 
 def claim_verdict(claim: Claim, parts: list[Part]) -> tuple[str, list[str]]:

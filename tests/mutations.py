@@ -456,8 +456,8 @@ MUTANTS = [
     Mutant(
         "Holm adjusts over the parts of every claim judged so far, not within the claim",
         "analysis/claims.py",
-        "    family = []\n    for part in parts:",
-        "    global _FAMILY\n    family = _FAMILY = globals().get('_FAMILY', [])\n    for part in parts:",
+        "    family: list[tuple[Part, float, float]] = []  # the tested secondary parts with (p_confirm, p_refute)\n",
+        "    global _FAMILY\n    family = _FAMILY = globals().get('_FAMILY', [])\n",
         (
             "tests/test_claims.py::test_holm_is_within_each_claim_not_across_claims",
             "tests/test_claims.py::test_holm_within_a_claim_keeps_parts_that_alone_would_confirm_inconclusive",

@@ -390,6 +390,19 @@ def test_the_primary_part_alone_decides_the_claim():
     assert result.verdict == CONFIRMED and result.secondary[0].verdict == NO_VERDICT and result.reasons
 
 
+def test_a_secondary_part_with_identical_differences_is_decided_on_its_zero_p():
+    records = [{**r, "density": 0.0818} for r in two_arms([0.90, 0.91, 0.92], [0.80, 0.81, 0.80])]
+    c = claim(
+        [
+            {"a": "a", "relation": "greater", "b": "b", "primary": True},
+            {"a": {"arm": "a", "metric": "density"}, "relation": "approx", "tolerance": 0.001, "b": {"value": 0.0818}},
+        ]
+    )
+    exact = evaluate(c, records, experiment=EXPERIMENT, seeds=SEEDS).secondary[0]
+    assert exact.stats.std == 0 and (exact.p_confirm, exact.p_refute) == (0.0, 1.0)
+    assert exact.p == 0.0 and exact.verdict == CONFIRMED
+
+
 def density_claim(density_value, primary_records_gain=True):
     records = two_arms([0.90, 0.91, 0.92], [0.80, 0.81, 0.80] if primary_records_gain else [0.95, 0.96, 0.97])
     records = [{**r, "density": density_value + 0.0001 * r["seed"]} for r in records]
@@ -618,6 +631,26 @@ def test_a_bad_claim_file_is_one_line_naming_it(tmp_path):
         "relation": {**good, "comparisons": [{"a": "snip", "relation": "beats", "b": "random"}]},
         "arm": {**good, "comparisons": [{"a": "snip", "relation": "greater", "b": "nosuch"}]},
         "tolerance": {**good, "comparisons": [{"a": "snip", "relation": "approx", "b": "random"}]},
+        "no primary": {**good, "comparisons": [{"a": "snip", "relation": "greater", "b": "random"}]},
+        "two primaries": {
+            **good,
+            "comparisons": [{"a": "snip", "relation": "greater", "b": "random", "primary": 0.95}] * 2,
+        },
+        "primary off the axis": {
+            **good,
+            "comparisons": [{"a": "snip", "relation": "greater", "b": "random", "primary": 0.5}],
+        },
+        "primary without its axis value": {
+            **good,
+            "comparisons": [{"a": "snip", "relation": "greater", "b": "random", "primary": True}],
+        },
+        "primary precondition": {
+            **good,
+            "comparisons": [{"a": "snip", "relation": "greater", "b": "random", "primary": 0.95, "precondition": True}],
+        },
+        "chance": {**good, "chance": 10},
+        "collapse metric": {**good, "collapse_metric": "test_loss"},
+        "delta": {**good, "published": {"text": "t", "deltas": [{"label": "x", "value": 0.1, "a": "snip"}]}},
     }
     for name, raw in cases.items():
         path = tmp_path / f"{raw['id']}.yaml"
