@@ -5,6 +5,7 @@ computing nothing, the report alone regenerated."""
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import yaml
 
 from analysis.claims import load_claims, parse_claim
 from analysis.reproduction import VERDICT_MARK, duration
+from foundations.errors import UserError
 from runners.reproduce import command, dense_line, jobs_of, load_tiers, plan, plan_lines
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,6 +98,29 @@ def test_command_appends_name_tier_and_seeds_last_and_passes_overrides_through(t
     assert "hydra/launcher=joblib" in cmd and "hydra.launcher.n_jobs=2" in cmd
     assert "logger=wandb" in cmd and "logger=none" not in cmd  # a given override wins over the runner's default
     assert "progress=false" in cmd and f"hydra.sweep.dir={tmp_path}" in cmd
+
+
+def test_every_claim_line_passes_the_checks_and_the_composition_of_its_multirun(tmp_path):
+    # each job of a line composes alone (tests/test_claims.py), but a multirun first checks the line's overrides and
+    # composes its primary config without the sweeps: `method.recovery.epochs=1` beside `+experiment/arm=a,b` is
+    # refused there (the default arm, dense, has no recovery), where `survey.recovery_epochs=1` is not
+    from hydra import compose, initialize_config_dir
+
+    from runners.config import register_schemas
+    from runners.reproduce import CONF, is_reproduce_config
+    from runners.train import check_group_choices, check_override_types, check_top_level_keys, spread_method_fields
+
+    register_schemas()
+    for sweep in plan(load_claims(), mnist=True):
+        argv = ["-m", *shlex.split(sweep.line), *(["reproduce.tier=smoke"] if is_reproduce_config(sweep.line) else [])]
+        for check in (check_group_choices, check_top_level_keys, check_override_types, spread_method_fields):
+            check(argv)
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            compose("config", overrides=[a for a in argv[1:] if "," not in a] + [f"paths.results={tmp_path}"])
+    with pytest.raises(UserError, match="method.recovery"):
+        check_override_types(
+            ["-m", "+experiment=reproduce_mlp", "+experiment/arm=obd,magnitude", "method.recovery.epochs=1"]
+        )
 
 
 def test_jobs_of_a_line_are_hydras_product_with_the_last_axis_fastest():
