@@ -286,15 +286,32 @@ def _published(result: ClaimResult) -> str:
             else f"{format_value(ours[0], fmt)} ± {format_value(ours[1], fmt).replace(' %', '')} (n = {ours[2]})"
         )
         text += f" **Paper {format_value(pub['value'], fmt)} · ours {mine}.**"
-    for delta in pub.get("deltas") or []:
+    return text
+
+
+def _deltas(result: ClaimResult) -> list[str]:
+    """The paper's differences against its own baseline beside ours (A − B over the seeds), one row each."""
+    deltas = (result.published or {}).get("deltas") or []
+    if not deltas:
+        return []
+    lines = [_row(["the paper's difference", "paper", "ours: A − B", f"ours [{CONFIDENCE * 100:g} % CI]", "n"])]
+    lines.append(_row(["---"] * 5))
+    for delta in deltas:
         fmt, ours = delta["format"], delta["ours"]
         unit = " pp" if fmt == "percent" else ""
-        mine = "not run" if ours is None else f"{_interval(ours.mean, ours.low, ours.high, fmt)} (n = {ours.n})"
-        text += (
-            f" **{delta['label']}: paper {format_value(delta['value'], fmt, signed=True)}{unit} · ours "
-            f"({delta['a']} − {delta['b']}) {mine}.**"
+        mine = "not run" if ours is None else _interval(ours.mean, ours.low, ours.high, fmt)
+        lines.append(
+            _row(
+                [
+                    delta["label"],
+                    f"{format_value(delta['value'], fmt, signed=True)}{unit}",
+                    f"{delta['a']} − {delta['b']}",
+                    mine,
+                    "—" if ours is None else str(ours.n),
+                ]
+            )
         )
-    return text
+    return lines + [""]
 
 
 def stability_line(result: ClaimResult, stable: Stability, context: Context) -> str:
@@ -354,7 +371,7 @@ def _judged(result: ClaimResult, context: Context, stable: Optional[Stability] =
     lines += _arm_rows(result) + [""] + _part_rows(result) + [""]
     if result.evidence:
         lines += ["**Measured**: " + " ".join(result.evidence), ""]
-    lines += [f"**Paper**: {_published(result)}", ""]
+    lines += [f"**Paper**: {_published(result)}", ""] + _deltas(result)
     if claim.notes:
         lines += [f"*Note*: {claim.notes}", ""]
     return lines

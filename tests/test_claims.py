@@ -2,6 +2,7 @@
 known answers, and every shipped claim file checked against the jobs its experiments really run."""
 
 import math
+import statistics
 from dataclasses import asdict
 from pathlib import Path
 
@@ -585,6 +586,25 @@ def test_the_report_prints_per_seed_values_n_and_stability_and_writes_the_per_se
     diffs = {int(r["seed"]): float(r["value"]) for r in rows if r["kind"] == "difference (primary)"}
     assert diffs == pytest.approx({s: a_values[s] - b_values[s] for s in EIGHT}, abs=1e-15)
     assert {r["claim"] for r in rows} == {"t"} and {r["metric"] for r in rows} == {"test_acc"}
+
+
+def test_a_published_delta_sits_beside_our_paired_difference_of_the_same_arms(tmp_path):
+    from analysis.reproduction import Context, write_report
+
+    records = two_arms([0.90, 0.91, 0.93], [0.88, 0.88, 0.90])
+    published = {"text": "t", "deltas": [{"label": "A − B on ImageNet", "value": 0.0192, "a": "a", "b": "b"}]}
+    c = claim([{"a": "a", "relation": "greater", "b": "b"}], published=published)
+    delta = evaluate(c, records, experiment=EXPERIMENT, seeds=SEEDS).published["deltas"][0]
+    diffs = [0.02, 0.03, 0.03]
+    half = T_TABLE[2] * statistics.stdev(diffs) / math.sqrt(3)
+    assert delta["value"] == 0.0192 and delta["ours"].n == 3
+    assert (delta["ours"].mean, delta["ours"].low) == pytest.approx(
+        (statistics.mean(diffs), statistics.mean(diffs) - half), abs=1e-4
+    )
+    out, _ = write_report(
+        [c], records, Context(experiment=EXPERIMENT, tier="t", seeds=SEEDS), tmp_path / "R.md", tmp_path
+    )
+    assert "| A − B on ImageNet | +1.92 pp | a − b | +2.67 pp [" in out.read_text()
 
 
 # ------------------------------------------------------------------------------------------------ metrics, filters
