@@ -147,7 +147,7 @@ TINY_CLAIM = {
     "at": {"key": "target_sparsity", "values": [0.8]},
     "arms": {"magnitude": {"label": "magnitude"}, "random": {"label": "random (after training)"}},
     "metric": "test_acc_before_recovery",
-    "comparisons": [{"a": "magnitude", "relation": "greater", "b": "random"}],
+    "comparisons": [{"a": "magnitude", "relation": "greater", "b": "random", "primary": 0.8}],
     "figures": [{"kind": "curve", "name": "tiny", "arms": ["magnitude", "random"]}],
 }
 
@@ -217,11 +217,12 @@ def test_a_run_writes_the_report_and_a_second_run_computes_nothing(tmp_path):
     assert "; 0 stages computed" in meta["wall_time"]
     assert all(sweep["skipped"] for sweep in meta["sweeps"])  # every record found: no sweep even launched
     assert body(report) == first_body
+    assert f"**{meta['machine']['floor_gflops']:.1f} GFLOP/s**" in report.read_text()  # measured by this run
 
     only = reproduce(tmp_path, "--report-only")
     assert only.returncode == 0 and "report only; the last run" in report.read_text()
     assert body(report) == first_body
-    assert f"**{floor.group(1)} GFLOP/s**" in report.read_text()  # the run's floor, reprinted
+    assert f"**{meta['machine']['floor_gflops']:.1f} GFLOP/s**" in report.read_text()  # the last run's, reprinted
 
 
 # ------------------------------------------------------------------------------------------------ what changed
