@@ -250,7 +250,8 @@ def test_the_record_a_run_prints_leads_to_its_store_wherever_paths_results_was(t
         timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    printed = {k.strip(): v.strip() for k, _, v in (row.partition(":") for row in run.stdout.splitlines()[-2:])}
+    tail = (row.partition(":") for row in run.stdout.splitlines() if row.strip().startswith(("record:", "store:")))
+    printed = {k.strip(): v.strip() for k, _, v in tail}
     assert printed["store"] == str((tmp_path / "store").resolve())
     record = printed["record"]
     assert Path(record).is_relative_to(tmp_path / "here" / "outputs")  # the run folder's copy
