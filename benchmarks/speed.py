@@ -35,7 +35,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -58,7 +57,7 @@ from foundations.training import Hooks, TrainConfig, channels_last, conv_geometr
 from methods.pipeline.masks import Prunable, apply_masks, masked_training, prunable_names  # noqa: E402
 from models import build_model  # noqa: E402
 from models.config import ModelConfig  # noqa: E402
-from runners.metrics import count_flops, measure_latency_ms  # noqa: E402
+from runners.metrics import count_flops, measure_latency_ms, processor  # noqa: E402
 from runners.train import configure_torch  # noqa: E402
 
 MODELS = ("lenet300", "mlp_bn", "conv_bn", "lenet5")
@@ -527,14 +526,7 @@ def parse(argv=None) -> argparse.Namespace:
 
 
 def header() -> list[str]:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
+    cpu = processor(torch.device("cpu"))
     return [
         f"prunelab speed benchmark, {datetime.datetime.now():%Y-%m-%d %H:%M}, torch {torch.__version__}, {cpu}, "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start, "

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -102,10 +104,25 @@ def count_flops(model: nn.Module, input_shape, masks: Optional[Masks] = None) ->
     return {"flops_dense": int(dense), "flops_effective": int(round(effective)), "per_layer": per_layer}
 
 
+def processor(device: torch.device) -> str:
+    """What a latency measured on ``device`` ran on, as a report names the machine: a CUDA device's name, else the
+    CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` where there is none, e.g. macOS)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
+    return name or platform.processor() or platform.machine() or "unknown"
+
+
 def latency_setting(model: nn.Module) -> dict:
-    """Where :func:`measure_latency_ms` times ``model``: its device and the torch thread count of this process
-    (``threads=1`` jobs under joblib are timed on one thread, a plain run on torch's default)."""
-    return {"device": str(_device(model)), "threads": torch.get_num_threads()}
+    """Where :func:`measure_latency_ms` times ``model``: its device, what that device is (:func:`processor`) and the
+    torch thread count of this process (``threads=1`` jobs under joblib are timed on one thread, a plain run on
+    torch's default)."""
+    device = _device(model)
+    return {"device": str(device), "processor": processor(device), "threads": torch.get_num_threads()}
 
 
 def measure_latency_ms(
