@@ -142,7 +142,11 @@ CAPTION = (
 def _number(mean: float, std: float, n: int, fmt: str) -> str:
     if not math.isfinite(mean):
         return "—"
-    return format(mean, fmt) + (f" ± {format(std, fmt)}" if n > 1 and math.isfinite(std) else "")
+
+    def text(x: float) -> str:  # 56,234 rather than 5.62e+04
+        return f"{x:,.0f}" if abs(x) >= 1000 else format(x, fmt)
+
+    return text(mean) + (f" ± {text(std)}" if n > 1 and math.isfinite(std) else "")
 
 
 def collapsed_text(collapsed: int, recorded: int, n: int) -> str:

@@ -531,21 +531,23 @@ def collapse_figure(cells: pd.DataFrame, styles: dict[str, Style], *, title: str
     1 / compression, where a layer at the overall density would be."""
     labels = sorted(dict.fromkeys(cells["label"]), key=lambda s: (s.casefold(), s))
     with matplotlib.rc_context(RC):
-        fig = Figure(
-            figsize=(WIDTH_IN + 0.6, HEIGHT_IN + 0.5 + 0.16 * math.ceil(len(labels) / 3)), layout="constrained"
-        )
+        rows = math.ceil((len(labels) + 3) / 2)
+        fig = Figure(figsize=(WIDTH_IN + 0.6, HEIGHT_IN + 0.3 + 0.16 * rows), layout="constrained")
         ax = fig.add_subplot()
         density = cells["smallest_density_mean"].to_numpy(float)
         positive = density[np.isfinite(density) & (density > 0)]
         floor = (positive.min() if len(positive) else 1e-3) / 4
-        xs = cells["compression_mean"].to_numpy(float)
+        critical_all = cells["critical_compression_mean"].dropna().to_numpy(float)
+        xs = np.concatenate([cells["compression_mean"].to_numpy(float), critical_all])
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.axhline(floor, color=COLLAPSED_COLOR, linestyle="--", linewidth=0.7, zorder=1)
         ax.text(xs.min(), floor, " 0: a layer collapsed", va="bottom", ha="left", fontsize=6.5, color=COLLAPSED_COLOR)
-        grid = np.geomspace(max(xs.min() / 1.2, 1.0), xs.max() * 1.2, 50)
+        data_x = cells["compression_mean"].to_numpy(float)  # the dotted line spans the data, not the ticks
+        grid = np.geomspace(max(data_x.min() / 1.2, 1.0), data_x.max() * 1.2, 50)
         ax.plot(grid, 1 / grid, color=DENSE_COLOR, linestyle=":", linewidth=0.9, zorder=1)
         handles: list[Any] = []
+        ticks: list[tuple[float, str]] = []
         for label in labels:
             style = styles[label]
             part = cells[cells["label"] == label].sort_values("compression_mean")
@@ -584,6 +586,7 @@ def collapse_figure(cells: pd.DataFrame, styles: dict[str, Style], *, title: str
             critical = part["critical_compression_mean"].dropna()
             for value in sorted(set(critical.round(6))):
                 ax.axvline(value, ymin=0.93, ymax=1.0, color=style.color, linewidth=2.0, zorder=4)
+                ticks.append((value, style.color))
         handles += [
             Line2D(
                 [],
@@ -601,11 +604,25 @@ def collapse_figure(cells: pd.DataFrame, styles: dict[str, Style], *, title: str
         for axis in (ax.xaxis, ax.yaxis):
             axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             axis.set_minor_formatter(NullFormatter())
+        lo, hi = (math.log(v) for v in ax.get_xlim())
+        for value, color in ticks:  # the value beside its tick, on the side with room
+            right = (math.log(value) - lo) / (hi - lo) > 0.75
+            ax.annotate(
+                f"{value:,.0f}×",
+                (value, 1.0),
+                xycoords=("data", "axes fraction"),
+                xytext=(-3 if right else 3, -2),
+                textcoords="offset points",
+                ha="right" if right else "left",
+                va="top",
+                fontsize=6.5,
+                color=color,
+            )
         ax.set_xlabel("Compression (total / nonzero parameters, ×)")
         ax.set_ylabel("Smallest per-layer density (kept fraction)")
         ax.grid(True, which="major")
         n = int(cells["n"].max())
         note = ONE_SEED if n <= 1 else f"mean ± 1 sample std over up to {n} seeds"
         ax.set_title(f"{title}: layer collapse at initialization\n{note}", linespacing=1.3)
-        fig.legend(handles=handles, loc="outside lower center", ncols=3)
+        fig.legend(handles=handles, loc="outside lower center", ncols=2)
     return fig

@@ -6,8 +6,13 @@ into ``--out`` (default ``<results>/report``)::
     summary.md                      what was made, failed runs and unreadable records, all tables inline
     runs.csv                        every record, one row each (nested fields flattened: latency_ms.pruned.256)
     tables/<dataset>_<model>_<kind>.{md,tex,csv}    method × target sparsity, per pruning kind
-    tables/<dataset>_<model>_compression.{md,tex,csv}  every kind, sorted by achieved compression
+    tables/<dataset>_<model>_compression.{md,tex,csv}  every kind, sorted by achieved compression, with the
+                                    measured speed-up at the throughput batch beside the theoretical one
+    tables/<dataset>_<model>_layer_collapse.{md,tex,csv}  pruning at init: smallest layer density, collapse,
+                                    critical compression (only where the records have at-init methods)
     figures/<dataset>_<model>_acc_vs_{compression,density,speedup,latency}.{png,pdf}
+    figures/<dataset>_<model>_speedup_measured_vs_theoretical.{png,pdf}   per kernel, batch 1 and throughput
+    figures/<dataset>_<model>_layer_collapse.{png,pdf}
 
 Failed records (``status != "ok"``) stay in ``runs.csv`` but are left out of tables and figures and listed.
 Reused by the Hydra multirun callback through :func:`generate_report`.
