@@ -421,7 +421,7 @@ class Experiment:
         # structured methods are tabled by the fraction of channels removed, the others by weights removed
         channels = extra.get("channel_sparsity")
         achieved = channels if self.method.kind == "structured" and channels is not None else 1 - density
-        latency, kernels, setting = None, None, {"device": None, "threads": None}
+        latency, kernels, setting = None, None, {"device": None, "processor": None, "threads": None}
         timing = self.config.latency
         if final.has_plan():  # timed on the job's own device: a CUDA job's latency is a CUDA latency
             base_on, plain_on = copy.deepcopy(base).to(self.device), copy.deepcopy(plain).to(self.device)
@@ -464,6 +464,7 @@ class Experiment:
             latency_ms=latency,
             latency_kernels=kernels,
             latency_device=setting["device"],
+            latency_processor=setting["processor"],
             latency_threads=setting["threads"],
             val_acc=selected["val_acc"],
             test_acc=selected["test_acc"],

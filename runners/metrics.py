@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import platform
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -106,10 +107,20 @@ def count_flops(model: nn.Module, input_shape, masks: Optional[Masks] = None) ->
     return {"flops_dense": int(dense), "flops_effective": int(round(effective)), "per_layer": per_layer}
 
 
+def processor(device: torch.device) -> str:
+    """What a latency measured on ``device`` ran on, as a report names the machine: a CUDA device's name, else the
+    CPU's model name (:func:`cpu_description`)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_description()["cpu"]
+
+
 def latency_setting(model: nn.Module) -> dict:
-    """Where :func:`measure_latency_ms` times ``model``: its device and the torch thread count of this process
-    (``threads=1`` jobs under joblib are timed on one thread, a plain run on torch's default)."""
-    return {"device": str(_device(model)), "threads": torch.get_num_threads()}
+    """Where :func:`measure_latency_ms` times ``model``: its device, what that device is (:func:`processor`) and the
+    torch thread count of this process (``threads=1`` jobs under joblib are timed on one thread, a plain run on
+    torch's default)."""
+    device = _device(model)
+    return {"device": str(device), "processor": processor(device), "threads": torch.get_num_threads()}
 
 
 def measure_latency_ms(
@@ -209,6 +220,7 @@ def matmul_floor(threads: int = 2, n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
+@functools.cache  # lscpu once per process: every record's latency names its processor
 def cpu_description() -> dict[str, Any]:
     """The CPU model, its SIMD flags among ``SIMD_FLAGS`` (``lscpu``, else /proc/cpuinfo) and the kernel level torch
     dispatches to (``torch.backends.cpu.get_cpu_capability()``): numbers are bitwise reproducible on one such type."""
@@ -223,7 +235,7 @@ def cpu_description() -> dict[str, Any]:
             fields.setdefault(key.strip().lower(), value.strip())
     flags = set(fields.get("flags", "").split())
     return {
-        "cpu": fields.get("model name") or "unknown CPU",
+        "cpu": fields.get("model name") or platform.processor() or platform.machine() or "unknown CPU",
         "cpus": os.cpu_count(),
         "flags": [f for f in SIMD_FLAGS if f in flags],
         "capability": torch.backends.cpu.get_cpu_capability(),

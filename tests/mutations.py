@@ -38,6 +38,8 @@ IGNORE = shutil.ignore_patterns(
 ANSWERS = "tests/test_method_answers.py"
 PAI = "tests/test_scores_pai.py"
 GMP = "tests/test_gmp.py"
+SPEED_REPORT = "tests/test_speed_report.py"
+EXPORT = "tests/test_export.py"
 
 
 @dataclass(frozen=True)
@@ -645,6 +647,69 @@ MUTANTS = [
         'NOT_SETTING = ("seed", "experiment")',
         'NOT_SETTING = ("seed", "experiment", "seeds")',
         ("tests/test_report.py::test_the_record_carries_the_setting_without_the_seed",),
+    ),
+    Mutant(
+        "measured speed-up computed pruned / dense",
+        "analysis/speed.py",
+        '"speedup": reference / measured}',
+        '"speedup": measured / reference}',
+        (SPEED_REPORT,),
+    ),
+    Mutant(
+        "the table's measured speed-up is the masked network's",
+        "analysis/speed.py",
+        'measured = measured[measured["kernel"] != MASKED]',
+        'measured = measured[measured["kernel"] == MASKED]',
+        (SPEED_REPORT,),
+    ),
+    Mutant(
+        "the table's speed-up at the smallest batch instead of the throughput batch",
+        "analysis/speed.py",
+        'top = rows[rows["batch"] == rows["batch"].max()].iloc[0]',
+        'top = rows[rows["batch"] == rows["batch"].min()].iloc[0]',
+        (SPEED_REPORT,),
+    ),
+    Mutant(
+        "layer collapse read from the wrong field",
+        "analysis/collapse.py",
+        'records["_collapse"] = record_field(records, "layer_collapse").map(_flag)',
+        'records["_collapse"] = record_field(records, "sparsity_set_by_method").map(_flag)',
+        (SPEED_REPORT,),
+    ),
+    Mutant(
+        "the smallest layer density is the largest",
+        "analysis/collapse.py",
+        "name = min(densities, key=lambda n: (densities[n], n))",
+        "name = max(densities, key=lambda n: (densities[n], n))",
+        (SPEED_REPORT,),
+    ),
+    Mutant(
+        "record fields under outputs are not read",
+        "analysis/records.py",
+        'for prefix in ("", f"{OUTPUTS}.")]',
+        'for prefix in ("",)]',
+        (SPEED_REPORT,),
+    ),
+    Mutant(
+        "sparse export: auto takes the slowest kernel",
+        "runners/export.py",
+        "return min(ms, key=lambda name: ms[name]), {",
+        "return max(ms, key=lambda name: ms[name]), {",
+        (f"{EXPORT}::test_auto_exports_the_kernel_fastest_at_the_throughput_batch",),
+    ),
+    Mutant(
+        "sparse export: speed-up computed exported / dense",
+        "runners/export.py",
+        '"speedup": {b: latency["dense"][b] / latency["exported"][b] for b in latency["dense"]},',
+        '"speedup": {b: latency["exported"][b] / latency["dense"][b] for b in latency["dense"]},',
+        (f"{EXPORT}::test_auto_exports_the_kernel_fastest_at_the_throughput_batch",),
+    ),
+    Mutant(
+        "sparse export: the dense model traced instead of the sparse network",
+        "runners/export.py",
+        "traced = torch.jit.trace(network, x, check_trace=False)",
+        "traced = torch.jit.trace(model, x, check_trace=False)",
+        (f"{EXPORT}::test_the_sparse_export_runs_the_stored_weights_through_the_kernel_and_times_itself",),
     ),
 ]
 

@@ -10,6 +10,7 @@ Tolerance for float32: |Δ| <= 1e-5 · (1 + max|y|) (float32 sums of <= 800 prod
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 import torch
@@ -312,6 +313,12 @@ def test_a_weight_level_record_times_dense_masked_and_sparse_and_names_each_laye
     assert all(set(v) == {"1", "8"} and all(ms > 0 for ms in v.values()) for v in record["latency_ms"].values())
     assert record["latency_kernels"] == {"fc1": "csr", "fc2": "csr", "fc3": "csr"}
     assert record["latency_device"] == "cpu" and record["latency_threads"] == 1
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():  # what the report names as the machine: the CPU's model name
+        names = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+        ]
+        assert record["latency_processor"] == names[0]
     off = make_run(tmp_path / "off", *args, "latency.sparse_kernel=none")
     assert experiment_hash(off) == experiment_hash(config)  # it changes no result: hashed nowhere
     unmeasured = run_experiment(off, Store(off.paths.results))
