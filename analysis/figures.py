@@ -14,9 +14,12 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from analysis.collapse import collapse_cells
 from analysis.settings import ROW
+from analysis.speed import kernel_name, kernel_order, machine, speedups
 from analysis.tables import (
     LATENCY_COLUMN,
     ONE_SEED,
@@ -27,6 +30,7 @@ from analysis.tables import (
     dense_latencies,
     numeric,
     safe_name,
+    seed_key,
 )
 
 if TYPE_CHECKING:
@@ -334,4 +338,291 @@ def build_figures(df: pd.DataFrame, fig_dir: Path, styles: Optional[dict[str, St
                 stem=base.parent / f"{base.name}_acc_vs_latency",
                 log_x=False,
             )
+        points = speedup_points(pruned)
+        if not points.empty:
+            figure = speedup_figure(points, styles, title=title, machine_text=machine(pruned))
+            paths += save(figure, base.parent / f"{base.name}_speedup_measured_vs_theoretical")
+        cells = collapse_cells(pruned)
+        if not cells.empty:
+            paths += save(collapse_figure(cells, styles, title=title), base.parent / f"{base.name}_layer_collapse")
     return paths
+
+
+# ---------------------------------------------------------------- does it get faster?
+
+# One marker per kernel, filled in the method's colour (hollow: the masked network, dense kernels with a mask).
+KERNEL_MARKERS = {"masked": "o", "csr": "s", "bsr": "D", "coo": "^", "semi_structured": "v", "compacted": "P"}
+SPEEDUP_COLUMNS = ["label", "kind", "sparsity", "kernel", "batch", "x", "x_std", "y", "y_std", "n"]
+FASTER_COLOR = "#009E73"
+
+
+def speedup_points(group: pd.DataFrame) -> pd.DataFrame:
+    """The speed-up figure's points of a prepared group: per (row, kind, sparsity, kernel, batch), the theoretical
+    (``x``) and measured (``y``) speed-up (``analysis.speed.speedups``), each the mean over seeds of one value per
+    seed, with its sample std (0 for one seed) and ``n``."""
+    measured = speedups(group)
+    if measured.empty:
+        return pd.DataFrame(columns=SPEEDUP_COLUMNS)
+    records = group.loc[measured["index"]]
+    measured = measured.assign(
+        label=records[ROW].to_numpy(),
+        kind=records["kind"].to_numpy(),
+        sparsity=records["sparsity"].to_numpy(),
+        marked=records["sparsity_marked"].to_numpy(),
+        seed=records["seed"].map(seed_key).to_numpy(),
+    )
+    rows = []
+    keys = ["label", "kind", "sparsity", "marked", "kernel", "batch"]
+    for (label, kind, sparsity, _, kernel, batch), cell in measured.groupby(keys, sort=True):
+        per_seed = cell.groupby("seed")[["theoretical", "speedup"]].mean()
+        x, y = per_seed["theoretical"].to_numpy(float), per_seed["speedup"].to_numpy(float)
+        n = len(per_seed)
+        rows.append(
+            {
+                "label": label,
+                "kind": kind,
+                "sparsity": float(sparsity),
+                "kernel": kernel,
+                "batch": int(batch),
+                "x": float(x.mean()),
+                "x_std": float(x.std(ddof=1)) if n > 1 else 0.0,
+                "y": float(y.mean()),
+                "y_std": float(y.std(ddof=1)) if n > 1 else 0.0,
+                "n": n,
+            }
+        )
+    return pd.DataFrame(rows, columns=SPEEDUP_COLUMNS)
+
+
+def speedup_panels(points: pd.DataFrame) -> list[int]:
+    """The batch sizes the figure shows: batch 1 and the throughput batch (the largest timed), or the one timed."""
+    batches = sorted({int(b) for b in points["batch"]})
+    return sorted({batches[0], batches[-1]}) if batches else []
+
+
+def faster_counts(points: pd.DataFrame) -> dict[str, tuple[int, int]]:
+    """Per kernel: (points faster than dense, points) of one panel."""
+    return {
+        kernel: (int((part["y"] > 1).sum()), len(part))
+        for kernel, part in sorted(points.groupby("kernel"), key=lambda item: kernel_order(str(item[0])))
+    }
+
+
+def _log_axes(ax, xs: np.ndarray, ys: np.ndarray) -> tuple[float, float, float, float]:
+    """Log x and y around the data, 1 (dense speed) and the diagonal's overlap; returns the limits."""
+    x_lo, x_hi = min(float(xs.min()), 1.0) / 1.25, max(float(xs.max()), 1.0) * 1.25
+    y_lo, y_hi = min(float(ys.min()), 1.0) / 1.4, max(float(ys.max()), 1.0) * 1.4
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis, (lo, hi) in ((ax.xaxis, (x_lo, x_hi)), (ax.yaxis, (y_lo, y_hi))):
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if hi / lo > 4 else tuple(range(1, 10))))
+        axis.set_minor_locator(LogLocator(base=10, subs=tuple(float(s) for s in range(1, 10))))
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_formatter(NullFormatter())
+    ax.set_xlim(x_lo, x_hi)
+    ax.set_ylim(y_lo, y_hi)
+    return x_lo, x_hi, y_lo, y_hi
+
+
+def speedup_figure(points: pd.DataFrame, styles: dict[str, Style], *, title: str, machine_text: str) -> Figure:
+    """Measured against theoretical speed-up, one panel per batch size (``speedup_panels``), log-log: one marker per
+    kernel in the method's colour, error bars over seeds where n > 1, the diagonal (measured = theoretical), dense
+    speed (1×) with the region above it shaded, and per panel how many points of each kernel beat dense."""
+    panels = speedup_panels(points)
+    labels = sorted(dict.fromkeys(points["label"]), key=lambda s: (s.casefold(), s))
+    kernels = sorted(dict.fromkeys(points["kernel"]), key=kernel_order)
+    with matplotlib.rc_context(RC):
+        fig = Figure(figsize=(2 * WIDTH_IN + 1.6, 3.4 + 0.06 * max(len(labels) - 8, 0)), layout="constrained")
+        axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+        xs, ys = points["x"].to_numpy(float), points["y"].to_numpy(float)
+        for ax, batch in zip(axes, panels):
+            x_lo, x_hi, y_lo, y_hi = _log_axes(ax, xs, ys)
+            ax.axhspan(1.0, y_hi, color=FASTER_COLOR, alpha=0.07, linewidth=0, zorder=0)
+            ax.axhline(1.0, color=DENSE_COLOR, linestyle="--", linewidth=0.9, zorder=1)
+            lo, hi = max(x_lo, y_lo), min(x_hi, y_hi)
+            if lo < hi:
+                ax.plot([lo, hi], [lo, hi], color="black", linestyle=":", linewidth=0.9, zorder=1)
+            panel = points[points["batch"] == batch]
+            for (label, kernel), series in panel.groupby(["label", "kernel"], sort=True):
+                style = styles[str(label)]
+                series = series.sort_values("x")
+                hollow = kernel == "masked"
+                ax.plot(series["x"], series["y"], color=style.color, linewidth=0.5, alpha=0.45, zorder=2)
+                ax.errorbar(
+                    series["x"],
+                    series["y"],
+                    xerr=series["x_std"].where(series["n"] > 1, 0.0),
+                    yerr=series["y_std"].where(series["n"] > 1, 0.0),
+                    fmt=KERNEL_MARKERS.get(str(kernel), "X"),
+                    color=style.color,
+                    markerfacecolor="white" if hollow else style.color,
+                    markeredgecolor=style.color if hollow else "white",
+                    markeredgewidth=0.8 if hollow else 0.4,
+                    markersize=4.5,
+                    elinewidth=0.6,
+                    capsize=1.2,
+                    linestyle="none",
+                    zorder=3,
+                )
+            counts = faster_counts(panel)
+            ax.text(
+                0.02,
+                0.98,
+                "faster than dense:\n" + "\n".join(f"{kernel_name(k)} {a}/{n}" for k, (a, n) in counts.items()),
+                transform=ax.transAxes,
+                va="top",
+                ha="left",
+                fontsize=6.5,
+                linespacing=1.25,
+                bbox={"boxstyle": "round,pad=0.25", "facecolor": "white", "edgecolor": "0.8", "linewidth": 0.5},
+                zorder=5,
+            )
+            ax.set_title(f"batch {batch}" + (" (throughput)" if batch == panels[-1] and len(panels) > 1 else ""))
+            ax.set_xlabel("Theoretical speed-up (dense / effective multiply-adds, ×)")
+            ax.grid(True, which="major")
+        axes[0].set_ylabel("Measured speed-up (dense ms / pruned ms, ×)")
+        kernel_handles = [
+            Line2D(
+                [],
+                [],
+                linestyle="none",
+                marker=KERNEL_MARKERS.get(k, "X"),
+                color="0.2",
+                markerfacecolor="white" if k == "masked" else "0.2",
+                markersize=5,
+                label=kernel_name(k),
+            )
+            for k in kernels
+        ]
+        kernel_handles += [
+            Line2D([], [], color="black", linestyle=":", linewidth=0.9, label="measured = theoretical"),
+            Line2D([], [], color=DENSE_COLOR, linestyle="--", linewidth=0.9, label="dense speed (1×)"),
+        ]
+        method_handles = [Line2D([], [], color=styles[label].color, linewidth=2.5, label=label) for label in labels]
+        fig.legend(handles=kernel_handles, loc="outside right upper", title="kernel (marker)", alignment="left")
+        fig.legend(handles=method_handles, loc="outside right lower", title="method (colour)", alignment="left")
+        fig.suptitle(f"{title}: does it get faster?\nTimed on {machine_text}; {spread_speedup(points)}")
+    return fig
+
+
+def spread_speedup(points: pd.DataFrame) -> str:
+    high = int(points["n"].max()) if len(points) else 0
+    return ONE_SEED if high <= 1 else f"error bars: ±1 sample std over up to {high} seeds"
+
+
+def save(fig: Figure, stem: Path) -> list[Path]:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    with matplotlib.rc_context(RC):
+        fig.savefig(paths[0], dpi=DPI)
+        fig.savefig(paths[1])
+    return paths
+
+
+# ---------------------------------------------------------------- layer collapse at initialization
+
+COLLAPSED_COLOR = "#D55E00"
+
+
+def collapse_figure(cells: pd.DataFrame, styles: dict[str, Style], *, title: str) -> Figure:
+    """Smallest per-layer density (log) against compression (log) per at-init method (``collapse_cells``): a cell
+    where a seed's layer collapsed is ringed, one whose smallest density is 0 sits on the "0" line below the axis'
+    data; the critical compression, where measured, is a tick of the method's colour at the top; the dotted line is
+    1 / compression, where a layer at the overall density would be."""
+    labels = sorted(dict.fromkeys(cells["label"]), key=lambda s: (s.casefold(), s))
+    with matplotlib.rc_context(RC):
+        rows = math.ceil((len(labels) + 3) / 2)
+        fig = Figure(figsize=(WIDTH_IN + 0.6, HEIGHT_IN + 0.3 + 0.16 * rows), layout="constrained")
+        ax = fig.add_subplot()
+        density = cells["smallest_density_mean"].to_numpy(float)
+        positive = density[np.isfinite(density) & (density > 0)]
+        floor = (positive.min() if len(positive) else 1e-3) / 4
+        critical_all = cells["critical_compression_mean"].dropna().to_numpy(float)
+        xs = np.concatenate([cells["compression_mean"].to_numpy(float), critical_all])
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.axhline(floor, color=COLLAPSED_COLOR, linestyle="--", linewidth=0.7, zorder=1)
+        ax.text(xs.min(), floor, " 0: a layer collapsed", va="bottom", ha="left", fontsize=6.5, color=COLLAPSED_COLOR)
+        data_x = cells["compression_mean"].to_numpy(float)  # the dotted line spans the data, not the ticks
+        grid = np.geomspace(max(data_x.min() / 1.2, 1.0), data_x.max() * 1.2, 50)
+        ax.plot(grid, 1 / grid, color=DENSE_COLOR, linestyle=":", linewidth=0.9, zorder=1)
+        handles: list[Any] = []
+        ticks: list[tuple[float, str]] = []
+        for label in labels:
+            style = styles[label]
+            part = cells[cells["label"] == label].sort_values("compression_mean")
+            y = part["smallest_density_mean"].to_numpy(float)
+            y_plot = np.where(y > 0, y, floor)
+            std = np.nan_to_num(part["smallest_density_std"].to_numpy(float))
+            low = np.minimum(std, y_plot - floor / 2)  # a log axis has no room below 0
+            handle = ax.errorbar(
+                part["compression_mean"],
+                y_plot,
+                yerr=[np.maximum(low, 0), std],
+                color=style.color,
+                marker=style.marker,
+                linestyle=style.linestyle,
+                markeredgecolor="white",
+                markeredgewidth=0.4,
+                elinewidth=0.6,
+                capsize=1.2,
+                zorder=3,
+                label=label,
+            )
+            handles.append(handle)
+            collapsed = part["collapsed"].to_numpy(int) > 0
+            if collapsed.any():
+                ax.plot(
+                    part["compression_mean"][collapsed],
+                    y_plot[collapsed],
+                    linestyle="none",
+                    marker="o",
+                    markersize=8,
+                    markerfacecolor="none",
+                    markeredgecolor=COLLAPSED_COLOR,
+                    markeredgewidth=1.0,
+                    zorder=4,
+                )
+            critical = part["critical_compression_mean"].dropna()
+            for value in sorted(set(critical.round(6))):
+                ax.axvline(value, ymin=0.93, ymax=1.0, color=style.color, linewidth=2.0, zorder=4)
+                ticks.append((value, style.color))
+        handles += [
+            Line2D(
+                [],
+                [],
+                linestyle="none",
+                marker="o",
+                markersize=8,
+                markerfacecolor="none",
+                markeredgecolor=COLLAPSED_COLOR,
+                label="a layer collapsed",
+            ),
+            Line2D([], [], color="0.2", linewidth=2.0, label="critical compression (tick at top)"),
+            Line2D([], [], color=DENSE_COLOR, linestyle=":", label="1 / compression"),
+        ]
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(NullFormatter())
+        lo, hi = (math.log(v) for v in ax.get_xlim())
+        for value, color in ticks:  # the value beside its tick, on the side with room
+            right = (math.log(value) - lo) / (hi - lo) > 0.75
+            ax.annotate(
+                f"{value:,.0f}×",
+                (value, 1.0),
+                xycoords=("data", "axes fraction"),
+                xytext=(-3 if right else 3, -2),
+                textcoords="offset points",
+                ha="right" if right else "left",
+                va="top",
+                fontsize=6.5,
+                color=color,
+            )
+        ax.set_xlabel("Compression (total / nonzero parameters, ×)")
+        ax.set_ylabel("Smallest per-layer density (kept fraction)")
+        ax.grid(True, which="major")
+        n = int(cells["n"].max())
+        note = ONE_SEED if n <= 1 else f"mean ± 1 sample std over up to {n} seeds"
+        ax.set_title(f"{title}: layer collapse at initialization\n{note}", linespacing=1.3)
+        fig.legend(handles=handles, loc="outside lower center", ncols=2)
+    return fig

@@ -30,8 +30,43 @@ SOURCE = "source"
 SETTING = "setting"  # the record's setting (foundations/record.py) as canonical JSON text
 # df.attrs keys
 ATTR_SOURCE = "source"
-SETTING = "setting"  # the record's setting (foundations/record.py) as canonical JSON text
 ATTR_UNREADABLE = "unreadable"  # list of [path, reason] for records that could not be read
+
+
+# Where a record may keep a field: flat (``layer_collapse``), under the typed ``outputs`` mapping of the method's own
+# fields (``outputs.layer_collapse``), or under the other name of a renamed field (the sweep's name: ``experiment``,
+# later ``sweep``). Report code reads such fields through ``record_field`` only, so it reads both forms.
+OUTPUTS = "outputs"
+RENAMED = {"experiment": "sweep", "sweep": "experiment"}
+
+
+def _field_names(name: str) -> list[str]:
+    head, dot, rest = name.partition(".")
+    heads = [head, *([RENAMED[head]] if head in RENAMED else [])]
+    return [prefix + h + dot + rest for h in heads for prefix in ("", f"{OUTPUTS}.")]
+
+
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def record_field(df: pd.DataFrame, name: str) -> pd.Series:
+    """The record field ``name`` (a dotted path: ``latency_ms.dense.256``) of every row, wherever the record keeps it
+    (``_field_names``: flat, ``outputs.<name>``, the renamed field). A scalar comes back as its value (None where no
+    form has it); a nested field (``per_layer_density``: columns ``per_layer_density.<key>``) as one dict per row of
+    its present leaves, keyed by the rest of their path (``{"fc1.weight": 0.1}``; None where it has none)."""
+    out = pd.Series([None] * len(df), index=df.index, dtype=object)
+    for candidate in _field_names(name):
+        leaves = [c for c in df.columns if c.startswith(candidate + ".")]
+        for i in df.index:
+            if _present(out[i]):
+                continue
+            if candidate in df.columns and _present(df.at[i, candidate]):
+                out[i] = df.at[i, candidate]
+            elif leaves:
+                found = {c[len(candidate) + 1 :]: df.at[i, c] for c in leaves if _present(df.at[i, c])}
+                out[i] = found or None
+    return out
 
 
 def flatten(record: Mapping, prefix: str = "") -> dict[str, Any]:

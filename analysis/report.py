@@ -6,8 +6,13 @@ into ``--out`` (default ``<results>/report``)::
     summary.md                      what was made, failed runs and unreadable records, all tables inline
     runs.csv                        every record, one row each (nested fields flattened: latency_ms.pruned.256)
     tables/<dataset>_<model>_<kind>.{md,tex,csv}    method × target sparsity, per pruning kind
-    tables/<dataset>_<model>_compression.{md,tex,csv}  every kind, sorted by achieved compression
+    tables/<dataset>_<model>_compression.{md,tex,csv}  every kind, sorted by achieved compression, with the
+                                    measured speed-up at the throughput batch beside the theoretical one
+    tables/<dataset>_<model>_layer_collapse.{md,tex,csv}  pruning at init: smallest layer density, collapse,
+                                    critical compression (only where the records have at-init methods)
     figures/<dataset>_<model>_acc_vs_{compression,density,speedup,latency}.{png,pdf}
+    figures/<dataset>_<model>_speedup_measured_vs_theoretical.{png,pdf}   per kernel, batch 1 and throughput
+    figures/<dataset>_<model>_layer_collapse.{png,pdf}
 
 Failed records (``status != "ok"``) stay in ``runs.csv`` but are left out of tables and figures and listed.
 Reused by the Hydra multirun callback through :func:`generate_report`.
@@ -28,9 +33,11 @@ from typing import Any, Optional
 import pandas as pd
 from tabulate import tabulate
 
+from analysis.collapse import collapse_tables
 from analysis.figures import build_figures, style_map
 from analysis.records import ATTR_SOURCE, ATTR_UNREADABLE, filter_experiments, load_local, load_wandb, split_usable
 from analysis.settings import ROW, notes
+from analysis.speed import BATCH, machine
 from analysis.tables import (
     Table,
     build_tables,
@@ -38,9 +45,12 @@ from analysis.tables import (
     dense_baselines,
     fmt_pct,
     fmt_sparsity,
+    measured_speedup,
     prepare,
     seed_note,
+    speedup_text,
     stat,
+    throughput_batch,
     to_latex,
     to_markdown,
 )
@@ -117,18 +127,32 @@ def duplicate_lines(prepared: pd.DataFrame) -> list[str]:
 
 
 def compact_summary(prepared: pd.DataFrame) -> str:
-    """One line per (dataset/model, kind, row): seeds, sparsity range, accuracy at its highest sparsity; then what
-    the numbers are (one seed: no error bars) and the notes of the tables (settings named, shared rows)."""
+    """One line per (dataset/model, kind, row): seeds, sparsity range, accuracy and measured speed-up (the throughput
+    batch's: ``analysis.speed.headline``) at its highest sparsity; then what the numbers are (one seed: no error
+    bars), where the speed was measured, and the notes of the tables (settings named, shared rows)."""
     rows = []
     counts: list[int] = []
+    speed: list[dict] = []
     for (dataset, model), group in prepared.groupby(["dataset", "model"], sort=True):
         for label, dense in dense_baselines(group):
             counts.append(dense.n)
-            rows.append([f"{dataset} / {model}", "dense", label, str(dense.n), "0%", _stat_str(dense.mean, dense.std)])
+            rows.append(
+                [
+                    f"{dataset} / {model}",
+                    "dense",
+                    label,
+                    str(dense.n),
+                    "0%",
+                    _stat_str(dense.mean, dense.std),
+                    "1.00 (dense)",
+                ]
+            )
         pruned = group[group["kind"] != "dense"]
         for (kind, label), cell in pruned.groupby(["kind", ROW], sort=True):
             top = cell["sparsity"].max()
             at_top = stat(by_seed(cell[cell["sparsity"] == top]).values())
+            speed_cell = measured_speedup(cell[cell["sparsity"] == top])
+            speed.append(speed_cell)
             counts.append(at_top.n)
             levels = sorted(cell["sparsity"].dropna().unique())
             span = (
@@ -148,17 +172,32 @@ def compact_summary(prepared: pd.DataFrame) -> str:
                     str(at_top.n),
                     span,
                     _stat_str(at_top.mean, at_top.std) + f" @ {fmt_sparsity(top)}",
+                    speedup_text(pd.Series(speed_cell)).plain(),
                 ]
             )
     if not rows:
         return "(no usable records)"
+    batch = throughput_batch(pd.DataFrame(speed, columns=[BATCH])) if speed else ""
     table = tabulate(
         rows,
-        headers=["dataset / model", "kind", "method", "seeds", "sparsities", "test acc % (at highest sparsity)"],
+        headers=[
+            "dataset / model",
+            "kind",
+            "method",
+            "seeds",
+            "sparsities",
+            "test acc % (at highest sparsity)",
+            " ".join(["speed-up ×", *([batch] if batch else []), "(kernel)"]),
+        ],
         tablefmt="simple",
         disable_numparse=True,
     )
-    return "\n".join([table, "", seed_note(counts) + ".", *notes(prepared)])
+    measured = (
+        f"speed-up: measured at the highest sparsity, dense ms / pruned ms at the throughput batch (the largest "
+        f"timed{f': {batch[1:]}' if batch.startswith('b') else ''}), through the kernel named (csr, bsr, coo: "
+        f"torch.sparse; compacted: the channel-pruned network), timed on {machine(prepared)}; —: not timed."
+    )
+    return "\n".join([table, "", seed_note(counts) + ".", measured, *notes(prepared)])
 
 
 def _stat_str(mean: float, std: float) -> str:
@@ -187,7 +226,7 @@ def generate_report(df: pd.DataFrame, out_dir: str | Path) -> dict[str, list[Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     usable, excluded = split_usable(df)
     prepared = prepare(usable)
-    tables = build_tables(usable)
+    tables = build_tables(usable) + collapse_tables(prepared)
     outputs: dict[str, list[Path]] = {"tables": [], "figures": [], "data": [], "summary": []}
 
     for table in tables:
@@ -273,7 +312,34 @@ def render_summary(
         lines += [*figure_notes, ""] if figure_notes else []
     for png in pngs:
         lines += [f"![{png.stem}]({rel(png)})", ""]
+        lines += [caption, ""] if (caption := figure_caption(png.stem, prepared)) else []
     return "\n".join(lines)
+
+
+SPEEDUP_CAPTION = (
+    "Measured against theoretical speed-up (log-log), per method (colour) and kernel (marker), at batch 1 and at the "
+    "throughput batch (the largest timed): measured = dense ms / pruned ms timed in turns within each record; "
+    "theoretical = dense / effective multiply-adds. On the dotted diagonal a kernel turns every multiply-add saved "
+    "into time; above the dashed line (shaded) it runs faster than the dense network; each panel counts the points "
+    "of each kernel that do. Masked: the stored network (dense kernels, mask multiplied in); csr/bsr/coo: the same "
+    "weights through torch.sparse; compacted: the channel-pruned network. Records timed with "
+    "latency.sparse_kernel=none have no point."
+)
+COLLAPSE_CAPTION = (
+    "Pruning at initialization: the smallest kept fraction of any prunable weight tensor against compression "
+    "(log-log); a ring marks a cell where a layer collapsed (a seed's record says so), points on the dashed line "
+    "have a layer at 0; a tick at the top is the method's critical compression where measured "
+    "(method.measure_collapse=true); dotted: 1 / compression, a layer at the overall density."
+)
+
+
+def figure_caption(stem: str, prepared: pd.DataFrame) -> str:
+    """The summary's caption under a figure that needs more than its title."""
+    if stem.endswith("_speedup_measured_vs_theoretical"):
+        return f"{SPEEDUP_CAPTION} Timed on {machine(prepared)}."
+    if stem.endswith("_layer_collapse"):
+        return COLLAPSE_CAPTION
+    return ""
 
 
 # ---------------------------------------------------------------- W&B

@@ -16,13 +16,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
 
 from analysis.claims import CONFIDENCE, paired_stats
 from analysis.settings import DENSE_KEY, DENSE_ROW, ROW, assign_rows, notes
+from analysis.speed import BATCH, KERNEL, SPEEDUP, headline, machine
 
 LATENCY_COLUMN = "latency_ms.pruned.256"
 DENSE_LATENCY_COLUMN = "latency_ms.dense.256"
@@ -77,6 +78,7 @@ def prepare(usable: pd.DataFrame) -> pd.DataFrame:
     df["sparsity"] = target.where(~own, achieved.round(2)).round(6)
     df["sparsity_marked"] = own.astype(bool)
     df["acc"] = numeric(df, "test_acc")
+    df[[SPEEDUP, KERNEL, BATCH]] = headline(df)
     return assign_rows(df)
 
 
@@ -202,6 +204,7 @@ def cell_stats(group: pd.DataFrame) -> pd.DataFrame:
                 "params_remaining_pct_mean": (100 / numeric(cell, "compression")).mean(),
                 "speedup_theoretical_mean": numeric(cell, "speedup_theoretical").mean(),
                 "latency_ms_256_mean": numeric(cell, LATENCY_COLUMN).mean(),
+                **measured_speedup(cell),
             }
         )
     columns = [
@@ -219,8 +222,29 @@ def cell_stats(group: pd.DataFrame) -> pd.DataFrame:
         "params_remaining_pct_mean",
         "speedup_theoretical_mean",
         "latency_ms_256_mean",
+        *MEASURED_COLUMNS,
     ]
     return pd.DataFrame(rows, columns=columns)
+
+
+MEASURED_COLUMNS = ["speedup_measured_mean", "speedup_measured_std", "speedup_measured_n", KERNEL, BATCH]
+
+
+def measured_speedup(cell: pd.DataFrame) -> dict:
+    """A cell's measured speed-up (``analysis.speed.headline``: the sparse kernel's or the compacted network's at the
+    throughput batch) over seeds, one value per seed; the kernels and batch sizes it was measured with, "+"-joined
+    where the seeds differ (NaN / None where no record of the cell was timed)."""
+    s = stat(by_seed(cell, SPEEDUP).values())
+    timed = cell[numeric(cell, SPEEDUP).notna()]
+    kernels = sorted({str(k) for k in timed[KERNEL]})
+    batches = sorted({int(b) for b in timed[BATCH]})
+    return {
+        "speedup_measured_mean": s.mean,
+        "speedup_measured_std": s.std,
+        "speedup_measured_n": s.n,
+        KERNEL: "+".join(kernels) if kernels else None,
+        BATCH: "+".join(map(str, batches)) if batches else None,
+    }
 
 
 def _seed_order(s: str):
@@ -293,6 +317,7 @@ LONG_COLUMNS = [
     "params_remaining_pct_mean",
     "speedup_theoretical_mean",
     "latency_ms_256_mean",
+    *MEASURED_COLUMNS,
 ]
 
 
@@ -414,7 +439,7 @@ def compression_table(
     def number(x: Optional[float], fmt: str) -> str:
         return "—" if x is None or not math.isfinite(x) else format(x, fmt)
 
-    def row(label, kind, sparsity, compression, remaining, speedup, latency_ms, s):
+    def row(label, kind, sparsity, compression, remaining, speedup, measured, latency_ms, s):
         cells = [
             Text(label),
             Text(kind),
@@ -422,6 +447,7 @@ def compression_table(
             Text(number(compression, ".2f")),
             Text(number(remaining, ".3g")),
             Text(number(speedup, ".2f")),
+            measured,
         ]
         if with_latency:
             cells.append(Text(number(latency_ms, ".3g")))
@@ -429,7 +455,8 @@ def compression_table(
         return cells
 
     rows = [  # the dense baselines first (compression 1×) in a table sorted by compression
-        row(label, "dense", "0%", 1.0, 100.0, 1.0, latency.get(label, math.nan), s) for label, s in dense
+        row(label, "dense", "0%", 1.0, 100.0, 1.0, Text("1.00", "(dense)"), latency.get(label, math.nan), s)
+        for label, s in dense
     ]
     rows += [
         row(
@@ -439,19 +466,22 @@ def compression_table(
             r.compression_mean,
             r.params_remaining_pct_mean,
             r.speedup_theoretical_mean,
+            speedup_text(r),
             r.latency_ms_256_mean,
             Stat(r.test_acc_mean, r.test_acc_std, int(r.n)),
         )
         for r in stats.itertuples()
     ]
-    header = ["Method", "Kind", "Target", "Compression (×)", "Params left (%)", "Speedup (×)"]
+    batch = throughput_batch(stats)
+    header = ["Method", "Kind", "Target", "Compression (×)", "Params left (%)", "Theoretical speed-up (×)"]
+    header.append(" ".join(["Measured speed-up", *([batch] if batch else []), "(kernel)"]))
     if with_latency:
         header.append("Latency b256 (ms)")
     header.append("Test acc. (%)")
     caption = (
-        f"{dataset} / {model}, all methods by achieved compression (total / nonzero parameters). Speedup: "
-        f"theoretical (dense / effective FLOPs). Latency: measured time per batch of 256 on the job's device "
-        f"(runs.csv: latency_device, latency_threads). Accuracy: {seed_note(counts)}."
+        f"{dataset} / {model}, all methods by achieved compression (total / nonzero parameters). Theoretical "
+        f"speed-up: dense / effective multiply-adds. {measured_note(stats, group)} Latency: "
+        f"measured time per batch of 256 of the compacted network. Accuracy: {seed_note(counts)}."
         + caption_notes(group, bool(stats["sparsity_marked"].any()))
     )
     long = stats.assign(dataset=dataset, model=model)
@@ -468,6 +498,47 @@ def compression_table(
         rows=rows,
         long=long[columns].reset_index(drop=True),
     )
+
+
+MEASURED_NOTE = (
+    "Measured speed-up: dense ms / pruned ms, timed in turns within each record at its throughput batch (the "
+    "largest it timed), for the kernel named: csr, bsr, coo = the masked weights through that torch.sparse kernel "
+    "(runners/sparse.py), compacted = the channel-pruned network; —: not timed (latency.sparse_kernel=none, or no "
+    "layer ran a sparse kernel)."
+)
+
+
+def measured_note(stats: pd.DataFrame, group: pd.DataFrame) -> str:
+    """``MEASURED_NOTE``, what the spread is where cells have several seeds, and the machine."""
+    several = bool((pd.to_numeric(stats["speedup_measured_n"], errors="coerce") > 1).any())
+    return (
+        MEASURED_NOTE
+        + (
+            " Measured speed-ups of several seeds: mean ± sample std over seeds (one value per seed)."
+            if several
+            else ""
+        )
+        + f" Timed on: {machine(group)}."
+    )
+
+
+def throughput_batch(stats: pd.DataFrame) -> str:
+    """How a header names the cells' throughput batch: ``b256`` when every timed cell used one batch size, "largest
+    batch" when they differ, "" when none was timed."""
+    batches = {str(b) for b in stats[BATCH].dropna()}
+    if not batches:
+        return ""
+    only = batches.pop() if len(batches) == 1 else "+"
+    return f"b{only}" if "+" not in only else "largest batch"
+
+
+def speedup_text(r: Any) -> Text:
+    """A cell's measured speed-up as the table shows it: ``0.53 ± 0.04 (csr)``, or "—" where nothing was timed."""
+    if not math.isfinite(r.speedup_measured_mean):
+        return Text("—")
+    s = Stat(r.speedup_measured_mean, r.speedup_measured_std, int(r.speedup_measured_n))
+    spread = f" ± {s.std:.2f}" if s.n > 1 and math.isfinite(s.std) else ""
+    return Text(f"{s.mean:.2f}{spread}", f"({r.speedup_kernel})")
 
 
 def dense_latencies(group: pd.DataFrame) -> dict[str, float]:

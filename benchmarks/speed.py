@@ -35,7 +35,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -58,7 +57,7 @@ from foundations.training import Hooks, TrainConfig, channels_last, conv_geometr
 from methods.pipeline.masks import Prunable, apply_masks, masked_training, prunable_names  # noqa: E402
 from models import build_model  # noqa: E402
 from models.config import ModelConfig  # noqa: E402
-from runners.metrics import count_flops, measure_latency_ms  # noqa: E402
+from runners.metrics import count_flops, cpu_description, matmul_floor, measure_latency_ms  # noqa: E402
 from runners.train import configure_torch  # noqa: E402
 
 MODELS = ("lenet300", "mlp_bn", "conv_bn", "lenet5")
@@ -71,22 +70,6 @@ SPARSITY = 0.9
 LR = 0.01  # LeNet-5 diverges at the default 0.05 (NaN arithmetic would time something else); speed does not care
 SWEEP = ["+experiment=survey_mlp", "survey.dense_epochs=1", "survey.recovery_epochs=1", "dataset.train_limit=5000"]
 PY = sys.executable
-
-
-# ----------------------------------------------------------------------------------------------------- the floor
-def matmul_floor(threads: int = 2, n: int = 2048, repeats: int = 5) -> float:
-    """GFLOP/s of an n x n x n sgemm, best of ``repeats``: the rate no training step of these models can beat."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
-    torch.mm(a, b, out=c)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b, out=c)
-        best = min(best, time.perf_counter() - start)
-    torch.set_num_threads(previous)
-    return 2 * n**3 / best / 1e9
 
 
 # ----------------------------------------------------------------------------------------------------- models
@@ -527,14 +510,7 @@ def parse(argv=None) -> argparse.Namespace:
 
 
 def header() -> list[str]:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
+    cpu = cpu_description()["cpu"]
     return [
         f"prunelab speed benchmark, {datetime.datetime.now():%Y-%m-%d %H:%M}, torch {torch.__version__}, {cpu}, "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start, "

@@ -62,6 +62,7 @@ class ExperimentRecord:
     # "dense: not supported (...)")
     latency_kernels: Optional[dict[str, str]] = None
     latency_device: Optional[str] = None  # where latency_ms was timed: the job's device ("cpu", "cuda:0")
+    latency_processor: Optional[str] = None  # what that device is: the CPU's model name, or the GPU's
     latency_threads: Optional[int] = None  # torch threads it was timed with (the job's own count)
     # ---- accuracy (model selection on validation; test is only reported)
     val_acc: Optional[float] = None  # of the validation-selected checkpoint of the final stage

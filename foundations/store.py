@@ -206,6 +206,12 @@ class Store:
                 continue
             yield path, science(data), None
 
+    def count_stages(self) -> int:
+        """Finished stages of every kind (a folder with its ``result.json``): the difference over a run is what the
+        run computed."""
+        runs = self.root / RUNS
+        return sum(1 for _ in runs.glob(f"*/*/{RESULT}")) if runs.is_dir() else 0
+
     def record_path(self, digest: str) -> Path:
         """Where the record of the experiment ``digest`` lies (written by ``get_or_compute``, or ``write_record``)."""
         return self.stage_dir(EXPERIMENT, digest) / RESULT

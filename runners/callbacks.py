@@ -6,7 +6,9 @@ record field ``experiment``) from the store (``paths.results``), writes tables a
 :func:`analysis.report.generate_report` into ``<paths.results>/report/<experiment>/`` and prints a one-screen
 summary: jobs ok / failed (from the job folders of this sweep), the compact accuracy table (by the report's rules:
 one row per setting of a method, seeds counted once each, "one seed: no error bars" where so, one row for one
-training under two labels), where the files are. It
+training under two labels) with each row's measured speed-up at its highest sparsity (the throughput batch, the
+largest the records timed: 256 by default; the sparse kernel or the compacted network, named; "—" where not timed),
+where the files are. It
 never raises: the sweep's results are in the store whatever happens to the report, and
 ``python -m analysis.report --experiment <name>`` redoes it. Single runs (no ``-m``) never call it.
 """

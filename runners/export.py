@@ -16,6 +16,15 @@ channel plan where the method was structured), its validation-selected weights, 
 - ``onnx``: ``model.onnx`` (opset of torch's dynamo exporter, dynamic batch), written where the ``onnx`` and
   ``onnxscript`` packages are installed (``pip install 'prunelab[export]'``); checked with ``onnx.checker`` and, where
   ``onnxruntime`` is installed, run.
+- ``sparse`` (weight-level results): ``model_sparse.torchscript.pt``, the network whose pruned Linear and Conv2d
+  layers run a ``torch.sparse`` kernel (``runners/sparse.py``: ``--sparse-kernel csr | bsr | coo``, a Conv2d by
+  im2col), each sparse matrix held as its component tensors and rebuilt in every forward (``portable``), traced
+  with ``torch.jit.trace``: TorchScript saves that module for every layout, while ``torch.export`` cannot carry a
+  sparse tensor at all on torch 2.14.1 ("Sparse tensor creation not supported"; ONNX has no sparse product).
+  ``--sparse-kernel auto`` (default) times each kernel on this machine with the records' timer at the throughput
+  batch and takes the fastest. ``export_sparse.json`` holds the latency it measured: the stored model (dense kernels)
+  against the exported artefact as loaded, at batch 1 and the throughput batch (the record's largest timed batch, else
+  256), on ``--threads`` threads (default 1, as the records' jobs), beside the record's own latency.
 
 Every export is verified before it lands in ``--out``: the artefact, loaded back by its own loader, is run on a
 batch of ``--batch`` seeded standard-normal inputs and its outputs compared with the stored model's:
@@ -52,17 +61,34 @@ from methods.pipeline.masks import folded
 from methods.pipeline.results import StageResult
 from models import build_model, display_name, model_config
 from runners.experiment import stored_model
+from runners.metrics import latency_setting, measure_latency_ms
+from runners.sparse import sparse_network
 
-FORMATS = ("state_dict", "torchscript", "export", "onnx")
+FORMATS = ("state_dict", "torchscript", "export", "onnx", "sparse")
 # (atol, rtol) of the verification per format; measured differences on resnet18/mobilenet_v2 are far below them
 # (README "Your own model and data"): reloading a state dict is bitwise; a trace or an exported program runs the
-# same kernels; ONNX Runtime has its own kernels (other summation orders).
-TOLERANCE = {"state_dict": (0.0, 0.0), "torchscript": (1e-5, 1e-5), "export": (1e-5, 1e-5), "onnx": (1e-4, 1e-4)}
+# same kernels; ONNX Runtime and the sparse kernels (MKL sparse BLAS) have their own (other summation orders).
+TOLERANCE = {
+    "state_dict": (0.0, 0.0),
+    "torchscript": (1e-5, 1e-5),
+    "export": (1e-5, 1e-5),
+    "onnx": (1e-4, 1e-4),
+    "sparse": (1e-5, 1e-5),
+}
+SPARSE_KERNELS = ("csr", "bsr", "coo")  # what runs on the CPU (runners/sparse.py: semi_structured needs CUDA)
+SPARSE_FILE = "model_sparse.torchscript.pt"
+THROUGHPUT_BATCH = 256  # where the record timed no batch: latency.batch_sizes' default largest
 
 
 # ----------------------------------------------------------------------------------------------- the stored model
 def resolve(ref: str, results: Optional[str]) -> tuple[Stage, Store]:
     """The stage named by ``ref``: an experiment record (a ``result.json`` path: its final stage) or ``kind/hash``."""
+    stage, store, _ = resolve_record(ref, results)
+    return stage, store
+
+
+def resolve_record(ref: str, results: Optional[str]) -> tuple[Stage, Store, Optional[dict]]:
+    """``resolve``, and the experiment record where ``ref`` is one (None for a stage kind/hash)."""
     path = Path(ref).expanduser()
     if path.is_file():
         try:
@@ -77,10 +103,10 @@ def resolve(ref: str, results: Optional[str]) -> tuple[Stage, Store]:
             )
         # A record names its stages in the store it lies in, or (a job folder's copy) the store it names.
         store = Store(results or store_of(path, record) or "results")
-        return store.at(record["final_stage"]), store
+        return store.at(record["final_stage"]), store, record
     if ref.count("/") == 1 and not path.exists():
         store = Store(results or "results")
-        return store.at(ref), store
+        return store.at(ref), store, None
     raise UserError(f"export: {ref!r} is neither an experiment record (result.json) nor a stage kind/hash")
 
 
@@ -185,6 +211,9 @@ def _quiet():
         warnings.filterwarnings("ignore", message="Validating sparse tensor invariants")
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
+        # wrong for the sparse format: its traced code rebuilds each matrix from the buffers (``module.fc1.code``;
+        # tests/test_export.py changes a buffer of the loaded artefact and sees the output change)
+        warnings.filterwarnings("ignore", message=r"torch\.sparse_\w+_tensor results are registered as constants")
         yield
 
 
@@ -241,31 +270,130 @@ def _onnx(model: nn.Module, out: Path, x: torch.Tensor) -> dict:
     return {"model.onnx": run}
 
 
+# ----------------------------------------------------------------------------------------------- sparse kernels
+@contextmanager
+def _threads(count: int):
+    """Torch's thread count set to ``count`` inside (timing), restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _runs_sparse(layers: dict[str, str]) -> bool:
+    return any(not kernel.startswith("dense") for kernel in layers.values())
+
+
+def throughput_batch(record: Optional[dict]) -> int:
+    """The largest batch size the record timed (its throughput batch), else ``THROUGHPUT_BATCH``."""
+    latency = (record or {}).get("latency_ms") or {}
+    batches = [int(b) for times in latency.values() if isinstance(times, dict) for b in times if str(b).isdigit()]
+    return max(batches, default=THROUGHPUT_BATCH)
+
+
+def choose_kernel(model: nn.Module, input_shape, kernel: str, batch: int, run_time: float) -> tuple[str, dict]:
+    """The kernel to export and what choosing it measured: ``kernel`` as asked (nothing measured), or for ``auto``
+    the fastest of ``SPARSE_KERNELS`` that runs some layer of ``model``, each exported network (``portable``) timed
+    at ``batch`` in turns by the records' timer (``{"batch": 256, "ms": {"csr": ..., ...}}``)."""
+    if kernel != "auto":
+        return kernel, {}
+    candidates: dict[str, nn.Module] = {}
+    for name in SPARSE_KERNELS:
+        network, layers = sparse_network(model, name, portable=True)
+        if _runs_sparse(layers):
+            candidates[name] = network
+    if not candidates:
+        raise UserError("export --sparse-kernel auto: no layer of this model can run csr, bsr or coo")
+    with _quiet():
+        times = measure_latency_ms(candidates, input_shape, (batch,), run_time)
+    ms = {name: times[name][str(batch)] for name in candidates}
+    return min(ms, key=lambda name: ms[name]), {"batch": batch, "ms": ms}
+
+
+def _sparse(model: nn.Module, out: Path, x: torch.Tensor, kernel: str) -> tuple[dict, dict[str, str]]:
+    """The model with its pruned layers running ``kernel`` (``portable``), traced and saved; and per layer what it
+    runs (as the record's ``latency_kernels``)."""
+    network, layers = sparse_network(model, kernel, portable=True)
+    if not _runs_sparse(layers):
+        why = "; ".join(f"{name}: {what}" for name, what in layers.items())
+        raise UserError(f"export --sparse-kernel {kernel}: no layer of this model runs it ({why})")
+    with torch.no_grad(), _quiet():
+        traced = torch.jit.trace(network, x, check_trace=False)
+        torch.jit.save(traced, str(out / SPARSE_FILE))
+    return {SPARSE_FILE: lambda x: torch.jit.load(str(out / SPARSE_FILE)).eval()(x)}, layers
+
+
+def sparse_latency(model: nn.Module, artefact: Path, input_shape, batch: int, run_time: float) -> dict:
+    """The stored model (dense kernels) against the artefact as ``torch.jit.load`` gives it, timed in turns by the
+    records' timer at batch 1 and ``batch``, on this process's threads: ``latency_ms``, ``speedup`` (dense ms /
+    exported ms per batch size) and where it was timed."""
+    with _quiet():
+        exported = torch.jit.load(str(artefact)).eval()
+        latency = measure_latency_ms({"dense": model, "exported": exported}, input_shape, sorted({1, batch}), run_time)
+    setting = latency_setting(model)
+    return {
+        "latency_ms": latency,
+        "speedup": {b: latency["dense"][b] / latency["exported"][b] for b in latency["dense"]},
+        "latency_device": setting["device"],
+        "latency_processor": setting["processor"],
+        "latency_threads": setting["threads"],
+    }
+
+
 # ----------------------------------------------------------------------------------------------- export
 def export(
-    ref: str, fmt: str, out: str | Path, *, results: Optional[str] = None, sparse: bool = False, batch: int = 8
+    ref: str,
+    fmt: str,
+    out: str | Path,
+    *,
+    results: Optional[str] = None,
+    sparse: bool = False,
+    batch: int = 8,
+    sparse_kernel: Optional[str] = None,
+    threads: int = 1,
+    run_time: float = 0.1,
 ) -> dict:
-    """Write the artefact of ``fmt`` for ``ref`` into ``out`` after verifying it; returns ``export.json``'s content."""
+    """Write the artefact of ``fmt`` for ``ref`` into ``out`` after verifying it; returns ``export.json``'s content.
+    ``sparse_kernel`` (format ``sparse``; default ``auto``), ``threads`` and ``run_time`` (seconds per network and
+    batch size) set the sparse format's kernel and its timing."""
     if fmt not in FORMATS:
         raise UserError(f"export --format: must be one of {', '.join(FORMATS)} (got {fmt!r})")
     if sparse and fmt != "state_dict":
         raise UserError(
             "export --sparse: only the state_dict format stores weights one by one; use --format state_dict --sparse"
         )
+    if sparse_kernel is not None and fmt != "sparse":
+        raise UserError(f"export --sparse-kernel: only with --format sparse (got --format {fmt})")
+    kernel = sparse_kernel or "auto"
+    if kernel not in (*SPARSE_KERNELS, "auto"):
+        raise UserError(
+            f"export --sparse-kernel: must be one of {', '.join(SPARSE_KERNELS)} or auto (got {kernel!r}); "
+            f"semi_structured (2:4) runs on CUDA only and the export is on the CPU"
+        )
     if batch < 1:
         raise UserError(f"export --batch: must be >= 1 (got {batch})")
-    stage, _ = resolve(ref, results)
+    if threads < 1:
+        raise UserError(f"export --threads: must be >= 1 (got {threads})")
+    stage, _, record = resolve_record(ref, results)
     model, about = model_of(stage)
     if sparse and not about["masked_tensors"]:
         raise UserError(
             f"export --sparse: stage {stage.ref} has no weight masks (a dense or channel-pruned "
             f"model); its state dict is already as small as it gets"
         )
+    if fmt == "sparse" and not about["masked_tensors"]:
+        raise UserError(
+            f"export --format sparse: stage {stage.ref} has no weight masks (a dense or channel-pruned model: "
+            f"dense kernels already run all it has); use --format torchscript or export"
+        )
     x = torch.randn(batch, *about["input_shape"], generator=generator(0))
     with torch.no_grad():
         reference = model(x)
     out = Path(out).expanduser().absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
+    speed: dict = {}
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-export-") as tmp:  # moved in once verified
         staging = Path(tmp)
         if fmt == "state_dict":
@@ -274,9 +402,28 @@ def export(
             checks = _torchscript(model, staging, x)
         elif fmt == "export":
             checks = _program(model, staging, x)
+        elif fmt == "sparse":
+            throughput = throughput_batch(record)
+            with _threads(threads):
+                chosen, choice = choose_kernel(model, about["input_shape"], kernel, throughput, run_time)
+            checks, layers = _sparse(model, staging, x, chosen)
         else:
             checks = _onnx(model, staging, x)
         verified = verify(checks, x, reference, TOLERANCE[fmt])
+        if fmt == "sparse":
+            with _threads(threads):
+                timed = sparse_latency(model, staging / SPARSE_FILE, about["input_shape"], throughput, run_time)
+            speed = {
+                "sparse_kernel": chosen,
+                "sparse_kernel_requested": kernel,
+                "kernel_choice": choice,
+                "layers": layers,
+                "throughput_batch": throughput,
+                **timed,
+                "record_latency_ms": (record or {}).get("latency_ms"),
+                "record_latency_kernels": (record or {}).get("latency_kernels"),
+                "record_latency_threads": (record or {}).get("latency_threads"),
+            }
         files = sorted(p.name for p in staging.iterdir())
         info = {
             "format": fmt,
@@ -289,6 +436,7 @@ def export(
             "batch": batch,
             "params": sum(p.numel() for p in model.parameters()),
             "params_nonzero": sum(int((p != 0).sum()) for p in model.parameters()),
+            **speed,
         }
         if fmt == "onnx" and not checks:
             info["verified"] = {"model.onnx": "onnx.checker only (onnxruntime is not installed)"}
@@ -327,13 +475,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--sparse", action="store_true", help="state_dict: also the masked tensors in sparse format")
     parser.add_argument("--batch", type=int, default=8, help="examples in the verification batch (default 8)")
+    parser.add_argument(
+        "--sparse-kernel",
+        default=None,
+        choices=[*SPARSE_KERNELS, "auto"],
+        help="--format sparse: the torch.sparse kernel of the pruned layers; auto (default): the fastest here",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="--format sparse: torch threads to time with (default 1, as jobs run)"
+    )
     return parser
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        info = export(args.ref, args.format, args.out, results=args.results, sparse=args.sparse, batch=args.batch)
+        info = export(
+            args.ref,
+            args.format,
+            args.out,
+            results=args.results,
+            sparse=args.sparse,
+            batch=args.batch,
+            sparse_kernel=args.sparse_kernel,
+            threads=args.threads,
+        )
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -345,7 +511,34 @@ def main(argv: Optional[list[str]] = None) -> int:
         f"as {info['format']} to {args.out}: {', '.join(info['files'])}\n  verified on {info['batch']} inputs, "
         f"max |diff| {diffs}"
     )
+    if info["format"] == "sparse":
+        print(speed_lines(info))
     return 0
+
+
+def speed_lines(info: dict) -> str:
+    """What ``--format sparse`` measured, in two or three lines."""
+    threads = info["latency_threads"]
+    where = f"{info['latency_processor']} ({info['latency_device']}), {threads} thread{'s' if threads != 1 else ''}"
+    times = ", ".join(
+        f"batch {b}: dense {info['latency_ms']['dense'][b]:.3g} ms, exported {info['latency_ms']['exported'][b]:.3g}"
+        f" ms ({info['speedup'][b]:.2f}x)"
+        for b in info["speedup"]
+    )
+    choice = info["kernel_choice"]
+    chosen = f"kernel {info['sparse_kernel']}" + (
+        f" (auto, at batch {choice['batch']}: " + ", ".join(f"{k} {ms:.3g} ms" for k, ms in choice["ms"].items()) + ")"
+        if choice
+        else ""
+    )
+    lines = [f"  {chosen}; latency on {where}: {times}"]
+    throughput = str(info["throughput_batch"])
+    if info["speedup"][throughput] < 1:
+        lines.append(
+            f"  the sparse artefact is slower than dense kernels at batch {throughput} here: "
+            f"--format torchscript keeps dense speed"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

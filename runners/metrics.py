@@ -1,4 +1,5 @@
-"""Compression metrics: parameters, multiply-adds (dense and effective), measured latency.
+"""Compression metrics: parameters, multiply-adds (dense and effective), measured latency; and the machine they are
+measured on (the CPU, its SIMD flags, the sgemm floor ``benchmarks/speed.py`` and the reproduction print).
 
 Multiply-adds (MACs) come from ``torch.utils.flop_counter.FlopCounterMode``, which counts 2 FLOPs per multiply-add
 for convolutions and matrix products (bias additions, BN, pooling and activations are not counted), attributed to
@@ -16,8 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import platform
+import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -87,10 +92,20 @@ def count_flops(model: nn.Module, input_shape, masks: Optional[Masks] = None) ->
     return {"flops_dense": int(dense), "flops_effective": int(round(effective)), "per_layer": per_layer}
 
 
+def processor(device: torch.device) -> str:
+    """What a latency measured on ``device`` ran on, as a report names the machine: a CUDA device's name, else the
+    CPU's model name (:func:`cpu_description`)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_description()["cpu"]
+
+
 def latency_setting(model: nn.Module) -> dict:
-    """Where :func:`measure_latency_ms` times ``model``: its device and the torch thread count of this process
-    (``threads=1`` jobs under joblib are timed on one thread, a plain run on torch's default)."""
-    return {"device": str(_device(model)), "threads": torch.get_num_threads()}
+    """Where :func:`measure_latency_ms` times ``model``: its device, what that device is (:func:`processor`) and the
+    torch thread count of this process (``threads=1`` jobs under joblib are timed on one thread, a plain run on
+    torch's default)."""
+    device = _device(model)
+    return {"device": str(device), "processor": processor(device), "threads": torch.get_num_threads()}
 
 
 def measure_latency_ms(
@@ -168,3 +183,45 @@ def _fastest_blocks(
         for forward, number, times in zip(forwards, numbers, blocks):
             times.append(_block(forward, number, device))
     return [float(min(times)) for times in blocks]
+
+
+# ------------------------------------------------------------------------------------------------ the machine
+# The vector-instruction flags that decide which kernels torch runs (and so the last bits of the numbers).
+SIMD_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile")
+
+
+def matmul_floor(threads: int = 2, n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of an n x n x n sgemm, best of ``repeats``: the rate no training step of these models can beat."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+    torch.mm(a, b, out=c)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b, out=c)
+        best = min(best, time.perf_counter() - start)
+    torch.set_num_threads(previous)
+    return 2 * n**3 / best / 1e9
+
+
+@functools.cache  # lscpu once per process: every record's latency names its processor
+def cpu_description() -> dict[str, Any]:
+    """The CPU model, its SIMD flags among ``SIMD_FLAGS`` (``lscpu``, else /proc/cpuinfo) and the kernel level torch
+    dispatches to (``torch.backends.cpu.get_cpu_capability()``): numbers are bitwise reproducible on one such type."""
+    fields: dict[str, str] = {}
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True, timeout=10).stdout
+        fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
+    except (OSError, subprocess.SubprocessError):  # no lscpu: its "Model name" and "Flags" from /proc/cpuinfo
+        cpuinfo = Path("/proc/cpuinfo")
+        for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip().lower(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    return {
+        "cpu": fields.get("model name") or platform.processor() or platform.machine() or "unknown CPU",
+        "cpus": os.cpu_count(),
+        "flags": [f for f in SIMD_FLAGS if f in flags],
+        "capability": torch.backends.cpu.get_cpu_capability(),
+    }

@@ -91,6 +91,7 @@ class Latency:
     ms: Optional[dict[str, Any]] = None
     kernels: Optional[dict[str, str]] = None
     device: Optional[str] = None
+    processor: Optional[str] = None  # what the device is: the CPU's model name, or the GPU's
     threads: Optional[int] = None
 
 
@@ -112,7 +113,7 @@ def measure_latency(
             {"dense": dense_on, "pruned": plain_on}, input_shape, timing.batch_sizes, timing.per_network(2)
         )
         setting = measure.latency_setting(plain_on)
-        return Latency(ms=ms, device=setting["device"], threads=setting["threads"])
+        return Latency(ms=ms, **setting)
     if current_masks(model) and timing.sparse_kernel != "none":  # weight-level: do the zeros turn into time?
         sparse = measure_sparse_latency(
             model,
@@ -123,9 +124,7 @@ def measure_latency(
             min_run_time=timing.per_network(3),
         )
         setting = measure.latency_setting(model)
-        return Latency(
-            ms=sparse.latency_ms, kernels=sparse.kernels, device=setting["device"], threads=setting["threads"]
-        )
+        return Latency(ms=sparse.latency_ms, kernels=sparse.kernels, **setting)
     return Latency()
 
 
@@ -211,6 +210,7 @@ def build_record(
         latency_ms=latency.ms,
         latency_kernels=latency.kernels,
         latency_device=latency.device,
+        latency_processor=latency.processor,
         latency_threads=latency.threads,
         val_acc=selected.val_acc,
         test_acc=selected.test_acc,

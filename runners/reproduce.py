@@ -12,7 +12,9 @@ seeds appended last (so consecutive jobs use different seeds and parallel worker
 ``name=reproduce_<tier>`` and ``reproduce.tier=<tier>``. Before them, one sweep per model trains the dense models.
 Stages are shared through the store: a claim's line that repeats another's trains nothing, and a second run trains
 nothing at all. The report (``analysis.reproduction``) is written to ``--out`` (default REPRODUCTION.md at the repo
-root), its figures to ``<paths.results>/report/reproduction/``.
+root), its figures, ``per_seed.csv`` and ``verdicts.json`` to ``<paths.results>/report/reproduction/``, with
+``run.json`` (command, wall time per sweep and its job count, the machine: CPU, SIMD flags and the sgemm floor
+measured before the first sweep), which ``--report-only`` reprints and which the next plan's time estimate reads.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from foundations.store import Store
 from runners.config import validate
 from runners.experiment import recorded
 from runners.jobs import Composer
+from runners.metrics import cpu_description, matmul_floor
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
@@ -123,6 +126,36 @@ def jobs_of(line: str) -> list[list[str]]:
     return command.jobs
 
 
+def job_count(sweep: Sweep, seeds: list[int]) -> Optional[int]:
+    jobs = jobs_of(sweep.line)
+    return None if jobs is None else len(jobs) * len(seeds)
+
+
+def plan_lines(sweeps: list[Sweep], seeds: list[int], last_run: dict[str, Any]) -> list[str]:
+    """The plan in numbers: jobs per sweep and in all, and a time estimate from the last run of the same tier
+    (``run.json``: its seconds per job for each line it ran, times this plan's jobs; lines it did not time are
+    named, not guessed)."""
+    timed = {
+        o["line"]: o["seconds"] / o["jobs"]
+        for o in last_run.get("sweeps", [])
+        if o.get("jobs") and not o.get("skipped") and o.get("returncode") == 0
+    }
+    counts = [job_count(s, seeds) for s in sweeps]
+    total = sum(c for c in counts if c is not None)
+    estimate = sum(timed[s.line] * c for s, c in zip(sweeps, counts) if c is not None and s.line in timed)
+    untimed = [s.line for s, c in zip(sweeps, counts) if c is None or s.line not in timed]
+    lines = [f"plan: {len(sweeps)} sweeps, {total} jobs ({len(seeds)} seeds)"]
+    if timed:
+        lines.append(
+            f"estimate from the last run ({last_run.get('date', '?')}, floor "
+            f"{(last_run.get('machine') or {}).get('floor_gflops', '?')} GFLOP/s): {duration(estimate)} for "
+            f"{len(sweeps) - len(untimed)} sweeps" + (f"; not timed: {len(untimed)} sweep(s)" if untimed else "")
+        )
+    else:
+        lines.append("no earlier run of this tier timed these lines: no estimate")
+    return lines
+
+
 def sweep_done(sweep: Sweep, *, tier: str, seeds: list[int], extra: list[str], results: Path) -> bool:
     """Whether every job of the sweep already has a finished record in the store, so launching it (workers, Hydra,
     data loading per job) would only read them back. The jobs are those of the sweep's own command line, composed
@@ -174,11 +207,6 @@ def results_root(extra: list[str]) -> Path:
     return ROOT / "results"
 
 
-def count_stages(results: Path) -> int:
-    """Complete stages in the store (every kind): the difference over a run is what the run computed."""
-    return sum(1 for _ in (results / "runs").glob("*/*/result.json")) if (results / "runs").is_dir() else 0
-
-
 def mnist_available(mnist_dir: Optional[str]) -> bool:
     try:
         locate("mnist", mnist_dir)
@@ -212,10 +240,18 @@ def run_sweeps(
             flush=True,
         )
         start = time.perf_counter()
+        jobs = job_count(sweep, seeds)
         if sweep_done(sweep, tier=tier, seeds=seeds, extra=extra, results=results):
             print(f"== reproduce {k}/{len(sweeps)}: every job's record is in the store; not launched", flush=True)
             outcomes.append(
-                {"line": sweep.line, "claims": sweep.claims, "returncode": 0, "seconds": 0.0, "skipped": True}
+                {
+                    "line": sweep.line,
+                    "claims": sweep.claims,
+                    "returncode": 0,
+                    "seconds": 0.0,
+                    "jobs": jobs,
+                    "skipped": True,
+                }
             )
             continue
         code = subprocess.run(cmd, cwd=ROOT).returncode
@@ -224,7 +260,9 @@ def run_sweeps(
             f"== reproduce {k}/{len(sweeps)}: {'done' if code == 0 else f'exit code {code}'} in {seconds:.0f} s",
             flush=True,
         )
-        outcomes.append({"line": sweep.line, "claims": sweep.claims, "returncode": code, "seconds": round(seconds, 1)})
+        outcomes.append(
+            {"line": sweep.line, "claims": sweep.claims, "returncode": code, "seconds": round(seconds, 1), "jobs": jobs}
+        )
     return outcomes
 
 
@@ -253,15 +291,32 @@ def now() -> str:
     return dt.datetime.now().strftime("%Y-%m-%d %H:%M")
 
 
-def report_only_header(command_text: str, meta_path: Path, tier: str) -> dict[str, Any]:
-    """``--report-only``: the header names the last run of this tier (its command, date and wall time)."""
+def last_run(meta_path: Path, tier: str) -> dict[str, Any]:
+    """``run.json`` of the last run of ``tier`` ({} when there is none)."""
     last = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    return last if isinstance(last, dict) and last.get("tier") == tier else {}
+
+
+def report_only_header(command_text: str, meta_path: Path, tier: str) -> dict[str, Any]:
+    """``--report-only``: the header names the last run of this tier (its command, date, wall time and machine)."""
+    last = last_run(meta_path, tier)
     wall = (
         f"report only; the last run (`{last['command']}`, {last['date']}) took {last['wall_time']}"
-        if last.get("tier") == tier
+        if last
         else "report only (no run of this tier recorded)"
     )
-    return {"command": command_text, "date": now(), "commit": git_commit(), "wall_time": wall}
+    return {
+        "command": command_text,
+        "date": now(),
+        "commit": git_commit(),
+        "wall_time": wall,
+        "machine": last.get("machine"),
+    }
+
+
+def machine() -> dict[str, Any]:
+    """What the run's numbers are bitwise reproducible on, and how fast it was when the run started."""
+    return {**cpu_description(), "floor_gflops": round(matmul_floor(), 1)}
 
 
 def run_and_record(
@@ -275,12 +330,19 @@ def run_and_record(
     command_text: str,
     meta_path: Path,
 ) -> dict[str, Any]:
-    """Run the sweeps; the header (and ``run.json`` beside the figures) says how long and what it computed."""
-    before = count_stages(results)
+    """Run the sweeps; the header (and ``run.json`` beside the figures) says how long, what it computed and on what
+    machine (its floor measured before the first sweep)."""
+    host = machine()
+    print(
+        f"machine: {host['cpu']}, {host['cpus']} CPUs, {' '.join(host['flags'])} (torch {host['capability']}); "
+        f"floor {host['floor_gflops']:.1f} GFLOP/s",
+        flush=True,
+    )
+    before = Store(results).count_stages()
     start = time.perf_counter()
     outcomes = run_sweeps(sweeps, tier=tier, seeds=seeds, extra=extra, base=base, results=results)
     seconds = time.perf_counter() - start
-    computed = count_stages(results) - before
+    computed = Store(results).count_stages() - before
     meta = {
         "command": command_text,
         "date": now(),
@@ -289,6 +351,8 @@ def run_and_record(
         f"computes none)",
         "seconds": round(seconds, 1),
         "tier": tier,
+        "seeds": seeds,
+        "machine": host,
         "sweeps": outcomes,
     }
     meta_path.parent.mkdir(parents=True, exist_ok=True)
@@ -330,11 +394,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.sweep_dir
         else ROOT / "multirun" / record_name(args.tier) / dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     )
+    figures_dir = results / "report" / "reproduction"
+    plan_text = plan_lines(sweeps, seeds, last_run(figures_dir / "run.json", args.tier))
     if args.dry_run:
         for k, sweep in enumerate(sweeps, start=1):
             print(shlex.join(command(sweep, tier=args.tier, seeds=seeds, extra=extra, sweep_dir=base / f"{k:02d}")))
+        print("\n".join(plan_text))
         return 0
-    figures_dir = results / "report" / "reproduction"
+    if not args.report_only:
+        print("\n".join(plan_text), flush=True)
     command_text = "python -m runners.reproduce " + shlex.join(argv)
     if args.report_only:
         header = report_only_header(command_text, figures_dir / "run.json", args.tier)

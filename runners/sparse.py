@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from foundations.errors import UserError
-from methods.pipeline.masks import folded
+from methods.pipeline.masks import folded, masked_weight
 from runners.metrics import measure_latency_ms
 
 KERNELS = ("csr", "bsr", "coo", "semi_structured")
@@ -50,16 +50,6 @@ NOT_PRUNED = "dense: not pruned"
 
 class Unsupported(Exception):
     """Why a layer cannot run a kernel (becomes its ``dense: not supported (...)`` report)."""
-
-
-def masked_weight(module: nn.Module, name: str = "weight") -> Optional[torch.Tensor]:
-    """The tensor ``name`` as the module's forward uses it: ``<name>_orig * <name>_mask`` where
-    ``torch.nn.utils.prune`` masks it (``<name>`` itself is only refreshed by a forward), else the plain one."""
-    mask = getattr(module, f"{name}_mask", None)
-    if mask is not None:
-        return (getattr(module, f"{name}_orig") * mask).detach()
-    value = getattr(module, name, None)
-    return None if value is None else value.detach()
 
 
 def _square_block(shape: Sequence[int], block: Optional[int]) -> int:
@@ -107,6 +97,47 @@ def _semi_structured(matrix: torch.Tensor) -> torch.Tensor:
         raise Unsupported(f"semi_structured: {str(err).splitlines()[0]}") from None
 
 
+class _SparseWeight(nn.Module):
+    """Holds a layer's sparse matrix: as the sparse tensor itself (what the records time), or ``portable``: as its
+    dense component tensors (CSR/BSR: ``crow``, ``col``, ``values``; COO: ``indices``, ``values``), buffers of the
+    state dict from which every forward rebuilds the matrix (~5 µs per layer on this CPU). TorchScript saves a module
+    holding the latter for every layout (a BSR tensor attribute it cannot save: "Cannot access storage of
+    SparseCsrTensorImpl"), and ``torch.export`` neither ("Sparse tensor creation not supported", torch 2.14.1)."""
+
+    kernel: str
+    matrix: torch.Tensor
+    crow: torch.Tensor
+    col: torch.Tensor
+    indices: torch.Tensor
+    values: torch.Tensor
+
+    def _hold(self, matrix: torch.Tensor, portable: bool) -> None:
+        self.layout = ""
+        self.matrix_shape = (int(matrix.shape[0]), int(matrix.shape[1]))
+        if not portable:
+            self.register_buffer("matrix", matrix, persistent=False)
+            return
+        if matrix.layout in (torch.sparse_csr, torch.sparse_bsr):
+            self.layout = "csr" if matrix.layout == torch.sparse_csr else "bsr"
+            parts = {"crow": matrix.crow_indices(), "col": matrix.col_indices(), "values": matrix.values()}
+        elif matrix.layout == torch.sparse_coo:
+            self.layout = "coo"
+            parts = {"indices": matrix.indices(), "values": matrix.values()}
+        else:
+            raise Unsupported(f"{self.kernel} has no portable form (only csr, bsr and coo)")
+        for name, part in parts.items():
+            self.register_buffer(name, part.clone())
+
+    def sparse_matrix(self) -> torch.Tensor:
+        if self.layout == "csr":
+            return torch.sparse_csr_tensor(self.crow, self.col, self.values, self.matrix_shape)
+        if self.layout == "bsr":
+            return torch.sparse_bsr_tensor(self.crow, self.col, self.values, self.matrix_shape)
+        if self.layout == "coo":
+            return torch.sparse_coo_tensor(self.indices, self.values, self.matrix_shape, is_coalesced=True)
+        return self.matrix
+
+
 def _product(matrix: torch.Tensor, bias: Optional[torch.Tensor], columns: torch.Tensor) -> torch.Tensor:
     """``matrix @ columns (+ bias per row)``: (O, K) sparse times (K, N) dense."""
     if bias is None:
@@ -114,17 +145,16 @@ def _product(matrix: torch.Tensor, bias: Optional[torch.Tensor], columns: torch.
     return torch.addmm(bias.unsqueeze(1), matrix, columns)
 
 
-class SparseLinear(nn.Module):
+class SparseLinear(_SparseWeight):
     """A Linear layer whose weight is a sparse matrix; ``kernel`` names what it runs."""
 
-    matrix: torch.Tensor
     bias: Optional[torch.Tensor]
 
-    def __init__(self, matrix: torch.Tensor, bias: Optional[torch.Tensor], kernel: str):
+    def __init__(self, matrix: torch.Tensor, bias: Optional[torch.Tensor], kernel: str, portable: bool = False):
         super().__init__()
-        self.register_buffer("matrix", matrix, persistent=False)
-        self.register_buffer("bias", bias, persistent=False)
         self.kernel = kernel
+        self._hold(matrix, portable)
+        self.register_buffer("bias", bias, persistent=portable)
         self.out_features, self.in_features = matrix.shape
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -132,24 +162,25 @@ class SparseLinear(nn.Module):
         if self.kernel == "semi_structured":
             out = F.linear(rows, self.matrix, self.bias)
         else:
-            out = _product(self.matrix, self.bias, rows.t()).t()
+            out = _product(self.sparse_matrix(), self.bias, rows.t()).t()
         return out.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, kernel={self.kernel}"
 
 
-class SparseConv2d(nn.Module):
+class SparseConv2d(_SparseWeight):
     """A Conv2d as im2col (``F.unfold``) and a sparse (O, C·R·S) matrix times the (C·R·S, N·L) columns."""
 
-    matrix: torch.Tensor
     bias: Optional[torch.Tensor]
 
-    def __init__(self, conv: nn.Conv2d, matrix: torch.Tensor, bias: Optional[torch.Tensor], kernel: str):
+    def __init__(
+        self, conv: nn.Conv2d, matrix: torch.Tensor, bias: Optional[torch.Tensor], kernel: str, portable: bool = False
+    ):
         super().__init__()
-        self.register_buffer("matrix", matrix, persistent=False)
-        self.register_buffer("bias", bias, persistent=False)
         self.kernel = kernel
+        self._hold(matrix, portable)
+        self.register_buffer("bias", bias, persistent=portable)
         self.out_channels = conv.out_channels
         self.kernel_size: tuple[int, int] = (conv.kernel_size[0], conv.kernel_size[-1])
         self.stride: tuple[int, int] = (conv.stride[0], conv.stride[-1])
@@ -161,7 +192,7 @@ class SparseConv2d(nn.Module):
         n, _, h, w = x.shape
         columns = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # (N, C·R·S, L)
         k, positions = columns.shape[1], columns.shape[2]
-        out = _product(self.matrix, self.bias, columns.transpose(0, 1).reshape(k, n * positions))
+        out = _product(self.sparse_matrix(), self.bias, columns.transpose(0, 1).reshape(k, n * positions))
         return out.reshape(self.out_channels, n, self._size(h, 0), self._size(w, 1)).transpose(0, 1)
 
     def _size(self, d: int, i: int) -> int:
@@ -173,8 +204,11 @@ class SparseConv2d(nn.Module):
         return f"out_channels={self.out_channels}, kernel={self.kernel} (im2col)"
 
 
-def sparse_layer(module: nn.Module, kernel: str, block: Optional[int] = None) -> tuple[Optional[nn.Module], str]:
-    """The sparse replacement of a Linear or Conv2d (None where it stays as it is) and what the layer runs."""
+def sparse_layer(
+    module: nn.Module, kernel: str, block: Optional[int] = None, portable: bool = False
+) -> tuple[Optional[nn.Module], str]:
+    """The sparse replacement of a Linear or Conv2d (None where it stays as it is) and what the layer runs;
+    ``portable``: the matrix held as its component tensors (``_SparseWeight``)."""
     weight, bias = masked_weight(module), masked_weight(module, "bias")
     assert weight is not None
     if bool((weight != 0).all()):
@@ -182,7 +216,7 @@ def sparse_layer(module: nn.Module, kernel: str, block: Optional[int] = None) ->
     try:
         if isinstance(module, nn.Linear):
             matrix, name = sparse_matrix(weight, kernel, block)
-            return SparseLinear(matrix, bias, name), name
+            return SparseLinear(matrix, bias, name, portable), name
         if not isinstance(module, nn.Conv2d):
             raise Unsupported(f"{type(module).__name__} layers")
         if module.groups != 1:
@@ -194,18 +228,25 @@ def sparse_layer(module: nn.Module, kernel: str, block: Optional[int] = None) ->
         if kernel == "semi_structured":
             raise Unsupported("semi_structured kernels multiply 2-d weights (Linear layers) only")
         matrix, name = sparse_matrix(weight.reshape(weight.shape[0], -1), kernel, block)
-        return SparseConv2d(module, matrix, bias, name), f"{name} (im2col)"
+        return SparseConv2d(module, matrix, bias, name, portable), f"{name} (im2col)"
     except Unsupported as why:
         return None, f"dense: not supported ({why})"
 
 
 def sparse_network(
-    model: nn.Module, kernel: str = "csr", *, block: Optional[int] = None, strict: bool = False
+    model: nn.Module,
+    kernel: str = "csr",
+    *,
+    block: Optional[int] = None,
+    strict: bool = False,
+    portable: bool = False,
 ) -> tuple[nn.Module, dict[str, str]]:
     """A plain copy of ``model`` (``folded``) whose pruned Linear/Conv2d layers run ``kernel`` (``KERNELS``) on the
     weights ``model``'s forward uses (``masked_weight``), and per layer what it runs: the kernel's name (``csr``,
     ``bsr 4x4``, ``csr (im2col)``), ``dense: not pruned`` (no zero weight), or ``dense: not supported (<why>)``;
-    ``strict`` refuses the last with ``UserError``. ``model`` is not modified."""
+    ``strict`` refuses the last with ``UserError``; ``portable`` holds each sparse matrix as its component tensors,
+    rebuilt in every forward, so that ``torch.jit.trace`` can save the network (``runners/export.py``). ``model`` is
+    not modified."""
     if kernel not in KERNELS:
         raise UserError(f"latency.sparse_kernel: must be one of {', '.join(KERNELS)} or none (got {kernel!r})")
     network = folded(model)
@@ -214,7 +255,7 @@ def sparse_network(
         if not isinstance(module, (nn.Linear, nn.Conv2d)):
             continue
         with torch.no_grad():
-            replacement, report[name] = sparse_layer(module, kernel, block)
+            replacement, report[name] = sparse_layer(module, kernel, block, portable)
         if strict and report[name].startswith("dense: not supported"):
             raise UserError(f"{name}: {kernel} {report[name]}")
         if replacement is not None and name == "":  # the model is one layer

@@ -4,10 +4,11 @@
 
 A refactor that must move no hash runs this on the old and the new checkout and diffs the outputs. It uses only
 Hydra's own compose API and sweeper (not the project's job expansion, which a refactor may change) and, from the
-project, what every version has: ``runners.config.validate``, ``runners.experiment.experiment_hash`` and the
-reproduction's plan and command lines (``runners.reproduce``). ``--stages <store>`` prints instead every stage hash
-of every record in a store (``stage_hashes``), e.g. of a small survey run on each checkout (``--tiny`` prints the
-command that runs one), so the stages' hashes are audited too, not only the experiments'.
+project, what every version has: ``runners.config.validate``, ``experiment_hash`` (``runners.identity``; before it,
+``runners.experiment``) and the reproduction's plan and command lines (``runners.reproduce``). ``--stages <store>``
+prints instead every stage hash of every record in a store (``stage_hashes``), e.g. of a small survey run on each
+checkout (``--tiny`` prints the command that runs one), so the stages' hashes are audited too, not only the
+experiments'.
 """
 
 from __future__ import annotations
@@ -60,7 +61,11 @@ def reproduction_lines() -> list[list[str]]:
 
 def experiment_hashes(results: str) -> None:
     from runners.config import CONF, register_schemas, validate  # CONF: the conf/ of the checkout on PYTHONPATH
-    from runners.experiment import experiment_hash
+
+    try:
+        from runners.identity import experiment_hash
+    except ImportError:  # a checkout from before runners/identity.py
+        from runners.experiment import experiment_hash  # type: ignore[attr-defined,no-redef]
 
     register_schemas()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

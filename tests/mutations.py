@@ -38,6 +38,8 @@ IGNORE = shutil.ignore_patterns(
 ANSWERS = "tests/test_method_answers.py"
 PAI = "tests/test_scores_pai.py"
 GMP = "tests/test_gmp.py"
+SPEED_REPORT = "tests/test_speed_report.py"
+EXPORT = "tests/test_export.py"
 
 
 @dataclass(frozen=True)
@@ -188,8 +190,8 @@ MUTANTS = [
     Mutant(
         "random variants global and layerwise swapped",
         "methods/random.py",
-        'scope = "global" if self.cfg.variant == "global" else "layerwise"\n        return select(',
-        'scope = "layerwise" if self.cfg.variant == "global" else "global"\n        return select(',
+        'return "global" if self.cfg.variant == "global" else "layerwise"',
+        'return "layerwise" if self.cfg.variant == "global" else "global"',
         (ANSWERS,),
     ),
     Mutant(
@@ -378,7 +380,7 @@ MUTANTS = [
     ),
     Mutant(
         "a corrupt stage found by a reader stays in place",
-        "runners/store.py",
+        "foundations/store.py",
         "                return result\n            self._move_aside(kind, digest, problem)\n        return None",
         "                return result\n        return None",
         (
@@ -387,7 +389,7 @@ MUTANTS = [
     ),
     Mutant(
         "the store moves a stage aside without checking it again under the lock",
-        "runners/store.py",
+        "foundations/store.py",
         "        with self._lock(kind, digest):\n            result, problem = self._check(folder)\n            if problem is None:\n"
         "                return result\n            self._move_aside",
         "        with self._lock(kind, digest):\n            self._move_aside",
@@ -451,7 +453,7 @@ MUTANTS = [
     ),
     Mutant(
         "the CPU thread count is left out of the hashes",
-        "runners/experiment.py",
+        "runners/identity.py",
         '    return {"threads": threads} if threads not in (None, 1) else {}',
         "    return {}",
         ("tests/test_hashes.py::test_the_cpu_thread_count_is_hashed_unless_it_is_the_default_one",),
@@ -588,18 +590,126 @@ MUTANTS = [
         ("tests/test_report.py::test_every_table_keeps_a_dense_baseline_named_only_where_dense_settings_differ",),
     ),
     Mutant(
+        "Holm adjusts over the parts of every claim judged so far, not within the claim",
+        "analysis/claims.py",
+        "    family: list[tuple[Part, float, float]] = []  # the tested secondary parts with (p_confirm, p_refute)\n",
+        "    global _FAMILY\n    family = _FAMILY = globals().get('_FAMILY', [])\n",
+        (
+            "tests/test_claims.py::test_holm_is_within_each_claim_not_across_claims",
+            "tests/test_claims.py::test_holm_within_a_claim_keeps_parts_that_alone_would_confirm_inconclusive",
+        ),
+    ),
+    Mutant(
+        "a failed precondition lets the primary's verdict through",
+        "analysis/claims.py",
+        "    if failed:\n        return PRECONDITION_FAILED, reasons",
+        "    if False:\n        return PRECONDITION_FAILED, reasons",
+        ("tests/test_claims.py::test_a_failed_precondition_gives_no_verdict_naming_it_and_never_votes",),
+    ),
+    Mutant(
+        "an undecided precondition counts as met",
+        "analysis/claims.py",
+        "failed = [p for p in parts if p.role == PRECONDITION and p.verdict != CONFIRMED]",
+        "failed = [p for p in parts if p.role == PRECONDITION and p.verdict == REFUTED]",
+        ("tests/test_claims.py::test_an_undecided_precondition_is_not_met",),
+    ),
+    Mutant(
+        "parts where both networks collapsed are judged",
+        "analysis/claims.py",
+        "    if all(m <= chance + CHANCE_MARGIN for m in means):",
+        "    if all(m <= chance for m in means):",
+        ("tests/test_claims.py::test_parts_where_both_networks_collapsed_are_not_judged_nor_counted_by_holm",),
+    ),
+    Mutant(
+        "the claim's verdict is any part's, not the primary's",
+        "analysis/claims.py",
+        "    return next(p for p in parts if p.role == PRIMARY).verdict, reasons",
+        "    return parts[0].verdict, reasons",
+        ("tests/test_claims.py::test_the_primary_part_alone_decides_the_claim",),
+    ),
+    Mutant(
+        "the stability halves overlap",
+        "analysis/claims.py",
+        "for s in (seeds[:half], seeds[half:])]",
+        "for s in (seeds[:half], seeds[half - 1 :])]",
+        ("tests/test_claims.py::test_the_stability_line_judges_each_half_of_the_seeds_alone",),
+    ),
+    Mutant(
         "the record's setting keeps the seed",
-        "runners/experiment.py",
+        "runners/identity.py",
         'NOT_SETTING = ("seed", "experiment")',
         'NOT_SETTING = ("experiment",)',
         ("tests/test_report.py::test_the_record_carries_the_setting_without_the_seed",),
     ),
     Mutant(
         "explicit seeds.* overrides are left out of the setting",
-        "runners/experiment.py",
+        "runners/identity.py",
         'NOT_SETTING = ("seed", "experiment")',
         'NOT_SETTING = ("seed", "experiment", "seeds")',
         ("tests/test_report.py::test_the_record_carries_the_setting_without_the_seed",),
+    ),
+    Mutant(
+        "measured speed-up computed pruned / dense",
+        "analysis/speed.py",
+        '"speedup": reference / measured}',
+        '"speedup": measured / reference}',
+        (SPEED_REPORT,),
+    ),
+    Mutant(
+        "the table's measured speed-up is the masked network's",
+        "analysis/speed.py",
+        'measured = measured[measured["kernel"] != MASKED]',
+        'measured = measured[measured["kernel"] == MASKED]',
+        (SPEED_REPORT,),
+    ),
+    Mutant(
+        "the table's speed-up at the smallest batch instead of the throughput batch",
+        "analysis/speed.py",
+        'top = rows[rows["batch"] == rows["batch"].max()].iloc[0]',
+        'top = rows[rows["batch"] == rows["batch"].min()].iloc[0]',
+        (SPEED_REPORT,),
+    ),
+    Mutant(
+        "layer collapse read from the wrong field",
+        "analysis/collapse.py",
+        'records["_collapse"] = record_field(records, "layer_collapse").map(_flag)',
+        'records["_collapse"] = record_field(records, "sparsity_set_by_method").map(_flag)',
+        (SPEED_REPORT,),
+    ),
+    Mutant(
+        "the smallest layer density is the largest",
+        "analysis/collapse.py",
+        "name = min(densities, key=lambda n: (densities[n], n))",
+        "name = max(densities, key=lambda n: (densities[n], n))",
+        (SPEED_REPORT,),
+    ),
+    Mutant(
+        "record fields under outputs are not read",
+        "analysis/records.py",
+        'for prefix in ("", f"{OUTPUTS}.")]',
+        'for prefix in ("",)]',
+        (SPEED_REPORT,),
+    ),
+    Mutant(
+        "sparse export: auto takes the slowest kernel",
+        "runners/export.py",
+        "return min(ms, key=lambda name: ms[name]), {",
+        "return max(ms, key=lambda name: ms[name]), {",
+        (f"{EXPORT}::test_auto_exports_the_kernel_fastest_at_the_throughput_batch",),
+    ),
+    Mutant(
+        "sparse export: speed-up computed exported / dense",
+        "runners/export.py",
+        '"speedup": {b: latency["dense"][b] / latency["exported"][b] for b in latency["dense"]},',
+        '"speedup": {b: latency["exported"][b] / latency["dense"][b] for b in latency["dense"]},',
+        (f"{EXPORT}::test_auto_exports_the_kernel_fastest_at_the_throughput_batch",),
+    ),
+    Mutant(
+        "sparse export: the dense model traced instead of the sparse network",
+        "runners/export.py",
+        "traced = torch.jit.trace(network, x, check_trace=False)",
+        "traced = torch.jit.trace(model, x, check_trace=False)",
+        (f"{EXPORT}::test_the_sparse_export_runs_the_stored_weights_through_the_kernel_and_times_itself",),
     ),
 ]
 

@@ -253,7 +253,8 @@ def test_the_record_a_run_prints_leads_to_its_store_wherever_paths_results_was(t
         timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    printed = {k.strip(): v.strip() for k, _, v in (row.partition(":") for row in run.stdout.splitlines()[-2:])}
+    tail = (row.partition(":") for row in run.stdout.splitlines() if row.strip().startswith(("record:", "store:")))
+    printed = {k.strip(): v.strip() for k, _, v in tail}
     assert printed["store"] == str((tmp_path / "store").resolve())
     record = printed["record"]
     assert Path(record).is_relative_to(tmp_path / "here" / "outputs")  # the run folder's copy
@@ -279,3 +280,165 @@ def test_the_record_a_run_prints_leads_to_its_store_wherever_paths_results_was(t
     )
     assert report.returncode == 0, report.stderr[-3000:]
     assert "magnitude" in (elsewhere / "report" / "summary.md").read_text()
+
+
+# ------------------------------------------------------------------------------------------------- sparse kernels
+# The MobileNetV2 of `done` answers every input alike after its one epoch on noise (dead ReLU6s: max |y - y[0]| = 0),
+# which no check could tell from a wrong weight; conv_bn's outputs depend on the input (and it has Conv2d and Linear).
+LIVE = [
+    "dataset=synthetic",
+    "dataset.input_shape=[3,16,16]",
+    "dataset.num_train=80",
+    "dataset.num_test=16",
+    "dataset.val_size=16",
+    "train.epochs=1",
+    "train.batch_size=32",
+    "model=conv_bn",
+    "method=magnitude",
+    "method.sparsity=0.8",
+    "method.recovery.epochs=1",
+]
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """A masked conv_bn experiment (~8 s) whose outputs vary with the input, and its stored model."""
+    root = tmp_path_factory.mktemp("live")
+    run = make_run(root, *LIVE)
+    store = Store(run.paths.results)
+    record = run_experiment(run, store)
+    exp = Experiment(run, store)
+    final = store.at(record["final_stage"])
+    path = next((store.stage_dir("experiment", "x").parent).glob("*/result.json"))
+    model = folded(exp.model_from(final)).cpu().eval()
+    x = batch(exp.data.input_shape)
+    with torch.no_grad():
+        y = model(x)
+    assert float((y - y[0]).abs().max()) > 0.1  # a check against this model can see a wrong weight
+    return {"record": record, "path": path, "model": model, "shape": exp.data.input_shape}
+
+
+def expected_layers(model: torch.nn.Module, kernel: str) -> dict[str, str]:
+    """What each Conv2d/Linear of the stored model must run, worked out from its weights alone."""
+    out = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+            continue
+        if bool((module.weight != 0).all()):
+            out[name] = "dense: not pruned"
+        elif isinstance(module, torch.nn.Conv2d) and module.groups != 1:
+            out[name] = f"dense: not supported (grouped convolution (groups={module.groups}))"
+        else:
+            out[name] = kernel if isinstance(module, torch.nn.Linear) else f"{kernel} (im2col)"
+    return out
+
+
+def test_the_sparse_export_runs_the_stored_weights_through_the_kernel_and_times_itself(live, tmp_path):
+    case = live
+    info = exporter.export(str(case["path"]), "sparse", tmp_path / "out", sparse_kernel="csr", run_time=0.01)
+    assert info["files"] == [exporter.SPARSE_FILE] and (info["sparse_kernel"], info["format"]) == ("csr", "sparse")
+    assert info["verified"][exporter.SPARSE_FILE]["max_abs_diff"] <= 1e-5
+    assert json.loads((tmp_path / "out" / "export_sparse.json").read_text()) == info
+    assert info["layers"] == expected_layers(case["model"], "csr")
+    sparse_layers = [n for n, k in info["layers"].items() if k.startswith("csr")]
+    assert any(k == "csr" for k in info["layers"].values()) and any(
+        k == "csr (im2col)" for k in info["layers"].values()
+    )
+    loaded = torch.jit.load(str(tmp_path / "out" / exporter.SPARSE_FILE)).eval()
+    x = batch(case["shape"], n=3)  # not the verification batch's size
+    with torch.no_grad():
+        expect = case["model"](x)
+        assert torch.allclose(loaded(x), expect, atol=1e-5, rtol=1e-5)
+    # the artefact holds each pruned layer's nonzero weights as CSR parts, row by row, and computes with them
+    name = sparse_layers[-1]
+    weight = (
+        case["model"].get_submodule(name).weight.detach().reshape(case["model"].get_submodule(name).weight.shape[0], -1)
+    )
+    layer = loaded
+    for part in name.split("."):
+        layer = getattr(layer, part)
+    kept = weight != 0
+    assert torch.equal(layer.values, weight[kept])
+    assert torch.equal(layer.col, kept.nonzero()[:, 1])
+    assert torch.equal(layer.crow, torch.cat([torch.zeros(1, dtype=torch.long), kept.sum(1).cumsum(0)]))
+    with torch.no_grad():
+        layer.values.mul_(2.0)
+        assert not torch.allclose(loaded(x), expect, atol=1e-3)
+    # the latency: stored model (dense kernels) against the artefact, at batch 1 and the record's throughput batch
+    assert set(info["latency_ms"]) == {"dense", "exported"} and info["throughput_batch"] == 256
+    assert all(set(v) == {"1", "256"} and min(v.values()) > 0 for v in info["latency_ms"].values())
+    for b in ("1", "256"):
+        assert info["speedup"][b] == info["latency_ms"]["dense"][b] / info["latency_ms"]["exported"][b]
+    assert (info["latency_device"], info["latency_threads"]) == ("cpu", 1)
+    assert info["record_latency_ms"] == case["record"]["latency_ms"]
+    assert info["record_latency_kernels"] == case["record"]["latency_kernels"]
+
+
+def test_auto_exports_the_kernel_fastest_at_the_throughput_batch(live, tmp_path, monkeypatch):
+    seen = []
+    per_image = {"csr": 3.0, "bsr": 2.0, "coo": 1.0, "dense": 4.0, "exported": 2.0}
+
+    def timer(models, input_shape, batch_sizes, min_run_time):  # the records' timer, with chosen numbers
+        seen.append((sorted(models), tuple(batch_sizes)))
+        return {name: {str(b): per_image[name] * b for b in batch_sizes} for name in models}
+
+    monkeypatch.setattr(exporter, "measure_latency_ms", timer)
+    case = live
+    info = exporter.export(str(case["path"]), "sparse", tmp_path / "out", threads=2)
+    candidates = seen[0][0]
+    assert {"csr", "coo"} <= set(candidates) and seen[0][1] == (256,)
+    assert info["sparse_kernel"] == "coo" and info["sparse_kernel_requested"] == "auto"
+    assert info["kernel_choice"] == {"batch": 256, "ms": {k: per_image[k] * 256 for k in candidates}}
+    assert info["layers"] == expected_layers(case["model"], "coo")
+    assert seen[1] == (["dense", "exported"], (1, 256))
+    assert info["speedup"] == {"1": 2.0, "256": 2.0} and info["latency_threads"] == 2
+    assert torch.get_num_threads() == 1  # restored
+
+
+def test_the_throughput_batch_is_the_records_largest():
+    assert exporter.throughput_batch({"latency_ms": {"dense": {"1": 0.1, "64": 2.0}, "sparse": {"1": 0.2}}}) == 64
+    assert exporter.throughput_batch({"latency_ms": None}) == exporter.THROUGHPUT_BATCH == 256
+    assert exporter.throughput_batch(None) == 256
+
+
+def test_bad_sparse_requests_are_one_line(done, tmp_path):
+    with pytest.raises(UserError, match=r"^export --format sparse: stage train/\w+ has no weight masks"):
+        exporter.export(str(done["l1_filter"]["path"]), "sparse", tmp_path / "a")
+    with pytest.raises(UserError, match=r"^export --sparse-kernel: only with --format sparse \(got --format onnx\)"):
+        exporter.export(str(done["magnitude"]["path"]), "onnx", tmp_path / "a", sparse_kernel="csr")
+    with pytest.raises(UserError, match=r"semi_structured \(2:4\) runs on CUDA only"):
+        exporter.export(str(done["magnitude"]["path"]), "sparse", tmp_path / "a", sparse_kernel="semi_structured")
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.slow  # an export and a second interpreter (~8 s)
+def test_the_sparse_artefact_loads_without_prunelab(live, tmp_path):
+    case = live
+    exporter.export(str(case["path"]), "sparse", tmp_path / "out", sparse_kernel="bsr", run_time=0.01)
+    x = batch(case["shape"])
+    with torch.no_grad():
+        torch.save({"x": x, "y": case["model"](x)}, tmp_path / "io.pt")
+    script = (
+        BLOCKER
+        + f"""
+import torch, warnings
+warnings.simplefilter("ignore")
+io = torch.load({str(tmp_path / "io.pt")!r})
+model = torch.jit.load({str(tmp_path / "out" / exporter.SPARSE_FILE)!r}).eval()
+try:
+    import runners
+except ImportError:
+    pass
+else:
+    raise SystemExit("the blocker does not work")
+with torch.no_grad():
+    assert torch.allclose(model(io["x"]), io["y"], atol=1e-5, rtol=1e-5)
+print("ok", sorted({{type(m).__name__ for m in model.modules()}} & {{"SparseLinear", "SparseConv2d"}}))
+"""
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().startswith("ok")

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -39,7 +40,9 @@ def composed(argv: list[str]) -> list[tuple[list[str], dict]]:
 # ------------------------------------------------------------------------------------------------ composition
 def test_jobs_are_the_basic_sweepers_with_the_experiments_params():
     jobs = composed([*SURVEY, "level=0,4", "seed=0,1"])
-    assert len(jobs) == 2 * 15 * 2  # levels × arms × seeds
+    survey = yaml.safe_load((CONF / "experiment" / "survey_mlp.yaml").read_text())
+    arms = survey["hydra"]["sweeper"]["params"]["+experiment/arm"].split(",")
+    assert len(jobs) == 2 * len(arms) * 2
     # the sweep config's params come first (level, arm, seed), the command line's lists replace theirs in place
     assert jobs[0][0] == ["level=0", "+experiment/arm=dense", "seed=0", "+experiment=survey_mlp"]
     assert jobs[1][0] == ["level=0", "+experiment/arm=dense", "seed=1", "+experiment=survey_mlp"]

@@ -10,7 +10,7 @@ from torch.nn.utils import prune
 
 from models import build_model
 from models.config import ModelConfig
-from runners.metrics import count_flops, count_params, latency_setting, measure_latency_ms
+from runners.metrics import count_flops, count_params, latency_setting, measure_latency_ms, processor
 
 MNIST, CIFAR = (1, 28, 28), (3, 32, 32)
 
@@ -168,7 +168,7 @@ def test_latency_is_timed_on_the_jobs_own_threads_and_device():
         model = build("lenet300")
         forwards_seen(model, "m", log)
         measure_latency_ms({"dense": model}, MNIST, batch_sizes=(1,), min_run_time=0.01)
-        assert latency_setting(model) == {"device": "cpu", "threads": 2}
+        assert latency_setting(model) == {"device": "cpu", "processor": processor(torch.device("cpu")), "threads": 2}
     finally:
         torch.set_num_threads(before)
     assert log and {(device, threads) for _, device, threads in log} == {(torch.device("cpu"), 2)}

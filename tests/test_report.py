@@ -17,7 +17,7 @@ from analysis.figures import KNOWN_STYLES, curve, spread_note, style_map
 from analysis.records import load_local, load_wandb, split_usable
 from analysis.tables import build_tables, clearly_better, dense_baseline, dense_baselines, numeric, prepare
 from foundations.hashing import stage_hash
-from runners.experiment import hash_setting
+from runners.identity import hash_setting
 
 DENSE = {0: 0.980, 1: 0.981, 2: 0.982}  # dense model per seed → dense row 98.10 ± 0.10 (n=3)
 # (label, kind, target sparsity) → {seed: test_acc}
@@ -512,7 +512,8 @@ def test_the_record_carries_the_setting_without_the_seed(tmp_path):
 
     from foundations.errors import UserError
     from foundations.store import Store
-    from runners.experiment import experiment_hash, experiment_spec, record_failure, run_experiment, setting_spec
+    from runners.experiment import record_failure, run_experiment
+    from runners.identity import experiment_hash, experiment_spec, setting_spec
 
     dense = [*SYNTH, "method=dense", "train.epochs=1"]
     config = make_run(tmp_path, *dense)
@@ -773,7 +774,7 @@ def test_the_lottery_ladder_figure_never_mixes_two_lottery_settings(tmp_path):
     def ticket(seed, **paths):
         rec = setting_record("lottery", 0.8, seed, 0.9, **paths)
         levels = [{"density": 1.0, "test_acc": 0.9}, {"density": 0.5, "test_acc": 0.91}]
-        return {**rec, "experiment": context.experiment, "levels": levels, "dense_test_acc": 0.9}
+        return {**rec, "experiment": context.experiment, "outputs": {"levels": levels}, "dense_test_acc": 0.9}
 
     one = [ticket(0, method__rate=0.5), ticket(1, method__rate=0.5)]
     assert lth_ladder_figure(claim, spec, one, context, tmp_path / "one") is not None

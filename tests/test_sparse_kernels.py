@@ -10,6 +10,7 @@ Tolerance for float32: |Δ| <= 1e-5 · (1 + max|y|) (float32 sums of <= 800 prod
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,13 +21,14 @@ from torch.nn.utils import prune
 import runners.sparse as sparse_module
 from foundations.errors import UserError
 from foundations.store import Store
-from methods.pipeline.masks import folded
+from methods.pipeline.masks import folded, masked_weight
 from methods.pipeline.select import nm_rows, select_nm
 from models import build_model
 from models.config import ModelConfig
-from runners.experiment import experiment_hash, run_experiment
+from runners.experiment import run_experiment
+from runners.identity import experiment_hash
 from runners.jobs import check_command
-from runners.sparse import SparseConv2d, SparseLinear, masked_weight, measure_sparse_latency, sparse_network
+from runners.sparse import SparseConv2d, SparseLinear, measure_sparse_latency, sparse_network
 from tests.conftest import SYNTH, make_run
 
 CPU_KERNELS = ("csr", "bsr", "coo")
@@ -312,6 +314,12 @@ def test_a_weight_level_record_times_dense_masked_and_sparse_and_names_each_laye
     assert all(set(v) == {"1", "8"} and all(ms > 0 for ms in v.values()) for v in record["latency_ms"].values())
     assert record["latency_kernels"] == {"fc1": "csr", "fc2": "csr", "fc3": "csr"}
     assert record["latency_device"] == "cpu" and record["latency_threads"] == 1
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():  # what the report names as the machine: the CPU's model name
+        names = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+        ]
+        assert record["latency_processor"] == names[0]
     off = make_run(tmp_path / "off", *args, "latency.sparse_kernel=none")
     assert experiment_hash(off) == experiment_hash(config)  # it changes no result: hashed nowhere
     unmeasured = run_experiment(off, Store(off.paths.results))

@@ -170,7 +170,8 @@ def test_scratch_arms_resolve_to_the_sweeps_own_source_experiments(tmp_path, exp
     # otherwise every scratch job would silently train a second, differently configured source experiment
     from methods import get_method
     from runners.config import validate
-    from runners.experiment import experiment_spec, source_experiment_config
+    from runners.experiment import source_experiment_config
+    from runners.identity import experiment_spec
 
     source_arm = arm.split("_", 2)[2]
     for level in range(levels):

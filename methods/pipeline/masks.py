@@ -213,6 +213,16 @@ def _masked(model: nn.Module) -> list[tuple[str, nn.Module, str, torch.Tensor]]:
     ]
 
 
+def masked_weight(module: nn.Module, name: str = "weight") -> Optional[torch.Tensor]:
+    """The tensor ``name`` as the module's forward uses it: ``<name>_orig * <name>_mask`` where
+    ``torch.nn.utils.prune`` masks it (``<name>`` itself is only refreshed by a forward), else the plain one."""
+    mask = getattr(module, f"{name}{_MASK}", None)
+    if mask is not None:
+        return (getattr(module, f"{name}{_ORIG}") * mask).detach()
+    value = getattr(module, name, None)
+    return None if value is None else value.detach()
+
+
 def folded(model: nn.Module) -> nn.Module:
     """A plain copy of ``model`` with masks multiplied into the weights and the pruning hooks removed."""
     with torch.no_grad():  # the computed `weight` must be a graph leaf for deepcopy
