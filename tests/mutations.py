@@ -40,6 +40,7 @@ PAI = "tests/test_scores_pai.py"
 GMP = "tests/test_gmp.py"
 SPEED_REPORT = "tests/test_speed_report.py"
 EXPORT = "tests/test_export.py"
+OUTPUTS = "tests/test_outputs.py"
 
 
 @dataclass(frozen=True)
@@ -509,9 +510,9 @@ MUTANTS = [
     ),
     Mutant(
         "the sparse kernels are built from the unmasked weights (weight_orig)",
-        "runners/sparse.py",
-        'return (getattr(module, f"{name}_orig") * mask).detach()',
-        'return getattr(module, f"{name}_orig").detach()',
+        "methods/pipeline/masks.py",
+        'return (getattr(module, f"{name}{_ORIG}") * mask).detach()',
+        'return getattr(module, f"{name}{_ORIG}").detach()',
         ("tests/test_sparse_kernels.py::test_a_sparse_linear_equals_the_masked_dense_product",),
     ),
     Mutant(
@@ -710,6 +711,34 @@ MUTANTS = [
         "traced = torch.jit.trace(network, x, check_trace=False)",
         "traced = torch.jit.trace(model, x, check_trace=False)",
         (f"{EXPORT}::test_the_sparse_export_runs_the_stored_weights_through_the_kernel_and_times_itself",),
+    ),
+    Mutant(
+        "an old flat record's method fields are dropped, not moved into outputs",
+        "foundations/record.py",
+        'out["outputs"] = {k: v for k, v in flat.items() if v is not None}',
+        'out["outputs"] = {}',
+        (f"{OUTPUTS}::test_an_old_flat_record_reads_with_its_method_fields_as_outputs",),
+    ),
+    Mutant(
+        "a method's name and sparsity are hashed against its own defaults (they drop out of its hashes)",
+        "methods/pipeline/api.py",
+        'HASH_DEFAULTS: ClassVar[Mapping[str, Any]] = {"name": "dense", "sparsity": 0.0}',
+        "HASH_DEFAULTS: ClassVar[Mapping[str, Any]] = {}",
+        (f"{OUTPUTS}::test_a_method_config_hashes_its_name_and_sparsity_without_declaring_it",),
+    ),
+    Mutant(
+        "a train stage's codec leaves out the early-stopping iteration",
+        "methods/pipeline/results.py",
+        '            "early_stop_iteration": self.early_stop_iteration,\n',
+        "",
+        (f"{OUTPUTS}::test_every_stored_stage_result_writes_back_the_json_it_was_read_from",),
+    ),
+    Mutant(
+        "ThiNet's k-th fine-tune takes the data order of the (k-1)-th",
+        "foundations/seeds.py",
+        "return data_seed + _STEP_STRIDE * (step + 1)",
+        "return data_seed + _STEP_STRIDE * step",
+        (f"{OUTPUTS}::test_every_stored_stage_result_writes_back_the_json_it_was_read_from",),
     ),
 ]
 

@@ -162,7 +162,14 @@ def test_every_stored_stage_result_writes_back_the_json_it_was_read_from(tmp_pat
     structured = ["dataset=synthetic", "model=mlp_bn", "model.widths=[12,8]", "train.epochs=1"]
     run_experiment(make_run(tmp_path, *structured, "method=l1_filter", "method.recovery.epochs=1"), store)
     thinet = [*structured, "method=thinet", "method.n_images=64", "method.layer_fine_tune_iterations=2"]
-    run_experiment(make_run(tmp_path, *thinet, "method.recovery.epochs=1"), store)
+    record = run_experiment(make_run(tmp_path, *thinet, "method.recovery.epochs=1"), store)
+    # ThiNet's fine-tune after layer k is a train stage with the data order the code before it used inside the
+    # method: seeds.data + 1000 · k (k from 1), so its numbers are those of the earlier version
+    tunes = {n: h for n, h in record["stage_hashes"].items() if n.startswith("fine_tune")}
+    assert sorted(tunes) == ["fine_tune1"]  # two prunable layers of mlp_bn: a fine-tune between them
+    for name, digest in tunes.items():
+        k = int(name.removeprefix("fine_tune"))
+        assert store.at(f"train/{digest}").config()["spec"]["data_seed"] == record["seeds"]["data"] + 1000 * k
     seen = set()
     for folder in sorted((tmp_path / "results" / "runs").glob("*/*")):
         if folder.parent.name == "experiment" or not folder.is_dir():
