@@ -58,7 +58,7 @@ def done(tmp_path_factory):
             "path": record_path,
             "final": final,
             "store": store,
-            "model": folded(exp.model_from(final)).cpu().eval(),
+            "model": folded(exp.model_from(exp.stage_at(final.ref))).cpu().eval(),
             "shape": exp.data.input_shape,
         }
     return out
@@ -308,9 +308,8 @@ def live(tmp_path_factory):
     store = Store(run.paths.results)
     record = run_experiment(run, store)
     exp = Experiment(run, store)
-    final = store.at(record["final_stage"])
     path = next((store.stage_dir("experiment", "x").parent).glob("*/result.json"))
-    model = folded(exp.model_from(final)).cpu().eval()
+    model = folded(exp.model_from(exp.stage_at(record["final_stage"]))).cpu().eval()
     x = batch(exp.data.input_shape)
     with torch.no_grad():
         y = model(x)
