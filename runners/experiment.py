@@ -42,7 +42,7 @@ from foundations.training import (
     with_shapes,
 )
 from methods import get_method
-from methods.pipeline.api import BuildFn, SelectFn, StageRef, Weights
+from methods.pipeline.api import BuildFn, CalibrateFn, SelectFn, StageRef, Weights
 from methods.pipeline.channels import ChannelPlan, compact
 from methods.pipeline.masks import (
     Masks,
@@ -324,10 +324,18 @@ class Experiment:
         return self._stage(name, "train", spec, {"start": start.hash, "masks": masks and masks.hash}, compute)
 
     def mask_stage(
-        self, name: str, source: StageRef, spec: dict, select: SelectFn, *, weights: Weights = "selected"
+        self,
+        name: str,
+        source: StageRef,
+        spec: dict,
+        select: SelectFn,
+        *,
+        weights: Weights = "selected",
+        calibrate: Optional[CalibrateFn] = None,
     ) -> Stage:
         """Score and select: ``select(plain_model, alive_masks) -> (new masks, info)``; the stage stores the masks,
-        the masked weights (a fine-tune can start here), ``info`` and the accuracy right after pruning."""
+        the masked weights (a fine-tune can start here), ``info`` and the accuracy right after pruning, after
+        ``calibrate(masked_model)`` if given (BatchNorm re-estimation: ``spec`` must say it)."""
 
         def compute(files: StageFiles) -> dict:
             model = self.model_from(source, weights)
@@ -337,6 +345,8 @@ class Experiment:
             alive = {n: alive.get(n, torch.ones_like(params[n], dtype=torch.bool).cpu()) for n in self.prunable(plain)}
             new_masks, info = select(plain, alive)
             pruned = apply_masks(plain, new_masks)
+            if calibrate is not None:
+                calibrate(pruned)
             files.masks(new_masks)
             files.weights(fold_state(pruned.state_dict()))
             return {

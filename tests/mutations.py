@@ -40,6 +40,7 @@ PAI = "tests/test_scores_pai.py"
 GMP = "tests/test_gmp.py"
 SPEED_REPORT = "tests/test_speed_report.py"
 EXPORT = "tests/test_export.py"
+BN = "tests/test_batchnorm.py"
 
 
 @dataclass(frozen=True)
@@ -710,6 +711,62 @@ MUTANTS = [
         "traced = torch.jit.trace(network, x, check_trace=False)",
         "traced = torch.jit.trace(model, x, check_trace=False)",
         (f"{EXPORT}::test_the_sparse_export_runs_the_stored_weights_through_the_kernel_and_times_itself",),
+    ),
+    Mutant(
+        "BN re-estimation keeps the stale running statistics",
+        "methods/pipeline/batchnorm.py",
+        "bn.reset_running_stats()  # mean 0",
+        "pass  # mean 0",
+        (f"{BN}::test_re_estimated_statistics_equal_the_hand_computed_ones",),
+    ),
+    Mutant(
+        "BN re-estimation as an EMA (momentum 0.1) instead of the cumulative average",
+        "methods/pipeline/batchnorm.py",
+        "bn.momentum = None",
+        "bn.momentum = bn.momentum",
+        (f"{BN}::test_re_estimated_statistics_equal_the_hand_computed_ones",),
+    ),
+    Mutant(
+        "BN re-estimation with BatchNorm in eval mode",
+        "methods/pipeline/batchnorm.py",
+        "            bn.train()",
+        "            bn.eval()",
+        (f"{BN}::test_re_estimated_statistics_equal_the_hand_computed_ones",),
+    ),
+    Mutant(
+        "BN re-estimation with dropout on (the whole network in train mode)",
+        "methods/pipeline/batchnorm.py",
+        "        model.eval()",
+        "        model.train()",
+        (f"{BN}::test_re_estimated_statistics_equal_the_hand_computed_ones",),
+    ),
+    Mutant(
+        "the prune stage does not re-estimate BN statistics",
+        "runners/experiment.py",
+        "            if calibrate is not None:\n                calibrate(pruned)",
+        "            if False:\n                calibrate(pruned)",
+        (f"{BN}::test_the_prune_stage_stores_statistics_of_the_masked_network_on_seeded_training_batches",),
+    ),
+    Mutant(
+        "BN re-estimated on the test split",
+        "methods/pipeline/unstructured.py",
+        "data = stages.data.train.subset(n * size",
+        "data = stages.data.test.subset(n * size",
+        (f"{BN}::test_the_prune_stage_stores_statistics_of_the_masked_network_on_seeded_training_batches",),
+    ),
+    Mutant(
+        "method.recalibrate_bn missing from the prune stage's hash",
+        "methods/pipeline/unstructured.py",
+        'if k not in ("name", "sparsity", "recovery", "rounds", "prune_from", *AFTER_THE_MASK)',
+        'if k not in ("name", "sparsity", "recovery", "rounds", "prune_from", "recalibrate_bn", *AFTER_THE_MASK)',
+        (f"{BN}::test_the_number_of_batches_is_in_the_prune_stage_hash_and_zero_is_the_default",),
+    ),
+    Mutant(
+        "OBD measures the loss increase with the stale BN statistics under recalibrate_bn",
+        "methods/obd.py",
+        "            if calibrate is not None:\n                calibrate(pruned)",
+        "            if False:\n                calibrate(pruned)",
+        (f"{BN}::test_obd_measures_the_loss_increase_of_the_re_estimated_network",),
     ),
 ]
 

@@ -74,6 +74,7 @@ SCORE = {
     "quality": (["method.scope=layerwise_std", "method.quality=0.5"], ["method.quality=1.0"]),
     "when": ([], ["method.when=init"]),
     "prune_from": ([], ["method.prune_from=selected"]),
+    "recalibrate_bn": ([], ["method.recalibrate_bn=2"]),  # 2 batches of 40: the whole 80-image train split
 }
 CHANNEL = {
     **COMMON,

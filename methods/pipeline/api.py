@@ -30,6 +30,9 @@ from methods.pipeline.masks import Masks, MaskSchedule, Prunable
 Weights = Union[str, int]  # "selected" | "last" | k
 SelectFn = Callable[[nn.Module, Masks], tuple[Masks, dict]]
 BuildFn = Callable[[nn.Module], tuple[ChannelPlan, nn.Module, dict]]
+# What a prune stage does to the masked network before storing and evaluating it (BatchNorm re-estimation); the
+# method puts whatever decides it into the stage's spec.
+CalibrateFn = Callable[[nn.Module], None]
 
 
 class StageRef(Protocol):
@@ -106,7 +109,14 @@ class Stages(Protocol):
     ) -> StageRef: ...
 
     def mask_stage(
-        self, name: str, source: StageRef, spec: dict, select: SelectFn, *, weights: Weights = "selected"
+        self,
+        name: str,
+        source: StageRef,
+        spec: dict,
+        select: SelectFn,
+        *,
+        weights: Weights = "selected",
+        calibrate: Optional[CalibrateFn] = None,
     ) -> StageRef: ...
 
     def plan_stage(

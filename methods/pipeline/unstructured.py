@@ -9,6 +9,12 @@ on the target; each round is its own pair of stages in the store.
 - ``prune_from`` (after training): which weights of the trained stage are scored — ``last`` (default: the end of
   training, the trained minimum OBD's Taylor expansion assumes, LeCun et al. 1990 §2 "extremal" approximation, and
   what the lottery ticket prunes) or ``selected`` (the validation-selected checkpoint, ``train.selection``).
+- ``recalibrate_bn`` (N, default 0 = off): after each round's masks are applied and before the prune stage stores and
+  evaluates the network ("accuracy right after pruning", and what the fine-tune starts from), every BatchNorm's
+  running statistics are re-estimated over N training batches (``train.batch_size`` examples each, a fixed random
+  subset of the training split drawn from ``seeds.prune``, no augmentation): reset, cumulative average, BatchNorm
+  alone in train mode, no gradients (``methods.pipeline.batchnorm``; ``torch.optim.swa_utils.update_bn``'s
+  convention). A network without BatchNorm is refused: the option would silently do nothing there.
 - Pruning at initialization (``when=init``) is one-shot: ``rounds > 1`` is refused. Iterative pruning at init
   (SNIP-it, FORCE: score, prune, re-score the pruned network at the same init, no training in between) is a
   method's own ``selector`` (SynFlow's 100 iterations), never training between rounds — what the loop would
@@ -43,7 +49,8 @@ from foundations.checks import check, nondefault
 from foundations.errors import UserError
 from foundations.record import ExperimentRecord
 from foundations.seeds import REINIT_OFFSET
-from methods.pipeline.api import Method, MethodConfig, StageRef, Stages, Weights
+from methods.pipeline.api import CalibrateFn, Method, MethodConfig, StageRef, Stages, Weights
+from methods.pipeline.batchnorm import batchnorm_layers, recalibrate_bn
 from methods.pipeline.collapse import compression_grid, critical_compression, layer_collapse
 from methods.pipeline.masks import Masks, folded
 from methods.pipeline.recover import Recovery, recovery_config
@@ -86,11 +93,18 @@ class ScoreConfig(MethodConfig):
     fresh_init: bool = False
     invert: bool = False
     measure_collapse: bool = False  # at init: the record's critical_compression (Tanaka et al. 2020)
+    # BatchNorm running statistics re-estimated over this many training batches after each deletion (0: off)
+    recalibrate_bn: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.scope in SCOPES, "method.scope", f"must be one of {SCOPES} (got {self.scope!r})")
         check(self.rounds >= 1, "method.rounds", f"iterative pruning needs at least 1 round (got {self.rounds})")
+        check(
+            self.recalibrate_bn >= 0,
+            "method.recalibrate_bn",
+            f"must be a number of training batches >= 0 (0: off; got {self.recalibrate_bn})",
+        )
         check(
             self.when in ("after_training", "init"),
             "method.when",
@@ -199,6 +213,7 @@ class ScoreMethod(Method):
         if cfg.prune_from != default.prune_from and cfg.when == "after_training":
             notes.append(f"prune {cfg.prune_from}")
         notes += [cfg.pattern] if cfg.pattern != default.pattern else []
+        notes += [f"BN re-estimated on {cfg.recalibrate_bn} batches"] if cfg.recalibrate_bn else []
         return notes
 
     def sets_own_sparsity(self) -> bool:
@@ -206,6 +221,7 @@ class ScoreMethod(Method):
         return self.cfg.scope == "layerwise_std" or bool(self.cfg.layer_density)
 
     def validate(self, stages: Stages) -> None:
+        self.check_recalibration(stages)
         params = dict(stages.base_model().named_parameters())
         check_nm_shapes(self.cfg.pattern, {n: params[n].shape for n in self.names(stages)})
         if isinstance(self.cfg.quality, dict):
@@ -218,6 +234,40 @@ class ScoreMethod(Method):
                     f"{', '.join(names)} (missing: {', '.join(missing) or '-'}; unknown: "
                     f"{', '.join(unknown) or '-'})"
                 )
+
+    def check_recalibration(self, stages: Stages) -> None:
+        n = self.cfg.recalibrate_bn
+        if not n:
+            return
+        if not batchnorm_layers(stages.base_model()):
+            raise UserError(
+                f"method.recalibrate_bn: model {stages.model_name} has no BatchNorm layer with running statistics, "
+                f"so re-estimating them would change nothing; set method.recalibrate_bn=0"
+            )
+        size, available = stages.train_config.batch_size, len(stages.data.train)
+        if n * size > available:
+            raise UserError(
+                f"method.recalibrate_bn: {n} batches of train.batch_size={size} need {n * size} training examples, "
+                f"the training split has {available}; set method.recalibrate_bn <= {available // size}"
+            )
+
+    def recalibration_spec(self) -> dict:
+        """The re-estimation for a stage's spec where ``mask_spec`` is not in it; empty when off (old hashes kept)."""
+        return {"recalibrate_bn": self.cfg.recalibrate_bn} if self.cfg.recalibrate_bn else {}
+
+    def calibrator(self, stages: Stages) -> Optional[CalibrateFn]:
+        """What a prune stage does to the masked network before storing and evaluating it: BatchNorm statistics
+        re-estimated on ``recalibrate_bn`` batches of a fixed training subset (``seeds.prune``), or None (off)."""
+        n = self.cfg.recalibrate_bn
+        if not n:
+            return None
+        size = stages.train_config.batch_size
+
+        def calibrate(model: torch.nn.Module) -> None:
+            data = stages.data.train.subset(n * size, stages.seed("prune"))
+            recalibrate_bn(model, (x for x, _ in data.batches(size, device=stages.device)))
+
+        return calibrate
 
     def mask_spec(self) -> dict:
         """Everything in the config that changes which weights are removed (hashed into the prune stage; which
@@ -300,7 +350,8 @@ class ScoreMethod(Method):
             source = pruned.masks()
             return shuffled({n: source[n] for n in alive}, seed), {}
 
-        return stages.mask_stage("shuffle", init, {"shuffle_seed": seed, "mask": pruned.ref}, shuffle)
+        spec = {"shuffle_seed": seed, "mask": pruned.ref, **self.recalibration_spec()}
+        return stages.mask_stage("shuffle", init, spec, shuffle, calibrate=self.calibrator(stages))
 
     def chain(self, stages: Stages) -> ExperimentRecord:
         state, dense = self.start(stages)
@@ -327,6 +378,7 @@ class ScoreMethod(Method):
                 },
                 select_round,
                 weights=self.prune_weights(state),
+                calibrate=self.calibrator(stages),
             )
             rounds.append(
                 {
