@@ -82,8 +82,8 @@ def budget_rule_line(rule: Optional[str]) -> Optional[str]:
         return (
             "budget rule: matched — every arm trains survey.dense_epochs + survey.recovery_epochs from initialization "
             "(magnitude/obd: dense, then LR rewinding, Renda et al. 2020; at-init arms and Scratch-E: that many "
-            "epochs; Scratch-B: by multiply-adds); lottery levels and ThiNet's per-layer fine-tunes spend more by "
-            "design. Each row's epochs · Σlr are below."
+            "epochs; Scratch-B: by multiply-adds); the lottery's levels (and ThiNet's per-layer fine-tunes, not "
+            "counted in its budget) spend more by design. Each row's epochs · Σlr are below."
         )
     if rule == "paper":
         return (

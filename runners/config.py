@@ -151,23 +151,27 @@ def _sum(*terms: Any) -> Any:
 # same epochs counted from initialization — an after-training arm dense_epochs + recovery_epochs (its recovery an LR
 # rewinding, Renda et al. 2020), an at-init arm and Scratch-E that many from its init, Scratch-B that many times the
 # FLOP ratio; ``paper``: each paper's own schedule (at init and Scratch-E: the dense epochs; Han's fine-tune).
-# Iterative arms (lottery levels, ThiNet's per-layer fine-tunes) spend more by design under both: their records'
-# training_budget shows it.
+# Iterative arms (lottery levels, ThiNet's per-layer fine-tunes) spend more by design under both (a record's
+# training_budget shows the lottery's; ThiNet's per-layer fine-tunes run inside its pruning stage and are not in it).
 BUDGET_RULES = ("matched", "paper")
 
 
 def _budget(what: str, *, _root_: Any) -> Any:
     """``${budget:<what>}``: what the sweep's budget rule (``survey.budget``, ``paper`` where a sweep names none)
-    gives an arm: ``from_init_epochs`` (an at-init arm's ``train.epochs``), ``scratch_epochs`` (Scratch's
-    ``method.epochs``; None: the dense epochs) or ``recovery_protocol`` (an after-training arm's)."""
+    gives an arm: ``train_epochs`` (the sweep's ``train.epochs``: ``from_init_epochs`` for an arm that says
+    ``survey.trains_from_init`` — the at-init arms, composed before the sweep file so that they cannot set
+    ``train.epochs`` themselves —, else the dense epochs), ``scratch_epochs`` (Scratch's ``method.epochs``; None: the
+    dense epochs) or ``recovery_protocol`` (an after-training arm's)."""
     survey = _root_.survey
     rule = survey.get("budget", "paper")
     if rule not in BUDGET_RULES:
         raise UserError(f"survey.budget: must be one of {', '.join(BUDGET_RULES)} (got {rule!r})")
     matched = rule == "matched"
     total = survey.dense_epochs + survey.recovery_epochs
+    from_init = total if matched else survey.dense_epochs
     table = {
-        "from_init_epochs": total if matched else survey.dense_epochs,
+        "from_init_epochs": from_init,
+        "train_epochs": from_init if survey.get("trains_from_init", False) else survey.dense_epochs,
         "scratch_epochs": total if matched else None,
         "recovery_protocol": "lr_rewind" if matched else "fine_tune",
     }

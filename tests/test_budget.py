@@ -8,18 +8,21 @@ kept weight of the three Linear layers (16·6 + 6·5 + 5·4 = 146 dense); BatchN
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
+from hydra import initialize_config_dir
 
 from foundations.errors import UserError
 from foundations.training import TrainConfig
 from foundations.training.budget import examples_seen, lr_trace, result_budget, stage_budget
-from runners.config import validate
+from runners.config import register_schemas, validate
 from runners.experiment import run_experiment
 from runners.store import Store
 from tests.conftest import make_run
-from tests.test_sweeps import compose
+from tests.hash_audit import jobs
+from tests.test_sweeps import CONF, compose
 
 TINY = [
     "dataset=synthetic",
@@ -188,8 +191,21 @@ SURVEY_ARMS = ["magnitude", "obd", "snip", "grasp", "synflow", "random", "gmp", 
 SCRATCH_ARMS = ["scratch_e_slimming", "scratch_e_thinet"]
 
 
+@functools.cache
+def survey_jobs(overrides: tuple[str, ...]) -> list[list[str]]:
+    register_schemas()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return jobs(["+experiment=survey_mlp", *overrides])
+
+
 def survey_arm(tmp_path, arm: str, *overrides: str):
-    return validate(compose(tmp_path, "+experiment=survey_mlp", f"+experiment/arm={arm}", *overrides))
+    """The arm's job at level 0 (or the ``level=`` given) as ``make survey`` launches it: the overrides in the order
+    Hydra's sweeper gives them (its params, the arm among them, before the command line's ``+experiment=``), since
+    the arm cannot override what the sweep file sets after it."""
+    every = survey_jobs(tuple(o for o in overrides if not o.startswith("level=")))
+    level = next((o for o in overrides if o.startswith("level=")), "level=0")
+    (job,) = [j for j in every if f"+experiment/arm={arm}" in j and level in j]
+    return validate(compose(tmp_path, *job))
 
 
 def epochs_from_init(run) -> int:
