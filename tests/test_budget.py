@@ -11,12 +11,16 @@ from __future__ import annotations
 import functools
 import math
 
+import pandas as pd
 import pytest
 from hydra import initialize_config_dir
 
+from analysis.reproduction import _budget_cell
+from analysis.tables import EPOCHS_COLUMN, LR_INTEGRAL_COLUMN, budget_text
 from foundations.errors import UserError
 from foundations.training import TrainConfig
 from foundations.training.budget import examples_seen, lr_trace, result_budget, stage_budget
+from runners.callbacks import budget_rule_line
 from runners.config import register_schemas, validate
 from runners.experiment import run_experiment
 from runners.store import Store
@@ -244,3 +248,11 @@ def test_paper_rule_keeps_each_papers_schedule(tmp_path):
 def test_an_unknown_budget_rule_is_one_line(tmp_path):
     with pytest.raises(UserError, match="survey.budget: must be one of matched, paper"):
         survey_arm(tmp_path, "snip", "survey.budget=fair")
+
+
+def test_tables_and_reproduction_show_epochs_and_integrated_lr():
+    cell = pd.DataFrame({EPOCHS_COLUMN: [9.0, 9.0], LR_INTEGRAL_COLUMN: [0.2, 0.25]})
+    assert budget_text(cell) == "9 · 0.2–0.25"
+    assert budget_text(pd.DataFrame({"acc": [0.9]})) == "—"  # a record from before the budget
+    assert _budget_cell([(14.0, 8.57), (6.0, 3.7)]) == "6–14 · 3.7–8.57" and _budget_cell([]) == "—"
+    assert budget_rule_line("matched").startswith("budget rule: matched") and budget_rule_line(None) is None
