@@ -46,7 +46,8 @@ RECOVERY = {
     "recovery.lr_scale": ([], ["method.recovery.lr_scale=0.2"]),
     "recovery.schedule": ([], ["method.recovery.schedule=constant"]),
     "recovery.milestones": ([], ["method.recovery.milestones=[0.5]"]),
-    "recovery.protocol": ([], ["method.recovery.protocol=lr_rewind"]),
+    # a rewinding protocol retrains at most the dense schedule's 1 epoch
+    "recovery.protocol": (["method.recovery.epochs=1"], ["method.recovery.protocol=lr_rewind"]),
 }
 COMMON = {
     "sparsity": ([], ["method.sparsity=0.6"]),
@@ -120,7 +121,7 @@ FLIPS: dict[str, dict[str, tuple[list[str], list[str]]]] = {
     },
     "random": {
         **SCORE,
-        **{k: (AFTER, v) for k, (_, v) in RECOVERY.items()},
+        **{k: (AFTER + context, v) for k, (context, v) in RECOVERY.items()},
         "scope": ([], ["method.scope=global"]),
         "quality": ([], ["method.quality=1.0"]),
         "when": ([], ["method.when=after_training"]),
