@@ -34,6 +34,7 @@ from foundations.training import (
     ConvGeometry,
     Hooks,
     TrainConfig,
+    budget,
     channels_last,
     conv_geometries,
     evaluate,
@@ -133,6 +134,9 @@ class Experiment:
         self.stage_hashes: dict[str, str] = {}
         self.wall_time: dict[str, float] = {}
         self.reused: dict[str, bool] = {}
+        # hash -> parent hashes, and each train stage's budget: the record's training_budget (foundations.training.budget)
+        self.parents: dict[str, list[str]] = {}
+        self.budgets: list[dict] = []
 
     def seed(self, purpose: str) -> int:
         return self.config.seed_for(purpose)
@@ -185,6 +189,7 @@ class Experiment:
             kind, {**self.identity, **spec}, {k: v for k, v in parents.items() if v}, described
         )
         self.stage_hashes[name] = stage.hash
+        self.parents[stage.hash] = [v for v in parents.values() if v]
         self.reused[name] = stage.reused
         self.wall_time[name] = 0.0 if stage.reused else stage.result["wall_time_s"]
         how = "reused from the store" if stage.reused else f"computed in {stage.result['wall_time_s']:.1f} s"
@@ -321,7 +326,19 @@ class Experiment:
             "start_iteration": start_iteration,
             "snapshots": list(snapshots),
         }
-        return self._stage(name, "train", spec, {"start": start.hash, "masks": masks and masks.hash}, compute)
+        stage = self._stage(name, "train", spec, {"start": start.hash, "masks": masks and masks.hash}, compute)
+        trained = self.model_from(start, weights, masks=masks.masks() if masks is not None else None)
+        forward = measure.count_flops(trained, self.data.input_shape)["flops_effective"]
+        spent = budget.stage_budget(
+            train_cfg,
+            n_examples=len(self.data.train),
+            start=start_iteration,
+            end=stage.result["iterations"],
+            forward_macs=forward,
+            stage=name,
+        )
+        self.budgets.append({**spent, "hash": stage.hash, "reused": stage.reused})
+        return stage
 
     def mask_stage(
         self,
@@ -493,6 +510,7 @@ class Experiment:
             prunable={**asdict(self.method.cfg.prunable), "tensors": dense_names},
             per_layer_density=per_layer,
             method_config=asdict(self.config.method),
+            training_budget=budget.result_budget(final.hash, self.parents, self.budgets),
             **extra,
         )
 

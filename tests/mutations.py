@@ -41,6 +41,7 @@ GMP = "tests/test_gmp.py"
 SPEED_REPORT = "tests/test_speed_report.py"
 EXPORT = "tests/test_export.py"
 BN = "tests/test_batchnorm.py"
+BUDGET = "tests/test_budget.py"
 
 
 @dataclass(frozen=True)
@@ -767,6 +768,48 @@ MUTANTS = [
         "            if calibrate is not None:\n                calibrate(pruned)",
         "            if False:\n                calibrate(pruned)",
         (f"{BN}::test_obd_measures_the_loss_increase_of_the_re_estimated_network",),
+    ),
+    Mutant(
+        "matched budget off by one epoch",
+        "runners/config.py",
+        "total = survey.dense_epochs + survey.recovery_epochs",
+        "total = survey.dense_epochs + survey.recovery_epochs - 1",
+        (f"{BUDGET}::test_matched_rule_gives_every_arm_the_same_epochs_from_init",),
+    ),
+    Mutant(
+        "LR rewinding starting one epoch early",
+        "methods/pipeline/recover.py",
+        "    return total - retrain\n",
+        "    return max(total - retrain - batches_per_epoch, 0)\n",
+        (f"{BUDGET}::test_each_recovery_protocol_trains_with_its_papers_lr_trace",),
+    ),
+    Mutant(
+        "integrated LR missing the last step",
+        "foundations/training/budget.py",
+        '"lr_integral": sum(lr_trace(cfg, per_epoch, start, end)),',
+        '"lr_integral": sum(lr_trace(cfg, per_epoch, start, end - 1)),',
+        (f"{BUDGET}::test_magnitude_fine_tune_budget_is_the_hand_count",),
+    ),
+    Mutant(
+        "examples seen ignore each epoch's short last batch",
+        "foundations/training/budget.py",
+        "return epochs * n_examples + offset * batch_size",
+        "return (epochs * per_epoch + offset) * batch_size",
+        (f"{BUDGET}::test_examples_count_each_epochs_short_last_batch",),
+    ),
+    Mutant(
+        "training multiply-adds not mask-aware",
+        "runners/experiment.py",
+        'forward = measure.count_flops(trained, self.data.input_shape)["flops_effective"]',
+        'forward = measure.count_flops(trained, self.data.input_shape)["flops_dense"]',
+        (f"{BUDGET}::test_magnitude_fine_tune_budget_is_the_hand_count",),
+    ),
+    Mutant(
+        "budget counts a stage the result does not descend from",
+        "foundations/training/budget.py",
+        'if spent["hash"] in behind and all(',
+        'if spent["hash"] in behind | {spent["hash"]} and all(',
+        (f"{BUDGET}::test_lottery_counts_every_level_and_scratch_only_its_own_training",),
     ),
 ]
 

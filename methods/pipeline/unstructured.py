@@ -53,7 +53,7 @@ from methods.pipeline.api import CalibrateFn, Method, MethodConfig, StageRef, St
 from methods.pipeline.batchnorm import batchnorm_layers, recalibrate_bn
 from methods.pipeline.collapse import compression_grid, critical_compression, layer_collapse
 from methods.pipeline.masks import Masks, folded
-from methods.pipeline.recover import Recovery, recovery_config
+from methods.pipeline.recover import FINE_TUNE_ONLY, Recovery, recovery_config, rewind_iteration, rewind_start
 from methods.pipeline.scores import shuffled
 from methods.pipeline.select import (
     SCOPES,
@@ -69,6 +69,9 @@ from methods.pipeline.select import (
 # What a method keeps for a target: (overall keep fraction, per-layer keep fractions) -> masks
 Keep = Callable[[float, dict[str, float]], Masks]
 
+
+# How a rewinding recovery shows in a label (fine-tuning, the default, shows nothing)
+REWIND_NOTES = {"weight_rewind": "weight rewinding", "lr_rewind": "LR rewinding"}
 
 # Fields that act after the method's mask stage (which they share with the plain method) or only on the record.
 AFTER_THE_MASK = ("shuffle", "fresh_init", "measure_collapse")
@@ -212,6 +215,8 @@ class ScoreMethod(Method):
             notes.append("at init" if cfg.when == "init" else "after training")
         if cfg.prune_from != default.prune_from and cfg.when == "after_training":
             notes.append(f"prune {cfg.prune_from}")
+        if cfg.recovery.rewinds and cfg.when == "after_training":
+            notes.append(REWIND_NOTES[cfg.recovery.protocol])
         notes += [cfg.pattern] if cfg.pattern != default.pattern else []
         notes += [f"BN re-estimated on {cfg.recalibrate_bn} batches"] if cfg.recalibrate_bn else []
         return notes
@@ -222,6 +227,8 @@ class ScoreMethod(Method):
 
     def validate(self, stages: Stages) -> None:
         self.check_recalibration(stages)
+        if self.cfg.when == "after_training" and self.cfg.recovery.rewinds:
+            self.rewind_iteration(stages)  # t <= T, refused before any stage
         params = dict(stages.base_model().named_parameters())
         check_nm_shapes(self.cfg.pattern, {n: params[n].shape for n in self.names(stages)})
         if isinstance(self.cfg.quality, dict):
@@ -317,7 +324,10 @@ class ScoreMethod(Method):
 
     def ignored_fields(self) -> dict[str, str]:
         if self.cfg.when != "init":
-            return super().ignored_fields()
+            if not self.cfg.recovery.rewinds:
+                return super().ignored_fields()
+            replays = f"recovery.protocol={self.cfg.recovery.protocol} replays the dense schedule (train.*)"
+            return {**super().ignored_fields(), **{f"recovery.{f}": replays for f in FINE_TUNE_ONLY}}
         at_init = "it prunes at initialization, then trains for the dense schedule (train.*)"
         return {
             **super().ignored_fields(),
@@ -329,8 +339,16 @@ class ScoreMethod(Method):
         """(stage to prune, dense stage or None)."""
         if self.cfg.when == "init":
             return stages.init_stage(), None
-        dense = stages.dense_stage()
+        if self.cfg.recovery.protocol == "weight_rewind":  # the dense run keeps its weights at the rewind point
+            dense, _, _ = rewind_start(stages, self.rewind_iteration(stages))
+        else:
+            dense = stages.dense_stage()
         return dense, dense
+
+    def rewind_iteration(self, stages: Stages) -> int:
+        """Where a rewinding recovery restarts the dense schedule: T − t (``methods.pipeline.recover``)."""
+        per_epoch = stages.data.train.num_batches(stages.train_config.batch_size)
+        return rewind_iteration(self.cfg.recovery, stages.train_config, per_epoch)
 
     def recovery_stage(self, stages: Stages, round_index: int, pruned: StageRef, source: StageRef) -> StageRef:
         if self.cfg.when == "init":  # pruning at initialization: train the sparse network normally
@@ -338,9 +356,14 @@ class ScoreMethod(Method):
                 fresh = stages.init_stage("fresh_init", seed=stages.seed("init") + REINIT_OFFSET)
                 return stages.train_stage(f"train{round_index}", fresh, stages.train_config, masks=pruned)
             return stages.train_stage(f"train{round_index}", pruned, stages.train_config)
-        return stages.train_stage(
-            f"recover{round_index}", pruned, recovery_config(self.cfg.recovery, stages.train_config)
-        )
+        name, protocol = f"recover{round_index}", self.cfg.recovery.protocol
+        if protocol == "fine_tune":
+            return stages.train_stage(name, pruned, recovery_config(self.cfg.recovery, stages.train_config))
+        k = self.rewind_iteration(stages)
+        if protocol == "lr_rewind":  # the pruned trained weights, the dense schedule replayed from T − t
+            return stages.train_stage(name, pruned, stages.train_config, start_iteration=k)
+        _, rewound, weights = rewind_start(stages, k)  # the dense run's weights at T − t, under the pruned mask
+        return stages.train_stage(name, rewound, stages.train_config, weights=weights, masks=pruned, start_iteration=k)
 
     def shuffle_stage(self, stages: Stages, pruned: StageRef, init: StageRef) -> StageRef:
         """The mask of ``pruned`` permuted within each layer, applied to the init's weights."""
@@ -436,5 +459,6 @@ class AtInitMethod(ScoreMethod):
             "recovery.lr_scale",
             "recovery.schedule",
             "recovery.milestones",
+            "recovery.protocol",
         }
     )
