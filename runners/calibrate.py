@@ -297,7 +297,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     store = Store(results)
     data: dict[str, Any] = {
         "name": name,
-        "command": "python -m runners.calibrate " + shlex.join(argv),
+        "command": " ".join(["python -m runners.calibrate", shlex.join(argv)]).strip(),
         "date": now(),
         "commit": git_commit(),
         "seeds": seeds,

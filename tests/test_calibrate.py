@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from analysis.calibration import (
     LAM,
@@ -266,3 +267,17 @@ def test_a_real_run_writes_the_grid_from_the_store_and_a_second_run_trains_nothi
     assert second.stdout.count("every run's record is in the store; nothing launched") == 2
     again = json.loads((tmp_path / "cal.json").read_text())
     assert {k: v for k, v in again.items() if k != "date"} == {k: v for k, v in data.items() if k != "date"}
+
+
+def test_the_default_tiers_lam_is_its_calibration_files_choice_for_the_same_setting():
+    # conf/reproduce/tiers.yaml takes λ from results/calibration/reproduce_mlp_default.json (committed): the value is
+    # the file's choice, and the file measured the setting the tier composes today (else: run the calibration again)
+    from runners.calibrate import setting_hash
+
+    tiers_file = ROOT / "conf" / "reproduce" / "tiers.yaml"
+    calibration = ROOT / "results" / "calibration" / "reproduce_mlp_default.json"
+    assert "results/calibration/reproduce_mlp_default.json" in tiers_file.read_text()
+    data = json.loads(calibration.read_text())
+    assert data[LAM]["chosen"] == yaml.safe_load(tiers_file.read_text())["tiers"]["default"]["slimming_lam"]
+    assert data["setting"]["line"] == "+experiment=reproduce_mlp reproduce.tier=default"
+    assert data["setting"]["setting_hash"] == setting_hash(["+experiment=reproduce_mlp", "reproduce.tier=default"], 0)
