@@ -88,6 +88,7 @@ class Context:
     knobs: dict = field(default_factory=dict)
     header: dict = field(default_factory=dict)  # command, date, commit, wall time, stages computed, machine
     not_run: dict = field(default_factory=dict)  # variant name -> why it did not run (e.g. MNIST files absent)
+    calibration: list[str] = field(default_factory=list)  # "Calibrated hyperparameters" (analysis.calibration)
 
 
 # ------------------------------------------------------------------------------------------------ text
@@ -950,6 +951,7 @@ def write_report(
     previous = baseline(verdicts_path, out, current)
     text = "\n".join(header(context) + ["## Summary", ""] + summary_table(results, variants, stable) + [""]) + "\n"
     text += "\n".join(changes(current, previous)) + "\n"
+    text += "".join(line + "\n" for line in context.calibration)
     text += "\n".join(sections)
     out.parent.mkdir(parents=True, exist_ok=True)
     figures_dir.mkdir(parents=True, exist_ok=True)

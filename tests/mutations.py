@@ -42,6 +42,7 @@ SPEED_REPORT = "tests/test_speed_report.py"
 EXPORT = "tests/test_export.py"
 BN = "tests/test_batchnorm.py"
 BUDGET = "tests/test_budget.py"
+CALIBRATE = "tests/test_calibrate.py"
 
 
 @dataclass(frozen=True)
@@ -810,6 +811,54 @@ MUTANTS = [
         'if spent["hash"] in behind and all(',
         'if spent["hash"] in behind | {spent["hash"]} and all(',
         (f"{BUDGET}::test_lottery_counts_every_level_and_scratch_only_its_own_training",),
+    ),
+    Mutant(
+        "calibration picks the smallest λ within the tolerance",
+        "analysis/calibration.py",
+        "    chosen = max(within)",
+        "    chosen = min(within)",
+        (
+            f"{CALIBRATE}::test_lam_is_the_largest_whose_paired_validation_cost_is_within_half_a_point_boundary_included",
+        ),
+    ),
+    Mutant(
+        "calibration measures λ's cost on the test split",
+        "analysis/calibration.py",
+        "_mean([m.dense_val_acc - m.val_acc for m in runs])",
+        "_mean([m.dense_test_acc - m.test_acc for m in runs])",
+        (
+            f"{CALIBRATE}::test_lam_is_the_largest_whose_paired_validation_cost_is_within_half_a_point_boundary_included",
+        ),
+    ),
+    Mutant(
+        "calibration refuses a cost exactly at the tolerance (< for ≤)",
+        "analysis/calibration.py",
+        "Point(value, runs, cost, cost <= tolerance)",
+        "Point(value, runs, cost, cost < tolerance)",
+        (
+            f"{CALIBRATE}::test_lam_is_the_largest_whose_paired_validation_cost_is_within_half_a_point_boundary_included",
+        ),
+    ),
+    Mutant(
+        "calibration picks the fine-tuning LR on the test split",
+        "analysis/calibration.py",
+        "round(_mean([m.val_acc for m in runs]), _DIGITS)",
+        "round(_mean([m.test_acc for m in runs]), _DIGITS)",
+        (f"{CALIBRATE}::test_the_fine_tuning_lr_is_the_best_mean_validation_accuracy_ties_to_the_smaller",),
+    ),
+    Mutant(
+        "calibration breaks a fine-tuning LR tie towards the larger scale",
+        "analysis/calibration.py",
+        "chosen = min(p.value for p in points if p.score == best)",
+        "chosen = max(p.value for p in points if p.score == best)",
+        (f"{CALIBRATE}::test_the_fine_tuning_lr_is_the_best_mean_validation_accuracy_ties_to_the_smaller",),
+    ),
+    Mutant(
+        "calibration reads λ's accuracy after fine-tuning instead of after sparsity training",
+        "runners/calibrate.py",
+        'trained = _selected(store, record["stage_hashes"]["sparsity"]) if grid.key == LAM else record',
+        "trained = record",
+        (f"{CALIBRATE}::test_a_real_run_writes_the_grid_from_the_store_and_a_second_run_trains_nothing",),
     ),
 ]
 
