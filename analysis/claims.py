@@ -935,6 +935,7 @@ def arm_table(claim: Claim, records: list[dict], experiment: str, seeds: list[in
         for at in [None] if fixed else claim.at_values or [None]:
             values = side_values(claim, records, Side(arm, claim.metric), at, seeds, experiment)
             summary = values.summary
+            found = [r for r in arm_records(claim, records, arm, at, experiment) if r.get("seed") in values.by_seed]
             rows.append(
                 {
                     "arm": arm,
@@ -943,6 +944,12 @@ def arm_table(claim: Claim, records: list[dict], experiment: str, seeds: list[in
                     "mean": summary and summary[0],
                     "std": summary and summary[1],
                     "by_seed": dict(values.by_seed),
+                    # (epochs, Σlr) from initialization of each record behind the values (foundations.training.budget)
+                    "budget": [
+                        (float(total["epochs"]), float(total["lr_integral"]))
+                        for r in found
+                        if r.get("status") == "ok" and (total := (r.get("training_budget") or {}).get("total"))
+                    ],
                 }
             )
     return rows

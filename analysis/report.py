@@ -39,10 +39,14 @@ from analysis.records import ATTR_SOURCE, ATTR_UNREADABLE, filter_experiments, l
 from analysis.settings import ROW, notes
 from analysis.speed import BATCH, machine
 from analysis.tables import (
+    BUDGET_HEADER,
+    BUDGET_NOTE,
     Table,
+    budget_text,
     build_tables,
     by_seed,
     dense_baselines,
+    dense_budget,
     fmt_pct,
     fmt_sparsity,
     measured_speedup,
@@ -127,7 +131,8 @@ def duplicate_lines(prepared: pd.DataFrame) -> list[str]:
 
 
 def compact_summary(prepared: pd.DataFrame) -> str:
-    """One line per (dataset/model, kind, row): seeds, sparsity range, accuracy and measured speed-up (the throughput
+    """One line per (dataset/model, kind, row): seeds, sparsity range, accuracy, the training budget from
+    initialization (epochs · Σlr, ``analysis.tables.budget_text``) and measured speed-up (the throughput
     batch's: ``analysis.speed.headline``) at its highest sparsity; then what the numbers are (one seed: no error
     bars), where the speed was measured, and the notes of the tables (settings named, shared rows)."""
     rows = []
@@ -144,6 +149,7 @@ def compact_summary(prepared: pd.DataFrame) -> str:
                     str(dense.n),
                     "0%",
                     _stat_str(dense.mean, dense.std),
+                    dense_budget(group, label),
                     "1.00 (dense)",
                 ]
             )
@@ -172,6 +178,7 @@ def compact_summary(prepared: pd.DataFrame) -> str:
                     str(at_top.n),
                     span,
                     _stat_str(at_top.mean, at_top.std) + f" @ {fmt_sparsity(top)}",
+                    budget_text(cell[cell["sparsity"] == top]),
                     speedup_text(pd.Series(speed_cell)).plain(),
                 ]
             )
@@ -187,6 +194,7 @@ def compact_summary(prepared: pd.DataFrame) -> str:
             "seeds",
             "sparsities",
             "test acc % (at highest sparsity)",
+            f"{BUDGET_HEADER} (from init)",
             " ".join(["speed-up ×", *([batch] if batch else []), "(kernel)"]),
         ],
         tablefmt="simple",
@@ -197,7 +205,7 @@ def compact_summary(prepared: pd.DataFrame) -> str:
         f"timed{f': {batch[1:]}' if batch.startswith('b') else ''}), through the kernel named (csr, bsr, coo: "
         f"torch.sparse; compacted: the channel-pruned network), timed on {machine(prepared)}; —: not timed."
     )
-    return "\n".join([table, "", seed_note(counts) + ".", measured, *notes(prepared)])
+    return "\n".join([table, "", seed_note(counts) + ".", BUDGET_NOTE, measured, *notes(prepared)])
 
 
 def _stat_str(mean: float, std: float) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -87,6 +88,7 @@ class Context:
     knobs: dict = field(default_factory=dict)
     header: dict = field(default_factory=dict)  # command, date, commit, wall time, stages computed, machine
     not_run: dict = field(default_factory=dict)  # variant name -> why it did not run (e.g. MNIST files absent)
+    calibration: list[str] = field(default_factory=list)  # "Calibrated hyperparameters" (analysis.calibration)
 
 
 # ------------------------------------------------------------------------------------------------ text
@@ -220,6 +222,19 @@ def _seed_values(by_seed: dict[int, float], seeds: list[int], fmt: str) -> str:
     return " ".join(one(by_seed[s]) if s in by_seed else "—" for s in seeds)
 
 
+def _budget_cell(budget: list[tuple[float, float]]) -> str:
+    """``9 · 0.21``: an arm's epochs and integrated LR from initialization (``lo–hi`` where its records differ); "—"
+    for records written before the training budget."""
+    if not budget:
+        return "—"
+
+    def span(values: list[float]) -> str:
+        lo, hi = min(values), max(values)
+        return f"{lo:.3g}" if math.isclose(lo, hi, rel_tol=1e-9) else f"{lo:.3g}–{hi:.3g}"
+
+    return f"{span([e for e, _ in budget])} · {span([lr for _, lr in budget])}"
+
+
 def _arm_rows(result: ClaimResult) -> list[str]:
     claim = result.claim
     fmt = format_for(claim.metric)
@@ -227,8 +242,17 @@ def _arm_rows(result: ClaimResult) -> list[str]:
     seeds = ", ".join(map(str, result.seeds))
     unit = " (%)" if fmt == "percent" else ""
     lines = [
-        _row(["arm", *axis, "n", f"{metric_name(claim.metric)} (mean ± std)", f"per seed {seeds}{unit}"]),
-        _row(["---"] * (4 + len(axis))),
+        _row(
+            [
+                "arm",
+                *axis,
+                "n",
+                f"{metric_name(claim.metric)} (mean ± std)",
+                f"per seed {seeds}{unit}",
+                "epochs · Σlr from init",
+            ]
+        ),
+        _row(["---"] * (5 + len(axis))),
     ]
     for row in result.arm_table:
         if row["mean"] is None:
@@ -236,7 +260,8 @@ def _arm_rows(result: ClaimResult) -> list[str]:
         else:
             value = f"{format_value(row['mean'], fmt)} ± {format_value(row['std'], fmt).replace(' %', '')}"
         at = [_fmt_at(claim, row["at"])] if axis else []
-        lines.append(_row([row["arm"], *at, str(row["n"]), value, _seed_values(row["by_seed"], result.seeds, fmt)]))
+        per_seed = _seed_values(row["by_seed"], result.seeds, fmt)
+        lines.append(_row([row["arm"], *at, str(row["n"]), value, per_seed, _budget_cell(row.get("budget", []))]))
     return lines
 
 
@@ -926,6 +951,7 @@ def write_report(
     previous = baseline(verdicts_path, out, current)
     text = "\n".join(header(context) + ["## Summary", ""] + summary_table(results, variants, stable) + [""]) + "\n"
     text += "\n".join(changes(current, previous)) + "\n"
+    text += "".join(line + "\n" for line in context.calibration)
     text += "\n".join(sections)
     out.parent.mkdir(parents=True, exist_ok=True)
     figures_dir.mkdir(parents=True, exist_ok=True)

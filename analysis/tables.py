@@ -130,6 +130,41 @@ def seed_note(counts: list[int]) -> str:
     )
 
 
+# The record's training budget from initialization (foundations.training.budget), flattened by analysis.records
+EPOCHS_COLUMN = "training_budget.total.epochs"
+LR_INTEGRAL_COLUMN = "training_budget.total.lr_integral"
+BUDGET_HEADER = "epochs · Σlr"
+BUDGET_NOTE = (
+    "epochs · Σlr: the training the result carries from initialization, summed over its stages (dense training, "
+    "retraining, every lottery level), and the integrated learning rate Σ lr over those steps; a range where the "
+    "row's sparsities differ."
+)
+
+
+def has_budget(group: pd.DataFrame) -> bool:
+    return EPOCHS_COLUMN in group.columns and numeric(group, EPOCHS_COLUMN).notna().any()
+
+
+def budget_text(cell: pd.DataFrame) -> str:
+    """``9 · 0.21``: epochs and Σlr from initialization of a cell's records (``lo–hi`` where they differ, e.g. the
+    lottery's levels per sparsity); "—" for records written before the budget was recorded."""
+    epochs, lrs = numeric(cell, EPOCHS_COLUMN).dropna(), numeric(cell, LR_INTEGRAL_COLUMN).dropna()
+    if epochs.empty or lrs.empty:
+        return "—"
+
+    def span(values: pd.Series) -> str:
+        lo, hi = float(values.min()), float(values.max())
+        return f"{lo:.3g}" if math.isclose(lo, hi, rel_tol=1e-9) else f"{lo:.3g}–{hi:.3g}"
+
+    return f"{span(epochs)} · {span(lrs)}"
+
+
+def dense_budget(group: pd.DataFrame, label: str) -> str:
+    """The budget of the dense records of one dense setting (``DENSE_ROW`` = ``label``)."""
+    dense = group[group["kind"].eq("dense") & group[DENSE_ROW].eq(label)] if DENSE_ROW in group.columns else group[:0]
+    return budget_text(dense)
+
+
 def dense_baselines(group: pd.DataFrame) -> list[tuple[str, Stat]]:
     """(label, accuracy) of each dense setting of a prepared group (``dense_row``: "dense", or "dense [...]" naming
     the fields in which the dense settings differ)."""
@@ -380,6 +415,7 @@ def sparsity_table(
     counts = [s.n for s in cells.values()] + [d.n for _, d in dense]
     max_n = max(counts)
     best = best_cells(samples)
+    budget = has_budget(group)  # records before the training budget have no such column
     rows = []
     for label in labels:
         row = [Text(label)]
@@ -388,16 +424,21 @@ def sparsity_table(
             text = stat_text(s, show_n=s is not None and s.n < max_n)
             text.bold = (label, level) in best
             row.append(text)
-        rows.append(row)
+        rows.append(row + ([Text(budget_text(of_kind[of_kind[ROW] == label]))] if budget else []))
     footer = []
     for label, baseline in dense:
         dense_text = stat_text(baseline, show_n=baseline.n < max_n)
-        footer.append([Text(label)] + [Text(dense_text.main, dense_text.note) for _ in levels])
+        footer.append(
+            [Text(label)]
+            + [Text(dense_text.main, dense_text.note) for _ in levels]
+            + ([Text(dense_budget(group, label))] if budget else [])
+        )
     meaning = KIND_COLUMN_MEANING.get(kind, "target sparsity")
     caption = (
         f"{dataset} / {model}, {kind} pruning: {seed_note(counts)}; columns: {meaning}."
         + (f" {BOLD_RULE}" if max_n > 1 else "")
         + (" Dense: the unpruned baselines." if dense else "")
+        + (f" {BUDGET_NOTE}" if budget else "")
         + caption_notes(
             group[(group["kind"] == kind) | (group["kind"].eq("dense") & group[DENSE_ROW].isin([d[0] for d in dense]))],
             any(marked for _, marked in levels),
@@ -415,11 +456,11 @@ def sparsity_table(
         name=safe_name(dataset, model, kind),
         title=f"{dataset} / {model} — {kind}",
         caption=caption,
-        header=["Method", *[fmt_sparsity(*level) for level in levels]],
-        align="l" + "r" * len(levels),
+        header=["Method", *[fmt_sparsity(*level) for level in levels], *([BUDGET_HEADER] if budget else [])],
+        align="l" + "r" * len(levels) + ("r" if budget else ""),
         rows=rows,
         footer=footer,
-        span_footer=True,
+        span_footer=not budget,  # LaTeX spans the dense accuracy over the columns unless a budget follows it
         long=long[columns].reset_index(drop=True),
     )
 

@@ -77,6 +77,11 @@ class ExperimentRecord:
     test_loss_before_pruning: Optional[float] = None
     dense_test_acc: Optional[float] = None  # the dense baseline the method started from
     dense_test_loss: Optional[float] = None  # its test cross-entropy (of the validation-selected checkpoint)
+    # ---- training budget (foundations.training.budget): {"stages": [per train stage behind the final weights:
+    # stage, hash, reused, start_iteration, steps, epochs, examples, lr_integral (Σ lr over its steps), forward_macs
+    # (per example, mask-aware), train_macs (3 × forward × examples)], "total": the sums from initialization};
+    # None in records written before it
+    training_budget: Optional[dict[str, Any]] = None
     # ---- provenance
     dense_stage: Optional[str] = None  # hash of the dense model, whatever the method names that stage
     final_stage: Optional[str] = None  # "kind/hash" of the stage whose weights the record reports

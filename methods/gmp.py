@@ -98,6 +98,12 @@ class GMPConfig(MethodConfig):
         check(self.frequency >= 1, "method.frequency", f"must be >= 1 optimizer step (got {self.frequency})")
         check(self.scope in SCOPES, "method.scope", f"must be one of {SCOPES} (got {self.scope!r})")
         check(self.train_from in ORIGINS, "method.train_from", f"must be one of {ORIGINS} (got {self.train_from!r})")
+        check(
+            self.training.protocol == "fine_tune",
+            "method.training.protocol",
+            f"GMP prunes during one training run of its own schedule; there is nothing to rewind (got "
+            f"{self.training.protocol!r})",
+        )
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from foundations.seeds import REINIT_OFFSET
 from foundations.training import total_iterations
 from methods.pipeline.api import Method, MethodConfig, Stages
 from methods.pipeline.masks import classifier_name
+from methods.pipeline.recover import rewind_start
 from methods.pipeline.scores import magnitude_scores, shuffled
 from methods.pipeline.select import UNSTRUCTURED, check_nm_shapes, check_pattern, nm_pattern, select, select_nm
 
@@ -144,9 +145,7 @@ class Lottery(Method):
         params = dict(base.named_parameters())
         sizes = {n: params[n].numel() for n in names}
         k = self.cfg.rewind_iteration
-        init = stages.init_stage()
-        dense = stages.train_stage("level0", init, stages.train_config, snapshots=(k,) if k else ())
-        rewind, weights = (init, "selected") if k == 0 else (dense, k)
+        dense, rewind, weights = rewind_start(stages, k, "level0")
         state, pruned, history = dense, None, []
         nm = nm_pattern(self.cfg.pattern)
         for level, layers in enumerate(self.levels(sizes, classifier_name(base)), start=1):

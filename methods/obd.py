@@ -8,11 +8,14 @@ ReLU/max-pool nets without BN (their output is piecewise linear in each single w
 everywhere); ``lecun`` is the paper's backpropagated Levenberg–Marquardt recursion; ``mc_fisher``, ``hutchinson``;
 ``empirical_fisher`` is an ablation (Fisher pruning, not OBD).
 Each round records the predicted loss increase Σ s_k of the deleted weights and the measured increase before
-retraining, on the same samples (the paper's Fig. 1b).
+retraining, on the same samples (the paper's Fig. 1b). The measured increase is that of the network the prune stage
+stores: with ``recalibrate_bn`` its BatchNorm statistics are re-estimated first (the quadratic model, computed with
+the dense network's statistics, does not know about that step); without, the dense network's statistics are kept.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -69,12 +72,17 @@ class OptimalBrainDamage(ScoreMethod):
     def round_info(self, stages: Stages, model, alive, masks, scores) -> dict:
         removed = {n: alive[n] & ~masks[n] for n in masks}
         before = self._loss(stages, model)
+        calibrate = self.calibrator(stages)
         with torch.no_grad():
-            params = dict(model.named_parameters())
+            # re-estimating statistics changes buffers too: work on a copy then; else mask in place and restore
+            pruned = copy.deepcopy(model) if calibrate is not None else model
+            params = dict(pruned.named_parameters())
             saved = {n: params[n].detach().clone() for n in masks}
             for n, m in masks.items():
                 params[n].mul_(m.to(params[n].device))
-            after = self._loss(stages, model)
+            if calibrate is not None:
+                calibrate(pruned)
+            after = self._loss(stages, pruned)
             for n, value in saved.items():
                 params[n].copy_(value)
         return {

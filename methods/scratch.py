@@ -6,7 +6,8 @@ its *architecture*, re-initialize randomly with the baseline init and train norm
 widths (how many channels each group keeps, not which), so two sources that leave the same widths — slimming and
 ThiNet often do on an MLP — share the scratch stages instead of training the same network twice:
 
-- ``budget=E`` (Scratch-E): the dense model's epochs (``train``).
+- ``budget=E`` (Scratch-E): the dense model's epochs (``train``), or ``epochs`` where a comparison matches every
+  arm's epochs from initialization (the survey's ``survey.budget=matched``: dense + fine-tune epochs).
 - ``budget=B`` (Scratch-B): the same computation, epochs = round(E · FLOPs_dense / FLOPs_pruned), where a mask counts
   only its nonzero weights (the Rethinking code's ``count_flops.py``; its ``main_B.py`` truncates with ``int()``, the
   issue asks for ``round``: ``epochs_rounding`` offers both, ``round`` default). LR milestones are fractions of the
@@ -54,6 +55,7 @@ class ScratchConfig(MethodConfig):
     source: str = "magnitude"  # the method whose pruned architecture is trained from scratch
     source_overrides: dict[str, Any] = field(default_factory=dict)  # other config fields of the source method
     budget: str = "E"  # E: the dense epochs | B: the dense computation (FLOPs)
+    epochs: Optional[int] = None  # E, the length Scratch-B scales (None: the dense schedule's, train.*)
     budget_cap: Optional[float] = None  # Scratch-B: at most this multiple of the dense epochs (ImageNet: 2)
     epochs_rounding: str = "round"  # round (the issue) | floor (main_B.py's int())
     reinit_seed: Optional[int] = None  # None: seeds.init + REINIT_OFFSET
@@ -64,6 +66,7 @@ class ScratchConfig(MethodConfig):
         super().__post_init__()
         check(self.budget in ("E", "B"), "method.budget", f"must be E or B (got {self.budget!r})")
         check(self.budget_cap is None or self.budget_cap >= 1, "method.budget_cap", "must be >= 1")
+        check(self.epochs is None or self.epochs >= 1, "method.epochs", f"must be >= 1 (got {self.epochs})")
         check(self.epochs_rounding in ("round", "floor"), "method.epochs_rounding", "must be round or floor")
         check(
             self.flops in FLOP_COUNTS, "method.flops", f"must be one of {', '.join(FLOP_COUNTS)} (got {self.flops!r})"
@@ -176,6 +179,8 @@ class Scratch(Method):
 
     def budget_config(self, stages: Stages, flops: Optional[dict]) -> TrainConfig:
         base = stages.train_config
+        if self.cfg.epochs is not None:  # E set by the comparison, not by the dense schedule
+            base = replace(base, epochs=self.cfg.epochs, iterations=None)
         if self.cfg.budget == "E" or flops is None:
             return base
         kwargs = dict(cap=self.cfg.budget_cap, rounding=self.cfg.epochs_rounding)

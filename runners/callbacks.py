@@ -4,9 +4,10 @@ report of the sweep, regenerated when it ends.
 ``ReportOnMultirunEnd.on_multirun_end`` reads every experiment record of the sweep's name (config key ``name``,
 record field ``experiment``) from the store (``paths.results``), writes tables and figures with
 :func:`analysis.report.generate_report` into ``<paths.results>/report/<experiment>/`` and prints a one-screen
-summary: jobs ok / failed (from the job folders of this sweep), the compact accuracy table (by the report's rules:
-one row per setting of a method, seeds counted once each, "one seed: no error bars" where so, one row for one
-training under two labels) with each row's measured speed-up at its highest sparsity (the throughput batch, the
+summary: jobs ok / failed (from the job folders of this sweep), the budget rule of a survey (``survey.budget``) in
+one line, the compact accuracy table (by the report's rules: one row per setting of a method, seeds counted once
+each, "one seed: no error bars" where so, one row for one training under two labels) with each row's epochs and
+integrated LR from initialization and its measured speed-up at its highest sparsity (the throughput batch, the
 largest the records timed: 256 by default; the sparse kernel or the compacted network, named; "—" where not timed),
 where the files are. It
 never raises: the sweep's results are in the store whatever happens to the report, and
@@ -74,8 +75,27 @@ def job_outcomes(sweep_dir: Optional[Path]) -> dict[str, list[str]]:
     return outcome
 
 
-def sweep_report(experiment: str, results: Path, sweep_dir: Optional[Path] = None) -> str:
-    """Generate the report of one experiment name and return the one-screen summary text (raises on failure)."""
+def budget_rule_line(rule: Optional[str]) -> Optional[str]:
+    """The sweep's budget rule (``survey.budget``, ``runners.config.BUDGET_RULES``) in one line; None for a sweep
+    without one."""
+    if rule == "matched":
+        return (
+            "budget rule: matched — every arm trains survey.dense_epochs + survey.recovery_epochs from initialization "
+            "(magnitude/obd: dense, then LR rewinding, Renda et al. 2020; at-init arms and Scratch-E: that many "
+            "epochs; Scratch-B: by multiply-adds); the lottery's levels (and ThiNet's per-layer fine-tunes, not "
+            "counted in its budget) spend more by design. Each row's epochs · Σlr are below."
+        )
+    if rule == "paper":
+        return (
+            "budget rule: paper — each paper's own schedule (at-init arms: the dense epochs; magnitude/obd: Han's "
+            "fine-tune at LR × lr_scale); the arms' budgets differ: compare their epochs · Σlr below."
+        )
+    return None
+
+
+def sweep_report(experiment: str, results: Path, sweep_dir: Optional[Path] = None, rule: Optional[str] = None) -> str:
+    """Generate the report of one experiment name and return the one-screen summary text (raises on failure);
+    ``rule``: the sweep's budget rule, said in one line."""
     from analysis.records import filter_experiments, load_local, split_usable
     from analysis.report import compact_summary, failed_lines, generate_report
     from analysis.tables import prepare
@@ -100,7 +120,8 @@ def sweep_report(experiment: str, results: Path, sweep_dir: Optional[Path] = Non
     out_dir = results / "report" / experiment
     outputs = generate_report(df, out_dir)
     usable, excluded = split_usable(df)
-    lines += ["", compact_summary(prepare(usable)), ""]
+    said = budget_rule_line(rule)
+    lines += ["", *([said] if said else []), compact_summary(prepare(usable)), ""]
     lines.append(f"records of '{experiment}' in the store: {len(usable)} ok, {len(excluded)} failed")
     lines += [f"  {line}" for line in failed_lines(excluded)[:10]] if len(excluded) else []
     tables = sorted({str(p.parent) for p in outputs.get("tables", [])})
@@ -179,7 +200,9 @@ class ReportOnMultirunEnd(Callback):
             return
         try:
             experiment = _select(config, "name") or "default"
-            text = sweep_report(experiment, results_root(config), sweep_dir_of(config))
+            text = sweep_report(
+                experiment, results_root(config), sweep_dir_of(config), _select(config, "survey.budget")
+            )
             print("\n" + text, flush=True)
         except Exception:
             log.exception(

@@ -147,6 +147,39 @@ def _sum(*terms: Any) -> Any:
     return sum(terms)
 
 
+# The budget rules of a comparison (``survey.budget``; README "Fair comparisons"). ``matched``: every arm trains the
+# same epochs counted from initialization — an after-training arm dense_epochs + recovery_epochs (its recovery an LR
+# rewinding, Renda et al. 2020), an at-init arm and Scratch-E that many from its init, Scratch-B that many times the
+# FLOP ratio; ``paper``: each paper's own schedule (at init and Scratch-E: the dense epochs; Han's fine-tune).
+# Iterative arms (lottery levels, ThiNet's per-layer fine-tunes) spend more by design under both (a record's
+# training_budget shows the lottery's; ThiNet's per-layer fine-tunes run inside its pruning stage and are not in it).
+BUDGET_RULES = ("matched", "paper")
+
+
+def _budget(what: str, *, _root_: Any) -> Any:
+    """``${budget:<what>}``: what the sweep's budget rule (``survey.budget``, ``paper`` where a sweep names none)
+    gives an arm: ``train_epochs`` (the sweep's ``train.epochs``: ``from_init_epochs`` for an arm that says
+    ``survey.trains_from_init`` — the at-init arms, composed before the sweep file so that they cannot set
+    ``train.epochs`` themselves —, else the dense epochs), ``scratch_epochs`` (Scratch's ``method.epochs``; None: the
+    dense epochs) or ``recovery_protocol`` (an after-training arm's)."""
+    survey = _root_.survey
+    rule = survey.get("budget", "paper")
+    if rule not in BUDGET_RULES:
+        raise UserError(f"survey.budget: must be one of {', '.join(BUDGET_RULES)} (got {rule!r})")
+    matched = rule == "matched"
+    total = survey.dense_epochs + survey.recovery_epochs
+    from_init = total if matched else survey.dense_epochs
+    table = {
+        "from_init_epochs": from_init,
+        "train_epochs": from_init if survey.get("trains_from_init", False) else survey.dense_epochs,
+        "scratch_epochs": total if matched else None,
+        "recovery_protocol": "lr_rewind" if matched else "fine_tune",
+    }
+    if what not in table:
+        raise UserError(f"${{budget:{what}}}: unknown; one of {', '.join(table)}")
+    return table[what]
+
+
 CONF = Path(__file__).resolve().parent.parent / "conf"
 # The config groups a training run selects from (experiment/arm below experiment); conf/ also holds data that is not
 # a group of this entry point (claims, reproduction tiers), and the schemas are groups to Hydra that nobody selects.
@@ -169,6 +202,8 @@ if not OmegaConf.has_resolver("pick"):
     OmegaConf.register_new_resolver("pick", _pick)
 if not OmegaConf.has_resolver("sum"):
     OmegaConf.register_new_resolver("sum", _sum)
+if not OmegaConf.has_resolver("budget"):
+    OmegaConf.register_new_resolver("budget", _budget)
 if not OmegaConf.has_resolver("prunelab_groups"):
     OmegaConf.register_new_resolver("prunelab_groups", selectable_groups)
 

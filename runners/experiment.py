@@ -32,6 +32,7 @@ from foundations.training import (
     ConvGeometry,
     Hooks,
     TrainConfig,
+    budget,
     channels_last,
     conv_geometries,
     evaluate,
@@ -40,7 +41,7 @@ from foundations.training import (
     with_shapes,
 )
 from methods import get_method
-from methods.pipeline.api import BuildFn, SelectFn, StageRef, Weights
+from methods.pipeline.api import BuildFn, CalibrateFn, SelectFn, StageRef, Weights
 from methods.pipeline.channels import ChannelPlan, compact
 from methods.pipeline.masks import (
     Masks,
@@ -71,6 +72,7 @@ from methods.pipeline.results import (
 from models import build_model, display_name, load_checkpoint
 from models.config import NATIVE
 from models.init import initialize
+from runners import metrics as measure
 from runners.config import ExperimentConfig
 from runners.identity import Identity
 from runners.jobs import method_defaults
@@ -202,7 +204,13 @@ class Experiment:
         found = self.store.get_or_compute(
             kind, {**self.stage_identity, **spec}, {k: v for k, v in parents.items() if v}, stored
         )
-        self.provenance.add(name, found.hash, found.reused, 0.0 if found.reused else found.wall_time_s)
+        self.provenance.add(
+            name,
+            found.hash,
+            found.reused,
+            0.0 if found.reused else found.wall_time_s,
+            tuple(v for v in parents.values() if v),
+        )
         how = "reused from the store" if found.reused else f"computed in {found.wall_time_s:.1f} s"
         progress_log.info("stage %s (%s): %s", name, found.ref, how)
         return StageRef(found, decode(kind, found.result_json, has_plan=found.has_plan(), facts=facts))
@@ -339,13 +347,33 @@ class Experiment:
             "start_iteration": start_iteration,
             "snapshots": list(snapshots),
         }
-        return self._stage(name, "train", spec, {"start": start.hash, "masks": masks and masks.hash}, compute)
+        stage = self._stage(name, "train", spec, {"start": start.hash, "masks": masks and masks.hash}, compute)
+        trained = self.model_from(start, weights, masks=masks.masks() if masks is not None else None)
+        forward = measure.count_flops(trained, self.data.input_shape)["flops_effective"]
+        spent = budget.stage_budget(
+            train_cfg,
+            n_examples=len(self.data.train),
+            start=start_iteration,
+            end=stage.result.iterations,
+            forward_macs=forward,
+            stage=name,
+        )
+        self.provenance.spent(spent, stage.hash, stage.reused)
+        return stage
 
     def mask_stage(
-        self, name: str, source: StageRef, spec: dict, select: SelectFn, *, weights: Weights = "selected"
+        self,
+        name: str,
+        source: StageRef,
+        spec: dict,
+        select: SelectFn,
+        *,
+        weights: Weights = "selected",
+        calibrate: Optional[CalibrateFn] = None,
     ) -> StageRef[MaskResult]:
         """Score and select: ``select(plain_model, alive_masks) -> (new masks, info)``; the stage stores the masks,
-        the masked weights (a fine-tune can start here), ``info`` and the accuracy right after pruning."""
+        the masked weights (a fine-tune can start here), ``info`` and the accuracy right after pruning, after
+        ``calibrate(masked_model)`` if given (BatchNorm re-estimation: ``spec`` must say it)."""
 
         def compute(files: StageFiles) -> MaskResult:
             model = self.model_from(source, weights)
@@ -355,6 +383,8 @@ class Experiment:
             alive = {n: alive.get(n, torch.ones_like(params[n], dtype=torch.bool).cpu()) for n in self.prunable(plain)}
             new_masks, info = select(plain, alive)
             pruned = apply_masks(plain, new_masks)
+            if calibrate is not None:
+                calibrate(pruned)
             files.masks(new_masks)
             files.weights(folded_state(pruned.state_dict()))
             return MaskResult(
@@ -463,6 +493,7 @@ class Experiment:
             ),
             provenance=self.provenance,
             final_ref=final.ref,
+            final_hash=final.hash,
             dense_hash=dense.hash if dense is not None else None,
             outputs=self.method.Outputs() if outputs is None else outputs,
         )

@@ -66,7 +66,7 @@ from runners.sparse import sparse_network
 
 FORMATS = ("state_dict", "torchscript", "export", "onnx", "sparse")
 # (atol, rtol) of the verification per format; measured differences on resnet18/mobilenet_v2 are far below them
-# (README "Your own model and data"): reloading a state dict is bitwise; a trace or an exported program runs the
+# (docs/export.md › Verification): reloading a state dict is bitwise; a trace or an exported program runs the
 # same kernels; ONNX Runtime and the sparse kernels (MKL sparse BLAS) have their own (other summation orders).
 TOLERANCE = {
     "state_dict": (0.0, 0.0),
@@ -188,7 +188,7 @@ def sparse_state(state: dict[str, torch.Tensor], masked: list[str]) -> dict:
 
 
 def dense_state(stored: dict) -> dict[str, torch.Tensor]:
-    """``sparse_state`` undone (the README's two lines)."""
+    """``sparse_state`` undone (the two lines of docs/export.md)."""
     return {**stored["dense"], **{k: v.to_dense().reshape(stored["shapes"][k]) for k, v in stored["sparse"].items()}}
 
 

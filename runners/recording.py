@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from foundations.record import ExperimentRecord
+from foundations.training import budget
 from methods import get_method
 from methods.pipeline.api import Method, outputs_json
 from methods.pipeline.channels import ChannelPlan, channel_sparsity
@@ -36,11 +37,23 @@ class Provenance:
     stage_hashes: dict[str, str] = field(default_factory=dict)
     wall_time_s: dict[str, float] = field(default_factory=dict)
     stages_reused: dict[str, bool] = field(default_factory=dict)
+    # hash -> parent hashes, and each train stage's budget: the record's training_budget (foundations.training.budget)
+    parents: dict[str, list[str]] = field(default_factory=dict)
+    budgets: list[dict[str, Any]] = field(default_factory=list)
 
-    def add(self, name: str, digest: str, reused: bool, seconds: float) -> None:
+    def add(self, name: str, digest: str, reused: bool, seconds: float, parents: tuple[str, ...] = ()) -> None:
         self.stage_hashes[name] = digest
         self.stages_reused[name] = reused
         self.wall_time_s[name] = 0.0 if reused else seconds
+        self.parents[digest] = list(parents)
+
+    def spent(self, stage_budget: dict[str, Any], digest: str, reused: bool) -> None:
+        """One train stage's budget (``budget.stage_budget``), computed now or reused."""
+        self.budgets.append({**stage_budget, "hash": digest, "reused": reused})
+
+    def training_budget(self, final_hash: str) -> dict[str, Any]:
+        """The train stages behind the stage ``final_hash`` and their total (``budget.result_budget``)."""
+        return budget.result_budget(final_hash, self.parents, self.budgets)
 
 
 @dataclass(frozen=True)
@@ -179,6 +192,7 @@ def build_record(
     accuracies: Accuracies,
     provenance: Provenance,
     final_ref: str,
+    final_hash: str,
     dense_hash: Optional[str],
     outputs: Any,
 ) -> ExperimentRecord:
@@ -226,6 +240,7 @@ def build_record(
         stage_hashes=dict(provenance.stage_hashes),
         wall_time_s=dict(provenance.wall_time_s),
         stages_reused=dict(provenance.stages_reused),
+        training_budget=provenance.training_budget(final_hash),
         prunable={**asdict(config.method.prunable), "tensors": size.prunable_tensors},
         per_layer_density=size.per_layer_density,
         channel_sparsity=channels,

@@ -32,6 +32,7 @@ from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
+from analysis.calibration import calibration_section
 from analysis.claims import CLAIMS_DIR, load_claims, select_claims
 from analysis.records import read_records
 from analysis.reproduction import Context, duration, verdict_lines, write_report
@@ -423,7 +424,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     not_run = {"mnist": None if run_mnist else (NEEDS_MNIST if not have_mnist else MNIST_NOT_ASKED)}
     records = [record for record, _ in read_records(results)[0]]
     context = Context(
-        experiment=record_name(args.tier), tier=args.tier, seeds=seeds, knobs=knobs, header=header, not_run=not_run
+        experiment=record_name(args.tier),
+        tier=args.tier,
+        seeds=seeds,
+        knobs=knobs,
+        header=header,
+        not_run=not_run,
+        calibration=calibration_section(results / "calibration"),
     )
     out, judged = write_report(every_claim, records, context, Path(args.out), figures_dir)
     print("\n== reproduction verdicts ==\n" + "\n".join(verdict_lines(judged)))

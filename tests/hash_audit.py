@@ -40,8 +40,10 @@ def jobs(overrides: list[str]) -> list[list[str]]:
     ``hydra.sweeper.params``, then the command line's overrides (hydra.* left out: they change no record)."""
     parser = OverridesParser.create()
     science = [o for o in parser.parse_overrides(overrides) if not o.is_hydra_override()]
-    static = [o.input_line for o in science if not o.is_sweep_override()]
-    sweep = compose("config", overrides=static, return_hydra_config=True)
+    # the sweep's params come from the experiment config alone; its other static overrides (e.g. a method field of
+    # the arms) may not compose with the config's default arm
+    chosen = [o.input_line for o in science if not o.is_sweep_override() and o.key_or_group == "experiment"]
+    sweep = compose("config", overrides=chosen, return_hydra_config=True)
     params = [f"{k}={v}" for k, v in (sweep.hydra.sweeper.params or {}).items()]
     return BasicSweeper.split_arguments(parser.parse_overrides(params + [o.input_line for o in science]), None)[0]
 

@@ -41,6 +41,9 @@ GMP = "tests/test_gmp.py"
 SPEED_REPORT = "tests/test_speed_report.py"
 EXPORT = "tests/test_export.py"
 OUTPUTS = "tests/test_outputs.py"
+BN = "tests/test_batchnorm.py"
+BUDGET = "tests/test_budget.py"
+CALIBRATE = "tests/test_calibrate.py"
 
 
 @dataclass(frozen=True)
@@ -739,6 +742,152 @@ MUTANTS = [
         "return data_seed + _STEP_STRIDE * (step + 1)",
         "return data_seed + _STEP_STRIDE * step",
         (f"{OUTPUTS}::test_every_stored_stage_result_writes_back_the_json_it_was_read_from",),
+    ),
+    Mutant(
+        "BN re-estimation keeps the stale running statistics",
+        "methods/pipeline/batchnorm.py",
+        "bn.reset_running_stats()  # mean 0",
+        "pass  # mean 0",
+        (f"{BN}::test_re_estimated_statistics_equal_the_hand_computed_ones",),
+    ),
+    Mutant(
+        "BN re-estimation as an EMA (momentum 0.1) instead of the cumulative average",
+        "methods/pipeline/batchnorm.py",
+        "bn.momentum = None",
+        "bn.momentum = bn.momentum",
+        (f"{BN}::test_re_estimated_statistics_equal_the_hand_computed_ones",),
+    ),
+    Mutant(
+        "BN re-estimation with BatchNorm in eval mode",
+        "methods/pipeline/batchnorm.py",
+        "            bn.train()",
+        "            bn.eval()",
+        (f"{BN}::test_re_estimated_statistics_equal_the_hand_computed_ones",),
+    ),
+    Mutant(
+        "BN re-estimation with dropout on (the whole network in train mode)",
+        "methods/pipeline/batchnorm.py",
+        "        model.eval()",
+        "        model.train()",
+        (f"{BN}::test_re_estimated_statistics_equal_the_hand_computed_ones",),
+    ),
+    Mutant(
+        "the prune stage does not re-estimate BN statistics",
+        "runners/experiment.py",
+        "            if calibrate is not None:\n                calibrate(pruned)",
+        "            if False:\n                calibrate(pruned)",
+        (f"{BN}::test_the_prune_stage_stores_statistics_of_the_masked_network_on_seeded_training_batches",),
+    ),
+    Mutant(
+        "BN re-estimated on the test split",
+        "methods/pipeline/unstructured.py",
+        "data = stages.data.train.subset(n * size",
+        "data = stages.data.test.subset(n * size",
+        (f"{BN}::test_the_prune_stage_stores_statistics_of_the_masked_network_on_seeded_training_batches",),
+    ),
+    Mutant(
+        "method.recalibrate_bn missing from the prune stage's hash",
+        "methods/pipeline/unstructured.py",
+        'if k not in ("name", "sparsity", "recovery", "rounds", "prune_from", *AFTER_THE_MASK)',
+        'if k not in ("name", "sparsity", "recovery", "rounds", "prune_from", "recalibrate_bn", *AFTER_THE_MASK)',
+        (f"{BN}::test_the_number_of_batches_is_in_the_prune_stage_hash_and_zero_is_the_default",),
+    ),
+    Mutant(
+        "OBD measures the loss increase with the stale BN statistics under recalibrate_bn",
+        "methods/obd.py",
+        "            if calibrate is not None:\n                calibrate(pruned)",
+        "            if False:\n                calibrate(pruned)",
+        (f"{BN}::test_obd_measures_the_loss_increase_of_the_re_estimated_network",),
+    ),
+    Mutant(
+        "matched budget off by one epoch",
+        "runners/config.py",
+        "total = survey.dense_epochs + survey.recovery_epochs",
+        "total = survey.dense_epochs + survey.recovery_epochs - 1",
+        (f"{BUDGET}::test_matched_rule_gives_every_arm_the_same_epochs_from_init",),
+    ),
+    Mutant(
+        "LR rewinding starting one epoch early",
+        "methods/pipeline/recover.py",
+        "    return total - retrain\n",
+        "    return max(total - retrain - batches_per_epoch, 0)\n",
+        (f"{BUDGET}::test_each_recovery_protocol_trains_with_its_papers_lr_trace",),
+    ),
+    Mutant(
+        "integrated LR missing the last step",
+        "foundations/training/budget.py",
+        '"lr_integral": sum(lr_trace(cfg, per_epoch, start, end)),',
+        '"lr_integral": sum(lr_trace(cfg, per_epoch, start, end - 1)),',
+        (f"{BUDGET}::test_magnitude_fine_tune_budget_is_the_hand_count",),
+    ),
+    Mutant(
+        "examples seen ignore each epoch's short last batch",
+        "foundations/training/budget.py",
+        "return epochs * n_examples + offset * batch_size",
+        "return (epochs * per_epoch + offset) * batch_size",
+        (f"{BUDGET}::test_examples_count_each_epochs_short_last_batch",),
+    ),
+    Mutant(
+        "training multiply-adds not mask-aware",
+        "runners/experiment.py",
+        'forward = measure.count_flops(trained, self.data.input_shape)["flops_effective"]',
+        'forward = measure.count_flops(trained, self.data.input_shape)["flops_dense"]',
+        (f"{BUDGET}::test_magnitude_fine_tune_budget_is_the_hand_count",),
+    ),
+    Mutant(
+        "budget counts a stage the result does not descend from",
+        "foundations/training/budget.py",
+        'if spent["hash"] in behind and all(',
+        'if spent["hash"] in behind | {spent["hash"]} and all(',
+        (f"{BUDGET}::test_lottery_counts_every_level_and_scratch_only_its_own_training",),
+    ),
+    Mutant(
+        "calibration picks the smallest λ within the tolerance",
+        "analysis/calibration.py",
+        "    chosen = max(within)",
+        "    chosen = min(within)",
+        (
+            f"{CALIBRATE}::test_lam_is_the_largest_whose_paired_validation_cost_is_within_half_a_point_boundary_included",
+        ),
+    ),
+    Mutant(
+        "calibration measures λ's cost on the test split",
+        "analysis/calibration.py",
+        "_mean([m.dense_val_acc - m.val_acc for m in runs])",
+        "_mean([m.dense_test_acc - m.test_acc for m in runs])",
+        (
+            f"{CALIBRATE}::test_lam_is_the_largest_whose_paired_validation_cost_is_within_half_a_point_boundary_included",
+        ),
+    ),
+    Mutant(
+        "calibration refuses a cost exactly at the tolerance (< for ≤)",
+        "analysis/calibration.py",
+        "Point(value, runs, cost, cost <= tolerance)",
+        "Point(value, runs, cost, cost < tolerance)",
+        (
+            f"{CALIBRATE}::test_lam_is_the_largest_whose_paired_validation_cost_is_within_half_a_point_boundary_included",
+        ),
+    ),
+    Mutant(
+        "calibration picks the fine-tuning LR on the test split",
+        "analysis/calibration.py",
+        "round(_mean([m.val_acc for m in runs]), _DIGITS)",
+        "round(_mean([m.test_acc for m in runs]), _DIGITS)",
+        (f"{CALIBRATE}::test_the_fine_tuning_lr_is_the_best_mean_validation_accuracy_ties_to_the_smaller",),
+    ),
+    Mutant(
+        "calibration breaks a fine-tuning LR tie towards the larger scale",
+        "analysis/calibration.py",
+        "chosen = min(p.value for p in points if p.score == best)",
+        "chosen = max(p.value for p in points if p.score == best)",
+        (f"{CALIBRATE}::test_the_fine_tuning_lr_is_the_best_mean_validation_accuracy_ties_to_the_smaller",),
+    ),
+    Mutant(
+        "calibration reads λ's accuracy after fine-tuning instead of after sparsity training",
+        "runners/calibrate.py",
+        'trained = _selected(store, record["stage_hashes"]["sparsity"]) if grid.key == LAM else record',
+        "trained = record",
+        (f"{CALIBRATE}::test_a_real_run_writes_the_grid_from_the_store_and_a_second_run_trains_nothing",),
     ),
 ]
 

@@ -1,5 +1,5 @@
 """``make test`` runs the suite on two pytest-xdist workers: a test that kills its process (a native crash such as
-oneDNN's heap corruption, README › Speed) is one failure by name, and every other test still runs."""
+oneDNN's heap corruption, docs/speed.md) is one failure by name, and every other test still runs."""
 
 from __future__ import annotations
 

@@ -172,7 +172,7 @@ sys.meta_path.insert(0, Block())
 
 @pytest.mark.slow  # three exports and a second interpreter
 def test_artefacts_load_without_prunelab(done, tmp_path):
-    """The README's snippets, in a process where prunelab (and torch-pruning, Hydra) cannot be imported."""
+    """The snippets of docs/export.md, in a process where prunelab (and torch-pruning, Hydra) cannot be imported."""
     case = done["l1_filter"]
     out = tmp_path / "out"
     for fmt in ("state_dict", "torchscript", "export"):

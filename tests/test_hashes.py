@@ -46,6 +46,8 @@ RECOVERY = {
     "recovery.lr_scale": ([], ["method.recovery.lr_scale=0.2"]),
     "recovery.schedule": ([], ["method.recovery.schedule=constant"]),
     "recovery.milestones": ([], ["method.recovery.milestones=[0.5]"]),
+    # a rewinding protocol retrains at most the dense schedule's 1 epoch
+    "recovery.protocol": (["method.recovery.epochs=1"], ["method.recovery.protocol=lr_rewind"]),
 }
 COMMON = {
     "sparsity": ([], ["method.sparsity=0.6"]),
@@ -74,10 +76,11 @@ SCORE = {
     "quality": (["method.scope=layerwise_std", "method.quality=0.5"], ["method.quality=1.0"]),
     "when": ([], ["method.when=init"]),
     "prune_from": ([], ["method.prune_from=selected"]),
+    "recalibrate_bn": ([], ["method.recalibrate_bn=2"]),  # 2 batches of 40: the whole 80-image train split
 }
 CHANNEL = {
     **COMMON,
-    **RECOVERY,
+    **{k: v for k, v in RECOVERY.items() if k != "recovery.protocol"},
     "scope": ([], ["method.scope=global"]),
     "min_keep_fraction": ([], ["method.min_keep_fraction=0.4"]),
 }
@@ -119,7 +122,7 @@ FLIPS: dict[str, dict[str, tuple[list[str], list[str]]]] = {
     },
     "random": {
         **SCORE,
-        **{k: (AFTER, v) for k, (_, v) in RECOVERY.items()},
+        **{k: (AFTER + context, v) for k, (context, v) in RECOVERY.items()},
         "scope": ([], ["method.scope=global"]),
         "quality": ([], ["method.quality=1.0"]),
         "when": ([], ["method.when=after_training"]),
@@ -183,6 +186,7 @@ FLIPS: dict[str, dict[str, tuple[list[str], list[str]]]] = {
         "source": ([], ["method.source=random"]),
         "source_overrides": ([], ["method.source_overrides.recovery.epochs=2"]),
         "budget": ([], ["method.budget=B"]),
+        "epochs": ([], ["method.epochs=2"]),
         "budget_cap": (SCRATCH_B, ["method.budget_cap=1.5"]),
         # contexts where the choice moves the length: 3 · 146/58 = 7.55 epochs, and 10.28 vs 10.58
         "epochs_rounding": (
@@ -194,6 +198,7 @@ FLIPS: dict[str, dict[str, tuple[list[str], list[str]]]] = {
         "flops": (["method.budget=B", "train.epochs=5", "method.source=random_channel"], ["method.flops=conv_linear"]),
     },
 }
+CHANNEL_METHODS = ("l1_filter", "random_channel", "slimming", "thinet")
 # Fields with no valid other value for the method: the flip must be refused in one line.
 FIXED = {
     ("snip", "when"): ["method.when=after_training"],
@@ -203,6 +208,8 @@ FIXED = {
     ("grasp", "when"): ["method.when=after_training"],
     ("grasp", "rounds"): ["method.rounds=2"],
     ("thinet", "scope"): ["method.scope=global"],
+    ("gmp", "training.protocol"): ["method.training.protocol=lr_rewind"],
+    **{(m, "recovery.protocol"): ["method.recovery.protocol=lr_rewind"] for m in CHANNEL_METHODS},
 }
 
 

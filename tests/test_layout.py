@@ -129,7 +129,7 @@ def test_the_resolved_layout_is_in_the_train_hash_of_conv_nets_only(tmp_path, mo
 
 # ------------------------------------------------------------------------------------------------ the rule
 # What benchmarks/layout_probe.py saw crash or return wrong weight gradients on this machine (AMD EPYC, AVX2, torch
-# 2.14.1, oneDNN 3.12; README › Speed), as (in, out, kernel, stride, groups): stride 2 on 8x8 inputs, 1 or 2 threads;
+# 2.14.1, oneDNN 3.12; docs/speed.md), as (in, out, kernel, stride, groups): stride 2 on 8x8 inputs, 1 or 2 threads;
 # stride 3 on 15x15 inputs.
 OUT = (*range(1, 17), 24, 32, 64)
 PROBED_FAILURES = [

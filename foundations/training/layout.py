@@ -61,7 +61,7 @@ def nhwc_safe(conv: ConvGeometry) -> bool:
     and fewer than 8 input channels (a ResNet's projection shortcut after channel pruning), True otherwise.
 
     ``benchmarks/layout_probe.py`` (2026-12-07, AMD EPYC with AVX2 and no AVX-512, torch 2.14.1, oneDNN 3.12; 5,514
-    conv geometries x 10 channels-last passes, each case in a child process; README › Speed) saw failures in exactly
+    conv geometries x 10 channels-last passes, each case in a child process; docs/speed.md) saw failures in exactly
     that family, in oneDNN's ``jit_1x1:avx2`` weight gradient: with 1 thread the process dies ("corrupted
     double-linked list", "free(): invalid next size", SIGSEGV, two hangs) in 95 of the 114 cases in 2..7 -> any of
     1..16, 24, 32, 64 channels at stride 2 on 8x8 inputs, and in all 6 cases c -> c (c = 2..7) at stride 3 on 15x15;
@@ -123,7 +123,7 @@ def channels_last(requested: Optional[bool], convs: Mapping[str, ConvGeometry], 
         name = unsafe[0]
         raise UserError(
             f"train.channels_last: true, but conv {name} ({convs[name].describe()}) is one whose channels-last weight "
-            f"gradient oneDNN computes out of bounds on the CPU (README › Speed, benchmarks/layout_probe.py); leave "
+            f"gradient oneDNN computes out of bounds on the CPU (docs/speed.md, benchmarks/layout_probe.py); leave "
             f"train.channels_last unset (this network then trains contiguous) or set it to false"
         )
     return requested

@@ -42,6 +42,9 @@ __all__ = ["Weights"]  # re-exported: which weights of a stage ("selected" | "la
 
 R = TypeVar("R", bound=StageResult, covariant=True)
 SelectFn = Callable[[nn.Module, Masks], tuple[Masks, dict]]
+# What a prune stage does to the masked network before storing and evaluating it (BatchNorm re-estimation); the
+# method puts whatever decides it into the stage's spec.
+CalibrateFn = Callable[[nn.Module], None]
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,14 @@ class Stages(Protocol):
     ) -> StageRef[TrainResult]: ...
 
     def mask_stage(
-        self, name: str, source: StageRef, spec: dict, select: SelectFn, *, weights: Weights = "selected"
+        self,
+        name: str,
+        source: StageRef,
+        spec: dict,
+        select: SelectFn,
+        *,
+        weights: Weights = "selected",
+        calibrate: Optional[CalibrateFn] = None,
     ) -> StageRef[MaskResult]: ...
 
     def plan_stage(

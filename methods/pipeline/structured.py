@@ -56,6 +56,12 @@ class ChannelConfig(MethodConfig):
             self.scope in ("global", "layerwise"), "method.scope", f"must be global or layerwise (got {self.scope!r})"
         )
         check(0 <= self.min_keep_fraction < 1, "method.min_keep_fraction", "must be in [0, 1)")
+        check(
+            self.recovery.protocol == "fine_tune",
+            "method.recovery.protocol",
+            f"channel methods fine-tune the compacted network (fine_tune); {self.recovery.protocol} is offered by the "
+            f"weight-level methods (magnitude, obd, random after training)",
+        )
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,12 @@ on the target; each round is its own pair of stages in the store.
 - ``prune_from`` (after training): which weights of the trained stage are scored — ``last`` (default: the end of
   training, the trained minimum OBD's Taylor expansion assumes, LeCun et al. 1990 §2 "extremal" approximation, and
   what the lottery ticket prunes) or ``selected`` (the validation-selected checkpoint, ``train.selection``).
+- ``recalibrate_bn`` (N, default 0 = off): after each round's masks are applied and before the prune stage stores and
+  evaluates the network ("accuracy right after pruning", and what the fine-tune starts from), every BatchNorm's
+  running statistics are re-estimated over N training batches (``train.batch_size`` examples each, a fixed random
+  subset of the training split drawn from ``seeds.prune``, no augmentation): reset, cumulative average, BatchNorm
+  alone in train mode, no gradients (``methods.pipeline.batchnorm``; ``torch.optim.swa_utils.update_bn``'s
+  convention). A network without BatchNorm is refused: the option would silently do nothing there.
 - Pruning at initialization (``when=init``) is one-shot: ``rounds > 1`` is refused. Iterative pruning at init
   (SNIP-it, FORCE: score, prune, re-score the pruned network at the same init, no training in between) is a
   method's own ``selector`` (SynFlow's 100 iterations), never training between rounds — what the loop would
@@ -45,10 +51,11 @@ from foundations.checks import check, nondefault
 from foundations.errors import UserError
 from foundations.record import ExperimentRecord
 from foundations.seeds import REINIT_OFFSET
-from methods.pipeline.api import Method, MethodConfig, StageRef, Stages, Weights
+from methods.pipeline.api import CalibrateFn, Method, MethodConfig, StageRef, Stages, Weights
+from methods.pipeline.batchnorm import batchnorm_layers, recalibrate_bn
 from methods.pipeline.collapse import compression_grid, critical_compression, layer_collapse
 from methods.pipeline.masks import Masks, folded
-from methods.pipeline.recover import Recovery, recovery_config
+from methods.pipeline.recover import FINE_TUNE_ONLY, Recovery, recovery_config, rewind_iteration, rewind_start
 from methods.pipeline.results import MaskResult
 from methods.pipeline.scores import shuffled
 from methods.pipeline.select import (
@@ -65,6 +72,9 @@ from methods.pipeline.select import (
 # What a method keeps for a target: (overall keep fraction, per-layer keep fractions) -> masks
 Keep = Callable[[float, dict[str, float]], Masks]
 
+
+# How a rewinding recovery shows in a label (fine-tuning, the default, shows nothing)
+REWIND_NOTES = {"weight_rewind": "weight rewinding", "lr_rewind": "LR rewinding"}
 
 # Fields that act after the method's mask stage (which they share with the plain method) or only on the record.
 AFTER_THE_MASK = ("shuffle", "fresh_init", "measure_collapse")
@@ -89,11 +99,18 @@ class ScoreConfig(MethodConfig):
     fresh_init: bool = False
     invert: bool = False
     measure_collapse: bool = False  # at init: the record's critical_compression (Tanaka et al. 2020)
+    # BatchNorm running statistics re-estimated over this many training batches after each deletion (0: off)
+    recalibrate_bn: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.scope in SCOPES, "method.scope", f"must be one of {SCOPES} (got {self.scope!r})")
         check(self.rounds >= 1, "method.rounds", f"iterative pruning needs at least 1 round (got {self.rounds})")
+        check(
+            self.recalibrate_bn >= 0,
+            "method.recalibrate_bn",
+            f"must be a number of training batches >= 0 (0: off; got {self.recalibrate_bn})",
+        )
         check(
             self.when in ("after_training", "init"),
             "method.when",
@@ -214,7 +231,10 @@ class ScoreMethod(Method):
             notes.append("at init" if cfg.when == "init" else "after training")
         if cfg.prune_from != default.prune_from and cfg.when == "after_training":
             notes.append(f"prune {cfg.prune_from}")
+        if cfg.recovery.rewinds and cfg.when == "after_training":
+            notes.append(REWIND_NOTES[cfg.recovery.protocol])
         notes += [cfg.pattern] if cfg.pattern != default.pattern else []
+        notes += [f"BN re-estimated on {cfg.recalibrate_bn} batches"] if cfg.recalibrate_bn else []
         return notes
 
     def sets_own_sparsity(self) -> bool:
@@ -227,6 +247,9 @@ class ScoreMethod(Method):
         return "layerwise" if self.cfg.layer_density else self.cfg.scope
 
     def validate(self, stages: Stages) -> None:
+        self.check_recalibration(stages)
+        if self.cfg.when == "after_training" and self.cfg.recovery.rewinds:
+            self.rewind_iteration(stages)  # t <= T, refused before any stage
         params = dict(stages.base_model().named_parameters())
         check_nm_shapes(self.cfg.pattern, {n: params[n].shape for n in self.names(stages)})
         if isinstance(self.cfg.quality, dict):
@@ -239,6 +262,40 @@ class ScoreMethod(Method):
                     f"{', '.join(names)} (missing: {', '.join(missing) or '-'}; unknown: "
                     f"{', '.join(unknown) or '-'})"
                 )
+
+    def check_recalibration(self, stages: Stages) -> None:
+        n = self.cfg.recalibrate_bn
+        if not n:
+            return
+        if not batchnorm_layers(stages.base_model()):
+            raise UserError(
+                f"method.recalibrate_bn: model {stages.model_name} has no BatchNorm layer with running statistics, "
+                f"so re-estimating them would change nothing; set method.recalibrate_bn=0"
+            )
+        size, available = stages.train_config.batch_size, len(stages.data.train)
+        if n * size > available:
+            raise UserError(
+                f"method.recalibrate_bn: {n} batches of train.batch_size={size} need {n * size} training examples, "
+                f"the training split has {available}; set method.recalibrate_bn <= {available // size}"
+            )
+
+    def recalibration_spec(self) -> dict:
+        """The re-estimation for a stage's spec where ``mask_spec`` is not in it; empty when off (old hashes kept)."""
+        return {"recalibrate_bn": self.cfg.recalibrate_bn} if self.cfg.recalibrate_bn else {}
+
+    def calibrator(self, stages: Stages) -> Optional[CalibrateFn]:
+        """What a prune stage does to the masked network before storing and evaluating it: BatchNorm statistics
+        re-estimated on ``recalibrate_bn`` batches of a fixed training subset (``seeds.prune``), or None (off)."""
+        n = self.cfg.recalibrate_bn
+        if not n:
+            return None
+        size = stages.train_config.batch_size
+
+        def calibrate(model: torch.nn.Module) -> None:
+            data = stages.data.train.subset(n * size, stages.seed("prune"))
+            recalibrate_bn(model, (x for x, _ in data.batches(size, device=stages.device)))
+
+        return calibrate
 
     def mask_spec(self) -> dict:
         """Everything in the config that changes which weights are removed (hashed into the prune stage; which
@@ -289,7 +346,10 @@ class ScoreMethod(Method):
 
     def ignored_fields(self) -> dict[str, str]:
         if self.cfg.when != "init":
-            return super().ignored_fields()
+            if not self.cfg.recovery.rewinds:
+                return super().ignored_fields()
+            replays = f"recovery.protocol={self.cfg.recovery.protocol} replays the dense schedule (train.*)"
+            return {**super().ignored_fields(), **{f"recovery.{f}": replays for f in FINE_TUNE_ONLY}}
         at_init = "it prunes at initialization, then trains for the dense schedule (train.*)"
         return {
             **super().ignored_fields(),
@@ -301,8 +361,16 @@ class ScoreMethod(Method):
         """(stage to prune, dense stage or None)."""
         if self.cfg.when == "init":
             return stages.init_stage(), None
-        dense = stages.dense_stage()
+        if self.cfg.recovery.protocol == "weight_rewind":  # the dense run keeps its weights at the rewind point
+            dense, _, _ = rewind_start(stages, self.rewind_iteration(stages))
+        else:
+            dense = stages.dense_stage()
         return dense, dense
+
+    def rewind_iteration(self, stages: Stages) -> int:
+        """Where a rewinding recovery restarts the dense schedule: T − t (``methods.pipeline.recover``)."""
+        per_epoch = stages.data.train.num_batches(stages.train_config.batch_size)
+        return rewind_iteration(self.cfg.recovery, stages.train_config, per_epoch)
 
     def recovery_stage(self, stages: Stages, round_index: int, pruned: StageRef, source: StageRef) -> StageRef:
         if self.cfg.when == "init":  # pruning at initialization: train the sparse network normally
@@ -310,9 +378,14 @@ class ScoreMethod(Method):
                 fresh = stages.init_stage("fresh_init", seed=stages.seed("init") + REINIT_OFFSET)
                 return stages.train_stage(f"train{round_index}", fresh, stages.train_config, masks=pruned)
             return stages.train_stage(f"train{round_index}", pruned, stages.train_config)
-        return stages.train_stage(
-            f"recover{round_index}", pruned, recovery_config(self.cfg.recovery, stages.train_config)
-        )
+        name, protocol = f"recover{round_index}", self.cfg.recovery.protocol
+        if protocol == "fine_tune":
+            return stages.train_stage(name, pruned, recovery_config(self.cfg.recovery, stages.train_config))
+        k = self.rewind_iteration(stages)
+        if protocol == "lr_rewind":  # the pruned trained weights, the dense schedule replayed from T − t
+            return stages.train_stage(name, pruned, stages.train_config, start_iteration=k)
+        _, rewound, weights = rewind_start(stages, k)  # the dense run's weights at T − t, under the pruned mask
+        return stages.train_stage(name, rewound, stages.train_config, weights=weights, masks=pruned, start_iteration=k)
 
     def shuffle_stage(self, stages: Stages, pruned: StageRef, init: StageRef) -> StageRef:
         """The mask of ``pruned`` permuted within each layer, applied to the init's weights."""
@@ -322,7 +395,8 @@ class ScoreMethod(Method):
             source = pruned.masks()
             return shuffled({n: source[n] for n in alive}, seed), {}
 
-        return stages.mask_stage("shuffle", init, {"shuffle_seed": seed, "mask": pruned.ref}, shuffle)
+        spec = {"shuffle_seed": seed, "mask": pruned.ref, **self.recalibration_spec()}
+        return stages.mask_stage("shuffle", init, spec, shuffle, calibrate=self.calibrator(stages))
 
     def chain(self, stages: Stages) -> ExperimentRecord:
         state, dense = self.start(stages)
@@ -350,6 +424,7 @@ class ScoreMethod(Method):
                 },
                 select_round,
                 weights=self.prune_weights(state),
+                calibrate=self.calibrator(stages),
             )
             rounds.append(
                 {
@@ -409,5 +484,6 @@ class AtInitMethod(ScoreMethod):
             "recovery.lr_scale",
             "recovery.schedule",
             "recovery.milestones",
+            "recovery.protocol",
         }
     )
