@@ -152,7 +152,7 @@ def _sum(*terms: Any) -> Any:
 # rewinding, Renda et al. 2020), an at-init arm and Scratch-E that many from its init, Scratch-B that many times the
 # FLOP ratio; ``paper``: each paper's own schedule (at init and Scratch-E: the dense epochs; Han's fine-tune).
 # Iterative arms (lottery levels, ThiNet's per-layer fine-tunes) spend more by design under both (a record's
-# training_budget shows the lottery's; ThiNet's per-layer fine-tunes run inside its pruning stage and are not in it).
+# training_budget shows both: ThiNet's per-layer fine-tunes are train stages, fine_tune<k>).
 BUDGET_RULES = ("matched", "paper")
 
 

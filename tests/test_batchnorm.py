@@ -14,6 +14,7 @@ from foundations.errors import UserError
 from foundations.store import Store
 from methods.pipeline.batchnorm import recalibrate_bn
 from methods.pipeline.masks import apply_masks
+from methods.pipeline.results import MaskResult
 from runners.experiment import run_experiment
 from tests.conftest import make_run
 
@@ -145,7 +146,7 @@ def test_the_accuracy_right_after_pruning_is_that_of_the_re_estimated_network(tm
     record, store, config = run(tmp_path, "method=magnitude", "method.recalibrate_bn=2")
     pruned = store.at(f"prune/{record['stage_hashes']['prune1']}")
     off, _, _ = run(tmp_path, "method=magnitude")
-    assert record["test_loss_before_recovery"] == pruned.result["after_pruning"]["test_loss"]
+    assert record["test_loss_before_recovery"] == MaskResult.from_json(pruned.result_json).after_pruning.test_loss
     assert record["test_loss_before_recovery"] != off["test_loss_before_recovery"]
     assert record["test_loss_before_pruning"] == off["test_loss_before_pruning"]  # the same dense network
 
@@ -168,10 +169,13 @@ def test_obd_measures_the_loss_increase_of_the_re_estimated_network(tmp_path):
 
     dense = store.at(f"train/{record['stage_hashes']['dense']}").weights("last")
     pruned = store.at(f"prune/{record['stage_hashes']['prune1']}").weights()
-    measured = record["rounds"][-1]["measured_loss_increase"]
+    measured = record["outputs"]["rounds"][-1]["measured_loss_increase"]
     assert measured == pytest.approx(loss(pruned) - loss(dense), rel=1e-4, abs=1e-6)
     off, _, _ = run(tmp_path, "method=obd", "method.samples=32")
-    assert off["rounds"][-1]["predicted_loss_increase"] == record["rounds"][-1]["predicted_loss_increase"]
+    assert (
+        off["outputs"]["rounds"][-1]["predicted_loss_increase"]
+        == record["outputs"]["rounds"][-1]["predicted_loss_increase"]
+    )
 
 
 def test_the_number_of_batches_is_in_the_prune_stage_hash_and_zero_is_the_default(tmp_path):

@@ -152,7 +152,7 @@ def test_weight_rewinding_restarts_from_the_dense_runs_weights_at_T_minus_t(tmp_
     store = Store(f"{tmp_path}/results")
     recover = store.at(f"train/{record['stage_hashes']['recover1']}")
     dense = store.at(f"train/{record['stage_hashes']['dense']}")
-    assert recover.result["parents"]["start"] == dense.hash and recover.config()["spec"]["file"] != "selected"
+    assert recover.config()["parents"]["start"] == dense.hash and recover.config()["spec"]["file"] != "selected"
     assert set(dense.config()["spec"]["snapshots"]) == {3}
     # LR rewinding starts from the pruned trained weights instead
     lrr = run(
@@ -163,7 +163,7 @@ def test_weight_rewinding_restarts_from_the_dense_runs_weights_at_T_minus_t(tmp_
         "method.recovery.protocol=lr_rewind",
     )
     lrr_recover = store.at(f"train/{lrr['stage_hashes']['recover1']}")
-    assert lrr_recover.result["parents"]["start"] == lrr["stage_hashes"]["prune1"]
+    assert lrr_recover.config()["parents"]["start"] == lrr["stage_hashes"]["prune1"]
 
 
 def test_rewinding_longer_than_the_dense_schedule_is_refused(tmp_path):
