@@ -296,8 +296,8 @@ MUTANTS = [
     Mutant(
         "the shuffle stage does not hash the mask it permutes",
         "methods/pipeline/unstructured.py",
-        '{"shuffle_seed": seed, "mask": pruned.ref}',
-        '{"shuffle_seed": seed}',
+        '{"shuffle_seed": seed, "mask": pruned.ref, **self.recalibration_spec()}',
+        '{"shuffle_seed": seed, **self.recalibration_spec()}',
         (f"{ANSWERS}::test_the_shuffle_stage_follows_its_mask",),
     ),
     Mutant(
@@ -472,8 +472,8 @@ MUTANTS = [
     Mutant(
         "pruning at init declares its fine-tune read",
         "methods/pipeline/unstructured.py",
-        '        if self.cfg.when != "init":\n            return super().ignored_fields()',
-        "        if True:\n            return super().ignored_fields()",
+        '        if self.cfg.when != "init":\n            if not self.cfg.recovery.rewinds:',
+        "        if True:\n            if not self.cfg.recovery.rewinds:",
         ("tests/test_jobs.py::test_a_value_the_method_ignores_is_refused_naming_who_uses_it",),
     ),
     Mutant(
@@ -885,8 +885,8 @@ MUTANTS = [
     Mutant(
         "calibration reads λ's accuracy after fine-tuning instead of after sparsity training",
         "runners/calibrate.py",
-        'trained = _selected(store, record["stage_hashes"]["sparsity"]) if grid.key == LAM else record',
-        "trained = record",
+        "            if grid.key == LAM:\n                val, test = _selected(store, sparsity)",
+        "            if False:\n                val, test = _selected(store, sparsity)",
         (f"{CALIBRATE}::test_a_real_run_writes_the_grid_from_the_store_and_a_second_run_trains_nothing",),
     ),
 ]
