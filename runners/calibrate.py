@@ -194,8 +194,9 @@ def gather(
             record = ExperimentRecord.from_dict(found.result_json)
             assert record.dense_stage is not None
             dense_val, dense_test = _selected(store, record.dense_stage)
-            sparsity = record.stage_hashes["sparsity"]
+            sparsity = record.stage_hashes.get("sparsity")  # slimming's sparsity training (λ's grid only)
             if grid.key == LAM:
+                assert sparsity is not None
                 val, test = _selected(store, sparsity)
             else:  # an ok record has both
                 assert record.val_acc is not None and record.test_acc is not None

@@ -885,8 +885,8 @@ MUTANTS = [
     Mutant(
         "calibration reads λ's accuracy after fine-tuning instead of after sparsity training",
         "runners/calibrate.py",
-        "            if grid.key == LAM:\n                val, test = _selected(store, sparsity)",
-        "            if False:\n                val, test = _selected(store, sparsity)",
+        "            if grid.key == LAM:\n                assert sparsity is not None",
+        "            if False:\n                assert sparsity is not None",
         (f"{CALIBRATE}::test_a_real_run_writes_the_grid_from_the_store_and_a_second_run_trains_nothing",),
     ),
 ]
