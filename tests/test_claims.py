@@ -715,7 +715,7 @@ def predicted_record(tmp_path, job: list[str]) -> dict:
         "method_config": asdict(config.method),
     }
     if method.name == "scratch":
-        out.update(budget=config.method.budget, source=method.source_config())
+        out["outputs"] = {"budget": config.method.budget, "source": method.source_config()}  # as ScratchOutputs
     out["identity"] = canonical(experiment_spec(config))  # what makes two jobs one record in the store
     return out
 

@@ -434,9 +434,8 @@ def test_each_stage_has_its_own_axis_and_reused_stages_come_from_the_store(sweep
         and len(levels["data"]) > 3
     )
     rounds = logged_table(runs["magnitude"], "rounds_table")
-    assert [dict(zip(rounds["columns"], row)) for row in rounds["data"]] == store_record(cwd, runs["magnitude"].id)[
-        "rounds"
-    ]
+    magnitude = store_record(cwd, runs["magnitude"].id)
+    assert [dict(zip(rounds["columns"], row)) for row in rounds["data"]] == magnitude["outputs"]["rounds"]
 
 
 @pytest.mark.slow
