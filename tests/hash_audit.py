@@ -29,6 +29,7 @@ TINY = [  # the survey's own sweep, shortened: every stage kind and method, ~2 m
     "survey.dense_epochs=1",
     "survey.recovery_epochs=1",
     "survey.obd_samples=64",
+    "survey.gmp_frequency=5",  # 3,000 examples: a 100-step update interval would not fit gmp's window
     "dataset.train_limit=3000",
     "logger=none",
     "progress=false",

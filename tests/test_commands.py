@@ -91,6 +91,6 @@ def test_report_export_and_reproduce_scripts(bin_dir, tmp_path):
     assert result.returncode == 0 and result.stdout.startswith("usage: prunelab-report")
     result = run(bin_dir, "prunelab-export", "--help")
     assert result.returncode == 0 and result.stdout.startswith("usage: prunelab-export")
-    assert "--format {state_dict,torchscript,export,onnx}" in result.stdout
+    assert "--format {state_dict,torchscript,export,onnx,sparse}" in result.stdout
     result = run(bin_dir, "prunelab-reproduce", "--help")
     assert result.returncode == 0 and "--claims" in result.stdout
