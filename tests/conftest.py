@@ -12,6 +12,19 @@ needs_fmnist = pytest.mark.skipif(
 )
 
 
+# mlp_bn 16 -> 6 -> 5 -> 4 on 120 synthetic images (80 train, 40 val, 40 test): the network and data of the tests that
+# count by hand (BN statistics, budgets, hash flips); each adds its own training fields
+TINY_MLP_BN = [
+    "dataset=synthetic",
+    "dataset.input_shape=[1,4,4]",
+    "dataset.num_train=120",
+    "dataset.val_size=40",
+    "dataset.num_test=40",
+    "model=mlp_bn",
+    "model.widths=[6,5]",
+]
+
+
 def make_run(tmp_path, *overrides):
     """A validated ExperimentConfig composed exactly as the CLI does."""
     from hydra import compose, initialize_config_dir

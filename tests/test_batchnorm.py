@@ -16,18 +16,12 @@ from methods.pipeline.batchnorm import recalibrate_bn
 from methods.pipeline.masks import apply_masks
 from methods.pipeline.results import MaskResult
 from runners.experiment import run_experiment
-from tests.conftest import make_run
+from tests.conftest import TINY_MLP_BN, make_run
 
 EPS = 1e-5
 # mlp_bn 16 -> 6 -> 5 -> 4 on 120 synthetic images (80 train, 40 val): two batches of 40 use the whole train split
 TINY = [
-    "dataset=synthetic",
-    "dataset.input_shape=[1,4,4]",
-    "dataset.num_train=120",
-    "dataset.val_size=40",
-    "dataset.num_test=40",
-    "model=mlp_bn",
-    "model.widths=[6,5]",
+    *TINY_MLP_BN,
     "train.epochs=1",
     "train.batch_size=20",
     "method.sparsity=0.5",

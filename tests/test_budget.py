@@ -24,18 +24,12 @@ from foundations.training.budget import examples_seen, lr_trace, result_budget, 
 from runners.callbacks import budget_rule_line
 from runners.config import register_schemas, validate
 from runners.experiment import run_experiment
-from tests.conftest import make_run
+from tests.conftest import TINY_MLP_BN, make_run
 from tests.hash_audit import jobs
 from tests.test_sweeps import CONF, compose
 
 TINY = [
-    "dataset=synthetic",
-    "dataset.input_shape=[1,4,4]",
-    "dataset.num_train=120",
-    "dataset.val_size=40",
-    "dataset.num_test=40",
-    "model=mlp_bn",
-    "model.widths=[6,5]",
+    *TINY_MLP_BN,
     "train.epochs=2",
     "train.batch_size=30",
     "train.lr=0.05",

@@ -17,17 +17,11 @@ from foundations.errors import UserError
 from foundations.store import Store
 from methods import get_method, registry
 from runners.experiment import run_experiment
-from tests.conftest import make_run
+from tests.conftest import TINY_MLP_BN, make_run
 
 # mlp_bn 16 -> 6 -> 5 -> 4 (BN after each hidden layer: slimming and prunable.batchnorm have something to act on)
 TINY = [
-    "dataset=synthetic",
-    "dataset.input_shape=[1,4,4]",
-    "dataset.num_train=120",
-    "dataset.val_size=40",
-    "dataset.num_test=40",
-    "model=mlp_bn",
-    "model.widths=[6,5]",
+    *TINY_MLP_BN,
     "train.epochs=1",
     "train.batch_size=40",
 ]
